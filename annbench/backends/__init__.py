@@ -1,0 +1,1 @@
+"""Backend adapters, one module per library; registered in setup.cfg's entry points."""

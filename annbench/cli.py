@@ -1,0 +1,283 @@
+"""The ``annbench`` command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import pandas as pd
+
+from annbench import __version__
+from annbench.datasets import (
+    BUILTIN,
+    DEFAULT_DATASET,
+    available_datasets,
+    create_synthetic,
+    read_dataset,
+    resolve_dataset,
+)
+from annbench.errors import AnnbenchError
+from annbench.grids import default_grid, parse_override
+from annbench.index import build_param_names, search_param_names
+from annbench.metrics import Metric
+from annbench.paths import data_dir, results_dir
+from annbench.record import MODES, RunRecord, params_label
+from annbench.registry import backend_names, load_backend
+from annbench.store import ResultStore
+
+
+class _Group(click.Group):
+    """Turns AnnbenchError into one line and a non-zero exit (a traceback with --debug)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AnnbenchError as exc:
+            if ctx.find_root().params.get("debug"):
+                raise
+            raise click.ClickException(str(exc)) from None
+
+
+results_option = click.option(
+    "--results",
+    "results_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Results folder or .sqlite file [default: $ANNBENCH_RESULTS or results/].",
+)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="annbench")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+def main(debug: bool) -> None:
+    """Benchmark approximate-nearest-neighbour indexes and pick one for deployment."""
+
+
+@main.command()
+@click.option(
+    "--backend", "-b", "backends", multiple=True, required=True,
+    help="Backend to benchmark; repeat for several, or 'all'. See 'annbench backends'.",
+)
+@click.option(
+    "--dataset", "-d", default=DEFAULT_DATASET, show_default=True,
+    help="Dataset name (see 'annbench datasets list') or path to an HDF5 file.",
+)
+@click.option("--k", default=10, show_default=True, type=int, help="Neighbours per query.")
+@click.option(
+    "--grid", "-g", "grid_overrides", multiple=True, metavar="KEY=V1,V2",
+    help="Override a grid parameter for every backend that takes it, e.g. efSearch=16,64.",
+)
+@click.option("--runs", default=3, show_default=True, type=int, help="Timed repeats per setting.")
+@click.option(
+    "--mode", type=click.Choice(MODES), default="single", show_default=True,
+    help="single: one query per call on one thread (latency); batch: all queries per call.",
+)
+@click.option("--threads", type=int, default=None, help="Search threads [default: 1 single, all batch].")
+@click.option("--timeout", type=float, default=None, help="Seconds a build configuration may take.")
+@click.option("--force", is_flag=True, help="Re-measure runs already in the store.")
+@results_option
+def run(
+    backends: tuple[str, ...],
+    dataset: str,
+    k: int,
+    grid_overrides: tuple[str, ...],
+    runs: int,
+    mode: str,
+    threads: int | None,
+    timeout: float | None,
+    force: bool,
+    results_path: Path | None,
+) -> None:
+    """Build each index configuration once, sweep its search parameters, store the results."""
+    from annbench.runner import pending_runs, plan_sweep, run_sweep
+
+    names = backend_names() if "all" in backends else list(dict.fromkeys(backends))
+    overrides = dict(parse_override(text) for text in grid_overrides)
+    data = read_dataset(resolve_dataset(dataset, progress=click.echo))
+    jobs = plan_sweep(data, names, k=k, mode=mode, runs=runs, threads=threads, overrides=overrides)
+    with ResultStore(results_path or results_dir()) as store:
+        total = pending_runs(jobs, store, force)
+        click.echo(
+            f"{data.name}: {len(data.train)} x {data.train.shape[1]} {data.metric.value}, "
+            f"{len(data.test)} queries; {len(jobs)} build configurations, {total} runs to measure"
+        )
+        try:
+            with click.progressbar(length=total, label="Measuring", file=sys.stderr) as bar:
+                summary = run_sweep(jobs, store, force, timeout, progress=lambda _: bar.update(1))
+        except KeyboardInterrupt:
+            click.echo(f"\nInterrupted; {store.count()} results are stored in {store.path}", err=True)
+            sys.exit(130)
+        click.echo(
+            f"Stored {summary.stored} results ({summary.skipped} already stored, "
+            f"{len(summary.failed)} failed) in {store.path}"
+        )
+        for record in summary.failed:
+            click.echo(f"  failed: {_describe(record)}: {record.error}", err=True)
+        frame = store.dataframe(data.name)
+    shown = frame[frame["backend"].isin(names) & (frame["k"] == k) & (frame["mode"] == mode)]
+    if len(shown):
+        click.echo(_table(shown))
+
+
+@main.command()
+@click.option("--dataset", "-d", default=None, help="Only this dataset.")
+@click.option("--failed", is_flag=True, help="Only failed runs.")
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path), help="Write every field to CSV.")
+@results_option
+def results(dataset: str | None, failed: bool, csv_path: Path | None, results_path: Path | None) -> None:
+    """List stored results, or export them to CSV."""
+    with ResultStore(results_path or results_dir()) as store:
+        frame = store.dataframe(dataset)
+    if failed:
+        frame = frame[frame["status"] != "ok"]
+    if csv_path is not None:
+        frame.to_csv(csv_path, index=False)
+        click.echo(f"Wrote {len(frame)} results to {csv_path}")
+        return
+    if frame.empty:
+        click.echo("No results stored" + (f" for dataset {dataset}" if dataset else "") + ".")
+        return
+    click.echo(_table(frame))
+
+
+@main.command()
+@click.option("--dataset", "-d", default=DEFAULT_DATASET, show_default=True, help="Dataset to plot.")
+@click.option("--mode", type=click.Choice(MODES), default="single", show_default=True)
+@click.option("--k", type=int, default=None, help="Only runs with this k [default: the most common].")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="PNG file to write.")
+@results_option
+def plot(dataset: str, mode: str, k: int | None, out: Path | None, results_path: Path | None) -> None:
+    """Plot recall vs queries per second, one pareto frontier per backend."""
+    from annbench.plot import plot_recall_qps
+
+    folder = results_path or results_dir()
+    with ResultStore(folder) as store:
+        frame = store.dataframe(dataset)
+        store_path = store.path
+    frame = frame[(frame["mode"] == mode) & (frame["status"] == "ok")]
+    if frame.empty:
+        raise AnnbenchError(
+            f"No successful {mode}-mode results for dataset '{dataset}' in {store_path}; "
+            f"run 'annbench run -d {dataset} -b ...' first"
+        )
+    k = k or int(frame["k"].mode().iloc[0])
+    frame = frame[frame["k"] == k]
+    if frame.empty:
+        raise AnnbenchError(f"No results with k={k} for dataset '{dataset}'")
+    out = out or store_path.parent / f"{dataset}-{mode}-k{k}.png"
+    plot_recall_qps(frame, out, f"{dataset}: recall@{k} vs QPS ({mode} mode)")
+    click.echo(f"Wrote {out}")
+
+
+@main.command()
+def backends() -> None:
+    """List registered backends with their metrics and parameters."""
+    for name in backend_names():
+        try:
+            cls = load_backend(name)
+        except AnnbenchError as exc:
+            click.echo(f"{name:12s} unavailable: {exc}")
+            continue
+        metrics = ",".join(sorted(m.value for m in cls.metrics))
+        build = ",".join(build_param_names(cls)) or "-"
+        search = ",".join(search_param_names(cls)) or "-"
+        click.echo(f"{name:12s} metrics={metrics}  build: {build}  search: {search}")
+        try:
+            grid = default_grid(name, cls)
+            click.echo(f"{'':12s} default grid: build {grid.build} search {grid.search}")
+        except AnnbenchError as exc:
+            click.echo(f"{'':12s} {exc}")
+
+
+@main.group(cls=_Group)
+def datasets() -> None:
+    """List, inspect and create datasets (ann-benchmarks HDF5 layout)."""
+
+
+@datasets.command("list")
+def datasets_list() -> None:
+    """Datasets in the data folder and the built-in ones."""
+    folder = data_dir()
+    click.echo(f"Data folder: {folder}")
+    for name in available_datasets():
+        stored = (folder / f"{name}.hdf5").is_file()
+        note = BUILTIN[name].description if name in BUILTIN else ""
+        state = "stored" if stored else "built-in, generated on first use"
+        default = " (default)" if name == DEFAULT_DATASET else ""
+        click.echo(f"  {name}{default}: {state}{'; ' + note if note else ''}")
+
+
+@datasets.command("info")
+@click.argument("name")
+def datasets_info(name: str) -> None:
+    """Shapes, metric, hash and attributes of a dataset."""
+    data = read_dataset(resolve_dataset(name, progress=click.echo))
+    click.echo(f"name:       {data.name}")
+    click.echo(f"file:       {data.path}")
+    click.echo(f"metric:     {data.metric.value}")
+    click.echo(f"base:       {len(data.train)} x {data.train.shape[1]}")
+    click.echo(f"queries:    {len(data.test)}")
+    click.echo(f"truth k:    {data.neighbors.shape[1]}")
+    click.echo(f"labels:     {'yes' if data.train_labels is not None else 'no'}")
+    click.echo(f"hash:       {data.content_hash}")
+    for key, value in sorted(data.attrs.items()):
+        click.echo(f"attr {key}: {value}")
+
+
+@datasets.command("create")
+@click.argument("name")
+@click.option("--n", default=20_000, show_default=True, type=int, help="Base vectors.")
+@click.option("--nq", default=1_000, show_default=True, type=int, help="Held-out queries.")
+@click.option("--d", "dim", default=128, show_default=True, type=int, help="Dimension.")
+@click.option("--metric", default="euclidean", show_default=True, help="euclidean, angular or dot.")
+@click.option("--clusters", default=64, show_default=True, type=int, help="Gaussian clusters.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
+def datasets_create(
+    name: str, n: int, nq: int, dim: int, metric: str, clusters: int, seed: int, force: bool
+) -> None:
+    """Generate a clustered-Gaussian dataset with exact ground truth into the data folder."""
+    if not name or "/" in name or name.startswith("."):
+        raise AnnbenchError(f"Dataset name '{name}' must be a plain file name")
+    if clusters < 1:
+        raise AnnbenchError(f"--clusters must be at least 1, got {clusters}")
+    path = data_dir() / f"{name}.hdf5"
+    if path.exists() and not force:
+        raise AnnbenchError(f"Dataset {path} exists; pass --force to overwrite it")
+    create_synthetic(path, n, nq, dim, Metric.parse(metric), clusters, seed)
+    click.echo(f"Wrote {path}")
+
+
+def _describe(record: RunRecord) -> str:
+    return (
+        f"{record.backend} [{params_label(record.build_params)}] "
+        f"[{params_label(record.search_params)}]"
+    )
+
+
+def _table(frame: pd.DataFrame) -> str:
+    view = pd.DataFrame(
+        {
+            "dataset": frame["dataset"],
+            "backend": frame["backend"],
+            "build": frame["build_params"].map(params_label),
+            "search": frame["search_params"].map(params_label),
+            "k": frame["k"],
+            "mode": frame["mode"],
+            "status": frame["status"],
+            "recall": frame["recall"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}"),
+            "qps": frame["qps"].map(lambda v: "" if pd.isna(v) else f"{v:,.0f}"),
+            "p50_ms": frame["latency_p50_ms"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}"),
+            "p99_ms": frame["latency_p99_ms"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}"),
+            "build_s": frame["build_s"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}"),
+            "index_MB": frame["index_bytes"].map(lambda v: "" if pd.isna(v) else f"{v / 1e6:.1f}"),
+        }
+    )
+    return view.to_string(index=False)
+
+
+if __name__ == "__main__":
+    main()

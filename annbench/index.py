@@ -1,0 +1,103 @@
+"""The one interface every backend implements, batch-first like faiss' ``search(xq, k)``."""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+
+from annbench.errors import AnnbenchError
+from annbench.metrics import Metric
+
+
+class Neighbors(NamedTuple):
+    """Search result: ``distances (nq, k)`` as the library reports them, ``ids (nq, k)`` int64."""
+
+    distances: np.ndarray
+    ids: np.ndarray
+
+
+class Index(ABC):
+    """An ANN index: build once with build parameters, then search under search parameters.
+
+    Subclasses declare their build parameters as keyword-only constructor arguments and their
+    search parameters as keyword-only arguments of ``set_search_params``; those signatures are
+    what grids are checked against. Adapters never time themselves: the runner does.
+    """
+
+    #: Metrics this backend supports.
+    metrics: ClassVar[frozenset[Metric]] = frozenset(Metric)
+
+    def __init__(self, metric: Metric, **build_params: Any) -> None:
+        if metric not in self.metrics:
+            supported = ", ".join(sorted(m.value for m in self.metrics))
+            raise AnnbenchError(
+                f"{type(self).__name__} does not support the {metric.value} metric; "
+                f"it supports: {supported}"
+            )
+        self.metric = metric
+        self.build_params = build_params
+
+    def check(self, n: int, d: int) -> None:  # noqa: B027 - optional hook
+        """Raise AnnbenchError if the build parameters cannot work on ``n`` vectors of ``d`` dims."""
+
+    @abstractmethod
+    def build(self, xb: np.ndarray) -> None:
+        """Index the base vectors ``xb (n, d)`` float32; ids are row numbers."""
+
+    def set_search_params(self) -> None:  # noqa: B027 - backends without search parameters
+        """Apply search parameters (keyword-only in subclasses)."""
+
+    @abstractmethod
+    def search(self, xq: np.ndarray, k: int) -> Neighbors:
+        """The ``k`` nearest neighbours of each query in ``xq (nq, d)``; -1 where missing."""
+
+    def search_one(self, q: np.ndarray, k: int) -> Sequence[int]:
+        """Ids of up to ``k`` nearest neighbours of one query ``q (d,)``, for latency timing."""
+        return self.search(q[None, :], k).ids[0]
+
+    def set_num_threads(self, n: int) -> None:  # noqa: B027 - single-threaded libraries
+        """Use ``n`` threads for searching from now on."""
+
+    def save(self, path: Path) -> None:
+        """Write the index to ``path`` (a file); its size is the reported index size."""
+        raise NotImplementedError
+
+    def memory_bytes(self) -> int | None:
+        """Bytes the index holds in memory, when the library can tell."""
+        return None
+
+    def stats(self) -> dict[str, float]:
+        """Library counters from the last searches (e.g. distance computations)."""
+        return {}
+
+
+def build_param_names(cls: type[Index]) -> list[str]:
+    """Names of the build parameters ``cls`` takes."""
+    return _keyword_only(cls.__init__)
+
+
+def search_param_names(cls: type[Index]) -> list[str]:
+    """Names of the search parameters ``cls`` takes."""
+    return _keyword_only(cls.set_search_params)
+
+
+def _keyword_only(func: Any) -> list[str]:
+    params = inspect.signature(func).parameters.values()
+    return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+def as_float32(x: np.ndarray) -> np.ndarray:
+    """C-contiguous float32 view or copy, as the libraries want."""
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``, else an AnnbenchError naming the parameter."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise AnnbenchError(f"Parameter {name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)

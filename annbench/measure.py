@@ -1,0 +1,176 @@
+"""What a worker process does for one build configuration: build once, then time every
+search setting on the same index. Adapters never time themselves; this module does."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from annbench.datasets import read_dataset
+from annbench.errors import AnnbenchError
+from annbench.index import Index
+from annbench.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
+from annbench.metrics import recall_at_k, true_distances
+from annbench.provenance import provenance
+from annbench.record import RunRecord
+from annbench.registry import load_backend
+
+
+@dataclass(frozen=True)
+class BuildJob:
+    """One build configuration and the search settings still to measure on it."""
+
+    dataset_path: str
+    dataset: str
+    dataset_hash: str
+    backend: str
+    build_params: dict[str, Any]
+    search_configs: tuple[dict[str, Any], ...]
+    k: int
+    mode: str  # "single": one query per call, one thread; "batch": all queries in one call
+    runs: int
+    threads: int
+
+    def record(self, search_params: dict[str, Any], **fields: Any) -> RunRecord:
+        """A RunRecord of this job for ``search_params``."""
+        return RunRecord(
+            dataset=self.dataset, dataset_hash=self.dataset_hash, backend=self.backend,
+            build_params=self.build_params, search_params=search_params, k=self.k,
+            mode=self.mode, threads=self.threads, **fields,
+        )
+
+
+@dataclass
+class Timing:
+    """Timed repeats of one search setting."""
+
+    qps: list[float]  # one per repeat
+    ids: np.ndarray  # (nq, k) from the median repeat
+    latencies_ns: np.ndarray | None  # (nq,) from the median repeat, single mode only
+
+
+def run_build_job(job: BuildJob, emit: Callable[[RunRecord], None]) -> None:
+    """Build the index of ``job`` once and emit one record per search setting."""
+    dataset = read_dataset(Path(job.dataset_path))
+    cls = load_backend(job.backend)
+    index = cls(dataset.metric, **job.build_params)
+    index.check(*dataset.train.shape)
+    index.set_num_threads(os.cpu_count() or 1)
+
+    reset_peak_rss()
+    before = rss_bytes()
+    start = time.perf_counter()
+    index.build(dataset.train)
+    build_s = time.perf_counter() - start
+    peak = peak_rss_bytes()
+    memory = index.memory_bytes() or max(rss_bytes() - before, 0)
+    index_bytes = _serialized_size(index)
+    context = provenance(job.threads)
+
+    xq = np.ascontiguousarray(dataset.test, dtype=np.float32)
+    for search_params in job.search_configs:
+        try:
+            index.set_search_params(**search_params)
+            index.set_num_threads(job.threads)
+            timing = time_search(index, xq, job.k, job.mode, job.runs)
+        except (AnnbenchError, ValueError, RuntimeError) as exc:
+            emit(job.record(search_params, status="failed", error=_one_line(exc)))
+            continue
+        found = true_distances(dataset.metric, dataset.train, dataset.test, timing.ids)
+        recall = recall_at_k(timing.ids, found, dataset.neighbors, dataset.distances, job.k)
+        median_qps = float(np.median(timing.qps))
+        latencies = timing.latencies_ns
+        percentiles = (
+            np.percentile(latencies, [50, 95, 99, 99.9]) / 1e6 if latencies is not None else [None] * 4
+        )
+        emit(
+            job.record(
+                search_params,
+                recall=float(recall.recall.mean()),
+                ann_benchmarks_recall=float(recall.ann_benchmarks_recall.mean()),
+                duplicates=recall.duplicates,
+                missing=recall.missing,
+                qps=median_qps,
+                qps_min=float(min(timing.qps)),
+                qps_max=float(max(timing.qps)),
+                runs=job.runs,
+                latency_p50_ms=_float(percentiles[0]),
+                latency_p95_ms=_float(percentiles[1]),
+                latency_p99_ms=_float(percentiles[2]),
+                latency_p999_ms=_float(percentiles[3]),
+                build_s=build_s,
+                index_bytes=index_bytes,
+                memory_bytes=memory,
+                peak_rss_bytes=peak,
+                n_queries=len(xq),
+                provenance=context,
+                ids=timing.ids,
+                latencies_ns=latencies,
+            )
+        )
+
+
+def time_search(index: Index, xq: np.ndarray, k: int, mode: str, runs: int) -> Timing:
+    """Warm up, then time ``runs`` repeats over all queries in ``mode``."""
+    warmup = xq[: max(1, min(len(xq), 100))]
+    if mode == "batch":
+        index.search(warmup, k)
+        return _repeat(runs, lambda: _time_batch(index, xq, k))
+    for q in warmup:
+        index.search_one(q, k)
+    return _repeat(runs, lambda: _time_single(index, xq, k))
+
+
+def _repeat(runs: int, once: Callable[[], Timing]) -> Timing:
+    repeats = [once() for _ in range(runs)]
+    qps = [r.qps[0] for r in repeats]
+    median = repeats[int(np.argsort(qps)[len(qps) // 2])]
+    return Timing(qps=qps, ids=median.ids, latencies_ns=median.latencies_ns)
+
+
+def _time_single(index: Index, xq: np.ndarray, k: int) -> Timing:
+    nq = len(xq)
+    ids = np.full((nq, k), -1, dtype=np.int64)
+    latencies = np.empty(nq, dtype=np.int64)
+    search_one = index.search_one
+    clock = time.perf_counter_ns
+    for i in range(nq):
+        q = xq[i]
+        t0 = clock()
+        found = search_one(q, k)
+        latencies[i] = clock() - t0
+        ids[i, : len(found)] = found
+    return Timing(qps=[nq / (latencies.sum() / 1e9)], ids=ids, latencies_ns=latencies)
+
+
+def _time_batch(index: Index, xq: np.ndarray, k: int) -> Timing:
+    t0 = time.perf_counter_ns()
+    result = index.search(xq, k)
+    elapsed = time.perf_counter_ns() - t0
+    return Timing(qps=[len(xq) / (elapsed / 1e9)], ids=result.ids, latencies_ns=None)
+
+
+def _serialized_size(index: Index) -> int | None:
+    with tempfile.TemporaryDirectory(prefix="annbench-") as folder:
+        path = Path(folder) / "index"
+        try:
+            index.save(path)
+        except NotImplementedError:
+            return None
+        return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if not isinstance(exc, AnnbenchError) else text

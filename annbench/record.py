@@ -1,0 +1,100 @@
+"""The one result record that flows from runner to store to report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+MODES = ("single", "batch")
+
+
+@dataclass
+class RunRecord:
+    """One measured (or failed) run: a dataset, a backend, build and search parameters, k, mode.
+
+    Timing figures are medians over ``runs`` timed repeats; the latency percentiles come from
+    the repeat whose QPS is the median, so QPS and latencies describe the same repeat.
+    """
+
+    dataset: str
+    dataset_hash: str
+    backend: str
+    build_params: dict[str, Any]
+    search_params: dict[str, Any]
+    k: int
+    mode: str
+    threads: int
+    status: str = "ok"  # "ok" or "failed"
+    error: str | None = None
+    recall: float | None = None  # annbench recall@k: id-based, ties counted
+    ann_benchmarks_recall: float | None = None  # ann-benchmarks distance-threshold recall
+    duplicates: int | None = None
+    missing: int | None = None
+    qps: float | None = None  # median over repeats
+    qps_min: float | None = None
+    qps_max: float | None = None
+    runs: int | None = None
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    latency_p99_ms: float | None = None
+    latency_p999_ms: float | None = None
+    build_s: float | None = None
+    index_bytes: int | None = None  # serialized index size
+    memory_bytes: int | None = None  # resident memory the built index added
+    peak_rss_bytes: int | None = None  # peak resident memory of the worker during build
+    n_queries: int | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    ids: np.ndarray | None = field(default=None, repr=False)  # (nq, k) ids of the median repeat
+    latencies_ns: np.ndarray | None = field(default=None, repr=False)  # (nq,) single mode
+
+    @property
+    def key(self) -> str:
+        """What makes two records the same measurement: a re-run replaces, never duplicates."""
+        return record_key(
+            self.dataset_hash, self.backend, self.build_params, self.search_params,
+            self.k, self.mode, self.threads,
+        )
+
+    @property
+    def qps_spread(self) -> float | None:
+        """(max - min) / median QPS over the repeats."""
+        if self.qps is None or self.qps_min is None or self.qps_max is None or not self.qps:
+            return None
+        return (self.qps_max - self.qps_min) / self.qps
+
+    def summary_dict(self) -> dict[str, Any]:
+        """Every field but the raw arrays."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in RAW_FIELDS}
+
+
+RAW_FIELDS = ("ids", "latencies_ns")
+JSON_FIELDS = ("build_params", "search_params", "provenance")
+SCALAR_FIELDS = tuple(
+    f.name for f in fields(RunRecord) if f.name not in RAW_FIELDS and f.name not in JSON_FIELDS
+)
+
+
+def record_key(
+    dataset_hash: str,
+    backend: str,
+    build_params: dict[str, Any],
+    search_params: dict[str, Any],
+    k: int,
+    mode: str,
+    threads: int,
+) -> str:
+    """Canonical text key of a measurement."""
+    return json.dumps(
+        [dataset_hash, backend, build_params, search_params, k, mode, threads], sort_keys=True
+    )
+
+
+def params_label(params: dict[str, Any]) -> str:
+    """``{'M': 16, 'efConstruction': 200}`` -> ``'M=16 efConstruction=200'``."""
+    return " ".join(f"{k}={v}" for k, v in params.items()) or "-"
+

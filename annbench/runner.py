@@ -1,0 +1,217 @@
+"""Plan a sweep, run each build configuration in its own worker process, store every record.
+
+A worker that crashes, hangs past the timeout or raises is recorded as failed runs with the
+reason, and the sweep goes on with the next configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from annbench.datasets import Dataset
+from annbench.errors import AnnbenchError
+from annbench.grids import check_grid, default_grid, with_overrides
+from annbench.index import build_param_names, search_param_names
+from annbench.measure import BuildJob, run_build_job
+from annbench.record import MODES, RunRecord
+from annbench.registry import load_backend
+from annbench.store import ResultStore
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[RunRecord], None]
+
+
+@dataclass
+class SweepSummary:
+    """What a sweep did."""
+
+    stored: int = 0
+    skipped: int = 0
+    failed: list[RunRecord] = field(default_factory=list)
+
+
+def plan_sweep(
+    dataset: Dataset,
+    backends: list[str],
+    k: int = 10,
+    mode: str = "single",
+    runs: int = 3,
+    threads: int | None = None,
+    overrides: dict[str, list[Any]] | None = None,
+) -> list[BuildJob]:
+    """Every build job of the sweep, with all parameters checked before anything runs."""
+    n, d = dataset.train.shape
+    if mode not in MODES:
+        raise AnnbenchError(f"Mode '{mode}' not valid. Use one of: {', '.join(MODES)}")
+    if k < 1 or k > n:
+        raise AnnbenchError(f"k must be between 1 and the {n} base vectors, got {k}")
+    if k > dataset.neighbors.shape[1]:
+        raise AnnbenchError(
+            f"k={k} exceeds the {dataset.neighbors.shape[1]} true neighbours stored in "
+            f"{dataset.name}; use --k {dataset.neighbors.shape[1]} or less"
+        )
+    if runs < 1:
+        raise AnnbenchError(f"runs must be at least 1, got {runs}")
+    threads = threads or (1 if mode == "single" else os.cpu_count() or 1)
+    if threads < 1:
+        raise AnnbenchError(f"threads must be at least 1, got {threads}")
+    overrides = overrides or {}
+    classes = {name: load_backend(name) for name in backends}
+    _check_overrides_used(classes, overrides)
+
+    jobs = []
+    for name, cls in classes.items():
+        grid = with_overrides(default_grid(name, cls), cls, overrides)
+        check_grid(name, cls, grid)
+        searches = tuple(grid.search_configs())
+        for build_params in grid.build_configs():
+            index = cls(dataset.metric, **build_params)  # an unbuilt index checks values
+            index.check(n, d)
+            for search_params in searches:
+                index.set_search_params(**search_params)
+            jobs.append(
+                BuildJob(
+                    dataset_path=str(dataset.path),
+                    dataset=dataset.name,
+                    dataset_hash=dataset.content_hash,
+                    backend=name,
+                    build_params=build_params,
+                    search_configs=searches,
+                    k=k,
+                    mode=mode,
+                    runs=runs,
+                    threads=threads,
+                )
+            )
+    return jobs
+
+
+def run_sweep(
+    jobs: list[BuildJob],
+    store: ResultStore,
+    force: bool = False,
+    timeout: float | None = None,
+    progress: Progress | None = None,
+) -> SweepSummary:
+    """Run ``jobs`` one worker process each, storing each record as soon as it arrives."""
+    summary = SweepSummary()
+    done = set() if force else store.completed_keys()
+    for job in jobs:
+        todo = tuple(s for s in job.search_configs if job.record(s).key not in done)
+        summary.skipped += len(job.search_configs) - len(todo)
+        if not todo:
+            continue
+        for record in run_in_worker(replace(job, search_configs=todo), timeout):
+            store.put(record)
+            summary.stored += 1
+            if record.status != "ok":
+                summary.failed.append(record)
+            if progress is not None:
+                progress(record)
+    return summary
+
+
+def pending_runs(jobs: list[BuildJob], store: ResultStore, force: bool = False) -> int:
+    """How many (build, search) runs the sweep will measure."""
+    done = set() if force else store.completed_keys()
+    return sum(1 for job in jobs for s in job.search_configs if job.record(s).key not in done)
+
+
+def run_in_worker(job: BuildJob, timeout: float | None = None) -> Iterator[RunRecord]:
+    """Records of ``job`` measured in a fresh process; failed records for what it didn't finish."""
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    worker = context.Process(target=_worker_main, args=(job, sender), daemon=True)
+    worker.start()
+    sender.close()
+    deadline = time.monotonic() + timeout if timeout else None
+    finished: set[str] = set()
+    error: str | None = None
+    try:
+        while True:
+            if deadline is not None and time.monotonic() > deadline:
+                error = f"timed out after {timeout:g} s"
+                break
+            if not receiver.poll(0.2):
+                if not worker.is_alive() and not receiver.poll(0):
+                    break
+                continue
+            try:
+                kind, payload = receiver.recv()
+            except EOFError:
+                break
+            if kind == "record":
+                finished.add(payload.key)
+                yield payload
+            elif kind == "error":
+                error = payload
+                break
+            else:  # "done"
+                break
+    finally:
+        _stop(worker, kill=error is not None)
+        receiver.close()
+    if error is None and len(finished) < len(job.search_configs):
+        error = _exit_reason(worker.exitcode)
+    for search_params in job.search_configs:
+        record = job.record(search_params, status="failed", error=error)
+        if record.key not in finished:
+            yield record
+
+
+def _worker_main(job: BuildJob, sender: Any) -> None:
+    """Entry point of a worker process."""
+    try:
+        run_build_job(job, lambda record: sender.send(("record", record)))
+        sender.send(("done", None))
+    except Exception as exc:  # reported to the parent, which records the failure
+        text = " ".join(str(exc).split())
+        sender.send(("error", text if isinstance(exc, AnnbenchError) else f"{type(exc).__name__}: {text}"))
+    finally:
+        sender.close()
+
+
+def _stop(worker: multiprocessing.process.BaseProcess, kill: bool) -> None:
+    if kill:
+        worker.kill()
+    worker.join(timeout=5)
+    if worker.is_alive():
+        worker.kill()
+        worker.join()
+
+
+def _exit_reason(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "worker did not finish"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"worker killed by {name}"
+    return f"worker exited with code {exitcode} before finishing"
+
+
+def _check_overrides_used(classes: dict[str, type], overrides: dict[str, list[Any]]) -> None:
+    for key in overrides:
+        takers = [
+            name for name, cls in classes.items()
+            if key in build_param_names(cls) or key in search_param_names(cls)
+        ]
+        if not takers:
+            known = sorted(
+                {p for cls in classes.values() for p in build_param_names(cls) + search_param_names(cls)}
+            )
+            raise AnnbenchError(
+                f"Grid key '{key}' is not a parameter of {', '.join(classes)}; "
+                f"valid keys: {', '.join(known) or '(none)'}"
+            )
+
