@@ -58,24 +58,40 @@ def main(debug: bool) -> None:
 
 @main.command()
 @click.option(
-    "--backend", "-b", "backends", multiple=True, required=True,
+    "--backend",
+    "-b",
+    "backends",
+    multiple=True,
+    required=True,
     help="Backend to benchmark; repeat for several, or 'all'. See 'annbench backends'.",
 )
 @click.option(
-    "--dataset", "-d", default=DEFAULT_DATASET, show_default=True,
+    "--dataset",
+    "-d",
+    default=DEFAULT_DATASET,
+    show_default=True,
     help="Dataset name (see 'annbench datasets list') or path to an HDF5 file.",
 )
 @click.option("--k", default=10, show_default=True, type=int, help="Neighbours per query.")
 @click.option(
-    "--grid", "-g", "grid_overrides", multiple=True, metavar="KEY=V1,V2",
+    "--grid",
+    "-g",
+    "grid_overrides",
+    multiple=True,
+    metavar="KEY=V1,V2",
     help="Override a grid parameter for every backend that takes it, e.g. efSearch=16,64.",
 )
 @click.option("--runs", default=3, show_default=True, type=int, help="Timed repeats per setting.")
 @click.option(
-    "--mode", type=click.Choice(MODES), default="single", show_default=True,
+    "--mode",
+    type=click.Choice(MODES),
+    default="single",
+    show_default=True,
     help="single: one query per call on one thread (latency); batch: all queries per call.",
 )
-@click.option("--threads", type=int, default=None, help="Search threads [default: 1 single, all batch].")
+@click.option(
+    "--threads", type=int, default=None, help="Search threads [default: 1 single, all batch]."
+)
 @click.option("--timeout", type=float, default=None, help="Seconds a build configuration may take.")
 @click.option("--force", is_flag=True, help="Re-measure runs already in the store.")
 @results_option
@@ -108,7 +124,9 @@ def run(
             with click.progressbar(length=total, label="Measuring", file=sys.stderr) as bar:
                 summary = run_sweep(jobs, store, force, timeout, progress=lambda _: bar.update(1))
         except KeyboardInterrupt:
-            click.echo(f"\nInterrupted; {store.count()} results are stored in {store.path}", err=True)
+            click.echo(
+                f"\nInterrupted; {store.count()} results are stored in {store.path}", err=True
+            )
             sys.exit(130)
         click.echo(
             f"Stored {summary.stored} results ({summary.skipped} already stored, "
@@ -125,9 +143,13 @@ def run(
 @main.command()
 @click.option("--dataset", "-d", default=None, help="Only this dataset.")
 @click.option("--failed", is_flag=True, help="Only failed runs.")
-@click.option("--csv", "csv_path", type=click.Path(path_type=Path), help="Write every field to CSV.")
+@click.option(
+    "--csv", "csv_path", type=click.Path(path_type=Path), help="Write every field to CSV."
+)
 @results_option
-def results(dataset: str | None, failed: bool, csv_path: Path | None, results_path: Path | None) -> None:
+def results(
+    dataset: str | None, failed: bool, csv_path: Path | None, results_path: Path | None
+) -> None:
     """List stored results, or export them to CSV."""
     with ResultStore(results_path or results_dir()) as store:
         frame = store.dataframe(dataset)
@@ -144,12 +166,18 @@ def results(dataset: str | None, failed: bool, csv_path: Path | None, results_pa
 
 
 @main.command()
-@click.option("--dataset", "-d", default=DEFAULT_DATASET, show_default=True, help="Dataset to plot.")
+@click.option(
+    "--dataset", "-d", default=DEFAULT_DATASET, show_default=True, help="Dataset to plot."
+)
 @click.option("--mode", type=click.Choice(MODES), default="single", show_default=True)
-@click.option("--k", type=int, default=None, help="Only runs with this k [default: the most common].")
+@click.option(
+    "--k", type=int, default=None, help="Only runs with this k [default: the most common]."
+)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="PNG file to write.")
 @results_option
-def plot(dataset: str, mode: str, k: int | None, out: Path | None, results_path: Path | None) -> None:
+def plot(
+    dataset: str, mode: str, k: int | None, out: Path | None, results_path: Path | None
+) -> None:
     """Plot recall vs queries per second, one pareto frontier per backend."""
     from annbench.plot import plot_recall_qps
 
@@ -186,7 +214,7 @@ def backends() -> None:
         search = ",".join(search_param_names(cls)) or "-"
         click.echo(f"{name:12s} metrics={metrics}  build: {build}  search: {search}")
         try:
-            grid = default_grid(name, cls)
+            grid = default_grid(name)
             click.echo(f"{'':12s} default grid: build {grid.build} search {grid.search}")
         except AnnbenchError as exc:
             click.echo(f"{'':12s} {exc}")

@@ -98,7 +98,9 @@ def read_dataset(path: Path) -> Dataset:
     except AnnbenchError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as exc:
-        raise AnnbenchError(f"{path} is not a readable HDF5 dataset (truncated or corrupt?): {exc}")
+        raise AnnbenchError(
+            f"{path} is not a readable HDF5 dataset (truncated or corrupt?): {exc}"
+        ) from exc
     if "distance" not in attrs:
         raise AnnbenchError(f"{path.name} has no 'distance' attribute (euclidean, angular or dot)")
     metric = Metric.parse(attrs["distance"])
@@ -237,7 +239,9 @@ def available_datasets() -> list[str]:
 def _vectors(array: np.ndarray, key: str, path: Path) -> np.ndarray:
     array = np.asarray(array)
     if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
-        raise AnnbenchError(f"{path.name}: '{key}' must be a non-empty 2-D array, got {array.shape}")
+        raise AnnbenchError(
+            f"{path.name}: '{key}' must be a non-empty 2-D array, got {array.shape}"
+        )
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise AnnbenchError(f"{path.name}: '{key}' must hold numbers, got dtype {array.dtype}")
     array = np.ascontiguousarray(array, dtype=np.float32)

@@ -36,22 +36,18 @@ class Grid:
         return _product(self.search)
 
 
-def default_grid(backend: str, cls: type[Index]) -> Grid:
-    """The packaged grid of ``backend``, checked against what ``cls`` accepts."""
+def default_grid(backend: str) -> Grid:
+    """The packaged grid of ``backend`` (empty when it ships none)."""
     path = resources.files("annbench.default_grids") / f"{backend}.yaml"
-    if not path.is_file():
-        raise AnnbenchError(
-            f"No default grid for backend '{backend}': add backends/{backend}.yaml "
-            "or pass every parameter with --grid key=value"
-        )
+    if not path.is_file():  # a plugin without a packaged grid: every value comes from --grid
+        return Grid()
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise AnnbenchError(f"Grid file for '{backend}' is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict) or set(raw) - {"build", "search"}:
         raise AnnbenchError(f"Grid file for '{backend}' must hold only 'build:' and 'search:' maps")
-    grid = Grid(_as_lists(raw.get("build"), backend), _as_lists(raw.get("search"), backend))
-    return grid
+    return Grid(_as_lists(raw.get("build"), backend), _as_lists(raw.get("search"), backend))
 
 
 def with_overrides(grid: Grid, cls: type[Index], overrides: dict[str, list[Any]]) -> Grid:
@@ -70,7 +66,10 @@ def with_overrides(grid: Grid, cls: type[Index], overrides: dict[str, list[Any]]
 def check_grid(backend: str, cls: type[Index], grid: Grid) -> None:
     """Raise AnnbenchError naming any parameter ``cls`` does not take or is missing."""
     build_names, search_names = build_param_names(cls), search_param_names(cls)
-    for kind, given, known in (("build", grid.build, build_names), ("search", grid.search, search_names)):
+    for kind, given, known in (
+        ("build", grid.build, build_names),
+        ("search", grid.search, search_names),
+    ):
         unknown = sorted(set(given) - set(known))
         if unknown:
             raise AnnbenchError(
@@ -126,4 +125,5 @@ def _as_lists(section: Any, backend: str) -> dict[str, list[Any]]:
 
 def _product(values: dict[str, list[Any]]) -> list[Params]:
     names = sorted(values)
-    return [dict(zip(names, combo)) for combo in itertools.product(*(values[n] for n in names))]
+    combos = itertools.product(*(values[n] for n in names))
+    return [dict(zip(names, combo, strict=True)) for combo in combos]

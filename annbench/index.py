@@ -43,7 +43,7 @@ class Index(ABC):
         self.build_params = build_params
 
     def check(self, n: int, d: int) -> None:  # noqa: B027 - optional hook
-        """Raise AnnbenchError if the build parameters cannot work on ``n`` vectors of ``d`` dims."""
+        """Raise AnnbenchError if the build parameters cannot work on n vectors of d dims."""
 
     @abstractmethod
     def build(self, xb: np.ndarray) -> None:

@@ -41,9 +41,15 @@ class BuildJob:
     def record(self, search_params: dict[str, Any], **fields: Any) -> RunRecord:
         """A RunRecord of this job for ``search_params``."""
         return RunRecord(
-            dataset=self.dataset, dataset_hash=self.dataset_hash, backend=self.backend,
-            build_params=self.build_params, search_params=search_params, k=self.k,
-            mode=self.mode, threads=self.threads, **fields,
+            dataset=self.dataset,
+            dataset_hash=self.dataset_hash,
+            backend=self.backend,
+            build_params=self.build_params,
+            search_params=search_params,
+            k=self.k,
+            mode=self.mode,
+            threads=self.threads,
+            **fields,
         )
 
 
@@ -88,7 +94,9 @@ def run_build_job(job: BuildJob, emit: Callable[[RunRecord], None]) -> None:
         median_qps = float(np.median(timing.qps))
         latencies = timing.latencies_ns
         percentiles = (
-            np.percentile(latencies, [50, 95, 99, 99.9]) / 1e6 if latencies is not None else [None] * 4
+            np.percentile(latencies, [50, 95, 99, 99.9]) / 1e6
+            if latencies is not None
+            else [None] * 4
         )
         emit(
             job.record(

@@ -17,7 +17,9 @@ def data_dir() -> Path:
 
 def results_dir() -> Path:
     """Folder of the results store (``ANNBENCH_RESULTS`` overrides)."""
-    return _choose("ANNBENCH_RESULTS", "results", _xdg("XDG_DATA_HOME", ".local/share") / "annbench")
+    return _choose(
+        "ANNBENCH_RESULTS", "results", _xdg("XDG_DATA_HOME", ".local/share") / "annbench"
+    )
 
 
 def _choose(env: str, folder: str, fallback_root: Path) -> Path:

@@ -56,8 +56,13 @@ class RunRecord:
     def key(self) -> str:
         """What makes two records the same measurement: a re-run replaces, never duplicates."""
         return record_key(
-            self.dataset_hash, self.backend, self.build_params, self.search_params,
-            self.k, self.mode, self.threads,
+            self.dataset_hash,
+            self.backend,
+            self.build_params,
+            self.search_params,
+            self.k,
+            self.mode,
+            self.threads,
         )
 
     @property
@@ -97,4 +102,3 @@ def record_key(
 def params_label(params: dict[str, Any]) -> str:
     """``{'M': 16, 'efConstruction': 200}`` -> ``'M=16 efConstruction=200'``."""
     return " ".join(f"{k}={v}" for k, v in params.items()) or "-"
-

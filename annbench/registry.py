@@ -35,7 +35,9 @@ def load_backend(name: str) -> type[Index]:
             f"Install {exc.package} to use the {name} backend (pip install {exc.package})"
         ) from exc
     except (ImportError, AttributeError) as exc:
-        raise BackendUnavailable(f"Backend '{name}' could not be loaded from {target}: {exc}")
+        raise BackendUnavailable(
+            f"Backend '{name}' could not be loaded from {target}: {exc}"
+        ) from exc
     if not (isinstance(cls, type) and issubclass(cls, Index)):
         raise BackendUnavailable(f"Backend '{name}' ({target}) is not an annbench Index class")
     return cls

@@ -69,7 +69,7 @@ def plan_sweep(
 
     jobs = []
     for name, cls in classes.items():
-        grid = with_overrides(default_grid(name, cls), cls, overrides)
+        grid = with_overrides(default_grid(name), cls, overrides)
         check_grid(name, cls, grid)
         searches = tuple(grid.search_configs())
         for build_params in grid.build_configs():
@@ -174,7 +174,9 @@ def _worker_main(job: BuildJob, sender: Any) -> None:
         sender.send(("done", None))
     except Exception as exc:  # reported to the parent, which records the failure
         text = " ".join(str(exc).split())
-        sender.send(("error", text if isinstance(exc, AnnbenchError) else f"{type(exc).__name__}: {text}"))
+        sender.send(
+            ("error", text if isinstance(exc, AnnbenchError) else f"{type(exc).__name__}: {text}")
+        )
     finally:
         sender.close()
 
@@ -203,15 +205,19 @@ def _exit_reason(exitcode: int | None) -> str:
 def _check_overrides_used(classes: dict[str, type], overrides: dict[str, list[Any]]) -> None:
     for key in overrides:
         takers = [
-            name for name, cls in classes.items()
+            name
+            for name, cls in classes.items()
             if key in build_param_names(cls) or key in search_param_names(cls)
         ]
         if not takers:
             known = sorted(
-                {p for cls in classes.values() for p in build_param_names(cls) + search_param_names(cls)}
+                {
+                    p
+                    for cls in classes.values()
+                    for p in build_param_names(cls) + search_param_names(cls)
+                }
             )
             raise AnnbenchError(
                 f"Grid key '{key}' is not a parameter of {', '.join(classes)}; "
                 f"valid keys: {', '.join(known) or '(none)'}"
             )
-

@@ -24,9 +24,15 @@ STORE_FILE = "annbench.sqlite"
 SCHEMA_VERSION = 1
 
 _COLUMN_TYPES = {
-    "k": "INTEGER", "threads": "INTEGER", "duplicates": "INTEGER", "missing": "INTEGER",
-    "runs": "INTEGER", "index_bytes": "INTEGER", "memory_bytes": "INTEGER",
-    "peak_rss_bytes": "INTEGER", "n_queries": "INTEGER",
+    "k": "INTEGER",
+    "threads": "INTEGER",
+    "duplicates": "INTEGER",
+    "missing": "INTEGER",
+    "runs": "INTEGER",
+    "index_bytes": "INTEGER",
+    "memory_bytes": "INTEGER",
+    "peak_rss_bytes": "INTEGER",
+    "n_queries": "INTEGER",
 }
 
 
@@ -91,7 +97,7 @@ class ResultStore:
         names = [d[0] for d in cursor.description]
         out = []
         for values in cursor.fetchall():
-            row = dict(zip(names, values))
+            row = dict(zip(names, values, strict=True))
             record = _record(row)
             if with_raw:
                 raw = self._db.execute(
@@ -133,11 +139,12 @@ class ResultStore:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):
                 raise AnnbenchError(
-                    f"{self.path} was written by a newer annbench (schema {version}); upgrade annbench"
+                    f"{self.path} was written by a newer annbench (schema {version}); "
+                    "upgrade annbench"
                 )
             self._db.execute(
-                "CREATE TABLE IF NOT EXISTS results (id INTEGER PRIMARY KEY, key TEXT UNIQUE NOT NULL, "
-                f"{columns}, {json_columns})"
+                "CREATE TABLE IF NOT EXISTS results (id INTEGER PRIMARY KEY, "
+                f"key TEXT UNIQUE NOT NULL, {columns}, {json_columns})"
             )
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS raw (result_id INTEGER PRIMARY KEY "

@@ -25,7 +25,7 @@ def clustered_gaussian(
     weights = 1.0 / np.arange(1, n_clusters + 1) ** 0.7
     labels = rng.choice(n_clusters, size=n, p=weights / weights.sum()).astype(np.int32)
     centers = rng.normal(scale=1.0, size=(n_clusters, latent))
-    spreads = rng.uniform(0.25, 0.6, size=n_clusters)
+    spreads = rng.uniform(0.6, 1.2, size=n_clusters)
     z = centers[labels] + rng.normal(size=(n, latent)) * spreads[labels, None]
     projection = rng.normal(size=(latent, d)) / np.sqrt(latent)
     x = z @ projection + rng.normal(scale=0.05, size=(n, d))

@@ -131,7 +131,9 @@ class FaissHNSW(_FaissIndex):
 
     def __init__(self, metric: Metric, *, M: int, efConstruction: int) -> None:
         super().__init__(
-            metric, M=positive_int("M", M, 2), efConstruction=positive_int("efConstruction", efConstruction)
+            metric,
+            M=positive_int("M", M, 2),
+            efConstruction=positive_int("efConstruction", efConstruction),
         )
         self._ef_search = 16
 

@@ -23,7 +23,9 @@ class Hnswlib(Index):
 
     def __init__(self, metric: Metric, *, M: int, ef_construction: int) -> None:
         super().__init__(
-            metric, M=positive_int("M", M, 2), ef_construction=positive_int("ef_construction", ef_construction)
+            metric,
+            M=positive_int("M", M, 2),
+            ef_construction=positive_int("ef_construction", ef_construction),
         )
         self._index: hnswlib.Index | None = None
         self._threads = -1

@@ -1,0 +1,63 @@
+"""Backends that misbehave on purpose, registered like a third-party plugin would be."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+
+from annbench.index import Index, Neighbors
+from annbench.metrics import Metric
+
+
+class _Exact(Index):
+    def __init__(self, metric: Metric, *, size: int = 1) -> None:
+        super().__init__(metric, size=size)
+
+    def build(self, xb: np.ndarray) -> None:
+        self.xb = np.asarray(xb, dtype=np.float32)
+
+    def set_search_params(self, *, level: int) -> None:
+        self.level = level
+
+    def search(self, xq: np.ndarray, k: int) -> Neighbors:
+        d = ((xq[:, None, :] - self.xb[None, :, :]) ** 2).sum(axis=2)
+        ids = np.argsort(d, axis=1)[:, :k]
+        return Neighbors(np.take_along_axis(d, ids, axis=1), ids.astype(np.int64))
+
+
+class CrashOnBuild(_Exact):
+    """Dies of SIGSEGV while building, as a C++ library bug would."""
+
+    def build(self, xb: np.ndarray) -> None:
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+
+class HangOnSearch(_Exact):
+    """Never returns from a search when level >= 2."""
+
+    def search(self, xq: np.ndarray, k: int) -> Neighbors:
+        if self.level >= 2:
+            time.sleep(3600)
+        return super().search(xq, k)
+
+
+class RaiseOnSearch(_Exact):
+    """Raises for level 2 only: one search setting fails, the others succeed."""
+
+    def search(self, xq: np.ndarray, k: int) -> Neighbors:
+        if self.level == 2:
+            raise RuntimeError("library refused level 2")
+        return super().search(xq, k)
+
+
+class DuplicateIds(_Exact):
+    """Returns its nearest neighbour twice: recall must count the repeat as a miss."""
+
+    def search(self, xq: np.ndarray, k: int) -> Neighbors:
+        result = super().search(xq, k)
+        ids = result.ids.copy()
+        ids[:, 1] = ids[:, 0]
+        return Neighbors(result.distances, ids)

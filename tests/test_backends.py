@@ -1,0 +1,109 @@
+"""Every backend on the same data, per metric: each must reach the recall it should."""
+
+import numpy as np
+import pytest
+
+from annbench.datasets import create_synthetic, read_dataset
+from annbench.errors import AnnbenchError, BackendUnavailable
+from annbench.grids import default_grid
+from annbench.index import Index
+from annbench.metrics import Metric, recall_at_k, true_distances
+from annbench.registry import backend_names, load_backend
+
+STRONG = {
+    "faiss-flat": ({}, {}, 1.0),
+    "faiss-ivf": ({"nlist": 16}, {"nprobe": 16}, 1.0),
+    "faiss-ivfpq": ({"nlist": 16, "m": 8, "nbits": 6}, {"nprobe": 16}, 0.7),
+    "faiss-hnsw": ({"M": 16, "efConstruction": 100}, {"efSearch": 128}, 0.97),
+    "hnswlib": ({"M": 16, "ef_construction": 100}, {"ef": 128}, 0.97),
+    "annoy": ({"n_trees": 20}, {"search_k": 20000}, 0.97),
+}
+MAIN_BACKENDS = ["annoy", "faiss-flat", "faiss-hnsw", "faiss-ivf", "faiss-ivfpq", "hnswlib"]
+
+
+def test_all_six_backends_are_registered():
+    assert set(MAIN_BACKENDS) <= set(backend_names())
+
+
+@pytest.fixture(scope="module", params=list(Metric), ids=lambda m: m.value)
+def data_per_metric(request, tmp_path_factory):
+    path = tmp_path_factory.mktemp("agree") / f"{request.param.value}.hdf5"
+    create_synthetic(path, n=1500, nq=60, d=16, metric=request.param, n_clusters=8, seed=5)
+    return read_dataset(path)
+
+
+def test_every_backend_reaches_its_recall(data_per_metric):
+    data = data_per_metric
+    failures = []
+    for name in MAIN_BACKENDS:
+        build, search, floor = STRONG[name]
+        index = load_backend(name)(data.metric, **build)
+        index.check(*data.train.shape)
+        index.build(data.train)
+        index.set_search_params(**search)
+        result = index.search(data.test, 10)
+        assert result.ids.dtype == np.int64 and result.ids.shape == (60, 10), name
+        found = true_distances(data.metric, data.train, data.test, result.ids)
+        recall = recall_at_k(result.ids, found, data.neighbors, data.distances, 10).recall.mean()
+        single = np.array([list(index.search_one(q, 10)) for q in data.test[:5]])
+        if recall < floor or not np.array_equal(single, result.ids[:5]):
+            failures.append(f"{name}: recall {recall:.3f} < {floor} or search_one disagrees")
+    assert not failures, f"{data.metric.value}: " + "; ".join(failures)
+
+
+@pytest.mark.parametrize("name", MAIN_BACKENDS)
+def test_save_writes_a_file(name, tiny, tmp_path):
+    build, search, _ = STRONG[name]
+    index: Index = load_backend(name)(tiny.metric, **build)
+    index.build(tiny.train)
+    index.save(tmp_path / "index")
+    assert (tmp_path / "index").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "name, build, message",
+    [
+        ("faiss-ivfpq", {"nlist": 4, "m": 5}, "m=5 does not divide the dimension d=32"),
+        ("faiss-ivf", {"nlist": 5000}, "nlist=5000 exceeds the 2000 base vectors"),
+        ("faiss-ivfpq", {"nlist": 4, "m": 8, "nbits": 12}, "needs at least 4096"),
+    ],
+)
+def test_data_dependent_parameter_checks(name, build, message, tiny):
+    with pytest.raises(AnnbenchError, match=message):
+        load_backend(name)(tiny.metric, **build).check(*tiny.train.shape)
+
+
+@pytest.mark.parametrize(
+    "name, build",
+    [
+        ("faiss-hnsw", {"M": -1, "efConstruction": 40}),
+        ("hnswlib", {"M": 16, "ef_construction": 0}),
+        ("annoy", {"n_trees": 1.5}),
+        ("faiss-ivf", {"nlist": "many"}),
+    ],
+)
+def test_invalid_parameter_values(name, build):
+    with pytest.raises(AnnbenchError, match="must be an integer"):
+        load_backend(name)(Metric.EUCLIDEAN, **build)
+
+
+def test_packaged_grids_exist_for_every_backend():
+    for name in MAIN_BACKENDS:
+        grid = default_grid(name)
+        cls = load_backend(name)
+        if name != "faiss-flat":
+            assert grid.search, name
+            assert len(grid.search_configs()) >= 5, f"{name}: a sweep needs low to high recall"
+        assert grid.build_configs(), name
+        for params in grid.build_configs():
+            cls(Metric.EUCLIDEAN, **params)
+
+
+def test_missing_library_says_what_to_install(test_backends):
+    with pytest.raises(BackendUnavailable, match="Install a-library-that-is-not-installed"):
+        load_backend("test-missing")
+
+
+def test_unknown_backend_lists_valid_ones():
+    with pytest.raises(AnnbenchError, match="Unknown backend 'nope'. Valid backends: annoy"):
+        load_backend("nope")

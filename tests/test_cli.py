@@ -1,0 +1,142 @@
+import csv
+
+import pytest
+from click.testing import CliRunner
+
+from annbench.cli import main
+from annbench.store import ResultStore
+
+
+@pytest.fixture
+def cli():
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(main, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+def test_run_results_csv_and_plot(cli, tiny_path, tmp_path, isolated_folders):
+    result = cli(
+        "run",
+        "-b",
+        "hnswlib",
+        "-b",
+        "faiss-ivf",
+        "-d",
+        str(tiny_path),
+        "--runs",
+        "1",
+        "-g",
+        "M=8",
+        "-g",
+        "ef=10,64",
+        "-g",
+        "nlist=16",
+        "-g",
+        "nprobe=1,8",
+    )
+    assert result.exit_code == 0, result.output
+    assert "Stored 4 results (0 already stored, 0 failed)" in result.output
+    assert "hnswlib" in result.output and "nprobe=8" in result.output
+
+    again = cli(
+        "run", "-b", "hnswlib", "-d", str(tiny_path), "--runs", "1", "-g", "M=8", "-g", "ef=10,64"
+    )
+    assert "Stored 0 results (2 already stored" in again.output
+
+    listing = cli("results", "-d", "tiny")
+    assert listing.exit_code == 0 and listing.output.count("tiny") == 4
+
+    out_csv = tmp_path / "all.csv"
+    assert cli("results", "--csv", str(out_csv)).exit_code == 0
+    rows = list(csv.DictReader(out_csv.open()))
+    assert len(rows) == 4 and {"recall", "qps", "latency_p99_ms", "provenance"} <= set(rows[0])
+
+    png = tmp_path / "plot.png"
+    plotted = cli("plot", "-d", "tiny", "--out", str(png))
+    assert plotted.exit_code == 0, plotted.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "-b", "nope"], "Unknown backend 'nope'. Valid backends:"),
+        (["run", "-b", "hnswlib", "-d", "nope"], "Unknown dataset 'nope'. Available:"),
+        (["run", "-b", "hnswlib", "-g", "nprobe=4"], "Grid key 'nprobe' is not a parameter"),
+        (["run", "-b", "hnswlib", "-g", "ef"], "must look like key=value"),
+        (["run", "-b", "faiss-flat", "--k", "100000"], "k must be between 1 and the"),
+        (["run", "-b", "faiss-ivfpq", "-g", "m=7"], "m=7 does not divide the dimension"),
+        (["plot", "-d", "nothing-here"], "No successful single-mode results"),
+        (["datasets", "info", "nope"], "Unknown dataset 'nope'"),
+        (["datasets", "create", "x", "--metric", "manhattan"], "Metric 'manhattan' not valid"),
+    ],
+)
+def test_bad_input_is_one_line_and_non_zero(cli, args, message, tiny_path):
+    if args[0] == "run" and "-d" not in args:
+        args += ["-d", str(tiny_path)]
+    result = cli(*args)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert result.output.strip().count("\n") == 0, result.output
+
+
+def test_bad_input_keeps_stored_results(cli, tiny_path, isolated_folders):
+    cli("run", "-b", "faiss-flat", "-d", str(tiny_path), "--runs", "1")
+    cli("run", "-b", "nope", "-d", str(tiny_path))
+    with ResultStore(isolated_folders / "results") as store:
+        assert store.count() == 1
+
+
+def test_debug_shows_traceback(tiny_path):
+    result = CliRunner().invoke(main, ["--debug", "run", "-b", "nope", "-d", str(tiny_path)])
+    assert result.exit_code != 0 and result.exc_info is not None
+
+
+def test_datasets_create_list_info(cli):
+    created = cli(
+        "datasets",
+        "create",
+        "mini",
+        "--n",
+        "500",
+        "--nq",
+        "20",
+        "--d",
+        "8",
+        "--metric",
+        "cosine",
+        "--clusters",
+        "4",
+    )
+    assert created.exit_code == 0, created.output
+    listing = cli("datasets", "list")
+    assert "mini: stored" in listing.output and "(default)" in listing.output
+    info = cli("datasets", "info", "mini")
+    assert "metric:     angular" in info.output and "base:       500 x 8" in info.output
+    exists = cli("datasets", "create", "mini")
+    assert exists.exit_code != 0 and "pass --force" in exists.output
+
+
+def test_help_everywhere(cli):
+    for args in (
+        ["--help"],
+        ["run", "--help"],
+        ["results", "--help"],
+        ["plot", "--help"],
+        ["datasets", "--help"],
+        ["datasets", "create", "--help"],
+        ["backends", "--help"],
+    ):
+        result = cli(*args)
+        assert result.exit_code == 0 and "Usage:" in result.output
+    assert "Override a grid parameter" in cli("run", "--help").output
+
+
+def test_backends_lists_every_backend(cli):
+    output = cli("backends").output
+    for name in ("faiss-flat", "faiss-ivf", "faiss-ivfpq", "faiss-hnsw", "hnswlib", "annoy"):
+        assert name in output

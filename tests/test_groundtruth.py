@@ -1,0 +1,33 @@
+import numpy as np
+import pytest
+
+from annbench.groundtruth import exact_knn
+from annbench.metrics import Metric, pair_distances
+
+
+def brute_force(xb, xq, k, metric):
+    d = pair_distances(metric, xq, np.broadcast_to(xb, (len(xq), *xb.shape)))
+    ids = np.lexsort((np.broadcast_to(np.arange(len(xb)), d.shape), d), axis=1)[:, :k]
+    return np.take_along_axis(d, ids, axis=1), ids
+
+
+@pytest.mark.parametrize("metric", list(Metric))
+def test_exact_knn_matches_brute_force_in_chunks(metric, rng):
+    xb = rng.normal(size=(700, 12)).astype(np.float32)
+    xq = rng.normal(size=(25, 12)).astype(np.float32)
+    want_d, want_i = brute_force(xb, xq, 10, metric)
+    for chunk in (64, 1000):
+        got_d, got_i = exact_knn(xb, xq, 10, metric, base_chunk=chunk)
+        np.testing.assert_array_equal(got_i, want_i)
+        np.testing.assert_allclose(got_d, want_d, rtol=1e-6, atol=1e-9)
+
+
+def test_exact_knn_accepts_blocks_and_orders_ties_by_id(rng):
+    xb = np.repeat(rng.normal(size=(50, 6)).astype(np.float32), 3, axis=0)  # every row thrice
+    xq = rng.normal(size=(5, 6)).astype(np.float32)
+    blocks = (xb[i : i + 40] for i in range(0, len(xb), 40))
+    seen = []
+    d, ids = exact_knn(blocks, xq, 6, Metric.EUCLIDEAN, progress=seen.append)
+    assert seen[-1] == len(xb)
+    assert (ids[:, 0] < ids[:, 1]).all() and (ids[:, 1] < ids[:, 2]).all()
+    np.testing.assert_allclose(d[:, 0], d[:, 2])

@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+
+from annbench.errors import AnnbenchError
+from annbench.record import RunRecord
+from annbench.store import ResultStore
+
+
+def make_record(ef: int = 16, **fields) -> RunRecord:
+    values = dict(
+        dataset="d",
+        dataset_hash="abc",
+        backend="hnswlib",
+        build_params={"M": 16},
+        search_params={"ef": ef},
+        k=10,
+        mode="single",
+        threads=1,
+        recall=0.9,
+        qps=1000.0,
+        qps_min=900.0,
+        qps_max=1100.0,
+        runs=3,
+        latency_p50_ms=0.5,
+        ids=np.arange(20).reshape(2, 10),
+        latencies_ns=np.array([5, 7]),
+        provenance={"cpu": "x"},
+    )
+    values.update(fields)
+    return RunRecord(**values)
+
+
+def test_round_trip_keeps_every_field_and_raw_arrays(tmp_path):
+    record = make_record()
+    with ResultStore(tmp_path) as store:
+        store.put(record)
+    with ResultStore(tmp_path / "annbench.sqlite") as store:
+        (loaded,) = store.records(with_raw=True)
+    assert loaded.summary_dict() == record.summary_dict()
+    np.testing.assert_array_equal(loaded.ids, record.ids)
+    np.testing.assert_array_equal(loaded.latencies_ns, record.latencies_ns)
+
+
+def test_same_key_replaces_instead_of_duplicating(tmp_path):
+    with ResultStore(tmp_path) as store:
+        store.put(make_record(recall=0.5))
+        store.put(make_record(recall=0.7))
+        store.put(make_record(ef=32))
+        assert store.count() == 2
+        assert sorted(r.recall for r in store.records()) == [0.7, 0.9]
+
+
+def test_completed_keys_leave_out_failures(tmp_path):
+    with ResultStore(tmp_path) as store:
+        store.put(make_record(ef=16))
+        store.put(make_record(ef=32, status="failed", error="boom", recall=None))
+        assert store.completed_keys() == {make_record(ef=16).key}
+
+
+def test_dataframe_has_one_row_per_record_with_spread(tmp_path):
+    with ResultStore(tmp_path) as store:
+        store.put(make_record(ef=16))
+        store.put(make_record(ef=32, dataset="other"))
+        frame = store.dataframe("d")
+    assert len(frame) == 1
+    assert frame.loc[0, "qps_spread"] == pytest.approx(0.2)
+    assert frame.loc[0, "build_params"] == {"M": 16}
+
+
+def test_key_ignores_parameter_order():
+    a = make_record(build_params={"M": 16, "ef_construction": 100})
+    b = make_record(build_params={"ef_construction": 100, "M": 16})
+    assert a.key == b.key
+
+
+def test_not_a_database_is_a_clear_error(tmp_path):
+    bad = tmp_path / "annbench.sqlite"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(AnnbenchError, match="Cannot use results store"):
+        ResultStore(bad)
