@@ -4,6 +4,7 @@ arrays and a ``distance`` attribute, plus optional ``train_labels``/``test_label
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,11 +17,13 @@ import numpy as np
 from annbench import __version__
 from annbench.errors import AnnbenchError
 from annbench.groundtruth import GT_K, exact_knn
-from annbench.metrics import Metric
+from annbench.metrics import Metric, normalize_rows
 from annbench.paths import data_dir
 from annbench.synthetic import clustered_gaussian
 
 REQUIRED_KEYS = ("train", "test", "neighbors", "distances")
+WRITE_CHUNK = 65536
+ArrayLike = Any  # np.ndarray, np.memmap or h5py.Dataset: anything with .shape and row slices
 HASH_ATTR = "annbench_content_hash"
 
 
@@ -71,11 +74,27 @@ DEFAULT_DATASET = "clustered-20k-128-euclidean"
 
 def content_hash(train: np.ndarray, test: np.ndarray, metric: Metric) -> str:
     """sha256 (first 16 hex digits) of the float32 vectors and the metric name."""
-    digest = hashlib.sha256(metric.value.encode())
+    digest = _Digest(metric)
     for array in (train, test):
-        digest.update(str(array.shape).encode())
-        digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
-    return digest.hexdigest()[:16]
+        digest.array_header(array.shape)
+        digest.update(array)
+    return digest.hexdigest()
+
+
+class _Digest:
+    """content_hash computed incrementally, chunk by chunk."""
+
+    def __init__(self, metric: Metric) -> None:
+        self._sha = hashlib.sha256(metric.value.encode())
+
+    def array_header(self, shape: tuple[int, ...]) -> None:
+        self._sha.update(str(tuple(int(x) for x in shape)).encode())
+
+    def update(self, block: np.ndarray) -> None:
+        self._sha.update(np.ascontiguousarray(block, dtype=np.float32).tobytes())
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()[:16]
 
 
 def read_dataset(path: Path) -> Dataset:
@@ -136,34 +155,80 @@ def read_dataset(path: Path) -> Dataset:
 
 def write_dataset(
     path: Path,
-    train: np.ndarray,
+    train: ArrayLike,
     test: np.ndarray,
     metric: Metric,
     train_labels: np.ndarray | None = None,
     test_labels: np.ndarray | None = None,
     attrs: dict[str, Any] | None = None,
     gt_k: int = GT_K,
+    float16: bool = False,
+    normalize: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> Path:
-    """Compute exact ground truth and write the dataset atomically (never a half-written file)."""
+    """Write a dataset with exact ground truth, atomically (never a half-written file).
+
+    ``train`` may be any row-sliceable array (a memmap or an HDF5 dataset larger than memory):
+    it is validated, written and ground-truthed in row chunks. With ``normalize`` rows are
+    scaled to unit length; with ``float16`` vectors are rounded to and stored as float16 (half
+    the size) and the ground truth is computed on the rounded vectors. ``progress`` is called
+    as ``(stage, done, total)``.
+    """
     path = Path(path)
-    train = _vectors(train, "train", path)
-    test = _vectors(test, "test", path)
-    if train.shape[1] != test.shape[1]:
-        raise AnnbenchError(f"train has dimension {train.shape[1]} but test has {test.shape[1]}")
-    distances, neighbors = exact_knn(train, test, min(gt_k, len(train)), metric)
+    shape = getattr(train, "shape", None)
+    if shape is None or len(shape) != 2 or shape[0] == 0 or shape[1] == 0:
+        raise AnnbenchError(f"{path.name}: base vectors must be a non-empty 2-D array, got {shape}")
+    n, d = shape
+    test = _prepare(_vectors(test, "test", path), normalize, float16)
+    if test.shape[1] != d:
+        raise AnnbenchError(f"base vectors have dimension {d} but queries have {test.shape[1]}")
+    for key, labels, rows in (
+        ("train_labels", train_labels, n),
+        ("test_labels", test_labels, len(test)),
+    ):
+        if labels is not None and len(labels) != rows:
+            raise AnnbenchError(f"{key} has {len(labels)} entries for {rows} vectors")
+    train_labels, test_labels, label_names = _label_codes(train_labels, test_labels)
+    if label_names is not None:
+        attrs = {**(attrs or {}), "label_names": json.dumps(label_names)}
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    stored = np.float16 if float16 else np.float32
+    digest = _Digest(metric)
     try:
         with h5py.File(partial, "w") as f:
+            base = f.create_dataset(
+                "train",
+                shape=(n, d),
+                dtype=stored,
+                chunks=(min(n, max(1, 65536 // d)), d),
+                compression="gzip",
+            )
+            digest.array_header((n, d))
+            for start in range(0, n, WRITE_CHUNK):
+                stop = min(start + WRITE_CHUNK, n)
+                block = _prepare(
+                    _vectors(train[start:stop], "train", path, start), normalize, float16
+                )
+                base[start:stop] = block
+                digest.update(block)
+                if progress is not None:
+                    progress("writing", stop, n)
+            digest.array_header(test.shape)
+            digest.update(test)
+            blocks = (
+                base[s : s + WRITE_CHUNK].astype(np.float32) for s in range(0, n, WRITE_CHUNK)
+            )
+            on_block = (lambda done: progress("ground truth", done, n)) if progress else None
+            distances, neighbors = exact_knn(blocks, test, min(gt_k, n), metric, progress=on_block)
             f.attrs["distance"] = metric.value
-            f.attrs["dimension"] = train.shape[1]
+            f.attrs["dimension"] = d
             f.attrs["point_type"] = "float"
-            f.attrs[HASH_ATTR] = content_hash(train, test, metric)
+            f.attrs[HASH_ATTR] = digest.hexdigest()
             f.attrs["annbench_version"] = __version__
             for key, value in (attrs or {}).items():
                 f.attrs[key] = value
-            f.create_dataset("train", data=train, compression="gzip", compression_opts=1)
-            f.create_dataset("test", data=test)
+            f.create_dataset("test", data=test.astype(stored))
             f.create_dataset("neighbors", data=neighbors.astype(np.int32))
             f.create_dataset("distances", data=distances.astype(np.float32))
             for key, labels in (("train_labels", train_labels), ("test_labels", test_labels)):
@@ -190,6 +255,12 @@ def resolve_dataset(spec: str, progress: Callable[[str], None] | None = None) ->
         if progress is not None:
             progress(f"Generating built-in dataset {spec} into {stored}")
         return create_builtin(spec, stored)
+    from annbench.download import STANDARD
+
+    if spec in STANDARD:
+        raise AnnbenchError(
+            f"Dataset '{spec}' is not downloaded yet; run 'annbench datasets fetch {spec}'"
+        )
     raise AnnbenchError(
         f"Unknown dataset '{spec}'. Available: {', '.join(available_datasets())} "
         "(or give a path to an ann-benchmarks HDF5 file)"
@@ -218,15 +289,28 @@ def create_synthetic(
     if n < 1 or nq < 1 or d < 1:
         raise AnnbenchError(f"n, nq and d must be positive, got n={n}, nq={nq}, d={d}")
     x, labels = clustered_gaussian(n + nq, d, n_clusters=n_clusters, seed=seed)
-    order = np.random.default_rng(seed + 1).permutation(n + nq)
-    test_rows, train_rows = order[:nq], order[nq:]
+    train, test, train_labels, test_labels = split_queries(x, labels, nq, seed + 1)
     attrs = {
         "source": f"annbench synthetic: {description}",
         "generator": f"clustered_gaussian(n={n + nq}, d={d}, n_clusters={n_clusters}, seed={seed})",
     }
-    return write_dataset(
-        path, x[train_rows], x[test_rows], metric, labels[train_rows], labels[test_rows], attrs
-    )
+    return write_dataset(path, train, test, metric, train_labels, test_labels, attrs)
+
+
+def split_queries(
+    vectors: np.ndarray, labels: np.ndarray | None, nq: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Hold out ``nq`` random rows (seeded) as queries: ``(train, test, train_labels,
+    test_labels)``; queries are removed from the base so none finds itself."""
+    n = len(vectors)
+    if not 1 <= nq < n:
+        raise AnnbenchError(f"queries must be between 1 and {n - 1} for {n} vectors, got {nq}")
+    order = np.random.default_rng(seed).permutation(n)
+    test_rows, train_rows = np.sort(order[:nq]), np.sort(order[nq:])
+    if labels is None:
+        return vectors[train_rows], vectors[test_rows], None, None
+    labels = np.asarray(labels)
+    return vectors[train_rows], vectors[test_rows], labels[train_rows], labels[test_rows]
 
 
 def available_datasets() -> list[str]:
@@ -236,7 +320,31 @@ def available_datasets() -> list[str]:
     return sorted(stored | set(BUILTIN))
 
 
-def _vectors(array: np.ndarray, key: str, path: Path) -> np.ndarray:
+def _label_codes(
+    train_labels: np.ndarray | None, test_labels: np.ndarray | None
+) -> tuple[np.ndarray | None, np.ndarray | None, list[str] | None]:
+    """Text labels become int32 codes into a sorted list of names (HDF5 stores numbers)."""
+    given = [np.asarray(x) for x in (train_labels, test_labels) if x is not None]
+    if not given or all(np.issubdtype(x.dtype, np.integer) for x in given):
+        return train_labels, test_labels, None
+    names = sorted({str(v) for x in given for v in x.tolist()})
+    index = {name: code for code, name in enumerate(names)}
+
+    def codes(x: np.ndarray | None) -> np.ndarray | None:
+        return None if x is None else np.array([index[str(v)] for v in x.tolist()], np.int32)
+
+    return codes(train_labels), codes(test_labels), names
+
+
+def _prepare(block: np.ndarray, normalize: bool, float16: bool) -> np.ndarray:
+    if normalize:
+        block = normalize_rows(block)
+    if float16:
+        block = block.astype(np.float16).astype(np.float32)
+    return block
+
+
+def _vectors(array: ArrayLike, key: str, path: Path, first_row: int = 0) -> np.ndarray:
     array = np.asarray(array)
     if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
         raise AnnbenchError(
@@ -248,8 +356,8 @@ def _vectors(array: np.ndarray, key: str, path: Path) -> np.ndarray:
     bad = ~np.isfinite(array).all(axis=1)
     if bad.any():
         raise AnnbenchError(
-            f"{path.name}: '{key}' has {int(bad.sum())} rows with NaN or inf (first: row "
-            f"{int(np.argmax(bad))}); clean or drop them"
+            f"{path.name}: '{key}' has rows with NaN or inf (first: row "
+            f"{first_row + int(np.argmax(bad))}); clean or drop them"
         )
     return array
 

@@ -17,7 +17,7 @@ from annbench.datasets import read_dataset
 from annbench.errors import AnnbenchError
 from annbench.index import Index
 from annbench.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
-from annbench.metrics import recall_at_k, true_distances
+from annbench.metrics import label_metrics, recall_at_k, true_distances
 from annbench.provenance import provenance
 from annbench.record import RunRecord
 from annbench.registry import load_backend
@@ -91,6 +91,14 @@ def run_build_job(job: BuildJob, emit: Callable[[RunRecord], None]) -> None:
             continue
         found = true_distances(dataset.metric, dataset.train, dataset.test, timing.ids)
         recall = recall_at_k(timing.ids, found, dataset.neighbors, dataset.distances, job.k)
+        labels = {}
+        if dataset.train_labels is not None and dataset.test_labels is not None:
+            by_label = label_metrics(timing.ids, dataset.train_labels, dataset.test_labels, job.k)
+            labels = {
+                "label_top_k_accuracy": float(by_label.top_k_accuracy.mean()),
+                "label_precision": float(by_label.precision.mean()),
+                "label_map": float(by_label.average_precision.mean()),
+            }
         median_qps = float(np.median(timing.qps))
         latencies = timing.latencies_ns
         percentiles = (
@@ -105,6 +113,7 @@ def run_build_job(job: BuildJob, emit: Callable[[RunRecord], None]) -> None:
                 ann_benchmarks_recall=float(recall.ann_benchmarks_recall.mean()),
                 duplicates=recall.duplicates,
                 missing=recall.missing,
+                **labels,
                 qps=median_qps,
                 qps_min=float(min(timing.qps)),
                 qps_max=float(max(timing.qps)),

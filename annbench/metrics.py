@@ -143,6 +143,41 @@ def recall_at_k(
     )
 
 
+@dataclass(frozen=True)
+class LabelResult:
+    """Per-query label-aware retrieval figures of one run."""
+
+    top_k_accuracy: np.ndarray  # (nq,) 1 if any of the k results has the query's label
+    precision: np.ndarray  # (nq,) fraction of the k results with the query's label
+    average_precision: np.ndarray  # (nq,) AP@k, normalised by min(k, items with that label)
+
+
+def label_metrics(
+    ids: np.ndarray, train_labels: np.ndarray, test_labels: np.ndarray, k: int
+) -> LabelResult:
+    """Top-k accuracy, precision@k and AP@k of returned ``ids (nq, >=k)`` by class label.
+
+    A result is relevant when its base label equals the query's label; -1 ids are irrelevant.
+    AP@k = sum over ranks j <= k of precision@j at relevant ranks, / min(k, R), where R is
+    the number of base items carrying the query's label (the usual retrieval mAP@k).
+    """
+    ids = np.asarray(ids)[:, :k]
+    valid = ids >= 0
+    retrieved = np.asarray(train_labels)[np.where(valid, ids, 0)]
+    relevant = valid & (retrieved == np.asarray(test_labels)[:, None])
+    hits_so_far = np.cumsum(relevant, axis=1)
+    ranks = np.arange(1, ids.shape[1] + 1)
+    values, counts = np.unique(train_labels, return_counts=True)
+    per_label = dict(zip(values.tolist(), counts.tolist(), strict=True))
+    available = np.array([per_label.get(label, 0) for label in np.asarray(test_labels).tolist()])
+    denominator = np.maximum(np.minimum(k, available), 1)
+    return LabelResult(
+        top_k_accuracy=relevant.any(axis=1).astype(np.float64),
+        precision=relevant.sum(axis=1) / k,
+        average_precision=(relevant * hits_so_far / ranks).sum(axis=1) / denominator,
+    )
+
+
 def _first_occurrence(ids: np.ndarray) -> np.ndarray:
     """Mask (nq, k): True where an id appears for the first time in its row."""
     order = np.argsort(ids, axis=1, kind="stable")

@@ -34,6 +34,9 @@ class RunRecord:
     ann_benchmarks_recall: float | None = None  # ann-benchmarks distance-threshold recall
     duplicates: int | None = None
     missing: int | None = None
+    label_top_k_accuracy: float | None = None  # datasets with labels: any result shares the label
+    label_precision: float | None = None  # precision@k by label
+    label_map: float | None = None  # mAP@k by label
     qps: float | None = None  # median over repeats
     qps_min: float | None = None
     qps_max: float | None = None

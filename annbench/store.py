@@ -130,11 +130,9 @@ class ResultStore:
             raise
 
     def _create_schema(self) -> None:
-        columns = ", ".join(
-            f"{name} {_COLUMN_TYPES.get(name, 'TEXT' if name in _TEXT else 'REAL')}"
-            for name in SCALAR_FIELDS
-        )
-        json_columns = ", ".join(f"{name} TEXT" for name in JSON_FIELDS)
+        types = {name: _column_type(name) for name in SCALAR_FIELDS}
+        types.update({name: "TEXT" for name in JSON_FIELDS})
+        columns = ", ".join(f"{name} {kind}" for name, kind in types.items())
         with self._transaction():
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):
@@ -144,8 +142,13 @@ class ResultStore:
                 )
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS results (id INTEGER PRIMARY KEY, "
-                f"key TEXT UNIQUE NOT NULL, {columns}, {json_columns})"
+                f"key TEXT UNIQUE NOT NULL, {columns})"
             )
+            # stores written before a field was added gain its column
+            present = {row[1] for row in self._db.execute("PRAGMA table_info(results)")}
+            for name, kind in types.items():
+                if name not in present:
+                    self._db.execute(f"ALTER TABLE results ADD COLUMN {name} {kind}")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS raw (result_id INTEGER PRIMARY KEY "
                 "REFERENCES results(id) ON DELETE CASCADE, ids BLOB, latencies_ns BLOB)"
@@ -155,6 +158,10 @@ class ResultStore:
 
 
 _TEXT = {"dataset", "dataset_hash", "backend", "mode", "status", "error", "created_at"}
+
+
+def _column_type(name: str) -> str:
+    return _COLUMN_TYPES.get(name, "TEXT" if name in _TEXT else "REAL")
 
 
 def _row(record: RunRecord) -> dict[str, Any]:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from annbench.errors import AnnbenchError
-from annbench.metrics import Metric, pair_distances, recall_at_k, true_distances
+from annbench.metrics import Metric, label_metrics, pair_distances, recall_at_k, true_distances
 
 
 def test_recall_hand_computed_with_ties_duplicates_and_missing():
@@ -74,3 +74,15 @@ def test_metric_parse_aliases_and_error():
     assert Metric.parse("ip") is Metric.DOT
     with pytest.raises(AnnbenchError, match="not valid. Use one of"):
         Metric.parse("hamming")
+
+
+def test_label_metrics_hand_computed():
+    train_labels = np.array([0, 0, 0, 1, 1, 2])
+    test_labels = np.array([0, 1, 2])
+    ids = np.array([[0, 3, 1], [0, 2, 5], [5, -1, 4]])
+    result = label_metrics(ids, train_labels, test_labels, k=3)
+    np.testing.assert_allclose(result.top_k_accuracy, [1, 0, 1])
+    np.testing.assert_allclose(result.precision, [2 / 3, 0, 1 / 3])
+    # query 0: relevant at ranks 1 and 3 -> (1/1 + 2/3) / min(3, 3 items labelled 0)
+    # query 2: relevant at rank 1 only, one item labelled 2 -> 1 / 1
+    np.testing.assert_allclose(result.average_precision, [(1 + 2 / 3) / 3, 0, 1.0])

@@ -110,3 +110,12 @@ def test_duplicate_ids_are_counted_as_misses(tiny, tmp_path, test_backends):
         (record,) = store.records()
     assert record.duplicates == 100
     assert record.recall == pytest.approx(0.9)
+
+
+def test_labelled_dataset_records_label_metrics(tiny, tmp_path):
+    jobs = plan_sweep(tiny, ["faiss-flat"], runs=1)
+    with ResultStore(tmp_path) as store:
+        run_sweep(jobs, store)
+        (record,) = store.records()
+    assert 0 < record.label_precision <= record.label_top_k_accuracy <= 1
+    assert 0 < record.label_map <= 1

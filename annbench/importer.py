@@ -1,0 +1,197 @@
+"""Bring your own embeddings: .npy, TEXMEX .fvecs/.ivecs/.bvecs, parquet or HDF5 in, an
+ann-benchmarks-layout dataset with exact ground truth out. Large files are memory-mapped and
+processed in chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from annbench.datasets import ArrayLike, write_dataset
+from annbench.errors import AnnbenchError
+from annbench.metrics import Metric
+
+_TEXMEX = {".fvecs": np.float32, ".ivecs": np.int32, ".bvecs": np.uint8}
+SUFFIXES = (".npy", *_TEXMEX, ".parquet", ".hdf5", ".h5")
+
+
+def open_vectors(path: Path, key: str | None = None, column: str | None = None) -> ArrayLike:
+    """The 2-D vectors in ``path`` as a row-sliceable array, memory-mapped where possible.
+
+    ``key`` names the HDF5 dataset (default: 'train', else the only 2-D one); ``column`` names
+    the parquet column holding one list/array per row (default: the only such column).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AnnbenchError(f"{path} not found")
+    if path.stat().st_size == 0:
+        raise AnnbenchError(f"{path.name} is empty")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            vectors = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise AnnbenchError(f"{path.name} is not a readable .npy file: {exc}") from exc
+    elif suffix in _TEXMEX:
+        vectors = _texmex(path, _TEXMEX[suffix])
+    elif suffix == ".parquet":
+        vectors = _parquet(path, column)
+    elif suffix in (".hdf5", ".h5"):
+        vectors = _hdf5(path, key)
+    else:
+        raise AnnbenchError(f"Cannot import {path.name}: use one of {', '.join(SUFFIXES)}")
+    if vectors.ndim != 2 or 0 in vectors.shape:
+        raise AnnbenchError(
+            f"{path.name} must hold a non-empty 2-D array, got shape {vectors.shape}"
+        )
+    return vectors
+
+
+def read_labels(path: Path, expected: int) -> np.ndarray:
+    """Labels from a .npy file or a text file with one label per line."""
+    path = Path(path)
+    if not path.is_file():
+        raise AnnbenchError(f"Labels file {path} not found")
+    if path.suffix == ".npy":
+        labels = np.load(path, allow_pickle=False)
+    else:
+        labels = np.array([line.strip() for line in path.read_text().splitlines() if line.strip()])
+    if labels.ndim != 1 or len(labels) != expected:
+        raise AnnbenchError(f"{path.name} has {labels.shape} labels for {expected} vectors")
+    return labels
+
+
+def import_vectors(
+    source: Path,
+    dest: Path,
+    metric: Metric,
+    queries: int = 1000,
+    queries_file: Path | None = None,
+    labels: np.ndarray | None = None,
+    normalize: bool = False,
+    seed: int = 0,
+    key: str | None = None,
+    column: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> Path:
+    """Write ``source`` as an ann-benchmarks-layout dataset at ``dest`` with exact ground truth.
+
+    Queries come from ``queries_file``, or are ``queries`` rows held out from the base (seeded)
+    so that no query finds itself.
+    """
+    vectors = open_vectors(source, key, column)
+    n, d = vectors.shape
+    if labels is not None and len(labels) != n:
+        raise AnnbenchError(f"{len(labels)} labels for {n} vectors")
+    if queries_file is not None:
+        test = np.asarray(open_vectors(queries_file, key="test" if key is None else key)[:])
+        if test.shape[1] != d:
+            raise AnnbenchError(
+                f"Queries in {Path(queries_file).name} have dimension {test.shape[1]}, "
+                f"the base has {d}"
+            )
+        base: ArrayLike = vectors
+        train_labels, test_labels = labels, None
+    else:
+        if not 1 <= queries < n:
+            raise AnnbenchError(f"--queries must be between 1 and {n - 1}, got {queries}")
+        order = np.random.default_rng(seed).permutation(n)
+        test_rows, train_rows = np.sort(order[:queries]), np.sort(order[queries:])
+        test = np.asarray(vectors[test_rows])
+        base = _Rows(vectors, train_rows)
+        train_labels = None if labels is None else labels[train_rows]
+        test_labels = None if labels is None else labels[test_rows]
+    attrs = {"source": f"imported from {Path(source).name}", "split_seed": seed}
+    return write_dataset(
+        dest,
+        base,
+        test,
+        metric,
+        train_labels,
+        test_labels,
+        attrs,
+        normalize=normalize,
+        progress=progress,
+    )
+
+
+class _Rows:
+    """A row subset of a (memory-mapped) array, sliced lazily in order."""
+
+    def __init__(self, source: ArrayLike, rows: np.ndarray) -> None:
+        self.source, self.rows = source, rows
+        self.shape = (len(rows), source.shape[1])
+
+    def __getitem__(self, item: slice) -> np.ndarray:
+        return np.asarray(self.source[self.rows[item]])
+
+
+def _texmex(path: Path, dtype: Any) -> np.ndarray:
+    """TEXMEX vecs: each row is an int32 dimension followed by that many values."""
+    size = path.stat().st_size
+    d = int(np.fromfile(path, dtype=np.int32, count=1)[0])
+    item = np.dtype(dtype).itemsize
+    row_bytes = 4 + d * item
+    if d <= 0 or d > 1_000_000 or size % row_bytes:
+        raise AnnbenchError(
+            f"{path.name} is not a valid {path.suffix} file: dimension {d} and size {size} bytes "
+            "do not make whole rows (truncated?)"
+        )
+    n = size // row_bytes
+    raw = np.memmap(path, dtype=np.uint8, mode="r", shape=(n, row_bytes))
+    dims = raw[:, :4].copy().view(np.int32).ravel()
+    if (dims != d).any():
+        raise AnnbenchError(f"{path.name}: rows have differing dimensions (first row says {d})")
+    return raw[:, 4:].view(dtype)
+
+
+def _parquet(path: Path, column: str | None) -> np.ndarray:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise AnnbenchError("Importing parquet needs pyarrow: pip install pyarrow") from exc
+    try:
+        table = pq.read_table(path, columns=[column] if column else None)
+    except (OSError, ValueError, KeyError) as exc:
+        raise AnnbenchError(f"Cannot read {path.name} as parquet: {exc}") from exc
+    if column is None:
+        candidates = [
+            name
+            for name, kind in zip(table.column_names, table.schema.types, strict=True)
+            if "list" in str(kind)
+        ]
+        if len(candidates) != 1:
+            raise AnnbenchError(
+                f"{path.name}: name the vector column with --column (list columns: "
+                f"{', '.join(candidates) or 'none'})"
+            )
+        column = candidates[0]
+    values = table.column(column).to_pylist()
+    if any(v is None for v in values):
+        raise AnnbenchError(f"{path.name}: column '{column}' has empty rows")
+    try:
+        return np.array(values, dtype=np.float32)
+    except ValueError as exc:
+        raise AnnbenchError(f"{path.name}: rows of '{column}' differ in length") from exc
+
+
+def _hdf5(path: Path, key: str | None) -> h5py.Dataset:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise AnnbenchError(f"{path.name} is not a readable HDF5 file: {exc}") from exc
+    if key is None:
+        two_d = [k for k, v in f.items() if isinstance(v, h5py.Dataset) and v.ndim == 2]
+        key = "train" if "train" in f else (two_d[0] if len(two_d) == 1 else None)
+        if key is None:
+            raise AnnbenchError(
+                f"{path.name}: name the vectors with --key "
+                f"(2-D datasets: {', '.join(two_d) or 'none'})"
+            )
+    if key not in f:
+        raise AnnbenchError(f"{path.name} has no dataset '{key}'; it has: {', '.join(f.keys())}")
+    return f[key]
