@@ -13,6 +13,7 @@ import pandas as pd
 from annbench import __version__
 from annbench.datasets import (
     BUILTIN,
+    BUNDLED,
     DEFAULT_DATASET,
     available_datasets,
     create_synthetic,
@@ -203,6 +204,173 @@ def plot(
     click.echo(f"Wrote {out}")
 
 
+@main.command("summary")
+@click.option("--dataset", "-d", default=None, help="Only this dataset.")
+@click.option(
+    "--latency-budget-ms",
+    type=float,
+    default=None,
+    help="Also report the best recall whose p99 latency fits this budget.",
+)
+@results_option
+def summary_command(
+    dataset: str | None, latency_budget_ms: float | None, results_path: Path | None
+) -> None:
+    """Per backend: best QPS at recall >= 0.8/0.9/0.95/0.99, with build time and memory."""
+    from annbench.analysis import summary
+
+    with ResultStore(results_path or results_dir()) as store:
+        frame = store.dataframe(dataset)
+    table = summary(frame, latency_budget_ms=latency_budget_ms)
+    if table.empty:
+        raise AnnbenchError("No successful results stored" + (f" for {dataset}" if dataset else ""))
+    for (name, mode, k), rows in table.groupby(["dataset", "mode", "k"]):
+        click.echo(f"\n{name} ({mode} mode, k={k})")
+        click.echo(_summary_table(rows, latency_budget_ms))
+
+
+@main.command("recommend")
+@click.option("--dataset", "-d", default=DEFAULT_DATASET, show_default=True)
+@click.option("--min-recall", type=float, required=True, help="Recall@k the choice must reach.")
+@click.option("--max-p99-ms", type=float, default=None, help="Largest p99 latency allowed (ms).")
+@click.option("--max-memory", default=None, help="Largest index memory, e.g. 500MB or 2GB.")
+@click.option("--max-build-s", type=float, default=None, help="Longest build time allowed (s).")
+@click.option(
+    "--optimize",
+    type=click.Choice(["qps", "memory", "build", "latency"]),
+    default="qps",
+    show_default=True,
+    help="What to make best among what fits.",
+)
+@click.option("--k", type=int, default=10, show_default=True)
+@click.option("--mode", type=click.Choice(MODES), default="single", show_default=True)
+@click.option(
+    "--measure",
+    is_flag=True,
+    help="First measure what is missing: bisect each build configuration's search "
+    "parameter for the recall target, then re-measure the chosen point.",
+)
+@click.option(
+    "--backend",
+    "-b",
+    "backends",
+    multiple=True,
+    help="With --measure: backends to search [default: all].",
+)
+@click.option(
+    "--grid",
+    "-g",
+    "grid_overrides",
+    multiple=True,
+    metavar="KEY=V1,V2",
+    help="With --measure: grid overrides, as for run.",
+)
+@click.option(
+    "--runs",
+    default=3,
+    show_default=True,
+    type=int,
+    help="With --measure: repeats when re-measuring the chosen point.",
+)
+@results_option
+def recommend_command(
+    dataset: str,
+    min_recall: float,
+    max_p99_ms: float | None,
+    max_memory: str | None,
+    max_build_s: float | None,
+    optimize: str,
+    k: int,
+    mode: str,
+    measure: bool,
+    backends: tuple[str, ...],
+    grid_overrides: tuple[str, ...],
+    runs: int,
+    results_path: Path | None,
+) -> None:
+    """Pick the configuration that meets every constraint with the best objective."""
+    from annbench.analysis import Constraints, parse_bytes, recommend
+
+    if not 0 < min_recall <= 1:
+        raise AnnbenchError(f"--min-recall must be in (0, 1], got {min_recall}")
+    constraints = Constraints(
+        min_recall, max_p99_ms, parse_bytes(max_memory) if max_memory else None, max_build_s
+    )
+    data = read_dataset(resolve_dataset(dataset, progress=click.echo))
+    with ResultStore(results_path or results_dir()) as store:
+        if measure:
+            _measure_adaptively(store, data, backends, grid_overrides, k, mode, runs, min_recall)
+        frame = store.dataframe(data.name)
+    frame = frame[(frame["k"] == k) & (frame["mode"] == mode)]
+    result = recommend(frame, constraints, optimize)
+    if result.choice is None:
+        click.echo(f"Nothing stored for {data.name} (k={k}, {mode} mode) meets the constraints.")
+        if result.closest is not None and len(result.closest):
+            click.echo("Closest points:")
+            for _, row in result.closest.iterrows():
+                click.echo(
+                    f"  {row['config']}: recall {row['recall']:.4f}, "
+                    f"{row['qps']:,.0f} QPS - breaks {row['violations']}"
+                )
+        click.echo("Measure more with --measure, or relax a constraint.")
+        sys.exit(2)
+    choice = result.choice
+    noisy = "  [noisy: wide spread across repeats]" if choice["noisy"] else ""
+    click.echo(f"Recommended: {choice['config']}")
+    click.echo(
+        f"  recall {choice['recall']:.4f}, {choice['qps']:,.0f} QPS, "
+        f"p99 {_num(choice['latency_p99_ms'], '.3f')} ms, "
+        f"memory {choice['memory_footprint'] / 1e6:.1f} MB, build {choice['build_s']:.2f} s{noisy}"
+    )
+    click.echo(
+        f"  best {optimize} of {result.candidates} stored configurations meeting every constraint"
+    )
+    for reason in result.binding:
+        click.echo(f"  bound by {reason}")
+    if len(result.runners_up):
+        click.echo("Runners-up:")
+        for _, row in result.runners_up.iterrows():
+            click.echo(
+                f"  {row['config']}: recall {row['recall']:.4f}, {row['qps']:,.0f} QPS, "
+                f"memory {row['memory_footprint'] / 1e6:.1f} MB"
+            )
+
+
+def _measure_adaptively(
+    store: ResultStore,
+    data: Any,
+    backends: tuple[str, ...],
+    grid_overrides: tuple[str, ...],
+    k: int,
+    mode: str,
+    runs: int,
+    target: float,
+) -> None:
+    from annbench.runner import adaptive_jobs, pending_runs, plan_sweep, run_sweep
+
+    names = list(dict.fromkeys(backends)) if backends else _installed_backends()
+    overrides = dict(parse_override(text) for text in grid_overrides)
+    jobs = plan_sweep(data, names, k=k, mode=mode, runs=runs, overrides=overrides)
+    jobs = adaptive_jobs(jobs, target)
+    total = pending_runs(jobs, store)
+    click.echo(f"Measuring: {len(jobs)} build configurations, at most {total} runs")
+    with click.progressbar(length=total, label="Searching", file=sys.stderr) as bar:
+        summary = run_sweep(jobs, store, progress=lambda _: bar.update(1))
+    click.echo(f"Measured {summary.stored} runs ({len(summary.failed)} failed)")
+
+
+def _installed_backends() -> list[str]:
+    """Registered backends whose library is installed."""
+    names = []
+    for name in backend_names():
+        try:
+            load_backend(name)
+        except AnnbenchError:
+            continue
+        names.append(name)
+    return names
+
+
 @main.command()
 def backends() -> None:
     """List registered backends with their metrics and parameters."""
@@ -235,8 +403,14 @@ def datasets_list() -> None:
     click.echo(f"Data folder: {folder}")
     for name in available_datasets():
         stored = (folder / f"{name}.hdf5").is_file()
-        note = BUILTIN[name].description if name in BUILTIN else ""
-        state = "stored" if stored else "built-in, prepared on first use"
+        note = BUILTIN[name].description if name in BUILTIN else BUNDLED.get(name, "")
+        state = (
+            "stored"
+            if stored
+            else "bundled"
+            if name in BUNDLED
+            else "built-in, generated on first use"
+        )
         default = " (default)" if name == DEFAULT_DATASET else ""
         click.echo(f"  {name}{default}: {state}{'; ' + note if note else ''}")
     from annbench.download import STANDARD
@@ -452,6 +626,27 @@ def _describe(record: RunRecord) -> str:
         f"{record.backend} [{params_label(record.build_params)}] "
         f"[{params_label(record.search_params)}]"
     )
+
+
+def _num(value: Any, spec: str) -> str:
+    return "" if value is None or pd.isna(value) else format(value, spec)
+
+
+def _summary_table(rows: pd.DataFrame, latency_budget_ms: float | None) -> str:
+    from annbench.analysis import RECALL_LEVELS
+
+    view = pd.DataFrame({"backend": rows["backend"]})
+    for level in RECALL_LEVELS:
+        tag = f"@{level:g}"
+        view[f"QPS{tag}"] = rows[f"qps{tag}"].map(lambda v: _num(v, ",.0f") or "-")
+        view[f"build_s{tag}"] = rows[f"build_s{tag}"].map(lambda v: _num(v, ".2f") or "-")
+        view[f"MB{tag}"] = rows[f"memory_MB{tag}"].map(lambda v: _num(v, ".1f") or "-")
+    if latency_budget_ms is not None:
+        view[f"recall@p99<={latency_budget_ms:g}ms"] = rows["best_recall_within_budget"].map(
+            lambda v: _num(v, ".4f") or "-"
+        )
+    view["noisy"] = rows["noisy_runs"]
+    return view.to_string(index=False)
 
 
 def _table(frame: pd.DataFrame) -> str:

@@ -8,6 +8,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,13 @@ BUILTIN: dict[str, BuiltinDataset] = {
         10_000, 500, 64, Metric.ANGULAR, 32, 2, "clustered Gaussian compared by cosine"
     ),
 }
-DEFAULT_DATASET = "clustered-20k-128-euclidean"
+#: Real datasets shipped inside the package (the ``datasets/bundled`` folder), no network needed.
+BUNDLED: dict[str, str] = {
+    "debian-packages-384-angular": (
+        "21,000 Debian package descriptions embedded by all-MiniLM-L6-v2, labelled by section"
+    ),
+}
+DEFAULT_DATASET = "debian-packages-384-angular"
 
 
 def content_hash(train: np.ndarray, test: np.ndarray, metric: Metric) -> str:
@@ -251,6 +258,11 @@ def resolve_dataset(spec: str, progress: Callable[[str], None] | None = None) ->
     stored = data_dir() / f"{spec}.hdf5"
     if stored.is_file():
         return stored
+    if spec in BUNDLED:
+        bundled = resources.files("annbench.bundled") / f"{spec}.hdf5"
+        if not bundled.is_file():
+            raise AnnbenchError(f"The bundled dataset {spec} is missing; reinstall annbench")
+        return Path(str(bundled))
     if spec in BUILTIN:
         if progress is not None:
             progress(f"Generating built-in dataset {spec} into {stored}")
@@ -317,7 +329,7 @@ def available_datasets() -> list[str]:
     """Names of stored datasets and built-ins, sorted."""
     folder = data_dir()
     stored = {p.stem for p in folder.glob("*.hdf5")} if folder.is_dir() else set()
-    return sorted(stored | set(BUILTIN))
+    return sorted(stored | set(BUILTIN) | set(BUNDLED))
 
 
 def _label_codes(

@@ -3,6 +3,7 @@ search setting on the same index. Adapters never time themselves; this module do
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -37,6 +38,7 @@ class BuildJob:
     mode: str  # "single": one query per call, one thread; "batch": all queries in one call
     runs: int
     threads: int
+    target_recall: float | None = None  # adaptive: bisect the ladder of search_configs
 
     def record(self, search_params: dict[str, Any], **fields: Any) -> RunRecord:
         """A RunRecord of this job for ``search_params``."""
@@ -63,32 +65,81 @@ class Timing:
 
 
 def run_build_job(job: BuildJob, emit: Callable[[RunRecord], None]) -> None:
-    """Build the index of ``job`` once and emit one record per search setting."""
-    dataset = read_dataset(Path(job.dataset_path))
-    cls = load_backend(job.backend)
-    index = cls(dataset.metric, **job.build_params)
-    index.check(*dataset.train.shape)
-    index.set_num_threads(os.cpu_count() or 1)
+    """Build the index of ``job`` once and emit one record per search setting measured.
 
-    reset_peak_rss()
-    before = rss_bytes()
-    start = time.perf_counter()
-    index.build(dataset.train)
-    build_s = time.perf_counter() - start
-    peak = peak_rss_bytes()
-    memory = index.memory_bytes() or max(rss_bytes() - before, 0)
-    index_bytes = _serialized_size(index)
-    context = provenance(job.threads)
+    With ``job.target_recall`` the search settings are a ladder ordered by one monotone
+    parameter, and only the ones a bisection needs are measured (one repeat each); the
+    cheapest setting reaching the target is then re-measured with ``job.runs`` repeats.
+    """
+    measurer = _Measurer(job)
+    if job.target_recall is None:
+        for search_params in job.search_configs:
+            emit(measurer.measure(search_params, job.runs))
+        return
+    chosen = bisect_ladder(
+        len(job.search_configs),
+        lambda i: _meets(measurer.measure(job.search_configs[i], 1), job.target_recall, emit),
+    )
+    if chosen is not None and job.runs > 1:
+        emit(measurer.measure(job.search_configs[chosen], job.runs))
 
-    xq = np.ascontiguousarray(dataset.test, dtype=np.float32)
-    for search_params in job.search_configs:
+
+def bisect_ladder(size: int, meets: Callable[[int], bool]) -> int | None:
+    """Smallest index in ``0..size-1`` where the monotone predicate ``meets`` holds, probing
+    at most ``1 + ceil(log2(size))`` indexes; None when even the last one fails."""
+    if size == 0 or not meets(size - 1):
+        return None
+    low, high = -1, size - 1  # meets(high) holds; meets(low) fails (or low is before the start)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if meets(middle):
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def max_probes(size: int) -> int:
+    """The most settings ``bisect_ladder`` measures on a ladder of ``size``."""
+    return 1 + math.ceil(math.log2(size)) if size > 1 else size
+
+
+def _meets(record: RunRecord, target: float, emit: Callable[[RunRecord], None]) -> bool:
+    emit(record)
+    return record.status == "ok" and record.recall is not None and record.recall >= target
+
+
+class _Measurer:
+    """Builds the job's index once, then measures search settings on it."""
+
+    def __init__(self, job: BuildJob) -> None:
+        self.job = job
+        self.dataset = dataset = read_dataset(Path(job.dataset_path))
+        self.index = load_backend(job.backend)(dataset.metric, **job.build_params)
+        self.index.check(*dataset.train.shape)
+        self.index.set_num_threads(os.cpu_count() or 1)
+        reset_peak_rss()
+        before = rss_bytes()
+        start = time.perf_counter()
+        self.index.build(dataset.train)
+        self.build = {
+            "build_s": time.perf_counter() - start,
+            "peak_rss_bytes": peak_rss_bytes(),
+            "memory_bytes": self.index.memory_bytes() or max(rss_bytes() - before, 0),
+            "index_bytes": _serialized_size(self.index),
+            "provenance": provenance(job.threads),
+        }
+        self.xq = np.ascontiguousarray(dataset.test, dtype=np.float32)
+
+    def measure(self, search_params: dict[str, Any], runs: int) -> RunRecord:
+        """One record: ``runs`` timed repeats of ``search_params`` (a failed record on error)."""
+        job, dataset, index = self.job, self.dataset, self.index
         try:
             index.set_search_params(**search_params)
             index.set_num_threads(job.threads)
-            timing = time_search(index, xq, job.k, job.mode, job.runs)
+            timing = time_search(index, self.xq, job.k, job.mode, runs)
         except (AnnbenchError, ValueError, RuntimeError) as exc:
-            emit(job.record(search_params, status="failed", error=_one_line(exc)))
-            continue
+            return job.record(search_params, status="failed", error=_one_line(exc))
         found = true_distances(dataset.metric, dataset.train, dataset.test, timing.ids)
         recall = recall_at_k(timing.ids, found, dataset.neighbors, dataset.distances, job.k)
         labels = {}
@@ -99,38 +150,31 @@ def run_build_job(job: BuildJob, emit: Callable[[RunRecord], None]) -> None:
                 "label_precision": float(by_label.precision.mean()),
                 "label_map": float(by_label.average_precision.mean()),
             }
-        median_qps = float(np.median(timing.qps))
         latencies = timing.latencies_ns
         percentiles = (
             np.percentile(latencies, [50, 95, 99, 99.9]) / 1e6
             if latencies is not None
             else [None] * 4
         )
-        emit(
-            job.record(
-                search_params,
-                recall=float(recall.recall.mean()),
-                ann_benchmarks_recall=float(recall.ann_benchmarks_recall.mean()),
-                duplicates=recall.duplicates,
-                missing=recall.missing,
-                **labels,
-                qps=median_qps,
-                qps_min=float(min(timing.qps)),
-                qps_max=float(max(timing.qps)),
-                runs=job.runs,
-                latency_p50_ms=_float(percentiles[0]),
-                latency_p95_ms=_float(percentiles[1]),
-                latency_p99_ms=_float(percentiles[2]),
-                latency_p999_ms=_float(percentiles[3]),
-                build_s=build_s,
-                index_bytes=index_bytes,
-                memory_bytes=memory,
-                peak_rss_bytes=peak,
-                n_queries=len(xq),
-                provenance=context,
-                ids=timing.ids,
-                latencies_ns=latencies,
-            )
+        return job.record(
+            search_params,
+            recall=float(recall.recall.mean()),
+            ann_benchmarks_recall=float(recall.ann_benchmarks_recall.mean()),
+            duplicates=recall.duplicates,
+            missing=recall.missing,
+            **labels,
+            qps=float(np.median(timing.qps)),
+            qps_min=float(min(timing.qps)),
+            qps_max=float(max(timing.qps)),
+            runs=runs,
+            latency_p50_ms=_float(percentiles[0]),
+            latency_p95_ms=_float(percentiles[1]),
+            latency_p99_ms=_float(percentiles[2]),
+            latency_p999_ms=_float(percentiles[3]),
+            n_queries=len(self.xq),
+            ids=timing.ids,
+            latencies_ns=latencies,
+            **self.build,
         )
 
 

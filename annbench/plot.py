@@ -7,17 +7,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-
-def pareto_frontier(points: pd.DataFrame, x: str = "recall", y: str = "qps") -> pd.DataFrame:
-    """Rows not beaten on both ``x`` and ``y`` (higher is better for both), by ascending ``x``."""
-    ordered = points.sort_values([x, y], ascending=[False, False])
-    best = float("-inf")
-    keep = []
-    for index, value in ordered[y].items():
-        if value > best:
-            keep.append(index)
-            best = value
-    return points.loc[keep].sort_values(x)
+from annbench.analysis import pareto_frontier
 
 
 def plot_recall_qps(frame: pd.DataFrame, out: Path, title: str) -> Path:

@@ -19,7 +19,7 @@ from annbench.datasets import Dataset
 from annbench.errors import AnnbenchError
 from annbench.grids import check_grid, default_grid, with_overrides
 from annbench.index import build_param_names, search_param_names
-from annbench.measure import BuildJob, run_build_job
+from annbench.measure import BuildJob, max_probes, run_build_job
 from annbench.record import MODES, RunRecord
 from annbench.registry import load_backend
 from annbench.store import ResultStore
@@ -105,7 +105,11 @@ def run_sweep(
     summary = SweepSummary()
     done = set() if force else store.completed_keys()
     for job in jobs:
-        todo = tuple(s for s in job.search_configs if job.record(s).key not in done)
+        if job.target_recall is not None:  # an adaptive search needs its whole ladder
+            done_here: set[str] = set()
+        else:
+            done_here = done
+        todo = tuple(s for s in job.search_configs if job.record(s).key not in done_here)
         summary.skipped += len(job.search_configs) - len(todo)
         if not todo:
             continue
@@ -119,14 +123,48 @@ def run_sweep(
     return summary
 
 
+def adaptive_jobs(jobs: list[BuildJob], target_recall: float, step: float = 1.25) -> list[BuildJob]:
+    """Jobs that bisect for ``target_recall`` instead of sweeping the whole grid.
+
+    A job whose search grid has one integer parameter gets a geometric ladder (ratio
+    ``step``) from its smallest to its largest grid value; other jobs keep their full grid.
+    """
+    out = []
+    for job in jobs:
+        names = {name for params in job.search_configs for name in params}
+        values = [params[name] for params in job.search_configs for name in names]
+        if len(names) != 1 or not all(isinstance(v, int) and v > 0 for v in values):
+            out.append(job)
+            continue
+        (name,) = names
+        ladder = geometric_ladder(min(values), max(values), step)
+        configs = tuple({name: value} for value in ladder)
+        out.append(replace(job, search_configs=configs, target_recall=target_recall))
+    return out
+
+
+def geometric_ladder(low: int, high: int, step: float) -> list[int]:
+    """Integers from ``low`` to ``high`` (both included), each about ``step`` times the last."""
+    values = [low]
+    while values[-1] < high:
+        values.append(min(high, max(values[-1] + 1, round(values[-1] * step))))
+    return values
+
+
 def pending_runs(jobs: list[BuildJob], store: ResultStore, force: bool = False) -> int:
     """How many (build, search) runs the sweep will measure."""
     done = set() if force else store.completed_keys()
-    return sum(1 for job in jobs for s in job.search_configs if job.record(s).key not in done)
+    return sum(
+        max_probes(len(job.search_configs)) + (job.runs > 1)
+        if job.target_recall is not None
+        else sum(1 for s in job.search_configs if job.record(s).key not in done)
+        for job in jobs
+    )
 
 
 def run_in_worker(job: BuildJob, timeout: float | None = None) -> Iterator[RunRecord]:
-    """Records of ``job`` measured in a fresh process; failed records for what it didn't finish."""
+    """Records of ``job`` measured in a fresh process; if the worker does not finish (crash,
+    timeout, error), failed records with the reason for the settings it did not measure."""
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
     worker = context.Process(target=_worker_main, args=(job, sender), daemon=True)
@@ -135,6 +173,7 @@ def run_in_worker(job: BuildJob, timeout: float | None = None) -> Iterator[RunRe
     deadline = time.monotonic() + timeout if timeout else None
     finished: set[str] = set()
     error: str | None = None
+    completed = False
     try:
         while True:
             if deadline is not None and time.monotonic() > deadline:
@@ -154,12 +193,15 @@ def run_in_worker(job: BuildJob, timeout: float | None = None) -> Iterator[RunRe
             elif kind == "error":
                 error = payload
                 break
-            else:  # "done"
+            else:  # "done": an adaptive job legitimately leaves settings unmeasured
+                completed = True
                 break
     finally:
         _stop(worker, kill=error is not None)
         receiver.close()
-    if error is None and len(finished) < len(job.search_configs):
+    if completed:
+        return
+    if error is None:
         error = _exit_reason(worker.exitcode)
     for search_params in job.search_configs:
         record = job.record(search_params, status="failed", error=error)

@@ -1,0 +1,1 @@
+"""Real datasets shipped with annbench; installed as ``annbench.bundled``."""
