@@ -96,7 +96,7 @@ def test_bisection_probes_at_most_log_runs():
         for answer in range(size + 1):  # answer == size: unreachable
             probes = []
 
-            def meets(i, answer=answer):
+            def meets(i, answer=answer, probes=probes):
                 probes.append(i)
                 return i >= answer
 
