@@ -33,15 +33,24 @@ from annbench.store import ResultStore
 
 
 class _Group(click.Group):
-    """Turns AnnbenchError into one line and a non-zero exit (a traceback with --debug)."""
+    """Turns every error into one line and a non-zero exit (a traceback with --debug)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
         except AnnbenchError as exc:
             if ctx.find_root().params.get("debug"):
                 raise
             raise click.ClickException(str(exc)) from None
+        except Exception as exc:  # a bug or an unforeseen failure: still one line
+            if ctx.find_root().params.get("debug"):
+                raise
+            text = " ".join(str(exc).split())
+            raise click.ClickException(
+                f"unexpected {type(exc).__name__}: {text} (rerun with --debug for the traceback)"
+            ) from None
 
 
 results_option = click.option(
@@ -202,6 +211,28 @@ def plot(
     out = out or store_path.parent / f"{dataset}-{mode}-k{k}.png"
     plot_recall_qps(frame, out, f"{dataset}: recall@{k} vs QPS ({mode} mode)")
     click.echo(f"Wrote {out}")
+
+
+@main.command("report")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder to write index.html into [default: report/ beside the store].",
+)
+@click.option("--dataset", "-d", default=None, help="Only this dataset.")
+@results_option
+def report_command(out: Path | None, dataset: str | None, results_path: Path | None) -> None:
+    """Write a self-contained HTML report (plots, summaries, every run); works from file://."""
+    from annbench.report import write_report
+
+    with ResultStore(results_path or results_dir()) as store:
+        frame = store.dataframe(dataset)
+        store_path = store.path
+    if frame.empty:
+        raise AnnbenchError("No results stored" + (f" for dataset {dataset}" if dataset else ""))
+    path = write_report(frame, out or store_path.parent / "report")
+    click.echo(f"Wrote {path}")
 
 
 @main.command("summary")

@@ -1,34 +1,66 @@
-"""Recall-vs-speed plots: one pareto-frontier line per backend."""
+"""Trade-off plots: one pareto-frontier line per backend, for the PNG command and the report."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
 
-from annbench.analysis import pareto_frontier
+from annbench.analysis import pareto_frontier, successful
 
 
 def plot_recall_qps(frame: pd.DataFrame, out: Path, title: str) -> Path:
     """Write a PNG of recall (x) vs QPS (y, log) with one frontier per backend."""
-    ok = frame[(frame["status"] == "ok") & frame["recall"].notna() & frame["qps"].notna()]
-    if ok.empty:
-        raise ValueError("no successful runs to plot")
-    figure = Figure(figsize=(8, 5.5), layout="constrained")
-    axes = figure.add_subplot()
-    for backend, points in sorted(ok.groupby("backend"), key=lambda item: item[0]):
-        axes.scatter(points["recall"], points["qps"], s=10, alpha=0.25)
-        front = pareto_frontier(points)
-        color = axes.collections[-1].get_facecolor()[0][:3]
-        axes.plot(front["recall"], front["qps"], marker="o", ms=4, color=color, label=backend)
-    axes.set_yscale("log")
-    k = int(ok["k"].iloc[0]) if ok["k"].nunique() == 1 else None
-    axes.set_xlabel(f"Recall@{k}" if k else "Recall@k")
-    axes.set_ylabel("Queries per second (log scale)")
-    axes.set_title(title)
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(title="backend (pareto frontier)")
+    figure = recall_qps_figure(frame, title)
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=120)
     return out
+
+
+def recall_qps_figure(frame: pd.DataFrame, title: str) -> Figure:
+    """Recall vs queries per second: every run faint, each backend's frontier drawn."""
+    ok = successful(frame)
+    if ok.empty:
+        raise ValueError("no successful runs to plot")
+    return _tradeoff(ok, "qps", "Queries per second (log scale)", True, title)
+
+
+def recall_cost_figure(frame: pd.DataFrame, cost: str, label: str, title: str) -> Figure:
+    """Best recall of each build configuration vs a build cost (``build_s``,
+    ``memory_footprint``...): lower cost and higher recall are better."""
+    ok = successful(frame)
+    keys = ["backend", ok["build_params"].map(str)]
+    best = ok.loc[ok.groupby(keys)["recall"].idxmax()]
+    best = best.assign(neg_cost=-best[cost])
+    return _tradeoff(best, "neg_cost", label, False, title, shown=cost)
+
+
+def figure_png(figure: Figure) -> bytes:
+    """The figure as PNG bytes."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def _tradeoff(
+    ok: pd.DataFrame, y: str, ylabel: str, logy: bool, title: str, shown: str | None = None
+) -> Figure:
+    shown = shown or y
+    figure = Figure(figsize=(8, 5.5), layout="constrained")
+    axes = figure.add_subplot()
+    for backend, points in sorted(ok.groupby("backend"), key=lambda item: item[0]):
+        axes.scatter(points["recall"], points[shown], s=10, alpha=0.25)
+        front = pareto_frontier(points, "recall", y)
+        color = axes.collections[-1].get_facecolor()[0][:3]
+        axes.plot(front["recall"], front[shown], marker="o", ms=4, color=color, label=backend)
+    if logy:
+        axes.set_yscale("log")
+    k = int(ok["k"].iloc[0]) if ok["k"].nunique() == 1 else None
+    axes.set_xlabel(f"Recall@{k}" if k else "Recall@k")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(title="backend (pareto frontier)")
+    return figure

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import h5py
@@ -12,6 +13,7 @@ from annbench.datasets import (
     write_dataset,
 )
 from annbench.errors import AnnbenchError
+from annbench.groundtruth import exact_knn
 from annbench.metrics import Metric
 
 
@@ -109,14 +111,32 @@ def test_write_refuses_nan_and_leaves_nothing(tmp_path, rng):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_builtin_default_is_generated_once_with_held_out_queries(isolated_folders):
+def test_default_is_real_labelled_and_bundled(isolated_folders):
     messages = []
-    path = resolve_dataset(DEFAULT_DATASET, progress=messages.append)
+    data = read_dataset(resolve_dataset(DEFAULT_DATASET, progress=messages.append))
+    assert not messages  # nothing to generate or download
+    assert data.name == DEFAULT_DATASET and data.metric is Metric.ANGULAR
+    assert data.train.shape == (21_000, 384) and len(data.test) == 1000
+    assert data.train_labels is not None and data.test_labels is not None
+    names = json.loads(data.attrs["label_names"])
+    assert "python" in names and "games" in names
+    assert "all-MiniLM-L6-v2" in data.attrs["embedding"]
+    # the stored ground truth is exact for the stored vectors
+    sample = slice(0, 50)
+    d, ids = exact_knn(data.train, data.test[sample], 10, Metric.ANGULAR)
+    np.testing.assert_array_equal(ids, data.neighbors[sample, :10])
+    assert data.distances[:, 0].min() > 0  # queries are held out
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN))
+def test_builtin_synthetic_is_generated_once_with_held_out_queries(name, isolated_folders):
+    messages = []
+    path = resolve_dataset(name, progress=messages.append)
     assert messages and path.is_file()
-    assert resolve_dataset(DEFAULT_DATASET, progress=messages.append) == path
+    assert resolve_dataset(name, progress=messages.append) == path
     assert len(messages) == 1  # cached on first use
     data = read_dataset(path)
-    spec = BUILTIN[DEFAULT_DATASET]
+    spec = BUILTIN[name]
     assert data.train.shape == (spec.n, spec.d) and len(data.test) == spec.nq
     # queries are held out: no query is also a base vector
     assert data.distances[:, 0].min() > 0
