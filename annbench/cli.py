@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,7 @@ def main(debug: bool) -> None:
     "--threads", type=int, default=None, help="Search threads [default: 1 single, all batch]."
 )
 @click.option("--timeout", type=float, default=None, help="Seconds a build configuration may take.")
+@click.option("--memory-limit", default=None, help="Resident memory a worker may use, e.g. 8GB.")
 @click.option("--force", is_flag=True, help="Re-measure runs already in the store.")
 @results_option
 def run(
@@ -117,12 +119,17 @@ def run(
     mode: str,
     threads: int | None,
     timeout: float | None,
+    memory_limit: str | None,
     force: bool,
     results_path: Path | None,
 ) -> None:
     """Build each index configuration once, sweep its search parameters, store the results."""
+    from annbench.analysis import parse_bytes
     from annbench.runner import pending_runs, plan_sweep, run_sweep
 
+    limit = parse_bytes(memory_limit) if memory_limit else None
+    if timeout is not None and timeout <= 0:
+        raise AnnbenchError(f"--timeout must be positive, got {timeout:g}")
     names = backend_names() if "all" in backends else list(dict.fromkeys(backends))
     overrides = dict(parse_override(text) for text in grid_overrides)
     data = read_dataset(resolve_dataset(dataset, progress=click.echo))
@@ -133,14 +140,21 @@ def run(
             f"{data.name}: {len(data.train)} x {data.train.shape[1]} {data.metric.value}, "
             f"{len(data.test)} queries; {len(jobs)} build configurations, {total} runs to measure"
         )
+        previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             with click.progressbar(length=total, label="Measuring", file=sys.stderr) as bar:
-                summary = run_sweep(jobs, store, force, timeout, progress=lambda _: bar.update(1))
+                summary = run_sweep(
+                    jobs, store, force, timeout, lambda _: bar.update(1), memory_limit=limit
+                )
         except KeyboardInterrupt:
             click.echo(
-                f"\nInterrupted; {store.count()} results are stored in {store.path}", err=True
+                f"\nInterrupted: {store.count()} results are stored in {store.path}; "
+                "run the same command again to resume",
+                err=True,
             )
             sys.exit(130)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         click.echo(
             f"Stored {summary.stored} results ({summary.skipped} already stored, "
             f"{len(summary.failed)} failed) in {store.path}"
@@ -168,6 +182,9 @@ def results(
         frame = store.dataframe(dataset)
     if failed:
         frame = frame[frame["status"] != "ok"]
+        if frame.empty:
+            click.echo("No failed runs stored.")
+            return
     if csv_path is not None:
         frame.to_csv(csv_path, index=False)
         click.echo(f"Wrote {len(frame)} results to {csv_path}")
@@ -652,6 +669,11 @@ def _new_dataset_path(name: str, force: bool) -> Path:
     return path
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM stops a sweep as Ctrl-C does: workers killed, stored results kept."""
+    raise KeyboardInterrupt
+
+
 def _describe(record: RunRecord) -> str:
     return (
         f"{record.backend} [{params_label(record.build_params)}] "
@@ -698,6 +720,8 @@ def _table(frame: pd.DataFrame) -> str:
             "index_MB": frame["index_bytes"].map(lambda v: "" if pd.isna(v) else f"{v / 1e6:.1f}"),
         }
     )
+    if (frame["status"] != "ok").any():
+        view["error"] = frame["error"].fillna("")
     return view.to_string(index=False)
 
 

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import psutil
+
 from annbench.datasets import Dataset
 from annbench.errors import AnnbenchError
 from annbench.grids import check_grid, default_grid, with_overrides
@@ -100,6 +102,7 @@ def run_sweep(
     force: bool = False,
     timeout: float | None = None,
     progress: Progress | None = None,
+    memory_limit: float | None = None,
 ) -> SweepSummary:
     """Run ``jobs`` one worker process each, storing each record as soon as it arrives."""
     summary = SweepSummary()
@@ -113,7 +116,7 @@ def run_sweep(
         summary.skipped += len(job.search_configs) - len(todo)
         if not todo:
             continue
-        for record in run_in_worker(replace(job, search_configs=todo), timeout):
+        for record in run_in_worker(replace(job, search_configs=todo), timeout, memory_limit):
             store.put(record)
             summary.stored += 1
             if record.status != "ok":
@@ -162,9 +165,12 @@ def pending_runs(jobs: list[BuildJob], store: ResultStore, force: bool = False) 
     )
 
 
-def run_in_worker(job: BuildJob, timeout: float | None = None) -> Iterator[RunRecord]:
+def run_in_worker(
+    job: BuildJob, timeout: float | None = None, memory_limit: float | None = None
+) -> Iterator[RunRecord]:
     """Records of ``job`` measured in a fresh process; if the worker does not finish (crash,
-    timeout, error), failed records with the reason for the settings it did not measure."""
+    timeout, resident memory over ``memory_limit`` bytes, error), failed records with the
+    reason for the settings it did not measure. The worker is killed if it must be stopped."""
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
     worker = context.Process(target=_worker_main, args=(job, sender), daemon=True)
@@ -174,12 +180,21 @@ def run_in_worker(job: BuildJob, timeout: float | None = None) -> Iterator[RunRe
     finished: set[str] = set()
     error: str | None = None
     completed = False
+    kill = True  # unless the loop ends normally: an exception in the consumer kills at once
     try:
         while True:
             if deadline is not None and time.monotonic() > deadline:
                 error = f"timed out after {timeout:g} s"
                 break
-            if not receiver.poll(0.2):
+            if memory_limit is not None:
+                resident = _resident_bytes(worker.pid)
+                if resident > memory_limit:
+                    error = (
+                        f"exceeded the memory limit: {resident / 1e6:,.0f} MB resident > "
+                        f"{memory_limit / 1e6:,.0f} MB"
+                    )
+                    break
+            if not receiver.poll(0.05):
                 if not worker.is_alive() and not receiver.poll(0):
                     break
                 continue
@@ -196,8 +211,9 @@ def run_in_worker(job: BuildJob, timeout: float | None = None) -> Iterator[RunRe
             else:  # "done": an adaptive job legitimately leaves settings unmeasured
                 completed = True
                 break
+        kill = error is not None
     finally:
-        _stop(worker, kill=error is not None)
+        _stop(worker, kill)
         receiver.close()
     if completed:
         return
@@ -209,8 +225,16 @@ def run_in_worker(job: BuildJob, timeout: float | None = None) -> Iterator[RunRe
             yield record
 
 
+def _resident_bytes(pid: int | None) -> int:
+    try:
+        return psutil.Process(pid).memory_info().rss
+    except (psutil.Error, ValueError):
+        return 0
+
+
 def _worker_main(job: BuildJob, sender: Any) -> None:
     """Entry point of a worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     try:
         run_build_job(job, lambda record: sender.send(("record", record)))
         sender.send(("done", None))

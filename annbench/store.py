@@ -66,6 +66,15 @@ class ResultStore:
 
     def put(self, record: RunRecord) -> None:
         """Store ``record``, replacing any earlier one with the same key, atomically."""
+        try:
+            self._put(record)
+        except sqlite3.DatabaseError as exc:
+            raise AnnbenchError(
+                f"Cannot write to results store {self.path}: {exc} (disk full or read-only?); "
+                "results stored before are kept"
+            ) from exc
+
+    def _put(self, record: RunRecord) -> None:
         row = _row(record)
         columns = ", ".join(row)
         marks = ", ".join("?" for _ in row)

@@ -61,3 +61,31 @@ class DuplicateIds(_Exact):
         ids = result.ids.copy()
         ids[:, 1] = ids[:, 0]
         return Neighbors(result.distances, ids)
+
+
+class AbortOnBuild(_Exact):
+    """Calls abort() while building, as a failed C++ assertion does."""
+
+    def build(self, xb: np.ndarray) -> None:
+        os.abort()
+
+
+class EatMemoryOnBuild(_Exact):
+    """Allocates without bound while building."""
+
+    def build(self, xb: np.ndarray) -> None:
+        hoard = []
+        while True:
+            hoard.append(np.ones(25_000_000))  # 200 MB, touched
+            time.sleep(0.01)
+
+
+class SlowSearch(_Exact):
+    """Each search takes level/10 seconds: a sweep long enough to interrupt."""
+
+    def search(self, xq: np.ndarray, k: int) -> Neighbors:
+        time.sleep(self.level / 10)
+        return super().search(xq, k)
+
+    def search_one(self, q: np.ndarray, k: int):
+        return super().search(q[None, :], k).ids[0]
