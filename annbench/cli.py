@@ -36,9 +36,17 @@ from annbench.store import ResultStore
 class _Group(click.Group):
     """Turns every error into one line and a non-zero exit (a traceback with --debug)."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            raise _usage_error(exc) from None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _usage_error(exc) from None
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except AnnbenchError as exc:
@@ -52,6 +60,14 @@ class _Group(click.Group):
             raise click.ClickException(
                 f"unexpected {type(exc).__name__}: {text} (rerun with --debug for the traceback)"
             ) from None
+
+
+def _usage_error(exc: click.UsageError) -> click.ClickException:
+    """A usage error as one line (exit code 2), pointing at --help."""
+    command = exc.ctx.command_path if exc.ctx else "annbench"
+    error = click.ClickException(f"{exc.format_message()} (see '{command} --help')")
+    error.exit_code = 2
+    return error
 
 
 results_option = click.option(

@@ -123,7 +123,7 @@ def read_dataset(path: Path) -> Dataset:
             attrs = {key: _plain(value) for key, value in f.attrs.items()}
     except AnnbenchError:
         raise
-    except (OSError, KeyError, ValueError, TypeError) as exc:
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
         raise AnnbenchError(
             f"{path} is not a readable HDF5 dataset (truncated or corrupt?): {exc}"
         ) from exc

@@ -157,12 +157,13 @@ def label_metrics(
 ) -> LabelResult:
     """Top-k accuracy, precision@k and AP@k of returned ``ids (nq, >=k)`` by class label.
 
-    A result is relevant when its base label equals the query's label; -1 ids are irrelevant.
+    A result is relevant when its base label equals the query's label; -1 ids and repeats of
+    an id already returned are irrelevant.
     AP@k = sum over ranks j <= k of precision@j at relevant ranks, / min(k, R), where R is
     the number of base items carrying the query's label (the usual retrieval mAP@k).
     """
     ids = np.asarray(ids)[:, :k]
-    valid = ids >= 0
+    valid = (ids >= 0) & _first_occurrence(ids)  # a repeated id is not a second relevant item
     retrieved = np.asarray(train_labels)[np.where(valid, ids, 0)]
     relevant = valid & (retrieved == np.asarray(test_labels)[:, None])
     hits_so_far = np.cumsum(relevant, axis=1)

@@ -1,0 +1,323 @@
+"""Every kind of bad input in README's table: one line, the right exit code, no traceback,
+nothing stored lost. Each case here is a row of that table (checked below)."""
+
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from annbench.cli import main
+from annbench.datasets import create_synthetic
+from annbench.metrics import Metric
+from annbench.store import ResultStore
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def ab_file(path, **overrides):
+    """A small ann-benchmarks file with one thing wrong."""
+    arrays = {
+        "train": np.ones((10, 4), np.float32) * np.arange(10)[:, None],
+        "test": np.ones((2, 4), np.float32),
+        "neighbors": np.zeros((2, 3), np.int32),
+        "distances": np.zeros((2, 3), np.float32),
+    }
+    distance = overrides.pop("distance", "euclidean")
+    arrays.update(overrides)
+    with h5py.File(path, "w") as f:
+        f.attrs["distance"] = distance
+        for key, value in arrays.items():
+            if value is not None:
+                f[key] = value
+    return str(path)
+
+
+def run_on(path_maker, *extra):
+    return lambda tmp, tiny: ["run", "-b", "faiss-flat", "-d", path_maker(tmp, tiny), *extra]
+
+
+def run_tiny(*extra):
+    return lambda tmp, tiny: ["run", "-d", str(tiny), *extra]
+
+
+def garbage_store(tmp, tiny):
+    (tmp / "store").mkdir()
+    (tmp / "store" / "annbench.sqlite").write_bytes(b"not a database" * 100)
+    return ["results", "--results", str(tmp / "store")]
+
+
+def npy(tmp, name, array):
+    np.save(tmp / name, array)
+    return str(tmp / name)
+
+
+CASES = {
+    "corrupt HDF5": (
+        run_on(lambda t, _: _write(t / "c.hdf5", os.urandom(4096))),
+        "is not a readable HDF5 dataset",
+        1,
+    ),
+    "truncated HDF5": (
+        run_on(lambda t, tiny: _write(t / "t.hdf5", tiny.read_bytes()[:6000])),
+        "is not a readable HDF5 dataset",
+        1,
+    ),
+    "missing key": (
+        run_on(lambda t, _: ab_file(t / "m.hdf5", neighbors=None)),
+        "lacks 'neighbors'",
+        1,
+    ),
+    "wrong dtype": (
+        run_on(lambda t, _: ab_file(t / "w.hdf5", train=np.array([[b"x"] * 4] * 10))),
+        "must hold numbers",
+        1,
+    ),
+    "NaN or inf vectors": (
+        run_on(lambda t, _: ab_file(t / "n.hdf5", test=np.full((2, 4), np.nan))),
+        "has rows with NaN or inf",
+        1,
+    ),
+    "dimension mismatch": (
+        run_on(lambda t, _: ab_file(t / "d.hdf5", test=np.ones((2, 5)))),
+        "train has dimension 4 but test has 5",
+        1,
+    ),
+    "unknown metric in file": (
+        run_on(lambda t, _: ab_file(t / "u.hdf5", distance="hamming")),
+        "Metric 'hamming' not valid",
+        1,
+    ),
+    "empty dataset": (
+        run_on(lambda t, _: ab_file(t / "e.hdf5", train=np.zeros((0, 4)))),
+        "must be a non-empty 2-D array",
+        1,
+    ),
+    "neighbour ids out of range": (
+        run_on(lambda t, _: ab_file(t / "o.hdf5", neighbors=np.full((2, 3), 50))),
+        "neighbors holds ids outside",
+        1,
+    ),
+    "k <= 0": (run_tiny("-b", "faiss-flat", "--k", "0"), "k must be between 1 and the", 1),
+    "k > n": (run_tiny("-b", "faiss-flat", "--k", "5000"), "k must be between 1 and the 2000", 1),
+    "k > ground truth": (
+        run_tiny("-b", "faiss-flat", "--k", "101"),
+        "exceeds the 100 true neighbours",
+        1,
+    ),
+    "unknown backend": (run_tiny("-b", "nope"), "Unknown backend 'nope'. Valid backends:", 1),
+    "unknown dataset": (
+        lambda t, tiny: ["run", "-b", "hnswlib", "-d", "nope"],
+        "Unknown dataset 'nope'. Available:",
+        1,
+    ),
+    "unknown metric": (
+        lambda t, tiny: ["datasets", "create", "x", "--metric", "manhattan"],
+        "Metric 'manhattan' not valid. Use one of",
+        1,
+    ),
+    "grid key a backend does not take": (
+        run_tiny("-b", "hnswlib", "-g", "nprobe=4"),
+        "Grid key 'nprobe' is not a parameter of hnswlib",
+        1,
+    ),
+    "malformed grid override": (
+        run_tiny("-b", "hnswlib", "-g", "ef"),
+        "must look like key=value",
+        1,
+    ),
+    "PQ m not dividing d": (
+        run_tiny("-b", "faiss-ivfpq", "-g", "m=7"),
+        "PQ m=7 does not divide the dimension d=32",
+        1,
+    ),
+    "nlist > n": (
+        run_tiny("-b", "faiss-ivf", "-g", "nlist=5000"),
+        "nlist=5000 exceeds the 2000 base vectors",
+        1,
+    ),
+    "negative ef": (run_tiny("-b", "hnswlib", "-g", "ef=-5"), "ef must be an integer >= 1", 1),
+    "non-integer parameter": (
+        run_tiny("-b", "faiss-hnsw", "-g", "M=many"),
+        "M must be an integer >= 2",
+        1,
+    ),
+    "invalid repeats": (run_tiny("-b", "faiss-flat", "--runs", "0"), "runs must be at least 1", 1),
+    "invalid mode": (
+        run_tiny("-b", "faiss-flat", "--mode", "turbo"),
+        "Invalid value for '--mode'",
+        2,
+    ),
+    "unreadable results store": (garbage_store, "Cannot use results store", 1),
+    "results folder not writable": (
+        lambda t, tiny: ["results", "--results", _write(t / "file", b"x") + "/sub/store.sqlite"],
+        "Cannot use results store",
+        1,
+    ),
+    "backend library missing": (
+        run_tiny("-b", "test-missing"),
+        "Install a-library-that-is-not-installed to use the test-missing",
+        1,
+    ),
+    "truncated .fvecs": (
+        lambda t, tiny: [
+            "datasets",
+            "import",
+            _write(t / "x.fvecs", np.int32(4).tobytes() + b"\0" * 9),
+            "--name",
+            "x",
+            "--metric",
+            "l2",
+        ],
+        "do not make whole rows (truncated?)",
+        1,
+    ),
+    "empty file": (
+        lambda t, tiny: [
+            "datasets",
+            "import",
+            _write(t / "x.npy", b""),
+            "--name",
+            "x",
+            "--metric",
+            "l2",
+        ],
+        "is empty",
+        1,
+    ),
+    "queries of another dimension": (
+        lambda t, tiny: [
+            "datasets",
+            "import",
+            npy(t, "b.npy", np.ones((20, 6))),
+            "--name",
+            "x",
+            "--metric",
+            "l2",
+            "--queries-file",
+            npy(t, "q.npy", np.ones((3, 5))),
+        ],
+        "have dimension 5, the base has 6",
+        1,
+    ),
+    "labels of the wrong length": (
+        lambda t, tiny: [
+            "datasets",
+            "import",
+            npy(t, "b.npy", np.ones((20, 6))),
+            "--name",
+            "x",
+            "--metric",
+            "l2",
+            "--labels",
+            npy(t, "l.npy", np.arange(7)),
+        ],
+        "labels for 20 vectors",
+        1,
+    ),
+    "memory size not understood": (
+        lambda t, tiny: [
+            "recommend",
+            "-d",
+            str(tiny),
+            "--min-recall",
+            "0.9",
+            "--max-memory",
+            "lots",
+        ],
+        "Memory size 'lots' not understood",
+        1,
+    ),
+    "recall target out of range": (
+        lambda t, tiny: ["recommend", "-d", str(tiny), "--min-recall", "1.5"],
+        "--min-recall must be in (0, 1]",
+        1,
+    ),
+}
+
+
+def _write(path, data: bytes) -> str:
+    Path(path).write_bytes(data)
+    return str(path)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_gives_one_line_and_exit_code(
+    case, tiny_path, tmp_path, isolated_folders, test_backends
+):
+    make_args, message, code = CASES[case]
+    with ResultStore(isolated_folders / "results") as store:  # something already stored
+        from tests_helpers import a_record
+
+        store.put(a_record())
+    result = CliRunner().invoke(main, make_args(tmp_path, tiny_path))
+    assert result.exit_code == code, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    with ResultStore(isolated_folders / "results") as store:
+        assert store.count() == 1  # nothing stored is lost
+
+
+def test_readme_table_has_every_case():
+    text = README.read_text()
+    table = [line for line in text.splitlines() if line.startswith("| ") and "|" in line[2:]]
+    rows = [(case, message, code) for case, (_, message, code) in CASES.items()]
+    rows.append(("disk full", "Cannot write to results store", 1))  # its own test below
+    for case, message, code in rows:
+        row = next((line for line in table if line.startswith(f"| {case} |")), None)
+        assert row is not None, f"README's bad-input table lacks a row for: {case}"
+        assert message in row and f"| {code} |" in row, row
+    assert len(CASES) >= 20
+
+
+def test_disk_full_keeps_what_was_stored(tmp_path):
+    """A real write failure: the file-size limit makes SQLite's writes fail with EFBIG."""
+    data = create_synthetic(
+        tmp_path / "small.hdf5", n=300, nq=20, d=4, metric=Metric.EUCLIDEAN, n_clusters=3
+    )
+    results = tmp_path / "results"
+    limit = 96 * 1024
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+    env = {**os.environ, "ANNBENCH_RESULTS": str(results)}
+    process = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "annbench.cli",
+            "run",
+            "-d",
+            str(data),
+            "-b",
+            "hnswlib",
+            "--runs",
+            "1",
+            "-g",
+            "M=4,8,12,16",
+            "-g",
+            "ef=" + ",".join(str(e) for e in range(10, 60, 2)),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        preexec_fn=small_files,
+        timeout=300,
+    )
+    assert process.returncode == 1, process.stderr
+    last = process.stderr.strip().splitlines()[-1]
+    assert (
+        last.startswith("Error: Cannot write to results store")
+        and "results stored before are kept" in last
+    )
+    assert "Traceback" not in process.stderr
+    with ResultStore(results) as store:
+        kept = store.records()
+    assert kept and all(r.status == "ok" for r in kept)

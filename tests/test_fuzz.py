@@ -1,0 +1,122 @@
+"""Property-based tests: recall functions on any input, and the HDF5 reader on corrupt files."""
+
+import os
+
+import h5py
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from annbench.datasets import read_dataset
+from annbench.errors import AnnbenchError
+from annbench.metrics import label_metrics, recall_at_k
+
+
+@st.composite
+def runs(draw):
+    """Returned ids with distances consistent with a per-query distance table (ties likely)."""
+    nq = draw(st.integers(1, 6))
+    k = draw(st.integers(1, 8))
+    n = draw(st.integers(k, 40))
+    width = draw(st.integers(0, k + 2))
+    table = draw(arrays(np.float64, (nq, n), elements=st.integers(0, 12).map(float)))
+    order = np.argsort(table, axis=1, kind="stable")
+    gt_ids = order[:, :k]
+    gt_d = np.take_along_axis(table, gt_ids, axis=1)
+    ids = draw(arrays(np.int64, (nq, width), elements=st.integers(-1, n - 1)))
+    found = np.where(ids >= 0, np.take_along_axis(table, np.maximum(ids, 0), axis=1), np.inf)
+    return ids, found, gt_ids, gt_d, k
+
+
+@given(runs())
+@settings(max_examples=300, deadline=None)
+def test_recall_is_a_fraction_and_perfect_answers_score_one(run):
+    ids, found, gt_ids, gt_d, k = run
+    result = recall_at_k(ids, found, gt_ids, gt_d, k)
+    assert ((0 <= result.recall) & (result.recall <= 1)).all()
+    assert result.duplicates >= 0 and result.missing >= 0
+    perfect = recall_at_k(gt_ids, gt_d, gt_ids, gt_d, k)
+    assert (perfect.recall == 1).all() and perfect.duplicates == 0
+    # the order of the returned ids does not matter
+    if ids.shape[1] <= k:
+        flipped = recall_at_k(ids[:, ::-1], found[:, ::-1], gt_ids, gt_d, k)
+        np.testing.assert_allclose(flipped.recall, result.recall)
+    # hits are exactly the distinct returned ids no farther than the k-th true distance
+    for q in range(len(ids)):
+        distinct = {i for i in ids[q, :k].tolist() if i >= 0}
+        near = sum(1 for i in distinct if found[q, list(ids[q, :k]).index(i)] <= gt_d[q, -1])
+        assert result.recall[q] == pytest.approx(near / k)
+
+
+@given(runs(), st.integers(1, 4))
+@settings(max_examples=200, deadline=None)
+def test_label_metrics_are_fractions(run, n_labels):
+    ids, _, gt_ids, _, k = run
+    n = int(max(gt_ids.max(), ids.max(initial=0))) + 1
+    rng = np.random.default_rng(0)
+    result = label_metrics(
+        ids, rng.integers(0, n_labels, n), rng.integers(0, n_labels, len(ids)), k
+    )
+    for values in (result.top_k_accuracy, result.precision, result.average_precision):
+        assert ((0 <= values) & (values <= 1 + 1e-12)).all()
+    assert (result.precision <= result.top_k_accuracy).all()
+
+
+@pytest.fixture(scope="module")
+def valid_bytes(tiny_path):
+    return tiny_path.read_bytes()
+
+
+@given(data=st.data())
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_corrupt_hdf5_gives_a_clean_error_or_a_valid_dataset(valid_bytes, tmp_path, data):
+    blob = bytearray(valid_bytes)
+    how = data.draw(st.sampled_from(["truncate", "flip", "zero-run"]))
+    if how == "truncate":
+        blob = blob[: data.draw(st.integers(0, len(blob) - 1))]
+    elif how == "flip":
+        for _ in range(data.draw(st.integers(1, 50))):
+            i = data.draw(st.integers(0, len(blob) - 1))
+            blob[i] ^= data.draw(st.integers(1, 255))
+    else:
+        start = data.draw(st.integers(0, len(blob) - 1))
+        end = min(len(blob), start + data.draw(st.integers(1, 4096)))
+        blob[start:end] = bytes(end - start)
+    path = tmp_path / f"fuzz-{os.getpid()}.hdf5"
+    path.write_bytes(bytes(blob))
+    try:
+        data_ = read_dataset(path)
+    except AnnbenchError as exc:
+        assert "\n" not in str(exc)
+    else:  # whatever survived must still be a consistent dataset
+        assert data_.train.shape[1] == data_.test.shape[1]
+        assert np.isfinite(data_.train).all()
+
+
+@given(
+    train=arrays(
+        np.float32,
+        st.tuples(st.integers(0, 5), st.integers(0, 4)),
+        elements=st.floats(-1e6, 1e6, width=32) | st.just(np.nan),
+    ),
+    distance=st.sampled_from(["euclidean", "angular", "dot", "jaccard", ""]),
+)
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_arbitrary_arrays_in_ann_benchmarks_layout(tmp_path, train, distance):
+    path = tmp_path / "arb.hdf5"
+    with h5py.File(path, "w") as f:
+        f.attrs["distance"] = distance
+        f["train"] = train
+        f["test"] = train[:2]
+        f["neighbors"] = np.zeros((min(2, len(train)), 1), np.int64)
+        f["distances"] = np.zeros((min(2, len(train)), 1), np.float32)
+    try:
+        read_dataset(path)
+    except AnnbenchError as exc:
+        assert "\n" not in str(exc)
