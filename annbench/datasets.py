@@ -17,7 +17,7 @@ import numpy as np
 
 from annbench import __version__
 from annbench.errors import AnnbenchError
-from annbench.groundtruth import GT_K, exact_knn
+from annbench.groundtruth import GT_K, block_rows, exact_knn
 from annbench.metrics import Metric, normalize_rows
 from annbench.paths import data_dir
 from annbench.synthetic import clustered_gaussian
@@ -223,9 +223,8 @@ def write_dataset(
                     progress("writing", stop, n)
             digest.array_header(test.shape)
             digest.update(test)
-            blocks = (
-                base[s : s + WRITE_CHUNK].astype(np.float32) for s in range(0, n, WRITE_CHUNK)
-            )
+            step = max(WRITE_CHUNK, block_rows(d))  # reading back: fewer, larger blocks
+            blocks = (base[s : s + step].astype(np.float32) for s in range(0, n, step))
             on_block = (lambda done: progress("ground truth", done, n)) if progress else None
             distances, neighbors = exact_knn(blocks, test, min(gt_k, n), metric, progress=on_block)
             f.attrs["distance"] = metric.value
