@@ -52,12 +52,19 @@ class Index(ABC):
     def set_search_params(self) -> None:  # noqa: B027 - backends without search parameters
         """Apply search parameters (keyword-only in subclasses)."""
 
+    def prepare_queries(self, xq: np.ndarray) -> np.ndarray:
+        """Queries ``xq (nq, d)`` in the form ``search`` and ``search_one`` take: float32,
+        C-contiguous, normalized where the backend needs it. Done once, outside any timing."""
+        return as_float32(xq)
+
     @abstractmethod
     def search(self, xq: np.ndarray, k: int) -> Neighbors:
-        """The ``k`` nearest neighbours of each query in ``xq (nq, d)``; -1 where missing."""
+        """The ``k`` nearest neighbours of each prepared query in ``xq (nq, d)``; -1 where
+        missing."""
 
     def search_one(self, q: np.ndarray, k: int) -> Sequence[int]:
-        """Ids of up to ``k`` nearest neighbours of one query ``q (d,)``, for latency timing."""
+        """Ids of up to ``k`` nearest neighbours of one prepared query ``q (d,)``, for latency
+        timing: as little work around the library call as possible."""
         return self.search(q[None, :], k).ids[0]
 
     def set_num_threads(self, n: int) -> None:  # noqa: B027 - single-threaded libraries

@@ -129,7 +129,7 @@ class _Measurer:
             "index_bytes": _serialized_size(self.index),
             "provenance": provenance(job.threads),
         }
-        self.xq = np.ascontiguousarray(dataset.test, dtype=np.float32)
+        self.xq = dataset.test
 
     def measure(self, search_params: dict[str, Any], runs: int) -> RunRecord:
         """One record: ``runs`` timed repeats of ``search_params`` (a failed record on error)."""
@@ -180,6 +180,7 @@ class _Measurer:
 
 def time_search(index: Index, xq: np.ndarray, k: int, mode: str, runs: int) -> Timing:
     """Warm up, then time ``runs`` repeats over all queries in ``mode``."""
+    xq = index.prepare_queries(xq)
     warmup = xq[: max(1, min(len(xq), 100))]
     if mode == "batch":
         index.search(warmup, k)

@@ -41,11 +41,12 @@ def test_every_backend_reaches_its_recall(data_per_metric):
         index.check(*data.train.shape)
         index.build(data.train)
         index.set_search_params(**search)
-        result = index.search(data.test, 10)
+        xq = index.prepare_queries(data.test)
+        result = index.search(xq, 10)
         assert result.ids.dtype == np.int64 and result.ids.shape == (60, 10), name
         found = true_distances(data.metric, data.train, data.test, result.ids)
         recall = recall_at_k(result.ids, found, data.neighbors, data.distances, 10).recall.mean()
-        single = np.array([list(index.search_one(q, 10)) for q in data.test[:5]])
+        single = np.array([list(index.search_one(q, 10)) for q in xq[:5]])
         if recall < floor or not np.array_equal(single, result.ids[:5]):
             failures.append(f"{name}: recall {recall:.3f} < {floor} or search_one disagrees")
     assert not failures, f"{data.metric.value}: " + "; ".join(failures)

@@ -42,7 +42,7 @@ class Annoy(Index):
     def search(self, xq: np.ndarray, k: int) -> Neighbors:
         ids = np.full((len(xq), k), -1, dtype=np.int64)
         distances = np.full((len(xq), k), np.inf, dtype=np.float32)
-        for i, q in enumerate(as_float32(xq)):
+        for i, q in enumerate(xq):
             found, dist = self._index.get_nns_by_vector(q, k, self._search_k, True)
             ids[i, : len(found)] = found
             distances[i, : len(dist)] = dist

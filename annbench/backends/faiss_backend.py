@@ -23,9 +23,9 @@ class _FaissIndex(Index):
         super().__init__(metric, **build_params)
         self._index: faiss.Index | None = None
 
-    def _prepare(self, x: np.ndarray) -> np.ndarray:
-        x = as_float32(x)
-        return normalize_rows(x) if self.metric is Metric.ANGULAR else x
+    def prepare_queries(self, xq: np.ndarray) -> np.ndarray:
+        xq = as_float32(xq)
+        return normalize_rows(xq) if self.metric is Metric.ANGULAR else xq
 
     def _faiss_metric(self) -> int:
         if self.metric is Metric.EUCLIDEAN:
@@ -36,18 +36,18 @@ class _FaissIndex(Index):
         raise NotImplementedError
 
     def build(self, xb: np.ndarray) -> None:
-        xb = self._prepare(xb)
+        xb = self.prepare_queries(xb)  # base vectors need the same treatment
         self._index = self._make(xb.shape[1])
         if not self._index.is_trained:
             self._index.train(xb)
         self._index.add(xb)
 
     def search(self, xq: np.ndarray, k: int) -> Neighbors:
-        distances, ids = self._index.search(self._prepare(xq), k)
-        return Neighbors(distances, ids.astype(np.int64, copy=False))
+        distances, ids = self._index.search(xq, k)
+        return Neighbors(distances, ids)
 
     def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
-        return self.search(q.reshape(1, -1), k).ids[0]
+        return self._index.search(q[None], k)[1][0]
 
     def set_num_threads(self, n: int) -> None:
         faiss.omp_set_num_threads(n)

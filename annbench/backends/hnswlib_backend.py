@@ -50,7 +50,7 @@ class Hnswlib(Index):
             self._index.set_ef(self._ef)
 
     def search(self, xq: np.ndarray, k: int) -> Neighbors:
-        ids, distances = self._index.knn_query(as_float32(xq), k=k, num_threads=self._threads)
+        ids, distances = self._index.knn_query(xq, k=k, num_threads=self._threads)
         return Neighbors(distances, ids.astype(np.int64, copy=False))
 
     def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
