@@ -124,6 +124,25 @@ def main(debug: bool) -> None:
 )
 @click.option("--timeout", type=float, default=None, help="Seconds a build configuration may take.")
 @click.option("--memory-limit", default=None, help="Resident memory a worker may use, e.g. 8GB.")
+@click.option(
+    "--build-threads",
+    type=int,
+    default=None,
+    help="Threads for building [default: all cores; 1 with --scheduler].",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="local|tcp://HOST:PORT",
+    help="Dispatch build configurations to a Dask cluster ('local' starts one).",
+)
+@click.option(
+    "--workers",
+    default=2,
+    show_default=True,
+    type=int,
+    help="Workers of the LocalCluster that --scheduler local starts.",
+)
 @click.option("--force", is_flag=True, help="Re-measure runs already in the store.")
 @results_option
 def run(
@@ -136,6 +155,9 @@ def run(
     threads: int | None,
     timeout: float | None,
     memory_limit: str | None,
+    build_threads: int | None,
+    scheduler: str | None,
+    workers: int,
     force: bool,
     results_path: Path | None,
 ) -> None:
@@ -146,10 +168,25 @@ def run(
     limit = parse_bytes(memory_limit) if memory_limit else None
     if timeout is not None and timeout <= 0:
         raise AnnbenchError(f"--timeout must be positive, got {timeout:g}")
-    names = backend_names() if "all" in backends else list(dict.fromkeys(backends))
+    if scheduler is not None and scheduler != "local" and not scheduler.startswith("tcp://"):
+        raise AnnbenchError(f"--scheduler must be 'local' or tcp://HOST:PORT, got '{scheduler}'")
+    if workers < 1:
+        raise AnnbenchError(f"--workers must be at least 1, got {workers}")
+    names = _installed_backends() if "all" in backends else list(dict.fromkeys(backends))
     overrides = dict(parse_override(text) for text in grid_overrides)
     data = read_dataset(resolve_dataset(dataset, progress=click.echo))
-    jobs = plan_sweep(data, names, k=k, mode=mode, runs=runs, threads=threads, overrides=overrides)
+    if build_threads is None and scheduler is not None:
+        build_threads = 1  # one core per worker slot
+    jobs = plan_sweep(
+        data,
+        names,
+        k=k,
+        mode=mode,
+        runs=runs,
+        threads=threads,
+        overrides=overrides,
+        build_threads=build_threads,
+    )
     with ResultStore(results_path or results_dir()) as store:
         total = pending_runs(jobs, store, force)
         click.echo(
@@ -159,9 +196,17 @@ def run(
         previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             with click.progressbar(length=total, label="Measuring", file=sys.stderr) as bar:
-                summary = run_sweep(
-                    jobs, store, force, timeout, lambda _: bar.update(1), memory_limit=limit
-                )
+                if scheduler is None:
+                    summary = run_sweep(
+                        jobs, store, force, timeout, lambda _: bar.update(1), memory_limit=limit
+                    )
+                else:
+                    from annbench.distributed import dask_client, run_sweep_dask
+
+                    with dask_client(scheduler, workers) as client:
+                        summary = run_sweep_dask(
+                            jobs, store, client, force, timeout, lambda _: bar.update(1), limit
+                        )
         except KeyboardInterrupt:
             click.echo(
                 f"\nInterrupted: {store.count()} results are stored in {store.path}; "
@@ -189,11 +234,37 @@ def run(
 @click.option(
     "--csv", "csv_path", type=click.Path(path_type=Path), help="Write every field to CSV."
 )
+@click.option(
+    "--export",
+    "export_format",
+    type=click.Choice(["ann-benchmarks"]),
+    default=None,
+    help="Write per-run files in another tool's layout (needs --dataset and --out).",
+)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder for --export.")
 @results_option
 def results(
-    dataset: str | None, failed: bool, csv_path: Path | None, results_path: Path | None
+    dataset: str | None,
+    failed: bool,
+    csv_path: Path | None,
+    export_format: str | None,
+    out: Path | None,
+    results_path: Path | None,
 ) -> None:
-    """List stored results, or export them to CSV."""
+    """List stored results, or export them to CSV or ann-benchmarks' result files."""
+    if export_format is not None:
+        from annbench.export import export_ann_benchmarks
+
+        if dataset is None or out is None:
+            raise AnnbenchError("--export ann-benchmarks needs --dataset NAME and --out DIR")
+        data = read_dataset(resolve_dataset(dataset))
+        with ResultStore(results_path or results_dir()) as store:
+            records = store.records(data.name, with_raw=True)
+        written = export_ann_benchmarks(records, data, out)
+        if not written:
+            raise AnnbenchError(f"No successful runs of {data.name} (this content) to export")
+        click.echo(f"Wrote {len(written)} ann-benchmarks result files under {out / data.name}")
+        return
     with ResultStore(results_path or results_dir()) as store:
         frame = store.dataframe(dataset)
     if failed:

@@ -39,6 +39,7 @@ class BuildJob:
     runs: int
     threads: int
     target_recall: float | None = None  # adaptive: bisect the ladder of search_configs
+    build_threads: int | None = None  # None: every core
 
     def record(self, search_params: dict[str, Any], **fields: Any) -> RunRecord:
         """A RunRecord of this job for ``search_params``."""
@@ -117,7 +118,7 @@ class _Measurer:
         self.dataset = dataset = read_dataset(Path(job.dataset_path))
         self.index = load_backend(job.backend)(dataset.metric, **job.build_params)
         self.index.check(*dataset.train.shape)
-        self.index.set_num_threads(os.cpu_count() or 1)
+        self.index.set_num_threads(job.build_threads or os.cpu_count() or 1)
         reset_peak_rss()
         before = rss_bytes()
         start = time.perf_counter()
@@ -127,7 +128,7 @@ class _Measurer:
             "peak_rss_bytes": peak_rss_bytes(),
             "memory_bytes": self.index.memory_bytes() or max(rss_bytes() - before, 0),
             "index_bytes": _serialized_size(self.index),
-            "provenance": provenance(job.threads),
+            "provenance": provenance(job.threads, job.build_threads or os.cpu_count() or 1),
         }
         self.xq = dataset.test
 

@@ -13,7 +13,7 @@ from annbench import __version__
 _LIBRARIES = ("numpy", "faiss-cpu", "hnswlib", "annoy", "h5py")
 
 
-def provenance(threads: int) -> dict[str, Any]:
+def provenance(threads: int, build_threads: int | None = None) -> dict[str, Any]:
     """Versions, CPU and thread settings to store with every result."""
     return {
         "annbench": __version__,
@@ -22,6 +22,7 @@ def provenance(threads: int) -> dict[str, Any]:
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "threads": threads,
+        "build_threads": build_threads,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "platform": platform.platform(),
         "hostname": platform.node(),

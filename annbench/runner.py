@@ -48,6 +48,7 @@ def plan_sweep(
     runs: int = 3,
     threads: int | None = None,
     overrides: dict[str, list[Any]] | None = None,
+    build_threads: int | None = None,
 ) -> list[BuildJob]:
     """Every build job of the sweep, with all parameters checked before anything runs."""
     n, d = dataset.train.shape
@@ -65,6 +66,8 @@ def plan_sweep(
     threads = threads or (1 if mode == "single" else os.cpu_count() or 1)
     if threads < 1:
         raise AnnbenchError(f"threads must be at least 1, got {threads}")
+    if build_threads is not None and build_threads < 1:
+        raise AnnbenchError(f"build threads must be at least 1, got {build_threads}")
     overrides = overrides or {}
     classes = {name: load_backend(name) for name in backends}
     _check_overrides_used(classes, overrides)
@@ -91,6 +94,7 @@ def plan_sweep(
                     mode=mode,
                     runs=runs,
                     threads=threads,
+                    build_threads=build_threads,
                 )
             )
     return jobs
@@ -106,17 +110,9 @@ def run_sweep(
 ) -> SweepSummary:
     """Run ``jobs`` one worker process each, storing each record as soon as it arrives."""
     summary = SweepSummary()
-    done = set() if force else store.completed_keys()
-    for job in jobs:
-        if job.target_recall is not None:  # an adaptive search needs its whole ladder
-            done_here: set[str] = set()
-        else:
-            done_here = done
-        todo = tuple(s for s in job.search_configs if job.record(s).key not in done_here)
-        summary.skipped += len(job.search_configs) - len(todo)
-        if not todo:
-            continue
-        for record in run_in_worker(replace(job, search_configs=todo), timeout, memory_limit):
+    todo, summary.skipped = pending_jobs(jobs, store, force)
+    for job in todo:
+        for record in run_in_worker(job, timeout, memory_limit):
             store.put(record)
             summary.stored += 1
             if record.status != "ok":
@@ -124,6 +120,23 @@ def run_sweep(
             if progress is not None:
                 progress(record)
     return summary
+
+
+def pending_jobs(
+    jobs: list[BuildJob], store: ResultStore, force: bool = False
+) -> tuple[list[BuildJob], int]:
+    """The jobs narrowed to the search settings not yet stored, and how many were skipped."""
+    done = set() if force else store.completed_keys()
+    todo, skipped = [], 0
+    for job in jobs:
+        if job.target_recall is not None:  # an adaptive search needs its whole ladder
+            todo.append(job)
+            continue
+        remaining = tuple(s for s in job.search_configs if job.record(s).key not in done)
+        skipped += len(job.search_configs) - len(remaining)
+        if remaining:
+            todo.append(replace(job, search_configs=remaining))
+    return todo, skipped
 
 
 def adaptive_jobs(jobs: list[BuildJob], target_recall: float, step: float = 1.25) -> list[BuildJob]:

@@ -25,6 +25,7 @@ class Annoy(Index):
         super().__init__(metric, n_trees=positive_int("n_trees", n_trees))
         self._index: annoy.AnnoyIndex | None = None
         self._search_k = -1
+        self._build_jobs = -1
 
     def build(self, xb: np.ndarray) -> None:
         xb = as_float32(xb)
@@ -32,7 +33,7 @@ class Annoy(Index):
         index.set_seed(42)
         for i, row in enumerate(xb):
             index.add_item(i, row)
-        index.build(self.build_params["n_trees"], n_jobs=-1)
+        index.build(self.build_params["n_trees"], n_jobs=self._build_jobs)
         self._index = index
 
     def set_search_params(self, *, search_k: int) -> None:
@@ -50,6 +51,10 @@ class Annoy(Index):
 
     def search_one(self, q: np.ndarray, k: int) -> list[int]:
         return self._index.get_nns_by_vector(q, k, self._search_k)
+
+    def set_num_threads(self, n: int) -> None:
+        """Threads for building the forest (Annoy searches on the calling thread)."""
+        self._build_jobs = n
 
     def save(self, path: Path) -> None:
         self._index.save(str(path))

@@ -1,0 +1,107 @@
+"""Scale-out: the same build jobs dispatched to a Dask distributed cluster.
+
+Each job asks for one unit of the worker resource ``annbench``, so a worker started with
+``--resources annbench=1 --nthreads 1`` runs one measurement at a time on its own cores.
+Inside the Dask worker, each job still runs in its own process (crashes are recorded, not
+fatal); Dask workers must therefore be allowed children::
+
+    DASK_DISTRIBUTED__WORKER__DAEMON=False dask worker tcp://HOST:8786 \
+        --nthreads 1 --resources annbench=1
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from annbench.errors import AnnbenchError
+from annbench.measure import BuildJob
+from annbench.record import RunRecord
+from annbench.runner import Progress, SweepSummary, pending_jobs, run_in_worker
+from annbench.store import ResultStore
+
+RESOURCE = "annbench"
+
+
+@contextmanager
+def dask_client(scheduler: str, workers: int = 2) -> Iterator[Any]:
+    """A client of ``scheduler`` (``tcp://HOST:PORT``), or of a new LocalCluster for 'local'."""
+    try:
+        import dask
+        from distributed import Client, LocalCluster
+    except ImportError as exc:
+        raise AnnbenchError("--scheduler needs Dask: pip install 'dask[distributed]'") from exc
+    if scheduler == "local":
+        with dask.config.set({"distributed.worker.daemon": False}):
+            cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                resources={RESOURCE: 1},
+                processes=True,
+                dashboard_address=None,
+            )
+        with cluster, Client(cluster) as client:
+            yield client
+        return
+    try:
+        client = Client(scheduler, timeout="10s")
+    except (OSError, TimeoutError) as exc:
+        raise AnnbenchError(f"Cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
+    with client:
+        yield client
+
+
+def run_sweep_dask(
+    jobs: list[BuildJob],
+    store: ResultStore,
+    client: Any,
+    force: bool = False,
+    timeout: float | None = None,
+    progress: Progress | None = None,
+    memory_limit: float | None = None,
+) -> SweepSummary:
+    """Run ``jobs`` on the cluster, one per worker slot; store each job's records as it ends."""
+    from distributed import as_completed
+
+    summary = SweepSummary()
+    todo, summary.skipped = pending_jobs(jobs, store, force)
+    futures = {
+        client.submit(
+            _remote_job, job, timeout, memory_limit, resources={RESOURCE: 1}, pure=False
+        ): job
+        for job in todo
+    }
+    for future in as_completed(futures):
+        job = futures[future]
+        try:
+            records = future.result()
+        except Exception as exc:  # the Dask worker itself died or the task could not run
+            text = " ".join(str(exc).split())
+            records = [
+                job.record(
+                    s, status="failed", error=f"Dask worker failed: {type(exc).__name__}: {text}"
+                )
+                for s in job.search_configs
+            ]
+        for record in records:
+            store.put(record)
+            summary.stored += 1
+            if record.status != "ok":
+                summary.failed.append(record)
+            if progress is not None:
+                progress(record)
+    return summary
+
+
+def _remote_job(
+    job: BuildJob, timeout: float | None, memory_limit: float | None
+) -> list[RunRecord]:
+    """Runs on a Dask worker: the job in its own process, as the local runner does."""
+    if multiprocessing.current_process().daemon:
+        raise AnnbenchError(
+            "Dask workers must be allowed child processes: start them with "
+            "DASK_DISTRIBUTED__WORKER__DAEMON=False"
+        )
+    return list(run_in_worker(job, timeout, memory_limit))
