@@ -1,5 +1,7 @@
 """ann-benchmarks result files: readable as its tools read them, with the same recall."""
 
+import re
+
 import h5py
 import numpy as np
 from click.testing import CliRunner
@@ -86,10 +88,7 @@ def test_export_layout_and_recall(tiny_path, tiny, tmp_path):
             recall = ann_benchmarks_recall(tiny.distances, f["distances"][()], 10)
             ef = int(re.search(r"_ef=(\d+)", attrs["name"]).group(1))
             record = stored[("batch" if attrs["batch_mode"] else "single", ef)]
-            assert (
-                recall == np.float64(record.ann_benchmarks_recall).round(6)
-                or abs(recall - record.ann_benchmarks_recall) < 1e-9
-            )
+            assert abs(recall - record.ann_benchmarks_recall) < 1e-9
             assert attrs["best_search_time"] > 0 and (f["times"][()] > 0).all()
 
 
