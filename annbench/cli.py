@@ -120,7 +120,11 @@ def main(debug: bool) -> None:
     help="single: one query per call on one thread (latency); batch: all queries per call.",
 )
 @click.option(
-    "--threads", type=int, default=None, help="Search threads [default: 1 single, all batch]."
+    "--threads",
+    default=None,
+    metavar="N[,N...]",
+    help="Search threads; batch mode takes several (1,2,4) to measure scaling "
+    "[default: 1 single, all cores batch].",
 )
 @click.option("--timeout", type=float, default=None, help="Seconds a build configuration may take.")
 @click.option("--memory-limit", default=None, help="Resident memory a worker may use, e.g. 8GB.")
@@ -152,7 +156,7 @@ def run(
     grid_overrides: tuple[str, ...],
     runs: int,
     mode: str,
-    threads: int | None,
+    threads: str | None,
     timeout: float | None,
     memory_limit: str | None,
     build_threads: int | None,
@@ -183,7 +187,7 @@ def run(
         k=k,
         mode=mode,
         runs=runs,
-        threads=threads,
+        threads=_int_list("--threads", threads) if threads else None,
         overrides=overrides,
         build_threads=build_threads,
     )
@@ -290,16 +294,27 @@ def results(
 @click.option(
     "--k", type=int, default=None, help="Only runs with this k [default: the most common]."
 )
+@click.option(
+    "--threads",
+    "scaling",
+    is_flag=True,
+    help="Plot QPS vs search threads (batch runs measured with --threads 1,2,...).",
+)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="PNG file to write.")
 @results_option
 def plot(
-    dataset: str, mode: str, k: int | None, out: Path | None, results_path: Path | None
+    dataset: str,
+    mode: str,
+    k: int | None,
+    scaling: bool,
+    out: Path | None,
+    results_path: Path | None,
 ) -> None:
-    """Plot recall vs queries per second, one pareto frontier per backend."""
-    from annbench.plot import plot_recall_qps
+    """Plot recall vs queries per second, one pareto frontier per backend (or thread scaling)."""
+    from annbench.plot import recall_qps_figure, save_png, threads_figure
 
-    folder = results_path or results_dir()
-    with ResultStore(folder) as store:
+    mode = "batch" if scaling else mode
+    with ResultStore(results_path or results_dir()) as store:
         frame = store.dataframe(dataset)
         store_path = store.path
     frame = frame[(frame["mode"] == mode) & (frame["status"] == "ok")]
@@ -312,8 +327,16 @@ def plot(
     frame = frame[frame["k"] == k]
     if frame.empty:
         raise AnnbenchError(f"No results with k={k} for dataset '{dataset}'")
-    out = out or store_path.parent / f"{dataset}-{mode}-k{k}.png"
-    plot_recall_qps(frame, out, f"{dataset}: recall@{k} vs QPS ({mode} mode)")
+    if scaling:
+        try:
+            figure = threads_figure(frame, f"{dataset}: QPS vs threads (k={k})")
+        except ValueError as exc:
+            raise AnnbenchError(str(exc)) from exc
+        out = out or store_path.parent / f"{dataset}-threads-k{k}.png"
+    else:
+        figure = recall_qps_figure(frame, f"{dataset}: recall@{k} vs QPS ({mode} mode)")
+        out = out or store_path.parent / f"{dataset}-{mode}-k{k}.png"
+    save_png(figure, out)
     click.echo(f"Wrote {out}")
 
 
@@ -754,6 +777,16 @@ def _new_dataset_path(name: str, force: bool) -> Path:
     if path.exists() and not force:
         raise AnnbenchError(f"Dataset {path} exists; pass --force to overwrite it")
     return path
+
+
+def _int_list(option: str, text: str) -> tuple[int, ...]:
+    """``'1,2,4'`` -> ``(1, 2, 4)``, or a one-line error naming the option."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise AnnbenchError(
+            f"{option} takes whole numbers separated by commas, got '{text}'"
+        ) from None
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -79,11 +79,9 @@ def run_sweep_dask(
             records = future.result()
         except Exception as exc:  # the Dask worker itself died or the task could not run
             text = " ".join(str(exc).split())
+            error = f"Dask worker failed: {type(exc).__name__}: {text}"
             records = [
-                job.record(
-                    s, status="failed", error=f"Dask worker failed: {type(exc).__name__}: {text}"
-                )
-                for s in job.search_configs
+                r for s in job.search_configs for r in job.records(s, status="failed", error=error)
             ]
         for record in records:
             store.put(record)

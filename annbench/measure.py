@@ -37,12 +37,14 @@ class BuildJob:
     k: int
     mode: str  # "single": one query per call, one thread; "batch": all queries in one call
     runs: int
-    threads: int
+    threads: tuple[int, ...]  # search thread counts, each measured on the same built index
     target_recall: float | None = None  # adaptive: bisect the ladder of search_configs
     build_threads: int | None = None  # None: every core
 
-    def record(self, search_params: dict[str, Any], **fields: Any) -> RunRecord:
-        """A RunRecord of this job for ``search_params``."""
+    def record(
+        self, search_params: dict[str, Any], threads: int | None = None, **fields: Any
+    ) -> RunRecord:
+        """A RunRecord of this job for ``search_params`` on ``threads`` (default: the first)."""
         return RunRecord(
             dataset=self.dataset,
             dataset_hash=self.dataset_hash,
@@ -51,9 +53,13 @@ class BuildJob:
             search_params=search_params,
             k=self.k,
             mode=self.mode,
-            threads=self.threads,
+            threads=threads or self.threads[0],
             **fields,
         )
+
+    def records(self, search_params: dict[str, Any], **fields: Any) -> list[RunRecord]:
+        """One RunRecord for ``search_params`` per thread count."""
+        return [self.record(search_params, threads, **fields) for threads in self.threads]
 
 
 @dataclass
@@ -75,14 +81,17 @@ def run_build_job(job: BuildJob, emit: Callable[[RunRecord], None]) -> None:
     measurer = _Measurer(job)
     if job.target_recall is None:
         for search_params in job.search_configs:
-            emit(measurer.measure(search_params, job.runs))
+            for threads in job.threads:
+                emit(measurer.measure(search_params, job.runs, threads))
         return
     chosen = bisect_ladder(
         len(job.search_configs),
-        lambda i: _meets(measurer.measure(job.search_configs[i], 1), job.target_recall, emit),
+        lambda i: _meets(
+            measurer.measure(job.search_configs[i], 1, job.threads[0]), job.target_recall, emit
+        ),
     )
     if chosen is not None and job.runs > 1:
-        emit(measurer.measure(job.search_configs[chosen], job.runs))
+        emit(measurer.measure(job.search_configs[chosen], job.runs, job.threads[0]))
 
 
 def bisect_ladder(size: int, meets: Callable[[int], bool]) -> int | None:
@@ -128,19 +137,20 @@ class _Measurer:
             "peak_rss_bytes": peak_rss_bytes(),
             "memory_bytes": self.index.memory_bytes() or max(rss_bytes() - before, 0),
             "index_bytes": _serialized_size(self.index),
-            "provenance": provenance(job.threads, job.build_threads or os.cpu_count() or 1),
+            "provenance": provenance(job.build_threads or os.cpu_count() or 1),
         }
         self.xq = dataset.test
 
-    def measure(self, search_params: dict[str, Any], runs: int) -> RunRecord:
-        """One record: ``runs`` timed repeats of ``search_params`` (a failed record on error)."""
+    def measure(self, search_params: dict[str, Any], runs: int, threads: int) -> RunRecord:
+        """One record: ``runs`` timed repeats of ``search_params`` on ``threads`` threads (a
+        failed record on error)."""
         job, dataset, index = self.job, self.dataset, self.index
         try:
             index.set_search_params(**search_params)
-            index.set_num_threads(job.threads)
+            index.set_num_threads(threads)
             timing = time_search(index, self.xq, job.k, job.mode, runs)
         except (AnnbenchError, ValueError, RuntimeError) as exc:
-            return job.record(search_params, status="failed", error=_one_line(exc))
+            return job.record(search_params, threads, status="failed", error=_one_line(exc))
         found = true_distances(dataset.metric, dataset.train, dataset.test, timing.ids)
         recall = recall_at_k(timing.ids, found, dataset.neighbors, dataset.distances, job.k)
         labels = {}
@@ -159,6 +169,7 @@ class _Measurer:
         )
         return job.record(
             search_params,
+            threads,
             recall=float(recall.recall.mean()),
             ann_benchmarks_recall=float(recall.ann_benchmarks_recall.mean()),
             duplicates=recall.duplicates,

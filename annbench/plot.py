@@ -11,9 +11,8 @@ from matplotlib.figure import Figure
 from annbench.analysis import pareto_frontier, successful
 
 
-def plot_recall_qps(frame: pd.DataFrame, out: Path, title: str) -> Path:
-    """Write a PNG of recall (x) vs QPS (y, log) with one frontier per backend."""
-    figure = recall_qps_figure(frame, title)
+def save_png(figure: Figure, out: Path) -> Path:
+    """Write ``figure`` as a PNG file."""
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=120)
     return out
@@ -63,4 +62,43 @@ def _tradeoff(
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(title="backend (pareto frontier)")
+    return figure
+
+
+def threads_figure(frame: pd.DataFrame, title: str, most: int = 8) -> Figure:
+    """QPS vs search threads for each configuration measured at several thread counts, with
+    the ideal linear scaling of its one-thread QPS dashed."""
+    ok = successful(frame)
+    ok = ok[ok["mode"] == "batch"]
+    curves = [runs for _, runs in ok.groupby("config") if runs["threads"].nunique() > 1]
+    if not curves:
+        raise ValueError(
+            "no configuration measured at several thread counts (run --mode batch "
+            "--threads 1,2,...)"
+        )
+    curves = sorted(curves, key=lambda runs: -runs["recall"].max())[:most]
+    figure = Figure(figsize=(8, 5.5), layout="constrained")
+    axes = figure.add_subplot()
+    for runs in curves:
+        runs = runs.sort_values("threads")
+        line = axes.plot(
+            runs["threads"],
+            runs["qps"],
+            marker="o",
+            ms=4,
+            label=f"{runs['config'].iloc[0]} (recall {runs['recall'].iloc[0]:.3f})",
+        )
+        base = runs.iloc[0]
+        axes.plot(
+            runs["threads"],
+            base["qps"] * runs["threads"] / base["threads"],
+            ls="--",
+            color=line[0].get_color(),
+            alpha=0.4,
+        )
+    axes.set_xlabel("Search threads")
+    axes.set_ylabel("Queries per second (batch)")
+    axes.set_title(title)
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize="small", title="configuration (dashed: linear scaling)")
     return figure

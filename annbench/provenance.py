@@ -13,7 +13,7 @@ from annbench import __version__
 _LIBRARIES = ("numpy", "faiss-cpu", "hnswlib", "annoy", "h5py")
 
 
-def provenance(threads: int, build_threads: int | None = None) -> dict[str, Any]:
+def provenance(build_threads: int) -> dict[str, Any]:
     """Versions, CPU and thread settings to store with every result."""
     return {
         "annbench": __version__,
@@ -21,7 +21,6 @@ def provenance(threads: int, build_threads: int | None = None) -> dict[str, Any]
         "libraries": library_versions(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
-        "threads": threads,
         "build_threads": build_threads,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "platform": platform.platform(),

@@ -11,7 +11,7 @@ import pandas as pd
 
 from annbench import __version__
 from annbench.analysis import NOISY_SPREAD, successful, summary
-from annbench.plot import figure_png, recall_cost_figure, recall_qps_figure
+from annbench.plot import figure_png, recall_cost_figure, recall_qps_figure, threads_figure
 from annbench.record import params_label
 
 _STYLE = """
@@ -81,6 +81,8 @@ def _dataset_section(name: str, frame: pd.DataFrame) -> str:
                 f"{label}: recall vs index size",
             ),
         ]
+        if mode == "batch" and runs.groupby("config")["threads"].nunique().max() > 1:
+            figures.append(threads_figure(runs, f"{label}: QPS vs search threads"))
         out.append(f"<h3>{html.escape(label)}</h3><div class='plots'>")
         for figure in figures:
             data = base64.b64encode(figure_png(figure)).decode()

@@ -46,7 +46,7 @@ def plan_sweep(
     k: int = 10,
     mode: str = "single",
     runs: int = 3,
-    threads: int | None = None,
+    threads: int | tuple[int, ...] | None = None,
     overrides: dict[str, list[Any]] | None = None,
     build_threads: int | None = None,
 ) -> list[BuildJob]:
@@ -63,9 +63,15 @@ def plan_sweep(
         )
     if runs < 1:
         raise AnnbenchError(f"runs must be at least 1, got {runs}")
-    threads = threads or (1 if mode == "single" else os.cpu_count() or 1)
-    if threads < 1:
-        raise AnnbenchError(f"threads must be at least 1, got {threads}")
+    counts = (threads,) if isinstance(threads, int) else tuple(threads or ())
+    counts = counts or ((1,) if mode == "single" else (os.cpu_count() or 1,))
+    if any(t < 1 for t in counts):
+        raise AnnbenchError(f"threads must be at least 1, got {', '.join(map(str, counts))}")
+    if mode == "single" and counts != (1,):
+        raise AnnbenchError(
+            "single mode times one query per call on one thread; "
+            "use --mode batch to measure thread counts"
+        )
     if build_threads is not None and build_threads < 1:
         raise AnnbenchError(f"build threads must be at least 1, got {build_threads}")
     overrides = overrides or {}
@@ -93,7 +99,7 @@ def plan_sweep(
                     k=k,
                     mode=mode,
                     runs=runs,
-                    threads=threads,
+                    threads=counts,
                     build_threads=build_threads,
                 )
             )
@@ -132,7 +138,9 @@ def pending_jobs(
         if job.target_recall is not None:  # an adaptive search needs its whole ladder
             todo.append(job)
             continue
-        remaining = tuple(s for s in job.search_configs if job.record(s).key not in done)
+        remaining = tuple(
+            s for s in job.search_configs if any(r.key not in done for r in job.records(s))
+        )
         skipped += len(job.search_configs) - len(remaining)
         if remaining:
             todo.append(replace(job, search_configs=remaining))
@@ -173,7 +181,7 @@ def pending_runs(jobs: list[BuildJob], store: ResultStore, force: bool = False) 
     return sum(
         max_probes(len(job.search_configs)) + (job.runs > 1)
         if job.target_recall is not None
-        else sum(1 for s in job.search_configs if job.record(s).key not in done)
+        else sum(1 for s in job.search_configs for r in job.records(s) if r.key not in done)
         for job in jobs
     )
 
@@ -233,9 +241,9 @@ def run_in_worker(
     if error is None:
         error = _exit_reason(worker.exitcode)
     for search_params in job.search_configs:
-        record = job.record(search_params, status="failed", error=error)
-        if record.key not in finished:
-            yield record
+        for record in job.records(search_params, status="failed", error=error):
+            if record.key not in finished:
+                yield record
 
 
 def _resident_bytes(pid: int | None) -> int:

@@ -94,3 +94,45 @@ def test_screenshot(report, tmp_path):
     shot = tmp_path / "report.png"
     chromium(f"--screenshot={shot}", "--window-size=1280,1600", report.as_uri(), tmp_path=tmp_path)
     assert shot.read_bytes()[:4] == b"\x89PNG" and shot.stat().st_size > 20_000
+
+
+def test_thread_scaling_plot_and_report_section(tiny_path, tmp_path):
+    runner = CliRunner()
+    ran = runner.invoke(
+        main,
+        [
+            "run",
+            "-d",
+            str(tiny_path),
+            "-b",
+            "faiss-ivf",
+            "--mode",
+            "batch",
+            "--threads",
+            "1,2",
+            "--runs",
+            "1",
+            "-g",
+            "nlist=16",
+            "-g",
+            "nprobe=2,8",
+            "--results",
+            str(tmp_path),
+        ],
+    )
+    assert ran.exit_code == 0, ran.output
+    png = tmp_path / "threads.png"
+    plotted = runner.invoke(
+        main, ["plot", "-d", "tiny", "--threads", "--out", str(png), "--results", str(tmp_path)]
+    )
+    assert plotted.exit_code == 0, plotted.output
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    written = runner.invoke(
+        main, ["report", "--results", str(tmp_path), "--out", str(tmp_path / "r")]
+    )
+    assert written.exit_code == 0
+    assert "QPS vs search threads" in (tmp_path / "r" / "index.html").read_text()
+    none = runner.invoke(
+        main, ["plot", "-d", "tiny", "--threads", "--results", str(tmp_path / "x")]
+    )
+    assert none.exit_code == 1 and "No successful batch-mode results" in none.output

@@ -24,7 +24,8 @@ def test_sweep_builds_once_per_config_and_stores_every_setting(tiny, tmp_path):
         assert r.qps > 0 and r.qps_min <= r.qps <= r.qps_max
         assert 0 < r.latency_p50_ms <= r.latency_p95_ms <= r.latency_p99_ms <= r.latency_p999_ms
         assert r.build_s > 0 and r.index_bytes > 0 and r.peak_rss_bytes > 0
-        assert r.provenance["threads"] == 1 and "hnswlib" in r.provenance["libraries"]
+        assert r.threads == 1 and "hnswlib" in r.provenance["libraries"]
+        assert r.provenance["build_threads"] >= 1 and r.provenance["cpu_count"] >= 1
         assert r.ids.shape == (100, 10) and r.latencies_ns.shape == (100,)
     # builds are shared: both hnswlib settings report the same build time
     assert by_ef[10].build_s == by_ef[40].build_s
@@ -119,3 +120,33 @@ def test_labelled_dataset_records_label_metrics(tiny, tmp_path):
         (record,) = store.records()
     assert 0 < record.label_precision <= record.label_top_k_accuracy <= 1
     assert 0 < record.label_map <= 1
+
+
+def test_batch_mode_measures_each_thread_count_on_one_build(tiny, tmp_path):
+    jobs = plan_sweep(
+        tiny,
+        ["faiss-ivf"],
+        mode="batch",
+        threads=(1, 2),
+        runs=1,
+        overrides={"nlist": [16], "nprobe": [4, 8]},
+    )
+    with ResultStore(tmp_path) as store:
+        summary = run_sweep(jobs, store)
+        records = store.records()
+        assert pending_runs(jobs, store) == 0
+    assert summary.stored == 4
+    assert sorted((r.search_params["nprobe"], r.threads) for r in records) == [
+        (4, 1),
+        (4, 2),
+        (8, 1),
+        (8, 2),
+    ]
+    assert len({r.build_s for r in records}) == 1  # one build served every thread count
+    by = {(r.search_params["nprobe"], r.threads): r.recall for r in records}
+    assert by[(4, 1)] == by[(4, 2)] and by[(8, 1)] == by[(8, 2)]
+
+
+def test_single_mode_refuses_thread_counts(tiny):
+    with pytest.raises(AnnbenchError, match="use --mode batch"):
+        plan_sweep(tiny, ["faiss-flat"], threads=(1, 2))
