@@ -30,3 +30,57 @@ def clustered_gaussian(
     projection = rng.normal(size=(latent, d)) / np.sqrt(latent)
     x = z @ projection + rng.normal(scale=0.05, size=(n, d))
     return x.astype(np.float32), labels
+
+
+class ClusteredGaussianRows:
+    """Rows of a clustered-Gaussian dataset generated on demand, chunk by chunk, so datasets
+    larger than memory can be written: ``rows[a:b]`` is the same whatever the slicing.
+
+    Shares one mixture (centres, spreads, projection) across chunks; chunk ``i`` draws its
+    points from its own seeded stream.
+    """
+
+    def __init__(self, n: int, d: int, n_clusters: int = 64, seed: int = 0, chunk: int = 65536):
+        rng = np.random.default_rng(seed)
+        self.shape = (n, d)
+        self.chunk = chunk
+        self.seed = seed
+        latent = max(2, min(d, d // 4 + 8))
+        weights = 1.0 / np.arange(1, n_clusters + 1) ** 0.7
+        self._p = weights / weights.sum()
+        self._centers = rng.normal(size=(n_clusters, latent))
+        self._spreads = rng.uniform(0.6, 1.2, size=n_clusters)
+        self._projection = rng.normal(size=(latent, d)) / np.sqrt(latent)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def labels(self, start: int, stop: int) -> np.ndarray:
+        """Cluster labels of rows ``start:stop``."""
+        return np.concatenate([c[1] for c in self._chunks(start, stop)])[: stop - start]
+
+    def __getitem__(self, item: slice) -> np.ndarray:
+        start, stop, step = item.indices(self.shape[0])
+        if step != 1:
+            raise ValueError("only contiguous row slices are supported")
+        return np.concatenate([c[0] for c in self._chunks(start, stop)])
+
+    def _chunks(self, start: int, stop: int):
+        for index in range(
+            start // self.chunk, (stop - 1) // self.chunk + 1 if stop > start else 0
+        ):
+            x, labels = self._chunk(index)
+            lo = max(start - index * self.chunk, 0)
+            hi = min(stop - index * self.chunk, len(x))
+            yield x[lo:hi], labels[lo:hi]
+
+    def _chunk(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = min(self.chunk, self.shape[0] - index * self.chunk)
+        rng = np.random.default_rng([self.seed, index])
+        labels = rng.choice(len(self._p), size=rows, p=self._p).astype(np.int32)
+        z = (
+            self._centers[labels]
+            + rng.normal(size=(rows, self._centers.shape[1])) * (self._spreads[labels, None])
+        )
+        x = z @ self._projection + rng.normal(scale=0.05, size=(rows, self.shape[1]))
+        return x.astype(np.float32), labels

@@ -31,3 +31,15 @@ def test_exact_knn_accepts_blocks_and_orders_ties_by_id(rng):
     assert seen[-1] == len(xb)
     assert (ids[:, 0] < ids[:, 1]).all() and (ids[:, 1] < ids[:, 2]).all()
     np.testing.assert_allclose(d[:, 0], d[:, 2])
+
+
+def test_chunked_synthetic_rows_do_not_depend_on_slicing():
+    from annbench.synthetic import ClusteredGaussianRows
+
+    rows = ClusteredGaussianRows(1000, 8, n_clusters=5, seed=2, chunk=128)
+    whole = rows[0:1000]
+    pieces = np.concatenate([rows[i : i + 97] for i in range(0, 1000, 97)])
+    np.testing.assert_array_equal(whole, pieces)
+    assert whole.shape == (1000, 8) and whole.dtype == np.float32
+    assert rows.labels(0, 1000).shape == (1000,)
+    assert not np.array_equal(rows[0:128], rows[128:256])
