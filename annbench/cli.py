@@ -70,6 +70,13 @@ def _usage_error(exc: click.UsageError) -> click.ClickException:
     return error
 
 
+def grid_option(help_text: str) -> Any:
+    """The repeatable ``--grid KEY=V1,V2`` option."""
+    return click.option(
+        "--grid", "-g", "grid_overrides", multiple=True, metavar="KEY=V1,V2", help=help_text
+    )
+
+
 results_option = click.option(
     "--results",
     "results_path",
@@ -103,14 +110,7 @@ def main(debug: bool) -> None:
     help="Dataset name (see 'annbench datasets list') or path to an HDF5 file.",
 )
 @click.option("--k", default=10, show_default=True, type=int, help="Neighbours per query.")
-@click.option(
-    "--grid",
-    "-g",
-    "grid_overrides",
-    multiple=True,
-    metavar="KEY=V1,V2",
-    help="Override a grid parameter for every backend that takes it, e.g. efSearch=16,64.",
-)
+@grid_option("Override a grid parameter for every backend that takes it, e.g. efSearch=16,64.")
 @click.option("--runs", default=3, show_default=True, type=int, help="Timed repeats per setting.")
 @click.option(
     "--mode",
@@ -415,14 +415,7 @@ def summary_command(
     multiple=True,
     help="With --measure: backends to search [default: all].",
 )
-@click.option(
-    "--grid",
-    "-g",
-    "grid_overrides",
-    multiple=True,
-    metavar="KEY=V1,V2",
-    help="With --measure: grid overrides, as for run.",
-)
+@grid_option("With --measure: grid overrides, as for run.")
 @click.option(
     "--runs",
     default=3,

@@ -84,12 +84,7 @@ def run_sweep_dask(
                 r for s in job.search_configs for r in job.records(s, status="failed", error=error)
             ]
         for record in records:
-            store.put(record)
-            summary.stored += 1
-            if record.status != "ok":
-                summary.failed.append(record)
-            if progress is not None:
-                progress(record)
+            summary.keep(record, store, progress)
     return summary
 
 

@@ -39,6 +39,15 @@ class SweepSummary:
     skipped: int = 0
     failed: list[RunRecord] = field(default_factory=list)
 
+    def keep(self, record: RunRecord, store: ResultStore, progress: Progress | None) -> None:
+        """Store ``record`` at once and count it."""
+        store.put(record)
+        self.stored += 1
+        if record.status != "ok":
+            self.failed.append(record)
+        if progress is not None:
+            progress(record)
+
 
 def plan_sweep(
     dataset: Dataset,
@@ -119,12 +128,7 @@ def run_sweep(
     todo, summary.skipped = pending_jobs(jobs, store, force)
     for job in todo:
         for record in run_in_worker(job, timeout, memory_limit):
-            store.put(record)
-            summary.stored += 1
-            if record.status != "ok":
-                summary.failed.append(record)
-            if progress is not None:
-                progress(record)
+            summary.keep(record, store, progress)
     return summary
 
 

@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from tests_helpers import a_record
 
 from annbench.cli import main
 from annbench.datasets import create_synthetic
@@ -252,8 +253,6 @@ def test_bad_input_gives_one_line_and_exit_code(
 ):
     make_args, message, code = CASES[case]
     with ResultStore(isolated_folders / "results") as store:  # something already stored
-        from tests_helpers import a_record
-
         store.put(a_record())
     result = CliRunner().invoke(main, make_args(tmp_path, tiny_path))
     assert result.exit_code == code, result.output

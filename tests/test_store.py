@@ -1,33 +1,11 @@
 import numpy as np
 import pytest
+from tests_helpers import a_record
 
 from annbench.errors import AnnbenchError
-from annbench.record import RunRecord
 from annbench.store import ResultStore
 
-
-def make_record(ef: int = 16, **fields) -> RunRecord:
-    values = dict(
-        dataset="d",
-        dataset_hash="abc",
-        backend="hnswlib",
-        build_params={"M": 16},
-        search_params={"ef": ef},
-        k=10,
-        mode="single",
-        threads=1,
-        recall=0.9,
-        qps=1000.0,
-        qps_min=900.0,
-        qps_max=1100.0,
-        runs=3,
-        latency_p50_ms=0.5,
-        ids=np.arange(20).reshape(2, 10),
-        latencies_ns=np.array([5, 7]),
-        provenance={"cpu": "x"},
-    )
-    values.update(fields)
-    return RunRecord(**values)
+make_record = a_record
 
 
 def test_round_trip_keeps_every_field_and_raw_arrays(tmp_path):
