@@ -12,6 +12,7 @@ import click
 import pandas as pd
 
 from annbench import __version__
+from annbench.analysis import NOISY_SPREAD
 from annbench.datasets import (
     BUILTIN,
     BUNDLED,
@@ -827,6 +828,9 @@ def _table(frame: pd.DataFrame) -> str:
             "status": frame["status"],
             "recall": frame["recall"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}"),
             "qps": frame["qps"].map(lambda v: "" if pd.isna(v) else f"{v:,.0f}"),
+            "spread": frame["qps_spread"].map(
+                lambda v: "" if pd.isna(v) else f"{v:.0%}" + ("!" if v > NOISY_SPREAD else "")
+            ),
             "p50_ms": frame["latency_p50_ms"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}"),
             "p99_ms": frame["latency_p99_ms"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}"),
             "build_s": frame["build_s"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}"),

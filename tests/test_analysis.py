@@ -204,3 +204,14 @@ def test_cli_recommend_measure(tiny_path, tmp_path):
     with ResultStore(tmp_path) as store:
         assert store.count() <= max_probes(len(geometric_ladder(1, 16, 1.25))) + 1
         assert np.isfinite([r.recall for r in store.records()]).all()
+
+
+def test_wide_spread_is_flagged_noisy(swept):
+    _, frame = swept
+    frame = frame.copy()
+    frame.loc[frame.index[0], ["qps_min", "qps_max"]] = (1.0, frame["qps"].iloc[0] * 2)
+    frame["qps_spread"] = (frame["qps_max"] - frame["qps_min"]) / frame["qps"]
+    table = summary(frame)
+    noisy_backend = frame["backend"].iloc[0]
+    assert table.set_index("backend").loc[noisy_backend, "noisy_runs"] == 1
+    assert (table[table["backend"] != noisy_backend]["noisy_runs"] == 0).all()
