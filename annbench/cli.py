@@ -349,8 +349,17 @@ def plot(
     help="Folder to write index.html into [default: report/ beside the store].",
 )
 @click.option("--dataset", "-d", default=None, help="Only this dataset.")
+@click.option(
+    "--latency-budget-ms",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Report the best recall whose p99 latency fits this budget.",
+)
 @results_option
-def report_command(out: Path | None, dataset: str | None, results_path: Path | None) -> None:
+def report_command(
+    out: Path | None, dataset: str | None, latency_budget_ms: float, results_path: Path | None
+) -> None:
     """Write a self-contained HTML report (plots, summaries, every run); works from file://."""
     from annbench.report import write_report
 
@@ -359,7 +368,7 @@ def report_command(out: Path | None, dataset: str | None, results_path: Path | N
         store_path = store.path
     if frame.empty:
         raise AnnbenchError("No results stored" + (f" for dataset {dataset}" if dataset else ""))
-    path = write_report(frame, out or store_path.parent / "report")
+    path = write_report(frame, out or store_path.parent / "report", latency_budget_ms)
     click.echo(f"Wrote {path}")
 
 

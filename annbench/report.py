@@ -40,7 +40,7 @@ window.addEventListener('load', function () {
 </script>"""
 
 
-def write_report(frame: pd.DataFrame, out_dir: Path) -> Path:
+def write_report(frame: pd.DataFrame, out_dir: Path, latency_budget_ms: float = 1.0) -> Path:
     """Write ``out_dir/index.html`` for every dataset in ``frame``; returns its path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     parts = [
@@ -57,7 +57,7 @@ def write_report(frame: pd.DataFrame, out_dir: Path) -> Path:
     if not datasets:
         parts.append("<p>No results stored yet.</p>")
     for name in datasets:
-        parts.append(_dataset_section(name, frame[frame["dataset"] == name]))
+        parts.append(_dataset_section(name, frame[frame["dataset"] == name], latency_budget_ms))
     parts.append(_SELF_CHECK)
     parts.append("</body></html>")
     path = out_dir / "index.html"
@@ -65,7 +65,7 @@ def write_report(frame: pd.DataFrame, out_dir: Path) -> Path:
     return path
 
 
-def _dataset_section(name: str, frame: pd.DataFrame) -> str:
+def _dataset_section(name: str, frame: pd.DataFrame, latency_budget_ms: float) -> str:
     anchor = html.escape(name)
     out = [f"<h2 id='{anchor}'>{anchor}</h2>"]
     ok = successful(frame)
@@ -89,10 +89,25 @@ def _dataset_section(name: str, frame: pd.DataFrame) -> str:
             alt = html.escape(figure.axes[0].get_title())
             out.append(f"<img class='plot' alt='{alt}' src='data:image/png;base64,{data}'>")
         out.append("</div>")
-    table = summary(frame)
+    table = summary(frame, latency_budget_ms=latency_budget_ms)
     if len(table):
         out.append("<h3>Best QPS at each recall level</h3>")
         out.append(_html_table(_summary_view(table), "summary"))
+        budget = table[
+            ["backend", "mode", "k", "best_recall_within_budget", "config_within_budget"]
+        ]
+        out.append(f"<h3>Best recall with p99 latency within {latency_budget_ms:g} ms</h3>")
+        out.append(
+            _html_table(
+                budget.rename(
+                    columns={
+                        "best_recall_within_budget": "recall",
+                        "config_within_budget": "configuration",
+                    }
+                ),
+                "budget",
+            )
+        )
     out.append("<h3>Every run</h3>")
     out.append(_runs_table(frame))
     return "\n".join(out)

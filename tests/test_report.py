@@ -42,6 +42,7 @@ def test_report_is_self_contained(report):
     assert "tiny, single mode, k=10: recall vs QPS" in text
     assert text.count("data:image/png;base64,") == 3
     assert "label mAP" in text and "Best QPS at each recall level" in text
+    assert "Best recall with p99 latency within 1 ms" in text
     # nothing is fetched: no external scripts, styles or images
     assert not re.search(r"""(src|href)=['"](https?:)?//""", text)
 
@@ -71,7 +72,7 @@ def test_report_renders_in_headless_chromium_without_console_errors(report, tmp_
     body = re.search(r"<body[^>]*>", result.stdout).group(0)
     assert 'data-plots="3"' in body and 'data-plots-rendered="3"' in body, body
     rows = int(re.search(r'data-tables="(\d+)"', body).group(1))
-    assert rows == 4 + 2  # every run, plus one summary row per backend
+    assert rows == 4 + 2 + 2  # every run, one summary row and one budget row per backend
     console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
     assert not console, console
 
