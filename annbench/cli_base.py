@@ -1,0 +1,73 @@
+"""Command-line plumbing shared by the annbench commands: errors as one line, common options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from annbench.errors import AnnbenchError
+
+
+class AnnbenchGroup(click.Group):
+    """Turns every error into one line and a non-zero exit (a traceback with --debug)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            raise usage_error(exc) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise usage_error(exc) from None
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except AnnbenchError as exc:
+            if ctx.find_root().params.get("debug"):
+                raise
+            raise click.ClickException(str(exc)) from None
+        except Exception as exc:  # a bug or an unforeseen failure: still one line
+            if ctx.find_root().params.get("debug"):
+                raise
+            text = " ".join(str(exc).split())
+            raise click.ClickException(
+                f"unexpected {type(exc).__name__}: {text} (rerun with --debug for the traceback)"
+            ) from None
+
+
+def usage_error(exc: click.UsageError) -> click.ClickException:
+    """A usage error as one line (exit code 2), pointing at --help."""
+    command = exc.ctx.command_path if exc.ctx else "annbench"
+    error = click.ClickException(f"{exc.format_message()} (see '{command} --help')")
+    error.exit_code = 2
+    return error
+
+
+def grid_option(help_text: str) -> Any:
+    """The repeatable ``--grid KEY=V1,V2`` option."""
+    return click.option(
+        "--grid", "-g", "grid_overrides", multiple=True, metavar="KEY=V1,V2", help=help_text
+    )
+
+
+results_option = click.option(
+    "--results",
+    "results_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Results folder or .sqlite file [default: $ANNBENCH_RESULTS or results/].",
+)
+
+
+def int_list(option: str, text: str) -> tuple[int, ...]:
+    """``'1,2,4'`` -> ``(1, 2, 4)``, or a one-line error naming the option."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise AnnbenchError(
+            f"{option} takes whole numbers separated by commas, got '{text}'"
+        ) from None

@@ -1,0 +1,256 @@
+"""``annbench datasets``: list, inspect, create, fetch, import and embed datasets."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from annbench.cli_base import AnnbenchGroup
+from annbench.datasets import (
+    BUILTIN,
+    BUNDLED,
+    DEFAULT_DATASET,
+    available_datasets,
+    create_synthetic,
+    read_dataset,
+    resolve_dataset,
+    split_queries,
+    write_dataset,
+)
+from annbench.errors import AnnbenchError
+from annbench.metrics import Metric
+from annbench.paths import data_dir
+
+
+@click.group(cls=AnnbenchGroup)
+def datasets() -> None:
+    """List, inspect and create datasets (ann-benchmarks HDF5 layout)."""
+
+
+@datasets.command("list")
+def datasets_list() -> None:
+    """Datasets in the data folder and the built-in ones."""
+    folder = data_dir()
+    click.echo(f"Data folder: {folder}")
+    for name in available_datasets():
+        stored = (folder / f"{name}.hdf5").is_file()
+        note = BUILTIN[name].description if name in BUILTIN else BUNDLED.get(name, "")
+        state = (
+            "stored"
+            if stored
+            else "bundled"
+            if name in BUNDLED
+            else "built-in, generated on first use"
+        )
+        default = " (default)" if name == DEFAULT_DATASET else ""
+        click.echo(f"  {name}{default}: {state}{'; ' + note if note else ''}")
+    from annbench.download import STANDARD
+
+    click.echo("Standard ann-benchmarks datasets (annbench datasets fetch NAME):")
+    for name, spec in sorted(STANDARD.items()):
+        state = "stored" if (folder / f"{name}.hdf5").is_file() else f"~{spec.size_mb} MB"
+        click.echo(
+            f"  {name}: {spec.n:,} x {spec.d}, {spec.nq:,} queries, {spec.metric.value}; {state}"
+        )
+
+
+@datasets.command("fetch")
+@click.argument("name")
+@click.option(
+    "--url",
+    default=None,
+    help="Mirror base URL [default: $ANNBENCH_DATASET_URL or ann-benchmarks.com].",
+)
+def datasets_fetch(name: str, url: str | None) -> None:
+    """Download a standard ann-benchmarks dataset (resumable, verified) into the data folder."""
+    from annbench.download import STANDARD, fetch_standard
+
+    spec = STANDARD.get(name)
+    if spec is not None:
+        click.echo(f"{name}: {spec.description}, about {spec.size_mb} MB")
+    with click.progressbar(length=0, label="Downloading", file=sys.stderr) as bar:
+
+        def progress(received: int, total: int | None) -> None:
+            if total and bar.length != total:
+                bar.length = total
+            bar.update(received - bar.pos)
+
+        path = fetch_standard(name, data_dir(), base_url=url, progress=progress)
+    click.echo(f"Ready: {path}")
+
+
+@datasets.command("import")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--name", required=True, help="Name of the dataset to write in the data folder.")
+@click.option("--metric", required=True, help="euclidean, angular (cosine) or dot.")
+@click.option(
+    "--queries",
+    default=1000,
+    show_default=True,
+    type=int,
+    help="Rows held out of the base as queries (seeded).",
+)
+@click.option(
+    "--queries-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Take queries from this file instead of holding rows out.",
+)
+@click.option(
+    "--labels",
+    "labels_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Class labels of the base rows: .npy or one label per line.",
+)
+@click.option("--normalize", is_flag=True, help="Scale vectors to unit length.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Query split seed.")
+@click.option("--key", default=None, help="HDF5 dataset holding the vectors.")
+@click.option("--column", default=None, help="Parquet column holding the vectors.")
+@click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
+def datasets_import(
+    source: Path,
+    name: str,
+    metric: str,
+    queries: int,
+    queries_file: Path | None,
+    labels_path: Path | None,
+    normalize: bool,
+    seed: int,
+    key: str | None,
+    column: str | None,
+    force: bool,
+) -> None:
+    """Import your own embeddings (.npy, .fvecs/.ivecs/.bvecs, .parquet, .hdf5) with exact
+    ground truth; files larger than memory are processed in chunks."""
+    from annbench.importer import import_vectors, open_vectors, read_labels
+
+    path = _new_dataset_path(name, force)
+    parsed = Metric.parse(metric)
+    labels = None
+    if labels_path is not None:
+        labels = read_labels(labels_path, open_vectors(source, key, column).shape[0])
+    stages: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in stages:
+            for bar in stages.values():
+                bar.render_finish()
+            stages[stage] = click.progressbar(
+                length=total, label=stage.capitalize(), file=sys.stderr
+            )
+        bar = stages[stage]
+        bar.update(done - bar.pos)
+
+    import_vectors(
+        source, path, parsed, queries, queries_file, labels, normalize, seed, key, column, progress
+    )
+    for bar in stages.values():
+        bar.render_finish()
+    data = read_dataset(path)
+    click.echo(
+        f"Wrote {path}: {len(data.train)} base vectors, {len(data.test)} queries, "
+        f"d={data.train.shape[1]}, {data.metric.value}"
+    )
+
+
+@datasets.command("info")
+@click.argument("name")
+def datasets_info(name: str) -> None:
+    """Shapes, metric, hash and attributes of a dataset."""
+    data = read_dataset(resolve_dataset(name, progress=click.echo))
+    click.echo(f"name:       {data.name}")
+    click.echo(f"file:       {data.path}")
+    click.echo(f"metric:     {data.metric.value}")
+    click.echo(f"base:       {len(data.train)} x {data.train.shape[1]}")
+    click.echo(f"queries:    {len(data.test)}")
+    click.echo(f"truth k:    {data.neighbors.shape[1]}")
+    click.echo(f"labels:     {'yes' if data.train_labels is not None else 'no'}")
+    click.echo(f"hash:       {data.content_hash}")
+    for key, value in sorted(data.attrs.items()):
+        click.echo(f"attr {key}: {value}")
+
+
+@datasets.command("create")
+@click.argument("name")
+@click.option("--n", default=20_000, show_default=True, type=int, help="Base vectors.")
+@click.option("--nq", default=1_000, show_default=True, type=int, help="Held-out queries.")
+@click.option("--d", "dim", default=128, show_default=True, type=int, help="Dimension.")
+@click.option("--metric", default="euclidean", show_default=True, help="euclidean, angular or dot.")
+@click.option("--clusters", default=64, show_default=True, type=int, help="Gaussian clusters.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
+def datasets_create(
+    name: str, n: int, nq: int, dim: int, metric: str, clusters: int, seed: int, force: bool
+) -> None:
+    """Generate a clustered-Gaussian dataset with exact ground truth into the data folder."""
+    path = _new_dataset_path(name, force)
+    if clusters < 1:
+        raise AnnbenchError(f"--clusters must be at least 1, got {clusters}")
+    create_synthetic(path, n, nq, dim, Metric.parse(metric), clusters, seed)
+    click.echo(f"Wrote {path}")
+
+
+@datasets.command("embed")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--name", required=True, help="Name of the dataset to write in the data folder.")
+@click.option("--text-column", default="text", show_default=True, help="CSV/TSV text column.")
+@click.option("--label-column", default=None, help="CSV/TSV column holding class labels.")
+@click.option(
+    "--model",
+    default="all-MiniLM-L6-v2",
+    show_default=True,
+    help="sentence-transformers model name or path (a CLIP model for images).",
+)
+@click.option("--queries", default=1000, show_default=True, type=int, help="Held-out queries.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Query split seed.")
+@click.option("--batch-size", default=64, show_default=True, type=int)
+@click.option("--float16", is_flag=True, help="Store vectors as float16 (half the size).")
+@click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
+def datasets_embed(
+    source: Path,
+    name: str,
+    text_column: str,
+    label_column: str | None,
+    model: str,
+    queries: int,
+    seed: int,
+    batch_size: int,
+    float16: bool,
+    force: bool,
+) -> None:
+    """Embed texts (a .txt file, or CSV/TSV with a text column) or a folder of images (one
+    sub-folder per class) into a labelled angular dataset. Needs the [embed] extra."""
+    from annbench.embed import embed, load_corpus, model_provenance
+
+    path = _new_dataset_path(name, force)
+    corpus = load_corpus(source, text_column, label_column)
+    with click.progressbar(length=len(corpus.items), label="Embedding", file=sys.stderr) as bar:
+        vectors = embed(corpus, model, batch_size, progress=bar.update)
+    train, test, train_labels, test_labels = split_queries(vectors, corpus.labels, queries, seed)
+    attrs = {
+        "source": f"{source.name}: {len(corpus.items)} {corpus.kind}s embedded by {model}",
+        "command": f"annbench datasets embed {source.name} --name {name}"
+        + (f" --label-column {label_column}" if label_column else "")
+        + f" --queries {queries} --seed {seed}"
+        + (" --float16" if float16 else ""),
+        "embedding": json.dumps(model_provenance(model)),
+        "label_names": json.dumps(corpus.label_names),
+    }
+    write_dataset(
+        path, train, test, Metric.ANGULAR, train_labels, test_labels, attrs, float16=float16
+    )
+    click.echo(f"Wrote {path}: {len(train)} base vectors, {len(test)} queries, d={train.shape[1]}")
+
+
+def _new_dataset_path(name: str, force: bool) -> Path:
+    if not name or "/" in name or name.startswith("."):
+        raise AnnbenchError(f"Dataset name '{name}' must be a plain file name")
+    path = data_dir() / f"{name}.hdf5"
+    if path.exists() and not force:
+        raise AnnbenchError(f"Dataset {path} exists; pass --force to overwrite it")
+    return path
