@@ -135,7 +135,8 @@ def run_sweep(
 def pending_jobs(
     jobs: list[BuildJob], store: ResultStore, force: bool = False
 ) -> tuple[list[BuildJob], int]:
-    """The jobs narrowed to the search settings not yet stored, and how many were skipped."""
+    """The jobs narrowed to the search settings not yet stored (a setting is re-measured at
+    every thread count if any is missing), and how many runs are skipped."""
     done = set() if force else store.completed_keys()
     todo, skipped = [], 0
     for job in jobs:
@@ -145,7 +146,7 @@ def pending_jobs(
         remaining = tuple(
             s for s in job.search_configs if any(r.key not in done for r in job.records(s))
         )
-        skipped += len(job.search_configs) - len(remaining)
+        skipped += (len(job.search_configs) - len(remaining)) * len(job.threads)
         if remaining:
             todo.append(replace(job, search_configs=remaining))
     return todo, skipped
@@ -180,13 +181,13 @@ def geometric_ladder(low: int, high: int, step: float) -> list[int]:
 
 
 def pending_runs(jobs: list[BuildJob], store: ResultStore, force: bool = False) -> int:
-    """How many (build, search) runs the sweep will measure."""
-    done = set() if force else store.completed_keys()
+    """How many runs (records) the sweep will measure; for adaptive jobs, at most."""
+    todo, _ = pending_jobs(jobs, store, force)
     return sum(
         max_probes(len(job.search_configs)) + (job.runs > 1)
         if job.target_recall is not None
-        else sum(1 for s in job.search_configs for r in job.records(s) if r.key not in done)
-        for job in jobs
+        else len(job.search_configs) * len(job.threads)
+        for job in todo
     )
 
 
