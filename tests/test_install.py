@@ -40,6 +40,8 @@ def test_wheel_contains_every_grid_file(wheel):
     for grid in (ROOT / "backends").glob("*.yaml"):
         assert f"annbench/default_grids/{grid.name}" in names
     assert any(n.endswith("entry_points.txt") for n in names)
+    assert "annbench/bundled/debian-packages-384-angular.hdf5" in names
+    assert "annbench/bundled/debian-packages.tsv.gz" in names
 
 
 def test_installed_wheel_loads_grids_from_elsewhere(wheel, tmp_path):
@@ -65,6 +67,9 @@ def test_installed_wheel_loads_grids_from_elsewhere(wheel, tmp_path):
         "for name in ['faiss-flat','faiss-ivf','faiss-ivfpq','faiss-hnsw','hnswlib','annoy']:\n"
         "    r.load_backend(name); grid = g.default_grid(name)\n"
         "    assert name == 'faiss-flat' or grid.search, name\n"
+        "from annbench.datasets import DEFAULT_DATASET, read_dataset, resolve_dataset\n"
+        f"path = resolve_dataset(DEFAULT_DATASET); assert str(path).startswith({str(target)!r})\n"
+        "assert read_dataset(path).train.shape == (21000, 384)\n"
         "print('ok')\n"
     )
     elsewhere = tmp_path / "elsewhere"
