@@ -16,6 +16,7 @@ from annbench.cli_base import AnnbenchGroup, grid_option, int_list, results_opti
 from annbench.cli_datasets import datasets
 from annbench.datasets import (
     DEFAULT_DATASET,
+    Dataset,
     read_dataset,
     resolve_dataset,
 )
@@ -403,7 +404,9 @@ def recommend_command(
         if measure:
             _measure_adaptively(store, data, backends, grid_overrides, k, mode, runs, min_recall)
         frame = store.dataframe(data.name)
+    # only runs on exactly this content: a regenerated dataset of the same name does not count
     frame = frame[(frame["k"] == k) & (frame["mode"] == mode)]
+    frame = frame[frame["dataset_hash"] == data.content_hash]
     result = recommend(frame, constraints, optimize)
     if result.choice is None:
         click.echo(f"Nothing stored for {data.name} (k={k}, {mode} mode) meets the constraints.")
@@ -440,7 +443,7 @@ def recommend_command(
 
 def _measure_adaptively(
     store: ResultStore,
-    data: Any,
+    data: Dataset,
     backends: tuple[str, ...],
     grid_overrides: tuple[str, ...],
     k: int,
