@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -104,11 +105,17 @@ class _Digest:
         return self._sha.hexdigest()[:16]
 
 
-def read_dataset(path: Path) -> Dataset:
-    """Load and validate an ann-benchmarks-layout file; any problem is one AnnbenchError line."""
+def read_dataset(path: Path, probe: bool = True) -> Dataset:
+    """Load and validate an ann-benchmarks-layout file; any problem is one AnnbenchError line.
+
+    ``probe`` first reads the metadata in a forked child (see ``probe_hdf5``); a process that
+    is itself an isolated, timed worker passes False.
+    """
     path = Path(path)
     if not path.is_file():
         raise AnnbenchError(f"Dataset file {path} not found")
+    if probe:
+        probe_hdf5(path)
     try:
         with h5py.File(path, "r") as f:
             missing = [key for key in REQUIRED_KEYS if key not in f]
@@ -158,6 +165,41 @@ def read_dataset(path: Path) -> Dataset:
         test_labels=labels.get("test_labels"),
         attrs=attrs,
     )
+
+
+#: Seconds a forked child may take to read a file's HDF5 metadata before it is declared corrupt.
+PROBE_SECONDS = 30.0
+
+
+def probe_hdf5(path: Path, seconds: float | None = None) -> None:
+    """Read ``path``'s HDF5 metadata in a forked child first: on some corrupt files libhdf5
+    loops forever holding the GIL, which no in-process timeout can stop. A child that does not
+    finish in time is killed and the file reported corrupt; other errors surface in the caller.
+    """
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return
+    child = multiprocessing.get_context("fork").Process(target=_read_metadata, args=(str(path),))
+    child.start()
+    child.join(PROBE_SECONDS if seconds is None else seconds)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        raise AnnbenchError(
+            f"{path} is not a readable HDF5 dataset: reading its metadata did not finish "
+            f"(corrupt file?)"
+        )
+
+
+def _read_metadata(path: str) -> None:
+    try:
+        with h5py.File(path, "r") as f:
+            for value in f.attrs.values():
+                _plain(value)
+            for key in REQUIRED_KEYS + ("train_labels", "test_labels"):
+                if key in f and f[key].ndim and f[key].shape[0]:
+                    f[key][:1]
+    except Exception:  # noqa: BLE001 - the caller's own read reports the error
+        pass
 
 
 def write_dataset(

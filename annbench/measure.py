@@ -124,7 +124,8 @@ class _Measurer:
 
     def __init__(self, job: BuildJob) -> None:
         self.job = job
-        self.dataset = dataset = read_dataset(Path(job.dataset_path))
+        # the parent read this file already; this worker is itself isolated and timed
+        self.dataset = dataset = read_dataset(Path(job.dataset_path), probe=False)
         self.index = load_backend(job.backend)(dataset.metric, **job.build_params)
         self.index.check(*dataset.train.shape)
         self.index.set_num_threads(job.build_threads or os.cpu_count() or 1)

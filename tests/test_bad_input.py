@@ -39,6 +39,22 @@ def ab_file(path, **overrides):
     return str(path)
 
 
+def looping_hdf5(tmp, tiny):
+    """A file whose zeroed attribute heap makes libhdf5 loop forever (found by fuzzing)."""
+    blob = bytearray(tiny.read_bytes())
+    with h5py.File(tiny, "r") as f:
+        start = blob.find(f.attrs["annbench_content_hash"].encode())
+    blob[start - 64 : start + 1024] = bytes(1088)
+    return _write(tmp / "loops.hdf5", bytes(blob))
+
+
+@pytest.fixture(autouse=True)
+def quick_probe(monkeypatch):
+    from annbench import datasets
+
+    monkeypatch.setattr(datasets, "PROBE_SECONDS", 3.0)
+
+
 def run_on(path_maker, *extra):
     return lambda tmp, tiny: ["run", "-b", "faiss-flat", "-d", path_maker(tmp, tiny), *extra]
 
@@ -67,6 +83,11 @@ CASES = {
     "truncated HDF5": (
         run_on(lambda t, tiny: _write(t / "t.hdf5", tiny.read_bytes()[:6000])),
         "is not a readable HDF5 dataset",
+        1,
+    ),
+    "HDF5 that makes the reader loop": (
+        run_on(looping_hdf5),
+        "reading its metadata did not finish",
         1,
     ),
     "missing key": (

@@ -147,3 +147,23 @@ def test_unknown_dataset_lists_the_valid_ones():
         AnnbenchError, match=f"Unknown dataset 'nope'. Available: .*{DEFAULT_DATASET}"
     ):
         resolve_dataset("nope")
+
+
+def test_file_that_makes_libhdf5_loop_is_reported_corrupt(tiny_path, tmp_path, monkeypatch):
+    """Zeroing one attribute's stored value makes libhdf5 loop forever reading it (found by
+    fuzzing); the forked metadata probe turns that into an error."""
+    from annbench import datasets
+
+    blob = bytearray(tiny_path.read_bytes())
+    with h5py.File(tiny_path, "r") as f:
+        value = f.attrs["annbench_content_hash"]
+    needle = value.encode() if isinstance(value, str) else bytes(value)
+    start = blob.find(needle)
+    assert start > 0
+    # zero the heap block around the stored string, as the fuzzer did
+    blob[start - 64 : start + 1024] = bytes(1088)
+    path = tmp_path / "loops.hdf5"
+    path.write_bytes(bytes(blob))
+    monkeypatch.setattr(datasets, "PROBE_SECONDS", 3.0)
+    with pytest.raises(AnnbenchError, match="not a readable HDF5 dataset"):
+        read_dataset(path)

@@ -69,6 +69,16 @@ def valid_bytes(tiny_path):
     return tiny_path.read_bytes()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def quick_probe():
+    """Some corrupt files make libhdf5 loop; the metadata probe gives up on them quickly here."""
+    from annbench import datasets
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(datasets, "PROBE_SECONDS", 3.0)
+        yield
+
+
 @given(data=st.data())
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
