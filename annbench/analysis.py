@@ -193,6 +193,17 @@ def _binding(
             best = gain.sort_values(column, ascending=not higher).iloc[0]
             reason = broken[best.name][0]
             out.append(
-                f"{name}: {best['config']} would give {column} {best[column]:.4g} but {reason}"
+                f"{name}: {best['config']} would give {_show(column, best[column])} but {reason}"
             )
     return out
+
+
+def _show(column: str, value: float) -> str:
+    """An objective's value with its unit."""
+    if column == "qps":
+        return f"{value:,.0f} QPS"
+    if column == "memory_footprint":
+        return f"{value / 1e6:,.1f} MB of memory"
+    if column == "build_s":
+        return f"a {value:.2f} s build"
+    return f"p99 {value:.3f} ms"
