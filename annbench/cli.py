@@ -512,6 +512,12 @@ def _num(value: Any, spec: str) -> str:
     return "" if value is None or pd.isna(value) else format(value, spec)
 
 
+def _spread(value: Any) -> str:
+    """QPS spread as a percentage, with ``!`` when the run is noisy."""
+    text = _num(value, ".0%")
+    return text + "!" if text and value > NOISY_SPREAD else text
+
+
 def _summary_table(rows: pd.DataFrame, latency_budget_ms: float | None) -> str:
     from annbench.analysis import RECALL_LEVELS
 
@@ -539,15 +545,13 @@ def _table(frame: pd.DataFrame) -> str:
             "k": frame["k"],
             "mode": frame["mode"],
             "status": frame["status"],
-            "recall": frame["recall"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}"),
-            "qps": frame["qps"].map(lambda v: "" if pd.isna(v) else f"{v:,.0f}"),
-            "spread": frame["qps_spread"].map(
-                lambda v: "" if pd.isna(v) else f"{v:.0%}" + ("!" if v > NOISY_SPREAD else "")
-            ),
-            "p50_ms": frame["latency_p50_ms"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}"),
-            "p99_ms": frame["latency_p99_ms"].map(lambda v: "" if pd.isna(v) else f"{v:.3f}"),
-            "build_s": frame["build_s"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}"),
-            "index_MB": frame["index_bytes"].map(lambda v: "" if pd.isna(v) else f"{v / 1e6:.1f}"),
+            "recall": frame["recall"].map(lambda v: _num(v, ".4f")),
+            "qps": frame["qps"].map(lambda v: _num(v, ",.0f")),
+            "spread": frame["qps_spread"].map(_spread),
+            "p50_ms": frame["latency_p50_ms"].map(lambda v: _num(v, ".3f")),
+            "p99_ms": frame["latency_p99_ms"].map(lambda v: _num(v, ".3f")),
+            "build_s": frame["build_s"].map(lambda v: _num(v, ".2f")),
+            "index_MB": (frame["index_bytes"] / 1e6).map(lambda v: _num(v, ".1f")),
         }
     )
     if (frame["status"] != "ok").any():
