@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="debian-packages-384-angular")
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--backend", action="append", help="Only these backends.")
     args = parser.parse_args()
     data = read_dataset(resolve_dataset(args.dataset))
     import faiss
@@ -71,6 +72,8 @@ def main() -> None:
     )
     print(f"{'backend':12s} {'mode':6s} {'annbench QPS':>13s} {'direct QPS':>11s} {'ratio':>6s}")
     for backend, build, search in CASES:
+        if args.backend and backend not in args.backend:
+            continue
         index = load_backend(backend)(data.metric, **build)
         index.build(data.train)
         index.set_search_params(**search)
