@@ -7,12 +7,14 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 from annbench.datasets import read_dataset
 from annbench.errors import AnnbenchError
@@ -198,9 +200,26 @@ def time_search(index: Index, xq: np.ndarray, k: int, mode: str, runs: int) -> T
     if mode == "batch":
         index.search(warmup, k)
         return _repeat(runs, lambda: _time_batch(index, xq, k))
-    for q in warmup:
-        index.search_one(q, k)
-    return _repeat(runs, lambda: _time_single(index, xq, k))
+    with _one_core():
+        for q in warmup:
+            index.search_one(q, k)
+        return _repeat(runs, lambda: _time_single(index, xq, k))
+
+
+@contextmanager
+def _one_core() -> Iterator[None]:
+    """Keep the timing thread on the core it is running on (Linux), so the scheduler does not
+    migrate it between queries; concurrent workers stay on the cores they already have."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield
+        return
+    allowed = os.sched_getaffinity(0)
+    current = psutil.Process().cpu_num()
+    os.sched_setaffinity(0, {current} if current in allowed else allowed)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, allowed)
 
 
 def _repeat(runs: int, once: Callable[[], Timing]) -> Timing:
