@@ -7,6 +7,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -172,13 +173,16 @@ PROBE_SECONDS = 30.0
 
 
 def probe_hdf5(path: Path, seconds: float | None = None) -> None:
-    """Read ``path``'s HDF5 metadata in a forked child first: on some corrupt files libhdf5
+    """Read ``path``'s HDF5 metadata in a child process first: on some corrupt files libhdf5
     loops forever holding the GIL, which no in-process timeout can stop. A child that does not
     finish in time is killed and the file reported corrupt; other errors surface in the caller.
     """
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return
-    child = multiprocessing.get_context("fork").Process(target=_read_metadata, args=(str(path),))
+    # fork is cheap, but only safe while no other thread could hold a lock the child needs
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("fork")
+    else:
+        context = multiprocessing.get_context("spawn")
+    child = context.Process(target=_read_metadata, args=(str(path),))
     child.start()
     child.join(PROBE_SECONDS if seconds is None else seconds)
     if child.is_alive():
