@@ -109,7 +109,7 @@ class _Digest:
 def read_dataset(path: Path, probe: bool = True) -> Dataset:
     """Load and validate an ann-benchmarks-layout file; any problem is one AnnbenchError line.
 
-    ``probe`` first reads the metadata in a forked child (see ``probe_hdf5``); a process that
+    ``probe`` first reads the metadata in a child process (see ``probe_hdf5``); a process that
     is itself an isolated, timed worker passes False.
     """
     path = Path(path)
@@ -168,11 +168,11 @@ def read_dataset(path: Path, probe: bool = True) -> Dataset:
     )
 
 
-#: Seconds a forked child may take to read a file's HDF5 metadata before it is declared corrupt.
+#: Seconds a child process may take to read a file's HDF5 metadata before it is called corrupt.
 PROBE_SECONDS = 30.0
 
 
-def probe_hdf5(path: Path, seconds: float | None = None) -> None:
+def probe_hdf5(path: Path) -> None:
     """Read ``path``'s HDF5 metadata in a child process first: on some corrupt files libhdf5
     loops forever holding the GIL, which no in-process timeout can stop. A child that does not
     finish in time is killed and the file reported corrupt; other errors surface in the caller.
@@ -184,7 +184,7 @@ def probe_hdf5(path: Path, seconds: float | None = None) -> None:
         context = multiprocessing.get_context("spawn")
     child = context.Process(target=_read_metadata, args=(str(path),))
     child.start()
-    child.join(PROBE_SECONDS if seconds is None else seconds)
+    child.join(PROBE_SECONDS)
     if child.is_alive():
         child.kill()
         child.join()
@@ -354,16 +354,20 @@ def create_synthetic(
     return write_dataset(path, train, test, metric, train_labels, test_labels, attrs)
 
 
+def held_out_rows(n: int, nq: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(base rows, query rows)``, both ascending: ``nq`` of ``n`` rows drawn with ``seed``."""
+    if not 1 <= nq < n:
+        raise AnnbenchError(f"--queries must be between 1 and {n - 1} for {n} vectors, got {nq}")
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[nq:]), np.sort(order[:nq])
+
+
 def split_queries(
     vectors: np.ndarray, labels: np.ndarray | None, nq: int, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Hold out ``nq`` random rows (seeded) as queries: ``(train, test, train_labels,
     test_labels)``; queries are removed from the base so none finds itself."""
-    n = len(vectors)
-    if not 1 <= nq < n:
-        raise AnnbenchError(f"queries must be between 1 and {n - 1} for {n} vectors, got {nq}")
-    order = np.random.default_rng(seed).permutation(n)
-    test_rows, train_rows = np.sort(order[:nq]), np.sort(order[nq:])
+    train_rows, test_rows = held_out_rows(len(vectors), nq, seed)
     if labels is None:
         return vectors[train_rows], vectors[test_rows], None, None
     labels = np.asarray(labels)

@@ -11,7 +11,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from annbench.datasets import ArrayLike, write_dataset
+from annbench.datasets import ArrayLike, held_out_rows, write_dataset
 from annbench.errors import AnnbenchError
 from annbench.metrics import Metric
 
@@ -97,10 +97,7 @@ def import_vectors(
         base: ArrayLike = vectors
         train_labels, test_labels = labels, None
     else:
-        if not 1 <= queries < n:
-            raise AnnbenchError(f"--queries must be between 1 and {n - 1}, got {queries}")
-        order = np.random.default_rng(seed).permutation(n)
-        test_rows, train_rows = np.sort(order[:queries]), np.sort(order[queries:])
+        train_rows, test_rows = held_out_rows(n, queries, seed)
         test = np.asarray(vectors[test_rows])
         base = _Rows(vectors, train_rows)
         train_labels = None if labels is None else labels[train_rows]
