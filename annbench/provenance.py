@@ -28,10 +28,10 @@ def provenance(build_threads: int) -> dict[str, Any]:
     }
 
 
-def library_versions() -> dict[str, str]:
-    """Installed versions of the benchmarked and numeric libraries."""
+def library_versions(names: tuple[str, ...] = _LIBRARIES) -> dict[str, str]:
+    """Installed versions of ``names`` (default: the benchmarked and numeric libraries)."""
     versions = {}
-    for name in _LIBRARIES:
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
