@@ -130,7 +130,8 @@ class _Measurer:
         self.dataset = dataset = read_dataset(Path(job.dataset_path), probe=False)
         self.index = load_backend(job.backend)(dataset.metric, **job.build_params)
         self.index.check(*dataset.train.shape)
-        self.index.set_num_threads(job.build_threads or os.cpu_count() or 1)
+        build_threads = job.build_threads or os.cpu_count() or 1
+        self.index.set_num_threads(build_threads)
         reset_peak_rss()
         before = rss_bytes()
         start = time.perf_counter()
@@ -140,7 +141,7 @@ class _Measurer:
             "peak_rss_bytes": peak_rss_bytes(),
             "memory_bytes": self.index.memory_bytes() or max(rss_bytes() - before, 0),
             "index_bytes": _serialized_size(self.index),
-            "provenance": provenance(job.build_threads or os.cpu_count() or 1),
+            "provenance": provenance(build_threads),
         }
         self.xq = dataset.test
 
