@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from annbench import __version__
-from annbench.analysis import NOISY_SPREAD, successful, summary
+from annbench.analysis import NOISY_SPREAD, RECALL_LEVELS, successful, summary
 from annbench.plot import figure_png, recall_cost_figure, recall_qps_figure, threads_figure
 from annbench.record import params_label
 
@@ -115,8 +115,9 @@ def _dataset_section(name: str, frame: pd.DataFrame, latency_budget_ms: float) -
 
 def _summary_view(table: pd.DataFrame) -> pd.DataFrame:
     columns = ["backend", "mode", "k"]
-    for level in ("0.8", "0.9", "0.95", "0.99"):
-        columns += [f"qps@{level}", f"build_s@{level}", f"memory_MB@{level}", f"config@{level}"]
+    for level in RECALL_LEVELS:
+        tag = f"@{level:g}"
+        columns += [f"qps{tag}", f"build_s{tag}", f"memory_MB{tag}", f"config{tag}"]
     return table[columns]
 
 
