@@ -56,6 +56,15 @@ def main(debug: bool) -> None:
 @grid_option("Override a grid parameter for every backend that takes it, e.g. efSearch=16,64.")
 @click.option("--runs", default=3, show_default=True, type=int, help="Timed repeats per setting.")
 @click.option(
+    "--min-time",
+    "min_seconds",
+    default=1.0,
+    show_default=True,
+    type=float,
+    help="Keep repeating a setting past --runs until its timed repeats add up to this many "
+    "seconds (up to 100 repeats), so a short burst of host noise cannot move the median.",
+)
+@click.option(
     "--mode",
     type=click.Choice(MODES),
     default="single",
@@ -98,6 +107,7 @@ def run(
     k: int,
     grid_overrides: tuple[str, ...],
     runs: int,
+    min_seconds: float,
     mode: str,
     threads: str | None,
     timeout: float | None,
@@ -133,6 +143,7 @@ def run(
         threads=int_list("--threads", threads) if threads else None,
         overrides=overrides,
         build_threads=build_threads,
+        min_seconds=min_seconds,
     )
     with ResultStore(results_path or results_dir()) as store:
         total = pending_runs(jobs, store, force)

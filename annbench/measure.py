@@ -42,6 +42,7 @@ class BuildJob:
     threads: tuple[int, ...]  # search thread counts, each measured on the same built index
     target_recall: float | None = None  # adaptive: bisect the ladder of search_configs
     build_threads: int | None = None  # None: every core
+    min_seconds: float = 0.0  # repeat past ``runs`` until the timed repeats add up to this
 
     def record(
         self, search_params: dict[str, Any], threads: int | None = None, **fields: Any
@@ -84,7 +85,7 @@ def run_build_job(job: BuildJob, emit: Callable[[RunRecord], None]) -> None:
     if job.target_recall is None:
         for search_params in job.search_configs:
             for threads in job.threads:
-                emit(measurer.measure(search_params, job.runs, threads))
+                emit(measurer.measure(search_params, job.runs, threads, job.min_seconds))
         return
     chosen = bisect_ladder(
         len(job.search_configs),
@@ -93,7 +94,9 @@ def run_build_job(job: BuildJob, emit: Callable[[RunRecord], None]) -> None:
         ),
     )
     if chosen is not None and job.runs > 1:
-        emit(measurer.measure(job.search_configs[chosen], job.runs, job.threads[0]))
+        emit(
+            measurer.measure(job.search_configs[chosen], job.runs, job.threads[0], job.min_seconds)
+        )
 
 
 def bisect_ladder(size: int, meets: Callable[[int], bool]) -> int | None:
@@ -145,14 +148,16 @@ class _Measurer:
         }
         self.xq = dataset.test
 
-    def measure(self, search_params: dict[str, Any], runs: int, threads: int) -> RunRecord:
-        """One record: ``runs`` timed repeats of ``search_params`` on ``threads`` threads (a
-        failed record on error)."""
+    def measure(
+        self, search_params: dict[str, Any], runs: int, threads: int, min_seconds: float = 0.0
+    ) -> RunRecord:
+        """One record: at least ``runs`` timed repeats of ``search_params`` on ``threads``
+        threads, and more until they add up to ``min_seconds`` (a failed record on error)."""
         job, dataset, index = self.job, self.dataset, self.index
         try:
             index.set_search_params(**search_params)
             index.set_num_threads(threads)
-            timing = time_search(index, self.xq, job.k, job.mode, runs)
+            timing = time_search(index, self.xq, job.k, job.mode, runs, min_seconds)
         except (AnnbenchError, ValueError, RuntimeError) as exc:
             return job.record(search_params, threads, status="failed", error=_one_line(exc))
         found = true_distances(dataset.metric, dataset.train, dataset.test, timing.ids)
@@ -182,7 +187,7 @@ class _Measurer:
             qps=float(np.median(timing.qps)),
             qps_min=float(min(timing.qps)),
             qps_max=float(max(timing.qps)),
-            runs=runs,
+            runs=len(timing.qps),
             latency_p50_ms=_float(percentiles[0]),
             latency_p95_ms=_float(percentiles[1]),
             latency_p99_ms=_float(percentiles[2]),
@@ -194,17 +199,20 @@ class _Measurer:
         )
 
 
-def time_search(index: Index, xq: np.ndarray, k: int, mode: str, runs: int) -> Timing:
-    """Warm up, then time ``runs`` repeats over all queries in ``mode``."""
+def time_search(
+    index: Index, xq: np.ndarray, k: int, mode: str, runs: int, min_seconds: float = 0.0
+) -> Timing:
+    """Warm up, then time at least ``runs`` repeats over all queries in ``mode``, and more
+    (up to ``MAX_REPEATS``) until the timed repeats add up to ``min_seconds``."""
     xq = index.prepare_queries(xq)
     warmup = xq[: max(1, min(len(xq), 100))]
     if mode == "batch":
         index.search(warmup, k)
-        return _repeat(runs, lambda: _time_batch(index, xq, k))
+        return _repeat(runs, min_seconds, lambda: _time_batch(index, xq, k))
     with _one_core():
         for q in warmup:
             index.search_one(q, k)
-        return _repeat(runs, lambda: _time_single(index, xq, k))
+        return _repeat(runs, min_seconds, lambda: _time_single(index, xq, k))
 
 
 @contextmanager
@@ -223,8 +231,15 @@ def _one_core() -> Iterator[None]:
         os.sched_setaffinity(0, allowed)
 
 
-def _repeat(runs: int, once: Callable[[], Timing]) -> Timing:
-    repeats = [once() for _ in range(runs)]
+MAX_REPEATS = 100  # bounds the ids and latencies held while ``min_seconds`` is reached
+
+
+def _repeat(runs: int, min_seconds: float, once: Callable[[], Timing]) -> Timing:
+    repeats: list[Timing] = []
+    timed = 0.0
+    while len(repeats) < runs or (timed < min_seconds and len(repeats) < MAX_REPEATS):
+        repeats.append(once())
+        timed += len(repeats[-1].ids) / repeats[-1].qps[0]
     qps = [r.qps[0] for r in repeats]
     median = repeats[int(np.argsort(qps)[len(qps) // 2])]
     return Timing(qps=qps, ids=median.ids, latencies_ns=median.latencies_ns)

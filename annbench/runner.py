@@ -58,6 +58,7 @@ def plan_sweep(
     threads: int | tuple[int, ...] | None = None,
     overrides: dict[str, list[Any]] | None = None,
     build_threads: int | None = None,
+    min_seconds: float = 0.0,
 ) -> list[BuildJob]:
     """Every build job of the sweep, with all parameters checked before anything runs."""
     n, d = dataset.train.shape
@@ -72,6 +73,8 @@ def plan_sweep(
         )
     if runs < 1:
         raise AnnbenchError(f"runs must be at least 1, got {runs}")
+    if not min_seconds >= 0:  # also rejects NaN
+        raise AnnbenchError(f"minimum timing seconds must be 0 or more, got {min_seconds:g}")
     counts = (threads,) if isinstance(threads, int) else tuple(threads or ())
     counts = counts or ((1,) if mode == "single" else (os.cpu_count() or 1,))
     if any(t < 1 for t in counts):
@@ -110,6 +113,7 @@ def plan_sweep(
                     runs=runs,
                     threads=counts,
                     build_threads=build_threads,
+                    min_seconds=min_seconds,
                 )
             )
     return jobs

@@ -170,6 +170,11 @@ CASES = {
         1,
     ),
     "invalid repeats": (run_tiny("-b", "faiss-flat", "--runs", "0"), "runs must be at least 1", 1),
+    "negative minimum timing": (
+        run_tiny("-b", "faiss-flat", "--min-time", "-1"),
+        "minimum timing seconds must be 0 or more",
+        1,
+    ),
     "invalid mode": (
         run_tiny("-b", "faiss-flat", "--mode", "turbo"),
         "Invalid value for '--mode'",

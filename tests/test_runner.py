@@ -1,6 +1,8 @@
+import numpy as np
 import pytest
 
 from annbench.errors import AnnbenchError
+from annbench.measure import MAX_REPEATS, Timing, _repeat
 from annbench.runner import pending_runs, plan_sweep, run_sweep
 from annbench.store import ResultStore
 
@@ -68,6 +70,8 @@ def test_batch_mode_records_threads_and_no_latency_percentiles(tiny, tmp_path):
         ({"overrides": {"ef": [-3]}}, "ef must be an integer >= 1"),
         ({"mode": "turbo"}, "Mode 'turbo' not valid"),
         ({"runs": 0}, "runs must be at least 1"),
+        ({"min_seconds": -0.5}, "minimum timing seconds must be 0 or more"),
+        ({"min_seconds": float("nan")}, "minimum timing seconds must be 0 or more"),
     ],
 )
 def test_bad_sweep_parameters_fail_before_running(tiny, kwargs, message):
@@ -150,3 +154,19 @@ def test_batch_mode_measures_each_thread_count_on_one_build(tiny, tmp_path):
 def test_single_mode_refuses_thread_counts(tiny):
     with pytest.raises(AnnbenchError, match="use --mode batch"):
         plan_sweep(tiny, ["faiss-flat"], threads=(1, 2))
+
+
+def test_min_time_adds_repeats_until_the_timed_total_is_reached(tiny, tmp_path):
+    def repeat_taking(seconds):
+        return lambda: Timing(qps=[100 / seconds], ids=np.zeros((100, 1)), latencies_ns=None)
+
+    assert len(_repeat(3, 0.0, repeat_taking(0.1)).qps) == 3
+    assert len(_repeat(3, 0.55, repeat_taking(0.1)).qps) == 6  # 0.6 s timed
+    assert len(_repeat(3, 0.15, repeat_taking(0.1)).qps) == 3  # runs is still the minimum
+    assert len(_repeat(1, 5.0, repeat_taking(1e-6)).qps) == MAX_REPEATS
+
+    jobs = plan_sweep(tiny, ["faiss-flat"], runs=1, min_seconds=1.0)
+    with ResultStore(tmp_path) as store:
+        run_sweep(jobs, store)
+        (record,) = store.records()
+    assert record.runs > 1  # 100 tiny queries take far less than a second per repeat
