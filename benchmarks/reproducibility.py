@@ -5,12 +5,17 @@ By default the two sweeps run side by side, each pinned to its own core, so that
 same host conditions; `--sequential` runs one after the other instead, which adds whatever
 the host's other tenants did in between (minutes apart, that is the larger part here).
 
+For faiss-hnsw a control follows: a hand-written loop calling faiss directly (no annbench
+code), on the same graphs, with the same repeats, run twice in the same way. What the control
+cannot reproduce is the host's noise floor, not annbench's.
+
     python benchmarks/reproducibility.py [--backend faiss-hnsw] [--runs 5] [--min-time 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -20,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from annbench.datasets import DEFAULT_DATASET, resolve_dataset
+from annbench.datasets import DEFAULT_DATASET, read_dataset, resolve_dataset
+from annbench.grids import default_grid
+from annbench.metrics import Metric, normalize_rows
 from annbench.record import RunRecord
 from annbench.store import ResultStore
 
@@ -33,7 +40,11 @@ def main() -> None:
     parser.add_argument("--min-time", type=float, default=1.0)
     parser.add_argument("--mode", default="single")
     parser.add_argument("--sequential", action="store_true", help="One sweep after the other.")
+    parser.add_argument("--control-worker", metavar="OUT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.control_worker:
+        _control_worker(args, Path(args.control_worker))
+        return
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     side_by_side = not args.sequential and len(cores) >= 2
     path = resolve_dataset(args.dataset)
@@ -42,31 +53,94 @@ def main() -> None:
         "--mode", args.mode, "--threads", "1", "--build-threads", "1",
         "--runs", str(args.runs), "--min-time", str(args.min_time),
     ]  # fmt: skip
+    control = [sys.executable, __file__, "--dataset", str(path), "--runs", str(args.runs)]
+    control += ["--min-time", str(args.min_time), "--control-worker"]
+    how = "side by side, one core each" if side_by_side else "one after the other"
     with tempfile.TemporaryDirectory() as folder:
         stores = [Path(folder) / "first", Path(folder) / "second"]
-        start = time.perf_counter()
-        if side_by_side:
-            pairs = zip(stores, cores[:2], strict=True)
-            sweeps = [_start(command, store, {core}) for store, core in pairs]
-            for sweep in sweeps:
-                _finish(sweep)
-        else:
-            for store in stores:
-                _finish(_start(command, store, None))
-        wall = time.perf_counter() - start
+        wall = _twice(command + ["--results"], stores, cores if side_by_side else None)
         first, second = (_ok_records(store) for store in stores)
-    how = "side by side, one core each" if side_by_side else "one after the other"
-    print(
-        f"{path.stem}, {args.backend}, {args.mode} mode, {args.runs}+ repeats and at least "
-        f"{args.min_time:g} s per run, build on one thread (deterministic graphs); two sweeps "
-        f"{how}, {wall:.0f} s"
-    )
-    _compare(first, second)
+        print(
+            f"{path.stem}, {args.backend}, {args.mode} mode, {args.runs}+ repeats and at least "
+            f"{args.min_time:g} s per run, build on one thread (deterministic graphs); two "
+            f"sweeps {how}, {wall:.0f} s"
+        )
+        _compare(
+            {key: (_label(r), r.qps, r.qps_spread, r.runs, r.recall) for key, r in first.items()},
+            {key: (_label(r), r.qps, r.qps_spread, r.runs, r.recall) for key, r in second.items()},
+        )
+        if args.backend != "faiss-hnsw" or args.mode != "single":
+            return
+        outputs = [Path(folder) / "control-first.json", Path(folder) / "control-second.json"]
+        wall = _twice(control, outputs, cores if side_by_side else None)
+        print(
+            f"\nControl: the same graphs and repeats through a hand-written faiss loop, twice "
+            f"{how}, {wall:.0f} s"
+        )
+        _compare(*(json.loads(output.read_text()) for output in outputs))
 
 
-def _start(command: list[str], store: Path, cores: set[int] | None) -> subprocess.Popen:
+def _twice(command: list[str], outputs: list[Path], cores: list[int] | None) -> float:
+    """Run ``command OUTPUT`` for both outputs, side by side on ``cores`` or in sequence;
+    the wall seconds it took."""
+    start = time.perf_counter()
+    if cores:
+        pairs = zip(outputs, cores[:2], strict=True)
+        for process in [_start(command, output, {core}) for output, core in pairs]:
+            _finish(process)
+    else:
+        for output in outputs:
+            _finish(_start(command, output, None))
+    return time.perf_counter() - start
+
+
+def _label(record: RunRecord) -> list[str]:
+    return [
+        " ".join(f"{k}={v}" for k, v in params.items())
+        for params in (record.build_params, record.search_params)
+    ]
+
+
+def _control_worker(args: argparse.Namespace, out: Path) -> None:
+    """The default faiss-hnsw grid measured by hand: one faiss call per query, one thread,
+    at least ``runs`` repeats adding up to ``min_time`` seconds, median QPS per setting."""
+    import faiss
+
+    data = read_dataset(Path(args.dataset))
+    faiss.omp_set_num_threads(1)
+    train, xq = (np.ascontiguousarray(x, dtype=np.float32) for x in (data.train, data.test))
+    if data.metric is Metric.ANGULAR:
+        train, xq = normalize_rows(train), normalize_rows(xq)
+    metric = faiss.METRIC_L2 if data.metric is Metric.EUCLIDEAN else faiss.METRIC_INNER_PRODUCT
+    grid = default_grid("faiss-hnsw")
+    results = {}
+    for build in grid.build_configs():
+        index = faiss.IndexHNSWFlat(train.shape[1], build["M"], metric)
+        index.hnsw.efConstruction = build["efConstruction"]
+        index.add(train)
+        for search in grid.search_configs():
+            index.hnsw.efSearch = search["efSearch"]
+            for i in range(100):  # warm-up, as annbench does
+                index.search(xq[i : i + 1], 10)
+            qps: list[float] = []
+            while len(qps) < args.runs or (sum(len(xq) / q for q in qps) < args.min_time):
+                start = time.perf_counter()
+                for i in range(len(xq)):
+                    index.search(xq[i : i + 1], 10)
+                qps.append(len(xq) / (time.perf_counter() - start))
+            found = index.search(xq, 10)[1]
+            median = float(np.median(qps))
+            labels = [f"M={build['M']} efConstruction={build['efConstruction']}"]
+            labels.append(f"efSearch={search['efSearch']}")
+            spread = (max(qps) - min(qps)) / median
+            key = " ".join(labels)
+            results[key] = (labels, median, spread, len(qps), found.tolist())
+    out.write_text(json.dumps(results))
+
+
+def _start(command: list[str], output: Path, cores: set[int] | None) -> subprocess.Popen:
     return subprocess.Popen(
-        [*command, "--results", str(store)],
+        [*command, str(output)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -85,23 +159,23 @@ def _ok_records(store: Path) -> dict[str, RunRecord]:
         return {r.key: r for r in results.records() if r.status == "ok"}
 
 
-def _compare(first: dict[str, RunRecord], second: dict[str, RunRecord]) -> None:
+Row = tuple  # (build and search labels, median QPS, spread, repeats, recall or result ids)
+
+
+def _compare(first: dict[str, Row], second: dict[str, Row]) -> None:
     print(
         f"{'build':28s} {'search':16s} {'QPS 1st':>9s} {'QPS 2nd':>9s} {'change':>7s} "
-        f"{'spread':>7s} {'repeats':>7s} {'recall equal':>12s}"
+        f"{'spread':>7s} {'repeats':>7s} {'same result':>12s}"
     )
     changes, equal = [], []
-    for key, a in first.items():
-        b = second.get(key)
-        if b is None:
+    for key, ((build, search), qps, spread, repeats, result) in first.items():
+        if key not in second:
             continue
-        changes.append(b.qps / a.qps - 1)
-        equal.append(a.recall == b.recall)
-        build = " ".join(f"{k}={v}" for k, v in a.build_params.items())
-        search = " ".join(f"{k}={v}" for k, v in a.search_params.items())
+        changes.append(second[key][1] / qps - 1)
+        equal.append(result == second[key][4])
         print(
-            f"{build:28s} {search:16s} {a.qps:9,.0f} {b.qps:9,.0f} {changes[-1]:+7.1%} "
-            f"{a.qps_spread:7.1%} {a.runs:7d} {str(equal[-1]):>12s}"
+            f"{build:28s} {search:16s} {qps:9,.0f} {second[key][1]:9,.0f} {changes[-1]:+7.1%} "
+            f"{spread:7.1%} {repeats:7d} {str(equal[-1]):>12s}"
         )
     if not changes:
         sys.exit("no run succeeded in both sweeps")
@@ -109,7 +183,7 @@ def _compare(first: dict[str, RunRecord], second: dict[str, RunRecord]) -> None:
     print(
         f"median |change| {np.median(size):.1%}, max {size.max():.1%}, "
         f"{(size <= 0.05).mean():.0%} of {len(size)} runs within +-5%; "
-        f"recall identical in {sum(equal)} of {len(equal)}"
+        f"same result (recall, or ids for the control) in {sum(equal)} of {len(equal)}"
     )
 
 
