@@ -187,6 +187,8 @@ class _Measurer:
             qps=float(np.median(timing.qps)),
             qps_min=float(min(timing.qps)),
             qps_max=float(max(timing.qps)),
+            qps_q1=float(np.percentile(timing.qps, 25)),
+            qps_q3=float(np.percentile(timing.qps, 75)),
             runs=len(timing.qps),
             latency_p50_ms=_float(percentiles[0]),
             latency_p95_ms=_float(percentiles[1]),

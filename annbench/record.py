@@ -40,6 +40,8 @@ class RunRecord:
     qps: float | None = None  # median over repeats
     qps_min: float | None = None
     qps_max: float | None = None
+    qps_q1: float | None = None  # quartiles over repeats: the spread that more repeats don't grow
+    qps_q3: float | None = None
     runs: int | None = None
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
@@ -70,8 +72,13 @@ class RunRecord:
 
     @property
     def qps_spread(self) -> float | None:
-        """(max - min) / median QPS over the repeats."""
-        if self.qps is None or self.qps_min is None or self.qps_max is None or not self.qps:
+        """Interquartile range / median QPS over the repeats ((max - min) / median for records
+        stored before quartiles were)."""
+        if not self.qps:
+            return None
+        if self.qps_q1 is not None and self.qps_q3 is not None:
+            return (self.qps_q3 - self.qps_q1) / self.qps
+        if self.qps_min is None or self.qps_max is None:
             return None
         return (self.qps_max - self.qps_min) / self.qps
 

@@ -51,7 +51,8 @@ def write_report(frame: pd.DataFrame, out_dir: Path, latency_budget_ms: float = 
         f"<p class='note'>annbench {__version__}, written "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Recall is annbench recall@k (ties "
         "counted, duplicates are misses); QPS and latencies are medians over repeats; rows with "
-        f"a spread over {NOISY_SPREAD:.0%} of the median QPS are marked noisy.</p>",
+        f"a QPS spread (interquartile range over repeats) above {NOISY_SPREAD:.0%} of the "
+        "median are marked noisy.</p>",
     ]
     datasets = sorted(frame["dataset"].unique())
     if not datasets:

@@ -23,7 +23,7 @@ def test_sweep_builds_once_per_config_and_stores_every_setting(tiny, tmp_path):
     assert flat.recall == 1.0 and flat.ann_benchmarks_recall == 1.0
     for r in records:
         assert r.status == "ok" and r.runs == 2 and r.n_queries == 100
-        assert r.qps > 0 and r.qps_min <= r.qps <= r.qps_max
+        assert r.qps > 0 and r.qps_min <= r.qps_q1 <= r.qps <= r.qps_q3 <= r.qps_max
         assert 0 < r.latency_p50_ms <= r.latency_p95_ms <= r.latency_p99_ms <= r.latency_p999_ms
         assert r.build_s > 0 and r.index_bytes > 0 and r.peak_rss_bytes > 0
         assert r.threads == 1 and "hnswlib" in r.provenance["libraries"]

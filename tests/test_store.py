@@ -71,3 +71,11 @@ def test_store_from_an_older_schema_gains_new_columns(tmp_path):
     with ResultStore(tmp_path) as store:
         store.put(make_record())
         assert store.count() == 2
+
+
+def test_spread_is_the_interquartile_range_when_quartiles_are_stored(tmp_path):
+    record = make_record(ef=16, qps_q1=950.0, qps_q3=1030.0)  # min 900, max 1100, median 1000
+    assert record.qps_spread == pytest.approx(0.08)
+    with ResultStore(tmp_path) as store:
+        store.put(record)
+        assert store.dataframe().loc[0, "qps_spread"] == pytest.approx(0.08)
