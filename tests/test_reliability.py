@@ -74,11 +74,7 @@ def test_kill_9_mid_sweep_then_resume_loses_and_duplicates_nothing(tiny_path, tm
     workers = psutil.Process(process.pid).children(recursive=True)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    for worker in workers:  # an orphaned worker dies at its next write to the closed pipe
-        try:
-            worker.wait(timeout=30)
-        except psutil.NoSuchProcess:
-            pass
+    wait_gone(workers)  # an orphaned worker dies at its next write to the closed pipe
     before = stored(tmp_path)
     assert 2 <= before < 8
     with sqlite3.connect(tmp_path / "annbench.sqlite") as db:
@@ -109,9 +105,13 @@ def test_interrupt_stops_cleanly_says_what_is_stored_and_exits_non_zero(
     assert f"Interrupted: {count} results are stored" in err
     assert "Traceback" not in err
     assert not [worker for worker in workers if alive(worker)]  # killed before the parent exits
-    for child in children:  # multiprocessing's resource tracker ends once the parent is gone
+    wait_gone(children)  # multiprocessing's resource tracker ends once the parent is gone
+
+
+def wait_gone(processes: list[psutil.Process], seconds: float = 30) -> None:
+    for process in processes:
         try:
-            child.wait(timeout=30)
+            process.wait(timeout=seconds)
         except psutil.NoSuchProcess:
             pass
 
