@@ -11,29 +11,14 @@ pytest.importorskip("distributed")
 GRID = ["-g", "nlist=8,16", "-g", "nprobe=1,4", "-g", "n_trees=5", "-g", "search_k=50,500"]
 
 
+def run(tiny_path, folder, *args):
+    """``annbench run`` on the tiny dataset into the store in ``folder``."""
+    return CliRunner().invoke(main, ["run", "-d", str(tiny_path), "--results", str(folder), *args])
+
+
 def sweep(tiny_path, folder, *extra):
-    result = CliRunner().invoke(
-        main,
-        [
-            "run",
-            "-d",
-            str(tiny_path),
-            "-b",
-            "faiss-ivf",
-            "-b",
-            "annoy",
-            "-b",
-            "faiss-flat",
-            "--runs",
-            "1",
-            "--build-threads",
-            "1",
-            "--results",
-            str(folder),
-            *GRID,
-            *extra,
-        ],
-    )
+    backends = ["-b", "faiss-ivf", "-b", "annoy", "-b", "faiss-flat"]
+    result = run(tiny_path, folder, *backends, "--runs", "1", "--build-threads", "1", *GRID, *extra)
     assert result.exit_code == 0, result.output
     with ResultStore(folder) as store:
         return {r.key: r for r in store.records()}
@@ -49,45 +34,16 @@ def test_dask_sweep_matches_local_sweep(tiny_path, tmp_path):
         assert remote[key].qps > 0
         assert remote[key].provenance["build_threads"] == 1
     # a second run resumes: nothing left to do
-    again = CliRunner().invoke(
-        main,
-        [
-            "run",
-            "-d",
-            str(tiny_path),
-            "-b",
-            "faiss-flat",
-            "--runs",
-            "1",
-            "--results",
-            str(tmp_path / "dask"),
-            "--scheduler",
-            "local",
-        ],
+    again = run(
+        tiny_path, tmp_path / "dask", "-b", "faiss-flat", "--runs", "1", "--scheduler", "local"
     )
     assert "Stored 0 results (1 already stored" in again.output
 
 
 def test_crash_on_a_dask_worker_is_recorded(tiny_path, tmp_path, test_backends):
-    result = CliRunner().invoke(
-        main,
-        [
-            "run",
-            "-d",
-            str(tiny_path),
-            "-b",
-            "test-crash",
-            "-b",
-            "faiss-flat",
-            "--runs",
-            "1",
-            "-g",
-            "level=1",
-            "--results",
-            str(tmp_path),
-            "--scheduler",
-            "local",
-        ],
+    backends = ["-b", "test-crash", "-b", "faiss-flat"]
+    result = run(
+        tiny_path, tmp_path, *backends, "--runs", "1", "-g", "level=1", "--scheduler", "local"
     )
     assert result.exit_code == 0, result.output
     with ResultStore(tmp_path) as store:
@@ -97,23 +53,8 @@ def test_crash_on_a_dask_worker_is_recorded(tiny_path, tmp_path, test_backends):
 
 
 def test_unreachable_scheduler_is_one_line(tiny_path, tmp_path):
-    result = CliRunner().invoke(
-        main,
-        [
-            "run",
-            "-d",
-            str(tiny_path),
-            "-b",
-            "faiss-flat",
-            "--results",
-            str(tmp_path),
-            "--scheduler",
-            "tcp://127.0.0.1:9",
-        ],
-    )
+    result = run(tiny_path, tmp_path, "-b", "faiss-flat", "--scheduler", "tcp://127.0.0.1:9")
     assert result.exit_code == 1
     assert "Cannot reach the Dask scheduler at tcp://127.0.0.1:9" in result.output
-    bad = CliRunner().invoke(
-        main, ["run", "-d", str(tiny_path), "-b", "faiss-flat", "--scheduler", "nowhere"]
-    )
+    bad = run(tiny_path, tmp_path, "-b", "faiss-flat", "--scheduler", "nowhere")
     assert bad.exit_code == 1 and "--scheduler must be 'local' or tcp://HOST:PORT" in bad.output
