@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
@@ -31,6 +32,27 @@ class Index(ABC):
 
     #: Metrics this backend supports.
     metrics: ClassVar[frozenset[Metric]] = frozenset(Metric)
+    #: PyPI distribution of the wrapped library; its version goes into every record's key.
+    library: ClassVar[str] = ""
+    #: ``add(xb, ids)`` inserts into a built index (else a runbook rebuilds from the live set).
+    supports_add: ClassVar[bool] = False
+    #: ``remove(ids)`` deletes from a built index (else a runbook rebuilds from the live set).
+    supports_remove: ClassVar[bool] = False
+    #: ``search_filtered`` uses the library's own filtered search (else only post-filtering).
+    native_filter: ClassVar[bool] = False
+    #: Default grid shipped with the class, ``{"build": {...}, "search": {...}}``; None: the
+    #: packaged ``backends/<name>.yaml`` (built-ins) or a ``<name>.yaml`` beside the module.
+    default_grid: ClassVar[dict[str, dict[str, Any]] | None] = None
+
+    @classmethod
+    def library_version(cls) -> str:
+        """Installed version of ``library`` ("unknown" when it cannot be told)."""
+        if not cls.library:
+            return "unknown"
+        try:
+            return metadata.version(cls.library)
+        except metadata.PackageNotFoundError:
+            return "unknown"
 
     def __init__(self, metric: Metric, **build_params: Any) -> None:
         if metric not in self.metrics:
@@ -72,6 +94,26 @@ class Index(ABC):
 
     def save(self, path: Path) -> None:
         """Write the index to ``path`` (a file); its size is the reported index size."""
+        raise NotImplementedError
+
+    def load(self, path: Path) -> None:
+        """Read an index written by ``save`` into this (unbuilt, same-parameter) object; ready
+        to search after ``set_search_params``. Serving memory is measured around this call."""
+        raise NotImplementedError
+
+    def add(self, xb: np.ndarray, ids: np.ndarray) -> None:
+        """Insert ``xb (n, d)`` under ``ids (n,)`` int64 into the built index
+        (when ``supports_add``)."""
+        raise NotImplementedError
+
+    def remove(self, ids: np.ndarray) -> None:
+        """Delete ``ids (n,)`` from the index so no search returns them
+        (when ``supports_remove``)."""
+        raise NotImplementedError
+
+    def search_filtered(self, xq: np.ndarray, k: int, allowed: np.ndarray) -> Neighbors:
+        """Like ``search``, returning only ids where the bool mask ``allowed (n_base,)`` is
+        True, with the library's own filtered search (when ``native_filter``)."""
         raise NotImplementedError
 
     def memory_bytes(self) -> int | None:

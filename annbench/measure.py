@@ -22,7 +22,7 @@ from annbench.index import Index
 from annbench.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
 from annbench.metrics import label_metrics, recall_at_k, true_distances
 from annbench.provenance import provenance
-from annbench.record import RunRecord
+from annbench.record import PLAIN, RunRecord
 from annbench.registry import load_backend
 
 
@@ -43,6 +43,8 @@ class BuildJob:
     target_recall: float | None = None  # adaptive: bisect the ladder of search_configs
     build_threads: int | None = None  # None: every core
     min_seconds: float = 0.0  # repeat past ``runs`` until the timed repeats add up to this
+    library_version: str | None = None  # of the backend's library, part of every record's key
+    workload: str = PLAIN  # "plain", a filter ("label", "range:0.01") or "runbook:NAME"
 
     def record(
         self, search_params: dict[str, Any], threads: int | None = None, **fields: Any
@@ -57,6 +59,8 @@ class BuildJob:
             k=self.k,
             mode=self.mode,
             threads=threads or self.threads[0],
+            library_version=self.library_version,
+            workload=self.workload,
             **fields,
         )
 

@@ -10,6 +10,9 @@ from typing import Any
 import numpy as np
 
 MODES = ("single", "batch")
+#: The workload of an ordinary k-NN sweep; filters (``label``, ``range:0.01``) and runbooks
+#: (``runbook:sliding-window``) name theirs.
+PLAIN = "plain"
 
 
 @dataclass
@@ -28,6 +31,10 @@ class RunRecord:
     k: int
     mode: str
     threads: int
+    workload: str = PLAIN  # "plain", a filter ("label", "range:0.01") or "runbook:NAME"
+    library_version: str | None = None  # version of the backend's library: part of the key
+    step: int | None = None  # runbooks: index of the step this record measures
+    probe: bool = False  # a short measurement taken while searching, not a full result
     status: str = "ok"  # "ok" or "failed"
     error: str | None = None
     recall: float | None = None  # annbench recall@k: id-based, ties counted
@@ -48,9 +55,12 @@ class RunRecord:
     latency_p99_ms: float | None = None
     latency_p999_ms: float | None = None
     build_s: float | None = None
-    index_bytes: int | None = None  # serialized index size
-    memory_bytes: int | None = None  # resident memory the built index added
+    index_bytes: int | None = None  # serialized index size (file size)
+    memory_bytes: int | None = None  # resident memory the worker grew by while building
     peak_rss_bytes: int | None = None  # peak resident memory of the worker during build
+    serving_memory_bytes: int | None = None  # resident memory the index adds when loaded fresh
+    load_s: float | None = None  # cold load of the saved index in a fresh process
+    selectivity: float | None = None  # filters: mean fraction of the base a query may return
     n_queries: int | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
@@ -68,6 +78,9 @@ class RunRecord:
             self.k,
             self.mode,
             self.threads,
+            self.workload,
+            self.library_version,
+            self.step,
         )
 
     @property
@@ -102,11 +115,18 @@ def record_key(
     k: int,
     mode: str,
     threads: int,
+    workload: str = PLAIN,
+    library_version: str | None = None,
+    step: int | None = None,
 ) -> str:
-    """Canonical text key of a measurement."""
-    return json.dumps(
-        [dataset_hash, backend, build_params, search_params, k, mode, threads], sort_keys=True
-    )
+    """Canonical text key of a measurement (records stored before workloads, versions and
+    steps existed keep their keys)."""
+    parts: list[Any] = [dataset_hash, backend, build_params, search_params, k, mode, threads]
+    extra = {"workload": workload, "library_version": library_version, "step": step}
+    extra = {name: value for name, value in extra.items() if value not in (None, PLAIN)}
+    if extra:
+        parts.append(extra)
+    return json.dumps(parts, sort_keys=True)
 
 
 def params_label(params: dict[str, Any]) -> str:

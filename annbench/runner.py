@@ -114,6 +114,7 @@ def plan_sweep(
                     threads=counts,
                     build_threads=build_threads,
                     min_seconds=min_seconds,
+                    library_version=cls.library_version(),
                 )
             )
     return jobs

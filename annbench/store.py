@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from annbench.errors import AnnbenchError
-from annbench.record import JSON_FIELDS, SCALAR_FIELDS, RunRecord
+from annbench.record import JSON_FIELDS, PLAIN, SCALAR_FIELDS, RunRecord
 
 STORE_FILE = "annbench.sqlite"
 SCHEMA_VERSION = 1
@@ -32,7 +32,10 @@ _COLUMN_TYPES = {
     "index_bytes": "INTEGER",
     "memory_bytes": "INTEGER",
     "peak_rss_bytes": "INTEGER",
+    "serving_memory_bytes": "INTEGER",
     "n_queries": "INTEGER",
+    "step": "INTEGER",
+    "probe": "INTEGER",
 }
 
 
@@ -166,7 +169,17 @@ class ResultStore:
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
-_TEXT = {"dataset", "dataset_hash", "backend", "mode", "status", "error", "created_at"}
+_TEXT = {
+    "dataset",
+    "dataset_hash",
+    "backend",
+    "mode",
+    "status",
+    "error",
+    "created_at",
+    "workload",
+    "library_version",
+}
 
 
 def _column_type(name: str) -> str:
@@ -185,6 +198,8 @@ def _row(record: RunRecord) -> dict[str, Any]:
 
 def _record(row: dict[str, Any]) -> RunRecord:
     values = {name: row[name] for name in SCALAR_FIELDS}
+    values["probe"] = bool(values["probe"])
+    values["workload"] = values["workload"] or PLAIN
     values.update({name: json.loads(row[name]) for name in JSON_FIELDS})
     return RunRecord(**values)
 

@@ -21,6 +21,8 @@ _NAMES = {Metric.EUCLIDEAN: "euclidean", Metric.ANGULAR: "angular", Metric.DOT: 
 class Annoy(Index):
     """Forest of random-projection trees; search_k nodes are inspected per query."""
 
+    library = "annoy"
+
     def __init__(self, metric: Metric, *, n_trees: int) -> None:
         super().__init__(metric, n_trees=positive_int("n_trees", n_trees))
         self._index: annoy.AnnoyIndex | None = None

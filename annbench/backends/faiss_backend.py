@@ -19,6 +19,8 @@ except ImportError as exc:
 class _FaissIndex(Index):
     """Shared plumbing: angular is inner product on normalized vectors."""
 
+    library = "faiss-cpu"
+
     def __init__(self, metric: Metric, **build_params: object) -> None:
         super().__init__(metric, **build_params)
         self._index: faiss.Index | None = None

@@ -21,6 +21,8 @@ _SPACES = {Metric.EUCLIDEAN: "l2", Metric.ANGULAR: "cosine", Metric.DOT: "ip"}
 class Hnswlib(Index):
     """HNSW graph from the hnswlib library."""
 
+    library = "hnswlib"
+
     def __init__(self, metric: Metric, *, M: int, ef_construction: int) -> None:
         super().__init__(
             metric,
