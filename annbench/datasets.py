@@ -3,7 +3,6 @@ arrays and a ``distance`` attribute, plus optional ``train_labels``/``test_label
 
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing
 import os
@@ -19,6 +18,7 @@ import numpy as np
 
 from annbench import __version__
 from annbench.errors import AnnbenchError
+from annbench.fingerprint import Fingerprint, cached, file_signature, fingerprint, hash_hdf5, keep
 from annbench.groundtruth import GT_K, block_rows, exact_knn
 from annbench.metrics import Metric, normalize_rows
 from annbench.paths import data_dir
@@ -27,7 +27,9 @@ from annbench.synthetic import clustered_gaussian
 REQUIRED_KEYS = ("train", "test", "neighbors", "distances")
 WRITE_CHUNK = 65536
 ArrayLike = Any  # np.ndarray, np.memmap or h5py.Dataset: anything with .shape and row slices
-HASH_ATTR = "annbench_content_hash"
+LABEL_KEYS = ("train_labels", "test_labels")
+#: Attributes older versions wrote that are no longer trusted (the hash is computed on read).
+PROVENANCE_ONLY = ("annbench_content_hash",)
 
 
 @dataclass
@@ -44,11 +46,33 @@ class Dataset:
     train_labels: np.ndarray | None = None
     test_labels: np.ndarray | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
+    fingerprint: Fingerprint | None = None
+    signature: list[Any] | None = None  # the file's signature when it was read
 
     @property
     def content_hash(self) -> str:
-        """Hash of the vectors and metric: results are keyed on it, not on the file name."""
-        return self.attrs.get(HASH_ATTR) or content_hash(self.train, self.test, self.metric)
+        """Hash of every array and attribute that changes a number (not of workload arrays):
+        plain results are keyed on it, not on the file name."""
+        return self._fingerprint().content
+
+    def workload_hash(self, workload: str) -> str:
+        """Hash the records of ``workload`` are keyed on: the content plus that workload's
+        ground-truth arrays (``*@workload``) in the file; ``plain`` is the content hash."""
+        return self._fingerprint().workload_hash(workload)
+
+    def _fingerprint(self) -> Fingerprint:
+        """The file's fingerprint, re-read if the file changed since (workload ground truth
+        added); vectors or ground truth changed under a reader are an error."""
+        if self.fingerprint is not None and self.signature == file_signature(self.path):
+            return self.fingerprint
+        found = fingerprint(self.path)
+        if self.fingerprint is not None and found.content != self.fingerprint.content:
+            raise AnnbenchError(
+                f"{self.path} changed while in use (its vectors, ground truth or labels); "
+                "run the command again"
+            )
+        self.fingerprint, self.signature = found, file_signature(self.path)
+        return found
 
 
 @dataclass(frozen=True)
@@ -81,31 +105,6 @@ BUNDLED: dict[str, str] = {
 DEFAULT_DATASET = "debian-packages-384-angular"
 
 
-def content_hash(train: np.ndarray, test: np.ndarray, metric: Metric) -> str:
-    """sha256 (first 16 hex digits) of the float32 vectors and the metric name."""
-    digest = _Digest(metric)
-    for array in (train, test):
-        digest.array_header(array.shape)
-        digest.update(array)
-    return digest.hexdigest()
-
-
-class _Digest:
-    """content_hash computed incrementally, chunk by chunk."""
-
-    def __init__(self, metric: Metric) -> None:
-        self._sha = hashlib.sha256(metric.value.encode())
-
-    def array_header(self, shape: tuple[int, ...]) -> None:
-        self._sha.update(str(tuple(int(x) for x in shape)).encode())
-
-    def update(self, block: np.ndarray) -> None:
-        self._sha.update(np.ascontiguousarray(block, dtype=np.float32).tobytes())
-
-    def hexdigest(self) -> str:
-        return self._sha.hexdigest()[:16]
-
-
 def read_dataset(path: Path, probe: bool = True) -> Dataset:
     """Load and validate an ann-benchmarks-layout file; any problem is one AnnbenchError line.
 
@@ -117,6 +116,8 @@ def read_dataset(path: Path, probe: bool = True) -> Dataset:
         raise AnnbenchError(f"Dataset file {path} not found")
     if probe:
         probe_hdf5(path)
+    signature = file_signature(path)
+    found = cached(signature)
     try:
         with h5py.File(path, "r") as f:
             missing = [key for key in REQUIRED_KEYS if key not in f]
@@ -126,15 +127,27 @@ def read_dataset(path: Path, probe: bool = True) -> Dataset:
                     f"layout needs {', '.join(REQUIRED_KEYS)} (annbench datasets import adds "
                     "ground truth)"
                 )
-            arrays = {key: f[key][()] for key in REQUIRED_KEYS}
-            labels = {key: f[key][()] for key in ("train_labels", "test_labels") if key in f}
-            attrs = {key: _plain(value) for key, value in f.attrs.items()}
+            present = [key for key in REQUIRED_KEYS + LABEL_KEYS if key in f]
+            for key in present:
+                if not isinstance(f[key], h5py.Dataset):
+                    raise AnnbenchError(
+                        f"{path.name}: '{key}' is an HDF5 group, but an array (dataset) is "
+                        "expected there"
+                    )
+            arrays = {key: f[key][()] for key in present}
+            attrs = {
+                key: _plain(value) for key, value in f.attrs.items() if key not in PROVENANCE_ONLY
+            }
+            if found is None:
+                found = hash_hdf5(f, arrays)
     except AnnbenchError:
         raise
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
         raise AnnbenchError(
             f"{path} is not a readable HDF5 dataset (truncated or corrupt?): {exc}"
         ) from exc
+    keep(path, signature, found)
+    labels = {key: arrays[key] for key in LABEL_KEYS if key in arrays}
     if "distance" not in attrs:
         raise AnnbenchError(f"{path.name} has no 'distance' attribute (euclidean, angular or dot)")
     metric = Metric.parse(attrs["distance"])
@@ -165,6 +178,8 @@ def read_dataset(path: Path, probe: bool = True) -> Dataset:
         train_labels=labels.get("train_labels"),
         test_labels=labels.get("test_labels"),
         attrs=attrs,
+        fingerprint=found,
+        signature=signature,
     )
 
 
@@ -247,7 +262,6 @@ def write_dataset(
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     stored = np.float16 if float16 else np.float32
-    digest = _Digest(metric)
     try:
         with h5py.File(partial, "w") as f:
             base = f.create_dataset(
@@ -257,18 +271,14 @@ def write_dataset(
                 chunks=(min(n, max(1, 65536 // d)), d),
                 compression="gzip",
             )
-            digest.array_header((n, d))
             for start in range(0, n, WRITE_CHUNK):
                 stop = min(start + WRITE_CHUNK, n)
                 block = _prepare(
                     _vectors(train[start:stop], "train", path, start), normalize, float16
                 )
                 base[start:stop] = block
-                digest.update(block)
                 if progress is not None:
                     progress("writing", stop, n)
-            digest.array_header(test.shape)
-            digest.update(test)
             step = max(WRITE_CHUNK, block_rows(d))  # reading back: fewer, larger blocks
             blocks = (base[s : s + step].astype(np.float32) for s in range(0, n, step))
             on_block = (lambda done: progress("ground truth", done, n)) if progress else None
@@ -276,7 +286,6 @@ def write_dataset(
             f.attrs["distance"] = metric.value
             f.attrs["dimension"] = d
             f.attrs["point_type"] = "float"
-            f.attrs[HASH_ATTR] = digest.hexdigest()
             f.attrs["annbench_version"] = __version__
             for key, value in (attrs or {}).items():
                 f.attrs[key] = value

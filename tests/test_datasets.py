@@ -1,4 +1,5 @@
 import json
+import shutil
 from pathlib import Path
 
 import h5py
@@ -156,7 +157,7 @@ def test_file_that_makes_libhdf5_loop_is_reported_corrupt(tiny_path, tmp_path, m
 
     blob = bytearray(tiny_path.read_bytes())
     with h5py.File(tiny_path, "r") as f:
-        value = f.attrs["annbench_content_hash"]
+        value = f.attrs["annbench_version"]
     needle = value.encode() if isinstance(value, str) else bytes(value)
     start = blob.find(needle)
     assert start > 0
@@ -167,3 +168,82 @@ def test_file_that_makes_libhdf5_loop_is_reported_corrupt(tiny_path, tmp_path, m
     monkeypatch.setattr(datasets, "PROBE_SECONDS", 3.0)
     with pytest.raises(AnnbenchError, match="not a readable HDF5 dataset"):
         read_dataset(path)
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copyfile(src, dst)
+    return dst
+
+
+def test_content_hash_covers_every_array_and_not_provenance(tiny_path, tmp_path):
+    base = read_dataset(tiny_path).content_hash
+    changes = {
+        "labels": lambda f: f["train_labels"].__setitem__(0, f["train_labels"][0] + 1),
+        "ground truth": lambda f: f["distances"].__setitem__((0, 0), f["distances"][0, 0] + 1),
+        "attributes": lambda f: f.create_dataset("train_attrs", data=np.arange(2000)),
+        "nested group": lambda f: f.create_group("extra/deeper").create_dataset("x", data=[1]),
+        "metric": lambda f: f.attrs.__setitem__("distance", "dot"),
+        "label names": lambda f: f.attrs.__setitem__("label_names", '["a", "b"]'),
+    }
+    hashes = {}
+    for what, change in changes.items():
+        path = _copy(tiny_path, tmp_path / f"{len(hashes)}.hdf5")
+        with h5py.File(path, "r+") as f:
+            change(f)
+        hashes[what] = read_dataset(path, probe=False).content_hash
+    assert base not in hashes.values() and len(set(hashes.values())) == len(hashes), hashes
+    # provenance and the hash an older version stored are not content
+    path = _copy(tiny_path, tmp_path / "provenance.hdf5")
+    with h5py.File(path, "r+") as f:
+        f.attrs["source"] = "somewhere else"
+        f.attrs["annbench_content_hash"] = "0123456789abcdef"
+    assert read_dataset(path, probe=False).content_hash == base
+
+
+def test_workload_arrays_change_only_their_workload_hash(tiny_path, tmp_path):
+    path = _copy(tiny_path, tmp_path / "w.hdf5")
+    before = read_dataset(path, probe=False)
+    label, window = before.workload_hash("label"), before.workload_hash("runbook:window")
+    assert before.workload_hash("plain") == before.content_hash
+    with h5py.File(path, "r+") as f:
+        f["neighbors@label"] = np.zeros((100, 10), np.int32)
+        f.create_group("runbook@window").create_dataset("step0", data=np.arange(3))
+    # the same Dataset object notices the file grew workload arrays
+    assert before.workload_hash("label") != label
+    after = read_dataset(path, probe=False)
+    assert after.content_hash == before.content_hash
+    assert after.workload_hash("runbook:window") != window
+    assert after.workload_hash("window") == after.workload_hash("runbook:window")
+    label = after.workload_hash("label")
+    with h5py.File(path, "r+") as f:
+        f["neighbors@label"][0, 0] = 5
+    assert read_dataset(path, probe=False).workload_hash("label") != label
+
+
+def test_cached_hash_is_not_trusted_once_the_file_changes(tiny_path, tmp_path, monkeypatch):
+    from annbench import fingerprint
+
+    monkeypatch.setattr(fingerprint, "RACY_NS", 0)  # cache even a file written just now
+    path = _copy(tiny_path, tmp_path / "c.hdf5")
+    first = read_dataset(path, probe=False).content_hash
+    assert fingerprint.cached(fingerprint.file_signature(path)).content == first
+    with h5py.File(path, "r+") as f:
+        f["test_labels"][0] = f["test_labels"][0] + 1  # same size, same layout
+    assert read_dataset(path, probe=False).content_hash != first
+
+
+def test_corrected_labels_are_measured_again(tiny_path, tmp_path):
+    from click.testing import CliRunner
+
+    from annbench.cli import main
+
+    path = _copy(tiny_path, tmp_path / "labelled.hdf5")
+    command = ["run", "-b", "faiss-flat", "-d", str(path), "--runs", "1"]
+    first = CliRunner().invoke(main, command)
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(main, command)
+    assert "Stored 0 results" in again.output, again.output
+    with h5py.File(path, "r+") as f:
+        f["train_labels"][:] = f["train_labels"][()][::-1]
+    corrected = CliRunner().invoke(main, command)
+    assert corrected.exit_code == 0 and "Stored 1 results" in corrected.output, corrected.output
