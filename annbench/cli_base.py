@@ -30,6 +30,10 @@ class AnnbenchGroup(click.Group):
             if ctx.find_root().params.get("debug"):
                 raise
             raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:  # Ctrl-C before a command's own handler: exit 130 too
+            error = click.ClickException("Interrupted")
+            error.exit_code = 130
+            raise error from None
         except Exception as exc:  # a bug or an unforeseen failure: still one line
             if ctx.find_root().params.get("debug"):
                 raise

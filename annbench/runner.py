@@ -6,12 +6,16 @@ reason, and the sweep goes on with the next configuration.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
 import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -131,10 +135,53 @@ def run_sweep(
     """Run ``jobs`` one worker process each, storing each record as soon as it arrives."""
     summary = SweepSummary()
     todo, summary.skipped = pending_jobs(jobs, store, force)
-    for job in todo:
-        for record in run_in_worker(job, timeout, memory_limit):
-            summary.keep(record, store, progress)
+    with interrupts_noticed():
+        for job in todo:
+            for record in run_in_worker(job, timeout, memory_limit):
+                summary.keep(record, store, progress)
+            check_interrupted()
     return summary
+
+
+_interrupted = threading.Event()
+
+
+@contextmanager
+def interrupts_noticed() -> Iterator[None]:
+    """Make Ctrl-C (and a SIGTERM the caller turned into KeyboardInterrupt) sticky while a
+    sweep runs: the handler still raises KeyboardInterrupt, and also sets a flag the sweep
+    checks, so an interrupt whose exception landed in a finaliser (where Python only prints
+    "Exception ignored") still stops the sweep. Only the main thread can install handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _interrupted.clear()
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if callable(handler):  # the default KeyboardInterrupt, or the caller's own handler
+            previous[signum] = handler
+            signal.signal(signum, _sticky(handler))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _interrupted.clear()
+
+
+def _sticky(handler: Callable[..., Any]) -> Callable[..., Any]:
+    def noticed(signum: int, frame: Any) -> Any:
+        _interrupted.set()
+        return handler(signum, frame)
+
+    return noticed
+
+
+def check_interrupted() -> None:
+    """Raise KeyboardInterrupt if an interrupt arrived during the sweep (see above)."""
+    if _interrupted.is_set():
+        raise KeyboardInterrupt
 
 
 def pending_jobs(
@@ -204,16 +251,17 @@ def run_in_worker(
     reason for the settings it did not measure. The worker is killed if it must be stopped."""
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
-    worker = context.Process(target=_worker_main, args=(job, sender), daemon=True)
-    worker.start()
-    sender.close()
-    deadline = time.monotonic() + timeout if timeout else None
+    worker = context.Process(target=_worker_main, args=(job, sender, os.getpid()), daemon=True)
     finished: set[str] = set()
     error: str | None = None
     completed = False
     kill = True  # unless the loop ends normally: an exception in the consumer kills at once
     try:
+        _start(worker)
+        sender.close()
+        deadline = time.monotonic() + timeout if timeout else None
         while True:
+            check_interrupted()
             if deadline is not None and time.monotonic() > deadline:
                 error = f"timed out after {timeout:g} s"
                 break
@@ -244,6 +292,7 @@ def run_in_worker(
                 break
         kill = error is not None
     finally:
+        sender.close()
         _stop(worker, kill)
         receiver.close()
     if completed:
@@ -263,22 +312,80 @@ def _resident_bytes(pid: int | None) -> int:
         return 0
 
 
-def _worker_main(job: BuildJob, sender: Any) -> None:
-    """Entry point of a worker process."""
+def _start(worker: multiprocessing.process.BaseProcess) -> None:
+    """Start ``worker`` with SIGINT blocked, so the child inherits it blocked: a Ctrl-C that
+    reaches the whole process group while the child is still starting up cannot kill it with
+    a traceback (the parent handles Ctrl-C and stops the worker). The parent's own SIGINT
+    stays pending while blocked and is delivered as soon as the worker is started."""
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            worker.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    else:
+        worker.start()
+
+
+def _worker_main(job: BuildJob, sender: Any, parent: int | None = None) -> None:
+    """Entry point of a worker process: measure ``job``, send records to the parent process
+    ``parent``, and exit at once (quietly) if that parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    if parent is not None:
+        exit_with_parent(parent)
+
+    def send(message: tuple[str, Any]) -> None:
+        try:
+            sender.send(message)
+        except (BrokenPipeError, ConnectionError, EOFError):  # the parent is gone: no traceback
+            os._exit(EXIT_ORPHANED)
+
     try:
-        run_build_job(job, lambda record: sender.send(("record", record)))
-        sender.send(("done", None))
+        run_build_job(job, lambda record: send(("record", record)))
+        send(("done", None))
     except Exception as exc:  # reported to the parent, which records the failure
         text = " ".join(str(exc).split())
-        sender.send(
-            ("error", text if isinstance(exc, AnnbenchError) else f"{type(exc).__name__}: {text}")
-        )
+        send(("error", text if isinstance(exc, AnnbenchError) else f"{type(exc).__name__}: {text}"))
     finally:
-        sender.close()
+        try:
+            sender.close()
+        except OSError:
+            pass
+
+
+#: Exit status of a worker that found its parent gone.
+EXIT_ORPHANED = 3
+#: Seconds between the watchdog's checks that the parent is still there.
+WATCHDOG_SECONDS = 0.5
+_PR_SET_PDEATHSIG = 1
+
+
+def exit_with_parent(parent: int, death_signal: bool = True) -> None:
+    """End this process as soon as ``parent`` is gone: the kernel sends SIGKILL when it dies
+    (Linux ``prctl(PR_SET_PDEATHSIG)``), and a watchdog thread polling ``os.getppid()`` covers
+    other systems and a parent that died before this ran."""
+    if death_signal and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError) as exc:
+            log.debug("prctl(PR_SET_PDEATHSIG) unavailable: %s", exc)
+    if os.getppid() != parent:  # died before the death signal was armed
+        os._exit(EXIT_ORPHANED)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(WATCHDOG_SECONDS)
+        os._exit(EXIT_ORPHANED)
+
+    threading.Thread(target=watch, name="annbench-parent-watchdog", daemon=True).start()
 
 
 def _stop(worker: multiprocessing.process.BaseProcess, kill: bool) -> None:
+    if worker.pid is None:  # interrupted before it started
+        return
     if kill:
         worker.kill()
     worker.join(timeout=5)
@@ -296,6 +403,8 @@ def _exit_reason(exitcode: int | None) -> str:
         except ValueError:
             name = f"signal {-exitcode}"
         return f"worker killed by {name}"
+    if exitcode == EXIT_ORPHANED:
+        return "worker stopped: its parent process was gone"
     return f"worker exited with code {exitcode} before finishing"
 
 
