@@ -125,8 +125,10 @@ def run(
     limit = parse_bytes(memory_limit) if memory_limit else None
     if timeout is not None and timeout <= 0:
         raise AnnbenchError(f"--timeout must be positive, got {timeout:g}")
-    if scheduler is not None and scheduler != "local" and not scheduler.startswith("tcp://"):
-        raise AnnbenchError(f"--scheduler must be 'local' or tcp://HOST:PORT, got '{scheduler}'")
+    if scheduler is not None:
+        from annbench.distributed import check_scheduler_address
+
+        check_scheduler_address(scheduler)
     if workers < 1:
         raise AnnbenchError(f"--workers must be at least 1, got {workers}")
     names = _installed_backends() if "all" in backends else list(dict.fromkeys(backends))
