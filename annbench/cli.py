@@ -21,9 +21,9 @@ from annbench.datasets import (
     resolve_dataset,
 )
 from annbench.errors import AnnbenchError
-from annbench.grids import default_grid, parse_override
+from annbench.grids import default_grid, parse_overrides
 from annbench.index import build_param_names, search_param_names
-from annbench.paths import results_dir
+from annbench.paths import check_output_dir, check_output_file, results_dir, writing
 from annbench.record import MODES, RunRecord, params_label
 from annbench.registry import backend_names, load_backend
 from annbench.store import ResultStore
@@ -131,8 +131,10 @@ def run(
         check_scheduler_address(scheduler)
     if workers < 1:
         raise AnnbenchError(f"--workers must be at least 1, got {workers}")
-    names = _installed_backends() if "all" in backends else list(dict.fromkeys(backends))
-    overrides = dict(parse_override(text) for text in grid_overrides)
+    # 'all' adds the installed backends; names beside it are still checked
+    named = [name for name in backends if name != "all"]
+    names = list(dict.fromkeys((_installed_backends() if "all" in backends else []) + named))
+    overrides = parse_overrides(grid_overrides)
     data = read_dataset(resolve_dataset(dataset, progress=click.echo))
     if build_threads is None and scheduler is not None:
         build_threads = 1  # one core per worker slot
@@ -217,14 +219,18 @@ def results(
 
         if dataset is None or out is None:
             raise AnnbenchError("--export ann-benchmarks needs --dataset NAME and --out DIR")
+        check_output_dir(out, "--out")
         data = read_dataset(resolve_dataset(dataset))
         with ResultStore(results_path or results_dir()) as store:
             records = store.records(data.name, with_raw=True)
-        written = export_ann_benchmarks(records, data, out)
+        with writing(out, "--out"):
+            written = export_ann_benchmarks(records, data, out)
         if not written:
             raise AnnbenchError(f"No successful runs of {data.name} (this content) to export")
         click.echo(f"Wrote {len(written)} ann-benchmarks result files under {out / data.name}")
         return
+    if csv_path is not None:
+        check_output_file(csv_path, "--csv")
     with ResultStore(results_path or results_dir()) as store:
         frame = store.dataframe(dataset)
     if failed:
@@ -233,7 +239,8 @@ def results(
             click.echo("No failed runs stored.")
             return
     if csv_path is not None:
-        frame.to_csv(csv_path, index=False)
+        with writing(csv_path, "--csv"):
+            frame.to_csv(csv_path, index=False)
         click.echo(f"Wrote {len(frame)} results to {csv_path}")
         return
     if frame.empty:
@@ -270,6 +277,8 @@ def plot(
     from annbench.plot import recall_qps_figure, save_png, threads_figure
 
     mode = "batch" if scaling else mode
+    if out is not None:
+        check_output_file(out, "--out")
     with ResultStore(results_path or results_dir()) as store:
         frame = store.dataframe(dataset)
         store_path = store.path
@@ -292,7 +301,8 @@ def plot(
     else:
         figure = recall_qps_figure(frame, f"{dataset}: recall@{k} vs QPS ({mode} mode)")
         out = out or store_path.parent / f"{dataset}-{mode}-k{k}.png"
-    save_png(figure, out)
+    with writing(out, "--out"):
+        save_png(figure, out)
     click.echo(f"Wrote {out}")
 
 
@@ -318,12 +328,16 @@ def report_command(
     """Write a self-contained HTML report (plots, summaries, every run); works from file://."""
     from annbench.report import write_report
 
+    if out is not None:
+        check_output_dir(out, "--out")
     with ResultStore(results_path or results_dir()) as store:
         frame = store.dataframe(dataset)
         store_path = store.path
     if frame.empty:
         raise AnnbenchError("No results stored" + (f" for dataset {dataset}" if dataset else ""))
-    path = write_report(frame, out or store_path.parent / "report", latency_budget_ms)
+    folder = out or store_path.parent / "report"
+    with writing(folder, "report"):
+        path = write_report(frame, folder, latency_budget_ms)
     click.echo(f"Wrote {path}")
 
 
@@ -467,7 +481,7 @@ def _measure_adaptively(
     from annbench.runner import adaptive_jobs, pending_runs, plan_sweep, run_sweep
 
     names = list(dict.fromkeys(backends)) if backends else _installed_backends()
-    overrides = dict(parse_override(text) for text in grid_overrides)
+    overrides = parse_overrides(grid_overrides)
     jobs = plan_sweep(data, names, k=k, mode=mode, runs=runs, overrides=overrides)
     jobs = adaptive_jobs(jobs, target)
     total = pending_runs(jobs, store)

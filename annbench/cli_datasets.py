@@ -24,7 +24,7 @@ from annbench.datasets import (
 )
 from annbench.errors import AnnbenchError
 from annbench.metrics import Metric
-from annbench.paths import data_dir
+from annbench.paths import check_output_file, data_dir
 
 
 @click.group(cls=AnnbenchGroup)
@@ -244,12 +244,14 @@ def datasets_embed(
 ) -> None:
     """Embed texts (a .txt file, or CSV/TSV with a text column) or a folder of images (one
     sub-folder per class) into a labelled angular dataset. Needs the [embed] extra."""
-    from annbench.embed import embed, load_corpus, model_provenance
+    from annbench.embed import check_embedding, embed, load_corpus, load_model, model_provenance
 
     path = _new_dataset_path(name, force)
     corpus = load_corpus(source, text_column, label_column)
+    check_embedding(corpus, queries, batch_size)  # all before the model is loaded
+    encoder = load_model(model)
     with click.progressbar(length=len(corpus.items), label="Embedding", file=sys.stderr) as bar:
-        vectors = embed(corpus, model, batch_size, progress=bar.update)
+        vectors = embed(corpus, model, batch_size, progress=bar.update, encoder=encoder)
     train, test, train_labels, test_labels = split_queries(vectors, corpus.labels, queries, seed)
     attrs = {
         "source": f"{source.name}: {len(corpus.items)} {corpus.kind}s embedded by {model}",
@@ -267,9 +269,33 @@ def datasets_embed(
 
 
 def _new_dataset_path(name: str, force: bool) -> Path:
-    if not name or "/" in name or name.startswith("."):
-        raise AnnbenchError(f"Dataset name '{name}' must be a plain file name")
-    path = data_dir() / f"{name}.hdf5"
+    from annbench.download import STANDARD
+
+    for suffix in (".hdf5", ".h5"):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]  # 'x.hdf5' means the dataset x, not x.hdf5.hdf5
+            click.echo(f"Dataset name: {name} (annbench adds the .hdf5 suffix)", err=True)
+    plain = name.strip() == name and not name.startswith(".")
+    if not name or not plain or "/" in name or "\\" in name:
+        raise AnnbenchError(
+            f"Dataset name '{name}' must be a plain file name (no slashes, no leading dot or "
+            "spaces)"
+        )
+    shadowed = (
+        "the bundled dataset"
+        if name in BUNDLED
+        else "a built-in dataset"
+        if name in BUILTIN
+        else "a standard ann-benchmarks dataset"
+        if name in STANDARD
+        else None
+    )
+    if shadowed:
+        raise AnnbenchError(
+            f"Dataset name '{name}' is taken by {shadowed}; writing it would hide that one, "
+            "so choose another name"
+        )
+    path = check_output_file(data_dir() / f"{name}.hdf5", "Dataset")
     if path.exists() and not force:
         raise AnnbenchError(f"Dataset {path} exists; pass --force to overwrite it")
     return path
