@@ -133,7 +133,7 @@ def run(
         raise AnnbenchError(f"--workers must be at least 1, got {workers}")
     # 'all' adds the installed backends; names beside it are still checked
     named = [name for name in backends if name != "all"]
-    names = list(dict.fromkeys((_installed_backends() if "all" in backends else []) + named))
+    names = list(dict.fromkeys(named + (_installed_backends() if "all" in backends else [])))
     overrides = parse_overrides(grid_overrides)
     data = read_dataset(resolve_dataset(dataset, progress=click.echo))
     if build_threads is None and scheduler is not None:

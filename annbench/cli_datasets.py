@@ -70,6 +70,8 @@ def datasets_fetch(name: str, url: str | None) -> None:
     """Download a standard ann-benchmarks dataset (resumable, verified) into the data folder."""
     from annbench.download import STANDARD, fetch_standard
 
+    if url is not None and not url.strip():
+        raise AnnbenchError("--url is empty; give a mirror's base URL or leave --url out")
     spec = STANDARD.get(name)
     if spec is not None:
         click.echo(f"{name}: {spec.description}, about {spec.size_mb} MB")

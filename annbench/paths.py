@@ -49,7 +49,7 @@ def kind_of(path: Path) -> str:
     or 'missing'."""
     try:
         mode = os.stat(path).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # nothing there (or a file on the way)
         return "missing"
     except OSError as exc:
         return f"unreadable ({exc.strerror})"
