@@ -75,3 +75,34 @@ def _exact(metric: Metric, xq: np.ndarray, block: np.ndarray, rows: np.ndarray) 
     for s in range(0, len(xq), step):
         out[s : s + step] = pair_distances(metric, xq[s : s + step], block[rows[s : s + step]])
     return out
+
+
+def filtered_knn(
+    xb: np.ndarray,
+    xq: np.ndarray,
+    k: int,
+    metric: Metric,
+    group: np.ndarray,
+    masks: list[np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact ``(distances, ids)`` (nq, k) among allowed base vectors only: query ``q`` may
+    return the rows where ``masks[group[q]]`` (bool, (n,)) is True. Slots past a query's
+    allowed count hold id -1 and distance inf.
+
+    The queries of each group are searched with ``exact_knn`` over their allowed rows alone,
+    so the work is the selectivity times the unfiltered work, in BLAS-sized products; ties
+    stay ordered by id (allowed rows keep their order).
+    """
+    nq = len(xq)
+    distances = np.full((nq, k), np.inf, dtype=np.float64)
+    ids = np.full((nq, k), -1, dtype=np.int64)
+    order = np.argsort(group, kind="stable")
+    bounds = np.cumsum(np.bincount(group, minlength=len(masks)))[:-1]
+    for rows, mask in zip(np.split(order, bounds), masks, strict=True):
+        allowed = np.flatnonzero(mask)
+        if len(rows) == 0 or len(allowed) == 0:
+            continue
+        d, i = exact_knn(xb[allowed], xq[rows], min(k, len(allowed)), metric)
+        distances[rows, : i.shape[1]] = d
+        ids[rows, : i.shape[1]] = allowed[i]
+    return distances, ids

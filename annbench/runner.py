@@ -11,7 +11,7 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -19,12 +19,14 @@ import psutil
 
 from annbench.datasets import Dataset
 from annbench.errors import AnnbenchError
+from annbench.filtering import FILTER_PARAMS, default_overfetch, filter_search_configs
 from annbench.grids import check_grid, default_grid, with_overrides
 from annbench.index import build_param_names, search_param_names
 from annbench.measure import BuildJob, max_probes, run_build_job
-from annbench.record import MODES, RunRecord
+from annbench.record import MODES, PLAIN, RunRecord
 from annbench.registry import load_backend
 from annbench.store import ResultStore
+from annbench.workloads import check_filter, expected_selectivity, is_filter
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +61,13 @@ def plan_sweep(
     overrides: dict[str, list[Any]] | None = None,
     build_threads: int | None = None,
     min_seconds: float = 0.0,
+    workloads: Sequence[str] = (PLAIN,),
 ) -> list[BuildJob]:
-    """Every build job of the sweep, with all parameters checked before anything runs."""
+    """Every build job of the sweep, with all parameters checked before anything runs.
+
+    Each workload (``plain`` or a filter, see ``annbench.workloads``) gets its own build jobs;
+    a filter workload's search settings add ``filter_strategy`` (and ``overfetch`` for
+    ``post``), which ``overrides`` may set like any search parameter."""
     n, d = dataset.train.shape
     if mode not in MODES:
         raise AnnbenchError(f"Mode '{mode}' not valid. Use one of: {', '.join(MODES)}")
@@ -86,7 +93,15 @@ def plan_sweep(
         )
     if build_threads is not None and build_threads < 1:
         raise AnnbenchError(f"build threads must be at least 1, got {build_threads}")
-    overrides = overrides or {}
+    overrides = dict(overrides or {})
+    filtering = {key: overrides.pop(key) for key in FILTER_PARAMS if key in overrides}
+    workloads = list(dict.fromkeys(workloads)) or [PLAIN]
+    for workload in workloads:
+        check_filter(dataset, workload)
+    if filtering and not any(is_filter(w) for w in workloads):
+        raise AnnbenchError(
+            f"{' and '.join(filtering)} apply to filtered searches; add --filter (e.g. label)"
+        )
     classes = {name: load_backend(name) for name in backends}
     _check_overrides_used(classes, overrides)
 
@@ -100,23 +115,37 @@ def plan_sweep(
             index.check(n, d)
             for search_params in searches:
                 index.set_search_params(**search_params)
-            jobs.append(
-                BuildJob(
-                    dataset_path=str(dataset.path),
-                    dataset=dataset.name,
-                    dataset_hash=dataset.content_hash,
-                    backend=name,
-                    build_params=build_params,
-                    search_configs=searches,
-                    k=k,
-                    mode=mode,
-                    runs=runs,
-                    threads=counts,
-                    build_threads=build_threads,
-                    min_seconds=min_seconds,
-                    library_version=cls.library_version(),
+            for workload in workloads:
+                configs = searches
+                if is_filter(workload):
+                    overfetch = filtering.get("overfetch") or default_overfetch(
+                        expected_selectivity(dataset, workload), k, n
+                    )
+                    configs = filter_search_configs(
+                        searches,
+                        name,
+                        cls.native_filter,
+                        filtering.get("filter_strategy"),
+                        overfetch,
+                    )
+                jobs.append(
+                    BuildJob(
+                        dataset_path=str(dataset.path),
+                        dataset=dataset.name,
+                        dataset_hash=dataset.content_hash,
+                        backend=name,
+                        build_params=build_params,
+                        search_configs=configs,
+                        k=k,
+                        mode=mode,
+                        runs=runs,
+                        threads=counts,
+                        build_threads=build_threads,
+                        min_seconds=min_seconds,
+                        library_version=cls.library_version(),
+                        workload=workload,
+                    )
                 )
-            )
     return jobs
 
 
