@@ -24,9 +24,10 @@ from annbench.errors import AnnbenchError
 from annbench.grids import default_grid, parse_override
 from annbench.index import build_param_names, search_param_names
 from annbench.paths import results_dir
-from annbench.record import MODES, RunRecord, params_label
+from annbench.record import MODES, PLAIN, RunRecord, params_label
 from annbench.registry import backend_names, load_backend
 from annbench.store import ResultStore
+from annbench.workloads import check_filter, parse_filters, prepare_workloads
 
 
 @click.group(cls=AnnbenchGroup)
@@ -99,6 +100,14 @@ def main(debug: bool) -> None:
     type=int,
     help="Workers of the LocalCluster that --scheduler local starts.",
 )
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="SPEC",
+    help="Filter workload to sweep: label, range:0.01,0.1,0.5 (one per selectivity), "
+    "range:ATTRIBUTE:0.1 or none (unfiltered); repeat for several [default: none].",
+)
 @click.option("--force", is_flag=True, help="Re-measure runs already in the store.")
 @results_option
 def run(
@@ -115,6 +124,7 @@ def run(
     build_threads: int | None,
     scheduler: str | None,
     workers: int,
+    filters: tuple[str, ...],
     force: bool,
     results_path: Path | None,
 ) -> None:
@@ -132,6 +142,7 @@ def run(
     names = _installed_backends() if "all" in backends else list(dict.fromkeys(backends))
     overrides = dict(parse_override(text) for text in grid_overrides)
     data = read_dataset(resolve_dataset(dataset, progress=click.echo))
+    workloads = _workloads(filters, data)
     if build_threads is None and scheduler is not None:
         build_threads = 1  # one core per worker slot
     jobs = plan_sweep(
@@ -144,7 +155,9 @@ def run(
         overrides=overrides,
         build_threads=build_threads,
         min_seconds=min_seconds,
+        workloads=workloads,
     )
+    prepare_workloads(data, workloads, progress=click.echo)
     with ResultStore(results_path or results_dir()) as store:
         total = pending_runs(jobs, store, force)
         click.echo(
@@ -182,6 +195,7 @@ def run(
             click.echo(f"  failed: {_describe(record)}: {record.error}", err=True)
         frame = store.dataframe(data.name)
     shown = frame[frame["backend"].isin(names) & (frame["k"] == k) & (frame["mode"] == mode)]
+    shown = shown[shown["workload"].isin(workloads)]
     if len(shown):
         click.echo(_table(shown))
 
@@ -333,20 +347,35 @@ def report_command(
     default=None,
     help="Also report the best recall whose p99 latency fits this budget.",
 )
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="SPEC",
+    help="Only these workloads (label, range:0.01, none...) [default: every workload].",
+)
 @results_option
 def summary_command(
-    dataset: str | None, latency_budget_ms: float | None, results_path: Path | None
+    dataset: str | None,
+    latency_budget_ms: float | None,
+    filters: tuple[str, ...],
+    results_path: Path | None,
 ) -> None:
-    """Per backend: best QPS at recall >= 0.8/0.9/0.95/0.99, with build time and memory."""
+    """Per backend and workload: best QPS at recall >= 0.8/0.9/0.95/0.99, with build time and
+    memory (filtered workloads show their selectivity)."""
     from annbench.analysis import summary
 
     with ResultStore(results_path or results_dir()) as store:
         frame = store.dataframe(dataset)
+    if filters:
+        frame = frame[frame["workload"].isin(_workloads(filters))]
     table = summary(frame, latency_budget_ms=latency_budget_ms)
     if table.empty:
         raise AnnbenchError("No successful results stored" + (f" for {dataset}" if dataset else ""))
-    for (name, mode, k), rows in table.groupby(["dataset", "mode", "k"]):
-        click.echo(f"\n{name} ({mode} mode, k={k})")
+    for (name, workload, mode, k), rows in table.groupby(["dataset", "workload", "mode", "k"]):
+        selectivity = rows["selectivity"].iloc[0]
+        shown = "" if workload == PLAIN else f", filter {workload}, selectivity {selectivity:.3g}"
+        click.echo(f"\n{name} ({mode} mode, k={k}{shown})")
         click.echo(_summary_table(rows, latency_budget_ms))
 
 
@@ -365,6 +394,14 @@ def summary_command(
 )
 @click.option("--k", type=int, default=10, show_default=True)
 @click.option("--mode", type=click.Choice(MODES), default="single", show_default=True)
+@click.option(
+    "--filter",
+    "filter_spec",
+    default="none",
+    show_default=True,
+    metavar="SPEC",
+    help="Recommend for this filter workload (label, range:0.01...).",
+)
 @click.option(
     "--measure",
     is_flag=True,
@@ -396,6 +433,7 @@ def recommend_command(
     optimize: str,
     k: int,
     mode: str,
+    filter_spec: str,
     measure: bool,
     backends: tuple[str, ...],
     grid_overrides: tuple[str, ...],
@@ -411,12 +449,18 @@ def recommend_command(
         min_recall, max_p99_ms, parse_bytes(max_memory) if max_memory else None, max_build_s
     )
     data = read_dataset(resolve_dataset(dataset, progress=click.echo))
+    workloads = _workloads((filter_spec,), data)
+    if len(workloads) != 1:
+        raise click.BadParameter("give one workload, e.g. range:0.01", param_hint="--filter")
     with ResultStore(results_path or results_dir()) as store:
         if measure:
-            _measure_adaptively(store, data, backends, grid_overrides, k, mode, runs, min_recall)
+            _measure_adaptively(
+                store, data, backends, grid_overrides, k, mode, runs, min_recall, workloads
+            )
         frame = store.dataframe(data.name)
     # only runs on exactly this content: a regenerated dataset of the same name does not count
     frame = frame[(frame["k"] == k) & (frame["mode"] == mode)]
+    frame = frame[frame["workload"] == workloads[0]]
     frame = frame[frame["dataset_hash"] == data.content_hash]
     result = recommend(frame, constraints, optimize)
     if result.choice is None:
@@ -461,18 +505,34 @@ def _measure_adaptively(
     mode: str,
     runs: int,
     target: float,
+    workloads: list[str],
 ) -> None:
     from annbench.runner import adaptive_jobs, pending_runs, plan_sweep, run_sweep
 
     names = list(dict.fromkeys(backends)) if backends else _installed_backends()
     overrides = dict(parse_override(text) for text in grid_overrides)
-    jobs = plan_sweep(data, names, k=k, mode=mode, runs=runs, overrides=overrides)
+    jobs = plan_sweep(
+        data, names, k=k, mode=mode, runs=runs, overrides=overrides, workloads=workloads
+    )
+    prepare_workloads(data, workloads, progress=click.echo)
     jobs = adaptive_jobs(jobs, target)
     total = pending_runs(jobs, store)
     click.echo(f"Measuring: {len(jobs)} build configurations, at most {total} runs")
     with click.progressbar(length=total, label="Searching", file=sys.stderr) as bar:
         summary = run_sweep(jobs, store, progress=lambda _: bar.update(1))
     click.echo(f"Measured {summary.stored} runs ({len(summary.failed)} failed)")
+
+
+def _workloads(specs: tuple[str, ...], data: Dataset | None = None) -> list[str]:
+    """Workload names of ``--filter`` values, checked against ``data``: a bad spec is a usage
+    error (exit code 2)."""
+    try:
+        workloads = parse_filters(specs)
+        for workload in workloads if data is not None else ():
+            check_filter(data, workload)
+    except AnnbenchError as exc:
+        raise click.BadParameter(str(exc), param_hint="--filter") from None
+    return workloads
 
 
 def _installed_backends() -> list[str]:
@@ -565,6 +625,9 @@ def _table(frame: pd.DataFrame) -> str:
             "index_MB": (frame["index_bytes"] / 1e6).map(lambda v: _num(v, ".1f")),
         }
     )
+    if (frame["workload"] != PLAIN).any():
+        view.insert(2, "workload", frame["workload"])
+        view.insert(3, "selectivity", frame["selectivity"].map(lambda v: _num(v, ".3g")))
     if (frame["status"] != "ok").any():
         view["error"] = frame["error"].fillna("")
     return view.to_string(index=False)

@@ -16,6 +16,8 @@ from annbench.datasets import (
     DEFAULT_DATASET,
     available_datasets,
     create_synthetic,
+    held_out_rows,
+    random_attribute,
     read_dataset,
     resolve_dataset,
     split_queries,
@@ -111,6 +113,13 @@ def datasets_fetch(name: str, url: str | None) -> None:
 @click.option("--seed", default=0, show_default=True, type=int, help="Query split seed.")
 @click.option("--key", default=None, help="HDF5 dataset holding the vectors.")
 @click.option("--column", default=None, help="Parquet column holding the vectors.")
+@click.option(
+    "--random-attr",
+    default=None,
+    metavar="NAME",
+    help="Add a uniform random numeric attribute NAME (seeded), for range filters unrelated "
+    "to the vectors.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
 def datasets_import(
     source: Path,
@@ -123,6 +132,7 @@ def datasets_import(
     seed: int,
     key: str | None,
     column: str | None,
+    random_attr: str | None,
     force: bool,
 ) -> None:
     """Import your own embeddings (.npy, .fvecs/.ivecs/.bvecs, .parquet, .hdf5) with exact
@@ -147,7 +157,18 @@ def datasets_import(
         bar.update(done - bar.pos)
 
     import_vectors(
-        source, path, parsed, queries, queries_file, labels, normalize, seed, key, column, progress
+        source,
+        path,
+        parsed,
+        queries,
+        queries_file,
+        labels,
+        normalize,
+        seed,
+        key,
+        column,
+        progress,
+        random_attr=random_attr,
     )
     for bar in stages.values():
         bar.render_finish()
@@ -183,15 +204,32 @@ def datasets_info(name: str) -> None:
 @click.option("--metric", default="euclidean", show_default=True, help="euclidean, angular or dot.")
 @click.option("--clusters", default=64, show_default=True, type=int, help="Gaussian clusters.")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--random-attr",
+    default=None,
+    metavar="NAME",
+    help="Add a uniform random numeric attribute NAME (seeded), for range filters unrelated "
+    "to the vectors.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
 def datasets_create(
-    name: str, n: int, nq: int, dim: int, metric: str, clusters: int, seed: int, force: bool
+    name: str,
+    n: int,
+    nq: int,
+    dim: int,
+    metric: str,
+    clusters: int,
+    seed: int,
+    random_attr: str | None,
+    force: bool,
 ) -> None:
     """Generate a clustered-Gaussian dataset with exact ground truth into the data folder."""
     path = _new_dataset_path(name, force)
     if clusters < 1:
         raise AnnbenchError(f"--clusters must be at least 1, got {clusters}")
-    create_synthetic(path, n, nq, dim, Metric.parse(metric), clusters, seed)
+    create_synthetic(
+        path, n, nq, dim, Metric.parse(metric), clusters, seed, random_attr=random_attr
+    )
     click.echo(f"Wrote {path}")
 
 
@@ -210,6 +248,20 @@ def datasets_create(
 @click.option("--seed", default=0, show_default=True, type=int, help="Query split seed.")
 @click.option("--batch-size", default=64, show_default=True, type=int)
 @click.option("--float16", is_flag=True, help="Store vectors as float16 (half the size).")
+@click.option(
+    "--attr-column",
+    "attr_columns",
+    multiple=True,
+    metavar="COLUMN",
+    help="CSV/TSV column of numbers to keep as a numeric attribute (for range filters).",
+)
+@click.option(
+    "--random-attr",
+    default=None,
+    metavar="NAME",
+    help="Add a uniform random numeric attribute NAME (seeded), for range filters unrelated "
+    "to the vectors.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
 def datasets_embed(
     source: Path,
@@ -221,28 +273,47 @@ def datasets_embed(
     seed: int,
     batch_size: int,
     float16: bool,
+    attr_columns: tuple[str, ...],
+    random_attr: str | None,
     force: bool,
 ) -> None:
     """Embed texts (a .txt file, or CSV/TSV with a text column) or a folder of images (one
     sub-folder per class) into a labelled angular dataset. Needs the [embed] extra."""
-    from annbench.embed import embed, load_corpus, model_provenance
+    from annbench.embed import embed, load_corpus, model_provenance, numeric_columns
 
     path = _new_dataset_path(name, force)
     corpus = load_corpus(source, text_column, label_column)
     with click.progressbar(length=len(corpus.items), label="Embedding", file=sys.stderr) as bar:
         vectors = embed(corpus, model, batch_size, progress=bar.update)
     train, test, train_labels, test_labels = split_queries(vectors, corpus.labels, queries, seed)
+    train_rows, test_rows = held_out_rows(len(vectors), queries, seed)
+    numeric = {
+        column: (values[train_rows], values[test_rows])
+        for column, values in numeric_columns(source, attr_columns).items()
+    }
+    if random_attr:
+        numeric[random_attr] = random_attribute(len(train), len(test), seed)
     attrs = {
         "source": f"{source.name}: {len(corpus.items)} {corpus.kind}s embedded by {model}",
         "command": f"annbench datasets embed {source.name} --name {name}"
         + (f" --label-column {label_column}" if label_column else "")
         + f" --queries {queries} --seed {seed}"
-        + (" --float16" if float16 else ""),
+        + (" --float16" if float16 else "")
+        + "".join(f" --attr-column {column}" for column in attr_columns)
+        + (f" --random-attr {random_attr}" if random_attr else ""),
         "embedding": json.dumps(model_provenance(model)),
         "label_names": json.dumps(corpus.label_names),
     }
     write_dataset(
-        path, train, test, Metric.ANGULAR, train_labels, test_labels, attrs, float16=float16
+        path,
+        train,
+        test,
+        Metric.ANGULAR,
+        train_labels,
+        test_labels,
+        attrs,
+        float16=float16,
+        numeric_attrs=numeric or None,
     )
     click.echo(f"Wrote {path}: {len(train)} base vectors, {len(test)} queries, d={train.shape[1]}")
 

@@ -12,7 +12,7 @@ import pandas as pd
 from annbench import __version__
 from annbench.analysis import NOISY_SPREAD, RECALL_LEVELS, successful, summary
 from annbench.plot import figure_png, recall_cost_figure, recall_qps_figure, threads_figure
-from annbench.record import params_label
+from annbench.record import PLAIN, params_label
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -70,8 +70,12 @@ def _dataset_section(name: str, frame: pd.DataFrame, latency_budget_ms: float) -
     anchor = html.escape(name)
     out = [f"<h2 id='{anchor}'>{anchor}</h2>"]
     ok = successful(frame)
-    for (mode, k), runs in ok.groupby(["mode", "k"]):
+    # one section per workload, the unfiltered one first, then each filter
+    groups = sorted(ok.groupby(["workload", "mode", "k"]), key=lambda g: (g[0][0] != PLAIN, g[0]))
+    for (workload, mode, k), runs in groups:
         label = f"{name}, {mode} mode, k={k}"
+        if workload != PLAIN:
+            label += f", filter {workload} (selectivity {runs['selectivity'].mean():.3g})"
         figures = [
             recall_qps_figure(runs, f"{label}: recall vs QPS"),
             recall_cost_figure(runs, "build_s", "Build time (s)", f"{label}: recall vs build time"),
@@ -95,7 +99,14 @@ def _dataset_section(name: str, frame: pd.DataFrame, latency_budget_ms: float) -
         out.append("<h3>Best QPS at each recall level</h3>")
         out.append(_html_table(_summary_view(table), "summary"))
         budget = table[
-            ["backend", "mode", "k", "best_recall_within_budget", "config_within_budget"]
+            [
+                "workload",
+                "backend",
+                "mode",
+                "k",
+                "best_recall_within_budget",
+                "config_within_budget",
+            ]
         ]
         out.append(f"<h3>Best recall with p99 latency within {latency_budget_ms:g} ms</h3>")
         out.append(
@@ -115,7 +126,7 @@ def _dataset_section(name: str, frame: pd.DataFrame, latency_budget_ms: float) -
 
 
 def _summary_view(table: pd.DataFrame) -> pd.DataFrame:
-    columns = ["backend", "mode", "k"]
+    columns = ["workload", "selectivity", "backend", "mode", "k"]
     for level in RECALL_LEVELS:
         tag = f"@{level:g}"
         columns += [f"qps{tag}", f"build_s{tag}", f"memory_MB{tag}", f"config{tag}"]
@@ -126,6 +137,8 @@ def _runs_table(frame: pd.DataFrame) -> str:
     view = pd.DataFrame(
         {
             "backend": frame["backend"],
+            "workload": frame["workload"],
+            "selectivity": frame["selectivity"],
             "build": frame["build_params"].map(params_label),
             "search": frame["search_params"].map(params_label),
             "k": frame["k"],
@@ -146,6 +159,8 @@ def _runs_table(frame: pd.DataFrame) -> str:
             "error": frame["error"],
         }
     )
+    if (frame["workload"] == PLAIN).all():
+        view = view.drop(columns=["workload", "selectivity"])
     if view["label top-k acc"].isna().all():
         view = view.drop(columns=["label top-k acc", "label precision", "label mAP"])
     classes = [

@@ -351,7 +351,7 @@ def write_workload_arrays(path: Path, workload: str, arrays: dict[str, np.ndarra
                 name = f"{key}@{workload}"
                 if name in f:
                     del f[name]
-                f.create_dataset(name, data=arrays[key])
+                f.create_dataset(name, data=arrays[key], compression="gzip")
             f[f"filter@{workload}"].attrs["annbench_version"] = __version__
             f[f"filter@{workload}"].attrs["windows"] = WINDOWS
             f[f"filter@{workload}"].attrs["seed"] = FILTER_SEED
