@@ -100,7 +100,7 @@ class FilteredSearch:
 
     def __init__(
         self,
-        index: Index,
+        index: Index | None,  # None: brute force only
         workload: FilterWorkload,
         xb: np.ndarray,
         metric: Metric,
@@ -109,7 +109,8 @@ class FilteredSearch:
         overfetch: float = 1.0,
         threads: int = 1,
     ) -> None:
-        check_strategy(filter_strategy, overfetch, type(index).__name__, index.native_filter)
+        native = index is not None and index.native_filter
+        check_strategy(filter_strategy, overfetch, type(index).__name__, native)
         self.index, self.workload, self.metric, self.k = index, workload, metric, k
         self.strategy = filter_strategy
         self.k_post = post_filter_k(k, overfetch, len(xb))
