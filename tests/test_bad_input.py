@@ -182,7 +182,10 @@ CASES = {
     ),
     "unreadable results store": (garbage_store, "Cannot use results store", 1),
     "results folder not writable": (
-        lambda t, tiny: ["results", "--results", _write(t / "file", b"x") + "/sub/store.sqlite"],
+        lambda t, tiny: [
+            *["run", "-b", "faiss-flat", "-d", str(tiny)],
+            *["--results", _write(t / "file", b"x") + "/sub/store.sqlite"],
+        ],
         "Cannot use results store",
         1,
     ),
