@@ -26,8 +26,8 @@ from annbench.index import build_param_names, search_param_names
 from annbench.paths import results_dir
 from annbench.record import MODES, PLAIN, RunRecord, params_label
 from annbench.registry import backend_names, load_backend
-from annbench.store import ResultStore
-from annbench.workloads import check_filter, parse_filters, prepare_workloads
+from annbench.store import ResultStore, check_not_store
+from annbench.workloads import check_filter, parse_filters, prepare_workloads, workload_hash
 
 
 @click.group(cls=AnnbenchGroup)
@@ -204,6 +204,11 @@ def run(
 @click.option("--dataset", "-d", default=None, help="Only this dataset.")
 @click.option("--failed", is_flag=True, help="Only failed runs.")
 @click.option(
+    "--history",
+    is_flag=True,
+    help="Every attempt, oldest first (failures, re-measures and probes included).",
+)
+@click.option(
     "--csv", "csv_path", type=click.Path(path_type=Path), help="Write every field to CSV."
 )
 @click.option(
@@ -218,6 +223,7 @@ def run(
 def results(
     dataset: str | None,
     failed: bool,
+    history: bool,
     csv_path: Path | None,
     export_format: str | None,
     out: Path | None,
@@ -229,16 +235,19 @@ def results(
 
         if dataset is None or out is None:
             raise AnnbenchError("--export ann-benchmarks needs --dataset NAME and --out DIR")
+        check_not_store(out, results_path or results_dir())
         data = read_dataset(resolve_dataset(dataset))
-        with ResultStore(results_path or results_dir()) as store:
+        with ResultStore.open_existing(results_path or results_dir()) as store:
             records = store.records(data.name, with_raw=True)
         written = export_ann_benchmarks(records, data, out)
         if not written:
             raise AnnbenchError(f"No successful runs of {data.name} (this content) to export")
         click.echo(f"Wrote {len(written)} ann-benchmarks result files under {out / data.name}")
         return
-    with ResultStore(results_path or results_dir()) as store:
-        frame = store.dataframe(dataset)
+    if csv_path is not None:
+        check_not_store(csv_path, results_path or results_dir())
+    with ResultStore.open_existing(results_path or results_dir()) as store:
+        frame = store.dataframe(dataset, history=history)
     if failed:
         frame = frame[frame["status"] != "ok"]
         if frame.empty:
@@ -282,7 +291,9 @@ def plot(
     from annbench.plot import recall_qps_figure, save_png, threads_figure
 
     mode = "batch" if scaling else mode
-    with ResultStore(results_path or results_dir()) as store:
+    if out is not None:
+        check_not_store(out, results_path or results_dir())
+    with ResultStore.open_existing(results_path or results_dir()) as store:
         frame = store.dataframe(dataset)
         store_path = store.path
     frame = frame[(frame["mode"] == mode) & (frame["status"] == "ok")]
@@ -330,7 +341,9 @@ def report_command(
     """Write a self-contained HTML report (plots, summaries, every run); works from file://."""
     from annbench.report import write_report
 
-    with ResultStore(results_path or results_dir()) as store:
+    if out is not None:
+        check_not_store(out, results_path or results_dir())
+    with ResultStore.open_existing(results_path or results_dir()) as store:
         frame = store.dataframe(dataset)
         store_path = store.path
     if frame.empty:
@@ -365,7 +378,7 @@ def summary_command(
     memory (filtered workloads show their selectivity)."""
     from annbench.analysis import summary
 
-    with ResultStore(results_path or results_dir()) as store:
+    with ResultStore.open_existing(results_path or results_dir()) as store:
         frame = store.dataframe(dataset)
     if filters:
         frame = frame[frame["workload"].isin(_workloads(filters))]
@@ -452,7 +465,8 @@ def recommend_command(
     workloads = _workloads((filter_spec,), data)
     if len(workloads) != 1:
         raise click.BadParameter("give one workload, e.g. range:0.01", param_hint="--filter")
-    with ResultStore(results_path or results_dir()) as store:
+    location = results_path or results_dir()
+    with ResultStore(location) if measure else ResultStore.open_existing(location) as store:
         if measure:
             _measure_adaptively(
                 store, data, backends, grid_overrides, k, mode, runs, min_recall, workloads
@@ -461,7 +475,8 @@ def recommend_command(
     # only runs on exactly this content: a regenerated dataset of the same name does not count
     frame = frame[(frame["k"] == k) & (frame["mode"] == mode)]
     frame = frame[frame["workload"] == workloads[0]]
-    frame = frame[frame["dataset_hash"] == data.content_hash]
+    wanted = data.content_hash if workloads[0] == PLAIN else workload_hash(data, workloads[0])
+    frame = frame[frame["dataset_hash"] == wanted]
     result = recommend(frame, constraints, optimize)
     if result.choice is None:
         click.echo(f"Nothing stored for {data.name} (k={k}, {mode} mode) meets the constraints.")
@@ -625,11 +640,17 @@ def _table(frame: pd.DataFrame) -> str:
             "index_MB": (frame["index_bytes"] / 1e6).map(lambda v: _num(v, ".1f")),
         }
     )
-    if (frame["workload"] != PLAIN).any():
+    if "last_failure" in frame and frame["last_failure"].notna().any():
+        view["last_failure"] = frame["last_failure"].fillna("")
+    if "probe" in frame and frame["probe"].any():
+        view["probe"] = frame["probe"].map(lambda v: "probe" if v else "")
+    if len(frame) and (frame["workload"] != PLAIN).any():
         view.insert(2, "workload", frame["workload"])
         view.insert(3, "selectivity", frame["selectivity"].map(lambda v: _num(v, ".3g")))
-    if (frame["status"] != "ok").any():
+    if len(frame) and (frame["status"] != "ok").any():
         view["error"] = frame["error"].fillna("")
+    if "last_failure" not in frame:  # history: when each attempt was made
+        view.insert(0, "at", frame["created_at"].str.slice(0, 19))
     return view.to_string(index=False)
 
 

@@ -26,7 +26,7 @@ from annbench.measure import BuildJob, max_probes, run_build_job
 from annbench.record import MODES, PLAIN, RunRecord
 from annbench.registry import load_backend
 from annbench.store import ResultStore
-from annbench.workloads import check_filter, expected_selectivity, is_filter
+from annbench.workloads import check_filter, expected_selectivity, is_filter, workload_hash
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,9 @@ def plan_sweep(
                         workload=workload,
                     )
                 )
-    return jobs
+    # filter records are keyed on the workload's ground truth too (computed here if missing)
+    hashes = {w: workload_hash(dataset, w) for w in workloads if is_filter(w)}
+    return [replace(j, dataset_hash=hashes.get(j.workload, j.dataset_hash)) for j in jobs]
 
 
 def run_sweep(

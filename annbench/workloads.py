@@ -34,6 +34,7 @@ import numpy as np
 from annbench import __version__
 from annbench.datasets import Dataset
 from annbench.errors import AnnbenchError
+from annbench.fingerprint import Fingerprint, fingerprint
 from annbench.groundtruth import GT_K, filtered_knn
 from annbench.metrics import RecallResult, recall_at_k, true_distances
 from annbench.paths import data_dir
@@ -325,6 +326,16 @@ def prepare_workloads(
             store_workload(dataset, workload, compute_workload(dataset, workload))
 
 
+def workload_hash(dataset: Dataset, workload: str) -> str:
+    """What records of filter ``workload`` are keyed on: the dataset's content plus the
+    workload's arrays, wherever they are stored (computed first if they are not yet)."""
+    prepare_workloads(dataset, [workload])
+    if _stored_in(dataset.path, dataset, workload):
+        return dataset.workload_hash(workload)
+    side = fingerprint(_side_file(dataset))
+    return Fingerprint(dataset.content_hash, side.workloads).workload_hash(workload)
+
+
 def store_workload(dataset: Dataset, workload: str, arrays: dict[str, np.ndarray]) -> Path:
     """Write ``arrays`` into the dataset file (atomically, by replacing it with an updated
     copy), or into its side file when annbench must not change that file; the path written."""
@@ -362,16 +373,23 @@ def write_workload_arrays(path: Path, workload: str, arrays: dict[str, np.ndarra
 
 def _stored(dataset: Dataset, workload: str) -> dict[str, np.ndarray] | None:
     for path in (dataset.path, _side_file(dataset)):
-        if not path.is_file():
-            continue
-        try:
-            with h5py.File(path, "r") as f:
-                if all(f"{key}@{workload}" in f for key in ARRAYS):
-                    arrays = {key: f[f"{key}@{workload}"][()] for key in ARRAYS}
-                    if len(arrays["neighbors"]) == len(dataset.test):
-                        return arrays
-        except OSError as exc:
-            raise AnnbenchError(f"Cannot read filter ground truth from {path}: {exc}") from exc
+        arrays = _stored_in(path, dataset, workload)
+        if arrays is not None:
+            return arrays
+    return None
+
+
+def _stored_in(path: Path, dataset: Dataset, workload: str) -> dict[str, np.ndarray] | None:
+    if not path.is_file():
+        return None
+    try:
+        with h5py.File(path, "r") as f:
+            if all(f"{key}@{workload}" in f for key in ARRAYS):
+                arrays = {key: f[f"{key}@{workload}"][()] for key in ARRAYS}
+                if len(arrays["neighbors"]) == len(dataset.test):
+                    return arrays
+    except OSError as exc:
+        raise AnnbenchError(f"Cannot read filter ground truth from {path}: {exc}") from exc
     return None
 
 

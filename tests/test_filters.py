@@ -280,6 +280,9 @@ def test_sweep_with_filters_resumes(attr_data, isolated_folders):
         workloads=["plain", "label", "range:0.1"],
     )
     assert {job.workload for job in jobs} == {"plain", "label", "range:0.1"}
+    hashes = {job.workload: job.dataset_hash for job in jobs}
+    assert hashes["plain"] == attr_data.content_hash
+    assert hashes["label"] == attr_data.workload_hash("label") != hashes["plain"]
     flat_label = next(j for j in jobs if j.backend == "faiss-flat" and j.workload == "label")
     assert flat_label.search_configs == ({"filter_strategy": "post", "overfetch": 20},)
     with ResultStore(isolated_folders / "results") as store:
