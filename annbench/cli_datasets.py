@@ -192,6 +192,7 @@ def datasets_info(name: str) -> None:
     click.echo(f"queries:    {len(data.test)}")
     click.echo(f"truth k:    {data.neighbors.shape[1]}")
     click.echo(f"labels:     {'yes' if data.train_labels is not None else 'no'}")
+    click.echo(f"attributes: {', '.join(data.attr_names) or 'none'}")
     click.echo(f"hash:       {data.content_hash}")
     for key, value in sorted(data.attrs.items()):
         click.echo(f"attr {key}: {value}")
