@@ -30,7 +30,9 @@ def report(tiny, tmp_path_factory):
     folder = tmp_path_factory.mktemp("store")
     grid = {"M": [8], "ef_construction": [40], "ef": [10, 40], "nlist": [16], "nprobe": [1, 8]}
     with ResultStore(folder) as store:
-        run_sweep(plan_sweep(tiny, ["hnswlib", "faiss-ivf"], runs=1, overrides=grid), store)
+        run_sweep(
+            plan_sweep(tiny, ["hnswlib", "faiss-ivf"], runs=1, min_seconds=0, overrides=grid), store
+        )
     out = tmp_path_factory.mktemp("report")
     result = CliRunner().invoke(main, ["report", "--results", str(folder), "--out", str(out)])
     assert result.exit_code == 0, result.output
