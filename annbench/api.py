@@ -13,7 +13,6 @@ build and search parameters flattened into columns of their own (``build.M``,
 from __future__ import annotations
 
 import ast
-import json
 import logging
 import math
 import multiprocessing
@@ -25,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from annbench.columns import JSON_COLUMNS, as_dict, flatten, with_dicts
 from annbench.errors import AnnbenchError
 from annbench.measure import MIN_SECONDS
 
@@ -36,9 +36,6 @@ if TYPE_CHECKING:
     from annbench.progress import Progress
 
 log = logging.getLogger(__name__)
-
-#: Dict-valued record fields, kept whole as JSON text in DataFrames and exports.
-JSON_COLUMNS = ("build_params", "search_params", "provenance")
 
 
 class Interrupted(KeyboardInterrupt):
@@ -228,29 +225,6 @@ def recommend(
     return choose(with_dicts(frame), constraints, optimize)
 
 
-def flatten(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with every build and search parameter as a column of its own (``build.M``,
-    ``search.ef``) after ``search_params``, and the dict fields as JSON text."""
-    import pandas as pd
-
-    stale = [c for c in frame.columns if str(c).startswith(("build.", "search."))]
-    frame = frame.drop(columns=stale)  # flattening twice gives the same frame
-    flat: dict[str, pd.Series] = {}
-    for field, prefix in (("build_params", "build."), ("search_params", "search.")):
-        dicts = [_as_dict(value) for value in frame[field]]
-        names = list(dict.fromkeys(name for params in dicts for name in params))
-        for name in names:
-            flat[prefix + name] = _column([p.get(name) for p in dicts], frame.index)
-    for field in JSON_COLUMNS:
-        if field in frame:
-            frame[field] = [_as_json(value) for value in frame[field]]
-    if not flat:
-        return frame
-    at = list(frame.columns).index("search_params") + 1
-    left, right = frame.iloc[:, :at], frame.iloc[:, at:]
-    return pd.concat([left, pd.DataFrame(flat, index=frame.index), right], axis=1)
-
-
 def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write ``frame`` (as ``load_results`` gives it) to a parquet file with the same columns
     as its CSV export."""
@@ -261,17 +235,6 @@ def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
     path = Path(path)
     flatten(frame).to_parquet(path, index=False)
     return path
-
-
-def with_dicts(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with its JSON text fields as dicts again, as the analyses take them."""
-    if not any(field in frame for field in JSON_COLUMNS):
-        return frame
-    frame = frame.copy()
-    for field in JSON_COLUMNS:
-        if field in frame:
-            frame[field] = [_as_dict(value) for value in frame[field]]
-    return frame
 
 
 def check_spawn_safe() -> None:
@@ -419,8 +382,8 @@ def _by_key(frame: pd.DataFrame, keys: set[str]) -> pd.DataFrame:
         record_key(
             row.dataset_hash,
             row.backend,
-            _as_dict(row.build_params),
-            _as_dict(row.search_params),
+            as_dict(row.build_params),
+            as_dict(row.search_params),
             row.k,
             row.mode,
             row.threads,
@@ -438,24 +401,18 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _as_dict(value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, str):
-        return json.loads(value)
-    return {}
-
-
-def _as_json(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-
-
-def _column(values: list[Any], index: pd.Index) -> pd.Series:
-    """A parameter column: whole numbers as a nullable integer column, lists as JSON."""
-    import pandas as pd
-
-    values = [json.dumps(v) if isinstance(v, (list, dict)) else v for v in values]
-    present = [v for v in values if v is not None]
-    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
-        return pd.Series(values, index=index, dtype="Int64")
-    return pd.Series(values, index=index, dtype=object).infer_objects()
+__all__ = [
+    "JSON_COLUMNS",
+    "MIN_SECONDS",
+    "Interrupted",
+    "check_spawn_safe",
+    "flatten",
+    "load_dataset",
+    "load_results",
+    "pareto_frontier",
+    "recommend",
+    "run",
+    "summary",
+    "with_dicts",
+    "write_parquet",
+]

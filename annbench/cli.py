@@ -585,9 +585,9 @@ def backends() -> None:
 
 def _params(value: Any) -> dict[str, Any]:
     """A parameter dict, whether the frame holds dicts or their JSON text."""
-    from annbench.api import _as_dict
+    from annbench.columns import as_dict
 
-    return _as_dict(value)
+    return as_dict(value)
 
 
 def _num(value: Any, spec: str) -> str:
