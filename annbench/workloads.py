@@ -51,6 +51,10 @@ NONE_SPECS = ("none", PLAIN)
 ARRAYS = ("filter", "neighbors", "distances", "selectivity")
 
 
+class BadFilter(AnnbenchError):
+    """A filter spec that is not valid, or that the dataset cannot serve (a usage error)."""
+
+
 @dataclass(frozen=True)
 class FilterSpec:
     """A parsed filter workload name."""
@@ -83,7 +87,7 @@ def parse_filters(specs: Iterable[str]) -> list[str]:
             names.append("label")
             continue
         if kind != "range" or not rest:
-            raise AnnbenchError(f"Filter '{spec}' not valid. {_SYNTAX}")
+            raise BadFilter(f"Filter '{spec}' not valid. {_SYNTAX}")
         attribute, _, values = rest.rpartition(":")
         for value in values.split(","):
             names.append(FilterSpec("range", _fraction(value, spec), attribute or None).name)
@@ -100,9 +104,9 @@ def _fraction(text: str, spec: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise AnnbenchError(f"Filter '{spec}': '{text}' is not a number. {_SYNTAX}") from None
+        raise BadFilter(f"Filter '{spec}': '{text}' is not a number. {_SYNTAX}") from None
     if not 0 < value <= 1:
-        raise AnnbenchError(
+        raise BadFilter(
             f"Filter '{spec}': selectivity {text} must be in (0, 1], the fraction of the base "
             "a query may return"
         )
@@ -117,7 +121,7 @@ def parse_workload(name: str) -> FilterSpec | None:
         return FilterSpec("label")
     kind, _, rest = name.partition(":")
     if kind != "range" or not rest:
-        raise AnnbenchError(f"Workload '{name}' not valid. {_SYNTAX}")
+        raise BadFilter(f"Workload '{name}' not valid. {_SYNTAX}")
     attribute, _, value = rest.rpartition(":")
     return FilterSpec("range", _fraction(value, name), attribute or None)
 
@@ -134,7 +138,7 @@ def check_filter(dataset: Dataset, workload: str) -> None:
         return
     if spec.kind == "label":
         if dataset.train_labels is None or dataset.test_labels is None:
-            raise AnnbenchError(
+            raise BadFilter(
                 f"Filter 'label' needs class labels, and {dataset.name} has none "
                 "(train_labels/test_labels); use a range filter or a labelled dataset"
             )
@@ -144,14 +148,14 @@ def check_filter(dataset: Dataset, workload: str) -> None:
 
 def _attribute_column(dataset: Dataset, spec: FilterSpec) -> int:
     if dataset.train_attrs is None or not dataset.attr_names:
-        raise AnnbenchError(
+        raise BadFilter(
             f"Filter '{spec.name}' needs a numeric attribute, and {dataset.name} has none; "
             "add one with 'annbench datasets create|import|embed ... --random-attr NAME'"
         )
     if spec.attribute is None:
         return 0
     if spec.attribute not in dataset.attr_names:
-        raise AnnbenchError(
+        raise BadFilter(
             f"Filter '{spec.name}': {dataset.name} has no attribute '{spec.attribute}'; "
             f"its attributes: {', '.join(dataset.attr_names)}"
         )

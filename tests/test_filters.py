@@ -284,17 +284,20 @@ def test_sweep_with_filters_resumes(attr_data, isolated_folders):
     assert hashes["plain"] == attr_data.content_hash
     assert hashes["label"] == attr_data.workload_hash("label") != hashes["plain"]
     flat_label = next(j for j in jobs if j.backend == "faiss-flat" and j.workload == "label")
-    assert flat_label.search_configs == ({"filter_strategy": "post", "overfetch": 20},)
+    assert flat_label.search_configs == (
+        {"filter_strategy": "native"},
+        {"filter_strategy": "post", "overfetch": 20},
+    )
     with ResultStore(isolated_folders / "results") as store:
         summary = run_sweep(jobs, store)
-        assert summary.stored == 6 and not summary.failed, [r.error for r in summary.failed]
+        assert summary.stored == 10 and not summary.failed, [r.error for r in summary.failed]
         frame = store.dataframe()
         filtered = frame[frame["workload"] != "plain"]
         assert filtered["selectivity"].between(0, 0.5).all()
         assert frame[frame["workload"] == "plain"]["selectivity"].isna().all()
         assert (filtered["recall"] > 0.8).all(), filtered["recall"]
         todo, skipped = pending_jobs(jobs, store)
-        assert todo == [] and skipped == 6
+        assert todo == [] and skipped == 10
 
 
 def test_native_strategy_is_refused_at_planning_for_backends_without_it(attr_data):
@@ -312,21 +315,25 @@ def cli():
     return lambda *args: runner.invoke(main, list(args), catch_exceptions=False)
 
 
-def test_cli_run_with_filters_then_summary_recommend_and_resume(cli, attr_path):
+def test_cli_run_with_filters_then_summary_recommend_and_resume(cli, attr_path, tmp_path):
     args = ["run", "-b", "faiss-flat", "-d", str(attr_path), "--runs", "1", "--min-time", "0"]
     args += ["--filter", "label", "--filter", "range:u:0.2", "-g", "overfetch=8"]
     result = cli(*args)
     assert result.exit_code == 0, result.output
-    assert "Stored 2 results (0 already stored, 0 failed)" in result.output
+    assert "Stored 4 results (0 already stored, 0 failed)" in result.output
     assert "range:u:0.2" in result.output and "selectivity" in result.output
     again = cli(*args)
-    assert "Stored 0 results (2 already stored" in again.output
+    assert "Stored 0 results (4 already stored" in again.output
     summary = cli("summary", "-d", "attr", "--filter", "range:u:0.2")
     assert summary.exit_code == 0 and "filter range:u:0.2, selectivity 0.2" in summary.output
     assert "label" not in summary.output
     chosen = cli("recommend", "-d", str(attr_path), "--min-recall", "0.5", "--filter", "label")
     assert chosen.exit_code == 0, chosen.output
-    assert "filter_strategy=post" in chosen.output
+    assert "filter_strategy=" in chosen.output
+    report = cli("report", "-d", "attr", "--out", str(tmp_path / "report"))
+    assert report.exit_code == 0, report.output
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "filter label (selectivity" in page and "filter range:u:0.2 (selectivity 0.2)" in page
 
 
 @pytest.mark.parametrize(
