@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psutil
@@ -24,6 +24,9 @@ from annbench.metrics import label_metrics, recall_at_k, true_distances
 from annbench.provenance import provenance
 from annbench.record import PLAIN, RunRecord
 from annbench.registry import load_backend
+
+if TYPE_CHECKING:
+    from annbench.runbooks import RunbookPlan
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class BuildJob:
     min_seconds: float = 0.0  # repeat past ``runs`` until the timed repeats add up to this
     library_version: str | None = None  # of the backend's library, part of every record's key
     workload: str = PLAIN  # "plain", a filter ("label", "range:0.01") or "runbook:NAME"
+    runbook: RunbookPlan | None = None  # replay this runbook (annbench.replay), not one build
 
     def record(
         self, search_params: dict[str, Any], threads: int | None = None, **fields: Any

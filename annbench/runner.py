@@ -24,6 +24,13 @@ from annbench.index import build_param_names, search_param_names
 from annbench.measure import BuildJob, max_probes, run_build_job
 from annbench.record import MODES, RunRecord
 from annbench.registry import load_backend
+from annbench.replay import (
+    pending_runbook_job,
+    run_runbook_job,
+    runbook_records,
+    runbook_run_count,
+)
+from annbench.runbooks import RunbookPlan
 from annbench.store import ResultStore
 
 log = logging.getLogger(__name__)
@@ -59,8 +66,10 @@ def plan_sweep(
     overrides: dict[str, list[Any]] | None = None,
     build_threads: int | None = None,
     min_seconds: float = 0.0,
+    runbook: RunbookPlan | None = None,
 ) -> list[BuildJob]:
-    """Every build job of the sweep, with all parameters checked before anything runs."""
+    """Every build job of the sweep, with all parameters checked before anything runs;
+    with ``runbook`` (see ``annbench.runbooks.prepare_runbook``) each job replays it."""
     n, d = dataset.train.shape
     if mode not in MODES:
         raise AnnbenchError(f"Mode '{mode}' not valid. Use one of: {', '.join(MODES)}")
@@ -86,6 +95,11 @@ def plan_sweep(
         )
     if build_threads is not None and build_threads < 1:
         raise AnnbenchError(f"build threads must be at least 1, got {build_threads}")
+    if runbook is not None and k > runbook.min_live:
+        raise AnnbenchError(
+            f"k={k} exceeds the {runbook.min_live} rows live at a search step of runbook "
+            f"{runbook.runbook.name}; use --k {runbook.min_live} or less"
+        )
     overrides = overrides or {}
     classes = {name: load_backend(name) for name in backends}
     _check_overrides_used(classes, overrides)
@@ -104,7 +118,7 @@ def plan_sweep(
                 BuildJob(
                     dataset_path=str(dataset.path),
                     dataset=dataset.name,
-                    dataset_hash=dataset.content_hash,
+                    dataset_hash=runbook.workload_hash if runbook else dataset.content_hash,
                     backend=name,
                     build_params=build_params,
                     search_configs=searches,
@@ -115,9 +129,14 @@ def plan_sweep(
                     build_threads=build_threads,
                     min_seconds=min_seconds,
                     library_version=cls.library_version(),
+                    **_runbook_fields(runbook),
                 )
             )
     return jobs
+
+
+def _runbook_fields(runbook: RunbookPlan | None) -> dict[str, Any]:
+    return {} if runbook is None else {"workload": runbook.runbook.workload, "runbook": runbook}
 
 
 def run_sweep(
@@ -145,6 +164,12 @@ def pending_jobs(
     done = set() if force else store.completed_keys()
     todo, skipped = [], 0
     for job in jobs:
+        if job.runbook is not None:
+            narrowed, stored = pending_runbook_job(job, done)
+            skipped += stored
+            if narrowed is not None:
+                todo.append(narrowed)
+            continue
         if job.target_recall is not None:  # an adaptive search needs its whole ladder
             todo.append(job)
             continue
@@ -189,7 +214,9 @@ def pending_runs(jobs: list[BuildJob], store: ResultStore, force: bool = False) 
     """How many runs (records) the sweep will measure; for adaptive jobs, at most."""
     todo, _ = pending_jobs(jobs, store, force)
     return sum(
-        max_probes(len(job.search_configs)) + (job.runs > 1)
+        runbook_run_count(job)
+        if job.runbook is not None
+        else max_probes(len(job.search_configs)) + (job.runs > 1)
         if job.target_recall is not None
         else len(job.search_configs) * len(job.threads)
         for job in todo
@@ -250,10 +277,17 @@ def run_in_worker(
         return
     if error is None:
         error = _exit_reason(worker.exitcode)
-    for search_params in job.search_configs:
-        for record in job.records(search_params, status="failed", error=error):
-            if record.key not in finished:
-                yield record
+    if job.runbook is not None:
+        expected = runbook_records(job, status="failed", error=error)
+    else:
+        expected = [
+            record
+            for search_params in job.search_configs
+            for record in job.records(search_params, status="failed", error=error)
+        ]
+    for record in expected:
+        if record.key not in finished:
+            yield record
 
 
 def _resident_bytes(pid: int | None) -> int:
@@ -267,7 +301,8 @@ def _worker_main(job: BuildJob, sender: Any) -> None:
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     try:
-        run_build_job(job, lambda record: sender.send(("record", record)))
+        run = run_runbook_job if job.runbook is not None else run_build_job
+        run(job, lambda record: sender.send(("record", record)))
         sender.send(("done", None))
     except Exception as exc:  # reported to the parent, which records the failure
         text = " ".join(str(exc).split())

@@ -36,6 +36,9 @@ _COLUMN_TYPES = {
     "n_queries": "INTEGER",
     "step": "INTEGER",
     "probe": "INTEGER",
+    "live_size": "INTEGER",
+    "rebuilt": "INTEGER",
+    "not_live": "INTEGER",
 }
 
 
@@ -179,6 +182,7 @@ _TEXT = {
     "created_at",
     "workload",
     "library_version",
+    "step_kind",
 }
 
 
@@ -199,6 +203,7 @@ def _row(record: RunRecord) -> dict[str, Any]:
 def _record(row: dict[str, Any]) -> RunRecord:
     values = {name: row[name] for name in SCALAR_FIELDS}
     values["probe"] = bool(values["probe"])
+    values["rebuilt"] = None if values["rebuilt"] is None else bool(values["rebuilt"])
     values["workload"] = values["workload"] or PLAIN
     values.update({name: json.loads(row[name]) for name in JSON_FIELDS})
     return RunRecord(**values)
