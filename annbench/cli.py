@@ -24,7 +24,7 @@ from annbench.errors import AnnbenchError
 from annbench.grids import default_grid, parse_override
 from annbench.index import build_param_names, search_param_names
 from annbench.paths import results_dir
-from annbench.record import MODES, RunRecord, params_label
+from annbench.record import MODES, PLAIN, RunRecord, params_label
 from annbench.registry import backend_names, load_backend
 from annbench.store import ResultStore
 
@@ -99,6 +99,13 @@ def main(debug: bool) -> None:
     type=int,
     help="Workers of the LocalCluster that --scheduler local starts.",
 )
+@click.option(
+    "--runbook",
+    default=None,
+    metavar="NAME|FILE",
+    help="Replay a runbook of inserts, deletes and searches (shipped: grow, sliding-window; "
+    "or a YAML file) instead of one static build.",
+)
 @click.option("--force", is_flag=True, help="Re-measure runs already in the store.")
 @results_option
 def run(
@@ -115,6 +122,7 @@ def run(
     build_threads: int | None,
     scheduler: str | None,
     workers: int,
+    runbook: str | None,
     force: bool,
     results_path: Path | None,
 ) -> None:
@@ -134,6 +142,13 @@ def run(
     data = read_dataset(resolve_dataset(dataset, progress=click.echo))
     if build_threads is None and scheduler is not None:
         build_threads = 1  # one core per worker slot
+    plan = None
+    if runbook is not None:
+        from annbench.runbooks import prepare_runbook
+
+        plan, computed = prepare_runbook(data, runbook)
+        if computed:
+            click.echo(f"Computed the ground truth of runbook {plan.runbook.name}")
     jobs = plan_sweep(
         data,
         names,
@@ -144,6 +159,7 @@ def run(
         overrides=overrides,
         build_threads=build_threads,
         min_seconds=min_seconds,
+        runbook=plan,
     )
     with ResultStore(results_path or results_dir()) as store:
         total = pending_runs(jobs, store, force)
@@ -182,7 +198,15 @@ def run(
             click.echo(f"  failed: {_describe(record)}: {record.error}", err=True)
         frame = store.dataframe(data.name)
     shown = frame[frame["backend"].isin(names) & (frame["k"] == k) & (frame["mode"] == mode)]
-    if len(shown):
+    workload = plan.runbook.workload if plan else PLAIN
+    shown = shown[shown["workload"] == workload]
+    if plan is not None:
+        from annbench.runbook_analysis import runbook_summary
+
+        table = runbook_summary(shown)
+        if len(table):
+            click.echo(_runbook_table(table))
+    elif len(shown):
         click.echo(_table(shown))
 
 
@@ -337,17 +361,25 @@ def report_command(
 def summary_command(
     dataset: str | None, latency_budget_ms: float | None, results_path: Path | None
 ) -> None:
-    """Per backend: best QPS at recall >= 0.8/0.9/0.95/0.99, with build time and memory."""
+    """Per backend: best QPS at recall >= 0.8/0.9/0.95/0.99, with build time and memory;
+    for runbooks, the worst recall over the runbook at each search setting."""
     from annbench.analysis import summary
+    from annbench.runbook_analysis import runbook_summary, without_runbooks
 
     with ResultStore(results_path or results_dir()) as store:
         frame = store.dataframe(dataset)
-    table = summary(frame, latency_budget_ms=latency_budget_ms)
-    if table.empty:
+    table = summary(without_runbooks(frame), latency_budget_ms=latency_budget_ms)
+    runbooks = runbook_summary(frame)
+    if table.empty and runbooks.empty:
         raise AnnbenchError("No successful results stored" + (f" for {dataset}" if dataset else ""))
-    for (name, mode, k), rows in table.groupby(["dataset", "mode", "k"]):
+    for (name, mode, k), rows in table.groupby(["dataset", "mode", "k"]) if len(table) else ():
         click.echo(f"\n{name} ({mode} mode, k={k})")
         click.echo(_summary_table(rows, latency_budget_ms))
+    for (name, runbook, mode, k), rows in (
+        runbooks.groupby(["dataset", "runbook", "mode", "k"]) if len(runbooks) else ()
+    ):
+        click.echo(f"\n{name}, runbook {runbook} ({mode} mode, k={k})")
+        click.echo(_runbook_table(rows))
 
 
 @main.command("recommend")
@@ -543,6 +575,26 @@ def _summary_table(rows: pd.DataFrame, latency_budget_ms: float | None) -> str:
             lambda v: _num(v, ".4f") or "-"
         )
     view["noisy"] = rows["noisy_runs"]
+    return view.to_string(index=False)
+
+
+def _runbook_table(rows: pd.DataFrame) -> str:
+    """Runbook summary rows: worst and last recall per search setting, update costs."""
+    view = pd.DataFrame(
+        {
+            "backend": rows["backend"],
+            "build": rows["build"],
+            "search": rows["search"],
+            "worst_recall": rows["worst_recall"].map(lambda v: _num(v, ".4f")),
+            "at_step": rows["worst_step"],
+            "last_recall": rows["last_recall"].map(lambda v: _num(v, ".4f")),
+            "median_qps": rows["median_qps"].map(lambda v: _num(v, ",.0f")),
+            "insert/s": rows["insert_per_s"].map(lambda v: _num(v, ",.0f") or "-"),
+            "delete/s": rows["delete_per_s"].map(lambda v: _num(v, ",.0f") or "-"),
+            "rebuilds": rows["rebuilds"],
+            "build_s": rows["build_s"].map(lambda v: _num(v, ".2f")),
+        }
+    )
     return view.to_string(index=False)
 
 
