@@ -278,6 +278,12 @@ def results(
     is_flag=True,
     help="Plot QPS vs search threads (batch runs measured with --threads 1,2,...).",
 )
+@click.option(
+    "--runbook",
+    default=None,
+    metavar="NAME",
+    help="Plot recall and QPS against step for the runs of this runbook.",
+)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="PNG file to write.")
 @results_option
 def plot(
@@ -285,16 +291,38 @@ def plot(
     mode: str,
     k: int | None,
     scaling: bool,
+    runbook: str | None,
     out: Path | None,
     results_path: Path | None,
 ) -> None:
-    """Plot recall vs queries per second, one pareto frontier per backend (or thread scaling)."""
+    """Plot recall vs queries per second, one pareto frontier per backend (or thread scaling,
+    or recall and QPS per runbook step)."""
     from annbench.plot import recall_qps_figure, save_png, threads_figure
+    from annbench.runbook_analysis import without_runbooks
 
     mode = "batch" if scaling else mode
     with ResultStore(results_path or results_dir()) as store:
         frame = store.dataframe(dataset)
         store_path = store.path
+    if runbook is not None:
+        from annbench.plot import runbook_figure
+
+        frame = frame[(frame["workload"] == f"runbook:{runbook}") & (frame["mode"] == mode)]
+        k = k or (int(frame["k"].mode().iloc[0]) if len(frame) else 10)
+        try:
+            figure = runbook_figure(
+                frame[frame["k"] == k], f"{dataset}: runbook {runbook} (k={k}, {mode} mode)"
+            )
+        except ValueError as exc:
+            raise AnnbenchError(
+                f"No successful {mode}-mode runs of runbook {runbook} on '{dataset}' in "
+                f"{store_path}; run 'annbench run -d {dataset} --runbook {runbook} -b ...' first"
+            ) from exc
+        out = out or store_path.parent / f"{dataset}-runbook-{runbook}-k{k}.png"
+        save_png(figure, out)
+        click.echo(f"Wrote {out}")
+        return
+    frame = without_runbooks(frame)
     frame = frame[(frame["mode"] == mode) & (frame["status"] == "ok")]
     if frame.empty:
         raise AnnbenchError(
@@ -617,6 +645,9 @@ def _table(frame: pd.DataFrame) -> str:
             "index_MB": (frame["index_bytes"] / 1e6).map(lambda v: _num(v, ".1f")),
         }
     )
+    if frame["step"].notna().any():  # runbook steps: say which
+        view.insert(2, "workload", frame["workload"])
+        view.insert(3, "step", frame["step"].map(lambda v: "" if pd.isna(v) else int(v)))
     if (frame["status"] != "ok").any():
         view["error"] = frame["error"].fillna("")
     return view.to_string(index=False)

@@ -102,3 +102,40 @@ def threads_figure(frame: pd.DataFrame, title: str, most: int = 8) -> Figure:
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize="small", title="configuration (dashed: linear scaling)")
     return figure
+
+
+def runbook_figure(frame: pd.DataFrame, title: str, most: int = 12) -> Figure:
+    """Recall (top) and QPS (bottom) against runbook step, one line per configuration; with
+    more than ``most`` configurations, one per build configuration: its fastest search
+    setting whose worst recall over the runbook is >= 0.9 (else its most accurate)."""
+    from annbench.runbook_analysis import runbook_rows, runbook_summary
+
+    table = runbook_summary(frame)
+    if table.empty:
+        raise ValueError("no successful runbook search steps to plot")
+    if len(table) > most:
+        table = (
+            table.assign(good=table["worst_recall"] >= 0.9)
+            .sort_values(["good", "median_qps", "worst_recall"], ascending=False)
+            .groupby(["backend", "build"], sort=False)
+            .head(1)
+        )
+        title += " (per build: fastest setting with worst recall >= 0.9)"
+    rows = runbook_rows(frame)
+    rows = rows[(rows["step_kind"] == "search") & (rows["status"] == "ok")]
+    figure = Figure(figsize=(8, 7.5), layout="constrained")
+    recall_axes, qps_axes = figure.subplots(2, 1, sharex=True)
+    for config in sorted(table["config"]):
+        runs = rows[rows["config"] == config].sort_values("step")
+        line = recall_axes.plot(runs["step"], runs["recall"], marker="o", ms=3, label=config)
+        qps_axes.plot(runs["step"], runs["qps"], marker="o", ms=3, color=line[0].get_color())
+    k = int(rows["k"].iloc[0]) if rows["k"].nunique() == 1 else None
+    recall_axes.set_ylabel(f"Recall@{k}" if k else "Recall@k")
+    recall_axes.set_title(title)
+    recall_axes.grid(True, alpha=0.3)
+    recall_axes.legend(fontsize="x-small", title="configuration")
+    qps_axes.set_yscale("log")
+    qps_axes.set_ylabel("Queries per second (log scale)")
+    qps_axes.set_xlabel("Runbook step")
+    qps_axes.grid(True, which="both", alpha=0.3)
+    return figure

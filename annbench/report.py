@@ -11,7 +11,13 @@ import pandas as pd
 
 from annbench import __version__
 from annbench.analysis import NOISY_SPREAD, RECALL_LEVELS, successful, summary
-from annbench.plot import figure_png, recall_cost_figure, recall_qps_figure, threads_figure
+from annbench.plot import (
+    figure_png,
+    recall_cost_figure,
+    recall_qps_figure,
+    runbook_figure,
+    threads_figure,
+)
 from annbench.record import params_label
 
 _STYLE = """
@@ -67,8 +73,12 @@ def write_report(frame: pd.DataFrame, out_dir: Path, latency_budget_ms: float = 
 
 
 def _dataset_section(name: str, frame: pd.DataFrame, latency_budget_ms: float) -> str:
+    from annbench.runbook_analysis import without_runbooks
+
     anchor = html.escape(name)
     out = [f"<h2 id='{anchor}'>{anchor}</h2>"]
+    runbooks = _runbook_sections(name, frame)
+    frame = without_runbooks(frame)
     ok = successful(frame)
     for (mode, k), runs in ok.groupby(["mode", "k"]):
         label = f"{name}, {mode} mode, k={k}"
@@ -111,7 +121,59 @@ def _dataset_section(name: str, frame: pd.DataFrame, latency_budget_ms: float) -
         )
     out.append("<h3>Every run</h3>")
     out.append(_runs_table(frame))
+    out.extend(runbooks)
     return "\n".join(out)
+
+
+def _runbook_sections(name: str, frame: pd.DataFrame) -> list[str]:
+    """Per runbook: recall and QPS against step, and a table of update throughput and recall
+    at the last step per configuration."""
+    from annbench.runbook_analysis import runbook_rows, runbook_summary
+
+    out = []
+    rows = runbook_rows(frame)
+    for (runbook, mode, k), runs in rows.groupby(["runbook", "mode", "k"]):
+        table = runbook_summary(runs)
+        if table.empty:
+            continue
+        label = f"{name}, runbook {runbook}, {mode} mode, k={k}"
+        figure = runbook_figure(runs, f"{label}: recall and QPS per step")
+        data = base64.b64encode(figure_png(figure)).decode()
+        alt = html.escape(figure.axes[0].get_title())
+        out.append(f"<h3>{html.escape(label)}</h3><div class='plots'>")
+        out.append(f"<img class='plot' alt='{alt}' src='data:image/png;base64,{data}'></div>")
+        view = table[
+            [
+                "backend",
+                "build",
+                "search",
+                "insert_per_s",
+                "delete_per_s",
+                "rebuilds",
+                "build_s",
+                "worst_recall",
+                "worst_step",
+                "last_recall",
+                "last_qps",
+                "last_memory_MB",
+            ]
+        ].rename(
+            columns={
+                "insert_per_s": "inserts/s",
+                "delete_per_s": "deletes/s",
+                "worst_recall": "worst recall",
+                "worst_step": "at step",
+                "last_recall": "recall at last step",
+                "last_qps": "QPS at last step",
+                "last_memory_MB": "memory MB at end",
+            }
+        )
+        out.append(_html_table(view, f"runbook-{html.escape(runbook)}"))
+        out.append(
+            "<p class='note'>Inserts/deletes per second exclude the initial build and include "
+            "rebuilds from the live rows where the backend cannot add or remove.</p>"
+        )
+    return out
 
 
 def _summary_view(table: pd.DataFrame) -> pd.DataFrame:

@@ -356,5 +356,15 @@ def test_cli_runbook_ground_truth_run_and_summary(rb_backends, tmp_path):
     assert result.exit_code == 0, result.output
     assert "runbook grow (single mode, k=10)" in result.output
     assert "test-rb-static" in result.output
+    result = runner.invoke(main, ["plot", "-d", "cli", "--runbook", "grow"])
+    assert result.exit_code == 0, result.output
+    assert Path(result.output.split("Wrote ")[1].strip()).stat().st_size > 10_000
+    result = runner.invoke(main, ["plot", "-d", "cli"])  # runbook steps are no static sweep
+    assert result.exit_code != 0 and "No successful single-mode results" in result.output
+    result = runner.invoke(main, ["report", "--out", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "cli, runbook grow, single mode, k=10" in page and "recall at last step" in page
+    assert "recall vs QPS" not in page  # no static sweep figures made of runbook steps
     result = runner.invoke(main, ["run", "-d", str(copy), "--runbook", "nope", "-b", "faiss-flat"])
     assert result.exit_code != 0 and "Unknown runbook 'nope'" in result.output
