@@ -90,7 +90,7 @@ def main() -> None:
             table = table[table["runbook"] == name]
             print(f"\nrunbook {name}: {plan.runbook.description}")
             header = (
-                f"{'backend':11s} {'updates':9s} {'build_s':>7s} {'insert/s':>9s} "
+                f"{'backend':11s} {'updates':10s} {'build_s':>7s} {'insert/s':>9s} "
                 f"{'delete/s':>9s} {'recall first':>12s} {'worst':>6s} {'last':>6s} "
                 f"{'fresh':>6s} {'QPS last':>9s}"
             )
@@ -111,7 +111,7 @@ def main() -> None:
                 how = f"{rebuilds} rebuilds" if rebuilds else "native"
                 fresh = fresh_recall(data, plan.runbook, truth, backend, args.k)
                 print(
-                    f"{backend:11s} {how:9s} {row['build_s']:7.2f} {row['insert_per_s']:9,.0f} "
+                    f"{backend:11s} {how:10s} {row['build_s']:7.2f} {row['insert_per_s']:9,.0f} "
                     f"{_rate(row['delete_per_s'])} {steps['recall'].iloc[0]:12.4f} "
                     f"{row['worst_recall']:6.4f} {row['last_recall']:6.4f} {fresh:6.4f} "
                     f"{row['last_qps']:9,.0f}"
