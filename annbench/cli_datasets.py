@@ -17,6 +17,7 @@ from annbench.datasets import (
     available_datasets,
     create_synthetic,
     read_dataset,
+    recompute_truth,
     resolve_dataset,
     split_queries,
     write_dataset,
@@ -196,6 +197,24 @@ def datasets_runbook(name: str, runbook: str, force: bool) -> None:
     click.echo(
         f"{plan.runbook.name}: {len(plan.runbook.steps)} steps, ground truth of {len(steps)} "
         f"search steps {state} in {plan.truth_path} (fewest live rows: {plan.min_live})"
+    )
+
+
+@datasets.command("truth")
+@click.argument("source")
+@click.option(
+    "--name", default=None, help="Name to write in the data folder [default: the source's]."
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
+def datasets_truth(source: str, name: str | None, force: bool) -> None:
+    """Recompute a dataset's exact ground truth (neighbors, distances) from its vectors."""
+    src = resolve_dataset(source)
+    path = _new_dataset_path(name or src.stem, force)
+    recompute_truth(src, path)
+    data = read_dataset(path)
+    click.echo(
+        f"Wrote {path}: ground truth of {len(data.test)} queries (k={data.neighbors.shape[1]}) "
+        f"recomputed over {len(data.train)} base vectors"
     )
 
 

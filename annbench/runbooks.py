@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -317,13 +318,15 @@ def compute_truth(
 
 def truth_path(dataset: Dataset) -> Path:
     """Where the ground truth of ``dataset``'s runbooks is cached: the dataset file itself
-    when writable, else a sidecar ``<name>.<content hash>.workloads.hdf5`` in the data folder
-    (always for the datasets bundled inside annbench, so their files never change)."""
+    when annbench may change it, else the side file ``<name>-<content hash>.workloads.h5`` in
+    the data folder that filter workloads share (always for the datasets bundled inside
+    annbench, so their files never change)."""
     path = Path(dataset.path)
     bundled = Path(str(resources.files("annbench.bundled"))).resolve()
-    if bundled not in path.resolve().parents and os.access(path, os.W_OK):
+    inside_package = path.resolve().parent == bundled
+    if not inside_package and os.access(path, os.W_OK) and os.access(path.parent, os.W_OK):
         return path
-    return data_dir() / f"{dataset.name}.{dataset.content_hash}.workloads.hdf5"
+    return data_dir() / f"{path.stem}-{dataset.content_hash}.workloads.h5"
 
 
 def read_truth(path: Path, runbook: Runbook, k: int = GT_K) -> RunbookTruth | None:
@@ -348,12 +351,17 @@ def read_truth(path: Path, runbook: Runbook, k: int = GT_K) -> RunbookTruth | No
 
 
 def write_truth(path: Path, runbook: Runbook, truth: RunbookTruth, content_hash: str) -> None:
-    """Store ``truth`` as group ``runbook@<name>`` in ``path`` (created if missing); marked
-    complete only once every array is written."""
+    """Store ``truth`` as group ``runbook@<name>`` in ``path`` (created if missing): an updated
+    copy is renamed over the file, so a killed process leaves the old file intact."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     name = _group_name(runbook)
     try:
-        with h5py.File(path, "a") as f:
+        if path.is_file():
+            shutil.copyfile(path, partial)
+        with h5py.File(partial, "a") as f:
+            if "distance" not in f.attrs:  # a side file: say whose it is
+                f.attrs["annbench_content_hash"] = content_hash
             if name in f:
                 del f[name]
             group = f.create_group(name)
@@ -364,8 +372,11 @@ def write_truth(path: Path, runbook: Runbook, truth: RunbookTruth, content_hash:
             group.attrs["content_hash"] = content_hash
             group.attrs["k"] = min(len(ids[0]) for ids, _ in truth.steps.values())
             group.attrs["complete"] = True
+        os.replace(partial, path)
     except OSError as exc:
         raise AnnbenchError(f"Cannot write runbook ground truth to {path}: {exc}") from exc
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def runbook_truth(
