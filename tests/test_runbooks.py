@@ -368,3 +368,21 @@ def test_cli_runbook_ground_truth_run_and_summary(rb_backends, tmp_path):
     assert "recall vs QPS" not in page  # no static sweep figures made of runbook steps
     result = runner.invoke(main, ["run", "-d", str(copy), "--runbook", "nope", "-b", "faiss-flat"])
     assert result.exit_code != 0 and "Unknown runbook 'nope'" in result.output
+
+
+def test_readme_runbook_example_is_valid():
+    import yaml
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = text.index("# my-runbook.yaml")
+    example = yaml.safe_load(text[start : text.index("```", start)])
+    rb = parse_runbook(example, "my-runbook", 1000)
+    assert [s.kind for s in rb.steps] == [
+        "insert",
+        "search",
+        "delete",
+        "search",
+        "replace",
+        "search",
+    ]
+    assert np.flatnonzero(rb.live_masks()[-1]).tolist() == list(range(200, 600))
