@@ -134,7 +134,7 @@ def run_runbook_job(job: BuildJob, emit: Callable[[RunRecord], None]) -> None:
             f"'annbench datasets runbook {dataset.name} {runbook.name}'"
         )
     replay = ReplayIndex(load_backend(job.backend), dataset.metric, job.build_params, dataset.train)
-    replay.cls(dataset.metric, **job.build_params).check(*dataset.train.shape)
+    replay.cls(dataset.metric, **job.build_params).check(plan.min_live, dataset.train.shape[1])
     build_threads = job.build_threads or os.cpu_count() or 1
     context = {"provenance": provenance(build_threads)}
     before = rss_bytes()

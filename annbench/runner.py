@@ -111,7 +111,7 @@ def plan_sweep(
         searches = tuple(grid.search_configs())
         for build_params in grid.build_configs():
             index = cls(dataset.metric, **build_params)  # an unbuilt index checks values
-            index.check(n, d)
+            index.check(runbook.min_live if runbook else n, d)  # a runbook builds on fewer
             for search_params in searches:
                 index.set_search_params(**search_params)
             jobs.append(

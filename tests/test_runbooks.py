@@ -386,3 +386,9 @@ def test_readme_runbook_example_is_valid():
         "search",
     ]
     assert np.flatnonzero(rb.live_masks()[-1]).tolist() == list(range(200, 600))
+
+
+def test_build_parameters_are_checked_against_the_smallest_live_set(small):
+    plan, _ = prepare_runbook(small, "grow")  # 60 rows live at the first search
+    with pytest.raises(AnnbenchError, match="nlist=100 exceeds the 60 base vectors"):
+        plan_sweep(small, ["faiss-ivf"], k=10, runbook=plan, overrides={"nlist": [100]})
