@@ -65,8 +65,9 @@ class ReplayIndex:
             self._build(inserted)
             fields["build_s"] = time.perf_counter() - start
         else:
-            can_remove = deleted is None or self.cls.supports_remove
-            can_add = inserted is None or self.cls.supports_add
+            # asked of the instance: a backend may decide per build configuration
+            can_remove = deleted is None or self.index.supports_remove
+            can_add = inserted is None or self.index.supports_add
             if can_remove and can_add:
                 if deleted is not None:
                     self.index.remove(self._own_ids(deleted))
