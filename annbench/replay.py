@@ -121,9 +121,15 @@ class ReplayIndex:
         return own[rows]
 
 
-def run_runbook_job(job: BuildJob, emit: Callable[[RunRecord], None]) -> None:
+def run_runbook_job(
+    job: BuildJob,
+    emit: Callable[[RunRecord], None],
+    status: Callable[[str], None] | None = None,
+) -> None:
     """Replay ``job.runbook`` on one index of ``job``'s build configuration, emitting one
-    record per update step and one per search step x search setting x thread count."""
+    record per update step and one per search step x search setting x thread count;
+    ``status`` hears each step (``step 2/22: insert [50, 60)``)."""
+    tell = status or (lambda text: None)
     plan = job.runbook
     assert plan is not None, "run_runbook_job needs a job with a runbook"
     runbook = plan.runbook
@@ -140,6 +146,7 @@ def run_runbook_job(job: BuildJob, emit: Callable[[RunRecord], None]) -> None:
     context = {"provenance": provenance(build_threads)}
     before = rss_bytes()
     for i, step in enumerate(runbook.steps):
+        tell(f"step {i + 1}/{len(runbook.steps)}: {step.describe()}")
         if step.kind != "search":
             replay.set_num_threads(build_threads)
             fields = replay.apply(step)
