@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 
 from annbench.cli import main
 from annbench.datasets import create_synthetic, read_dataset, resolve_dataset
-from annbench.errors import AnnbenchError
+from annbench.errors import AnnbenchError, BackendUnavailable
+from annbench.grids import default_grid
 from annbench.metrics import Metric
-from annbench.registry import load_backend
+from annbench.registry import backend_names, load_backend
 from annbench.replay import ReplayIndex
 from annbench.runbook_analysis import runbook_summary
 from annbench.runbooks import (
@@ -38,7 +39,10 @@ SMALL_PARAMS = {
     "faiss-hnsw": {"M": 8, "efConstruction": 40},
     "hnswlib": {"M": 8, "ef_construction": 40},
     "annoy": {"n_trees": 4},
+    "faiss-factory": {"factory": "IVF4,Flat"},
+    "faiss-ivfpq": {"nlist": 4, "m": 4, "nbits": 4},
 }
+SMALL_SEARCH = {"faiss-factory": {"nprobe": 2}}
 
 
 @pytest.fixture
@@ -222,10 +226,29 @@ def test_static_backend_rebuilds_and_reaches_the_recall_of_a_fresh_build(small, 
     np.testing.assert_allclose(static, mixed)
 
 
-@pytest.mark.parametrize("name", ["faiss-flat", "faiss-ivf", "faiss-hnsw", "hnswlib", "annoy"])
+@pytest.mark.parametrize("name", backend_names())
 def test_no_backend_returns_a_deleted_row(name, small):
-    steps = _random_runbook_steps(np.random.default_rng(1))
-    _check_never_deleted(load_backend(name), SMALL_PARAMS.get(name, {}), small, steps)
+    try:
+        cls = load_backend(name)
+    except BackendUnavailable as exc:
+        pytest.skip(str(exc))
+    build, search = _small_config(name, cls)
+    try:
+        cls(small.metric, **build).check(20, small.train.shape[1])  # the smallest build here
+    except AnnbenchError as exc:
+        pytest.skip(f"{name} needs more rows than this test builds on: {exc}")
+    for seed in range(3):
+        steps = _random_runbook_steps(np.random.default_rng(seed))
+        _check_never_deleted(cls, build, small, steps, search)
+
+
+def _small_config(name, cls):
+    """Build and search parameters of ``name`` fit for a few hundred rows."""
+    grid = default_grid(name)
+    first = grid.build_configs()[0] if grid.build_configs() else {}
+    build = SMALL_PARAMS.get(name, first)
+    searches = grid.search_configs(first)
+    return build, SMALL_SEARCH.get(name, searches[0] if searches else {})
 
 
 @st.composite
@@ -251,7 +274,7 @@ def _random_runbook_steps(rng, n=600):
     return steps
 
 
-def _check_never_deleted(cls, params, data, steps):
+def _check_never_deleted(cls, params, data, steps, search=None):
     rb = parse_runbook({"steps": steps}, "random", len(data.train))
     masks = rb.live_masks()
     replay = ReplayIndex(cls, data.metric, params, data.train)
@@ -259,7 +282,9 @@ def _check_never_deleted(cls, params, data, steps):
         if step.kind != "search":
             replay.apply(step)
             continue
-        ids = replay.search_rows(replay.index.search(data.test, 10).ids)
+        replay.index.set_search_params(**(search or {}))
+        xq = replay.index.prepare_queries(data.test)
+        ids = replay.search_rows(replay.index.search(xq, 10).ids)
         returned = ids[ids >= 0]
         assert returned.size, f"{cls.__name__} returned nothing at step {i}"
         assert masks[i][returned].all(), f"{cls.__name__} returned a row not live at step {i}"
@@ -271,7 +296,9 @@ def _check_never_deleted(cls, params, data, steps):
 @given(steps=_runbooks())
 def test_dynamic_backends_never_return_deleted_rows(steps, small, rb_backends):
     for name in ("test-rb-dynamic", "test-rb-insert-only", "hnswlib", "faiss-flat"):
-        _check_never_deleted(load_backend(name), SMALL_PARAMS.get(name, {}), small, steps)
+        cls = load_backend(name)
+        build, search = _small_config(name, cls)
+        _check_never_deleted(cls, build, small, steps, search)
 
 
 # ---- runner, records, resume -----------------------------------------------------------------
