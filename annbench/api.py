@@ -126,7 +126,9 @@ def run(
     if not isinstance(workers, int) or workers < 1:
         raise AnnbenchError(f"workers must be a whole number of at least 1, got {workers}")
     given = as_progress(progress)
-    data = read_dataset(resolve_dataset(str(dataset or DEFAULT_DATASET), progress=log.info))
+    data = read_dataset(
+        resolve_dataset(str(DEFAULT_DATASET if dataset is None else dataset), progress=log.info)
+    )
     if build_threads is None and scheduler is not None:
         build_threads = 1  # one core per worker slot
     plan = None

@@ -277,8 +277,8 @@ def results(
 
         if dataset is None or out is None:
             raise AnnbenchError("--export ann-benchmarks needs --dataset NAME and --out DIR")
-        check_not_store(out, results_path or results_dir())
         check_output_dir(out, "--out")
+        check_not_store(out, results_path or results_dir())
         data = read_dataset(resolve_dataset(dataset))
         with ResultStore.open_existing(results_path or results_dir()) as store:
             records = store.records(data.name, with_raw=True)
@@ -290,8 +290,8 @@ def results(
         return
     for output, option in ((csv_path, "--csv"), (parquet_path, "--parquet")):
         if output is not None:
-            check_not_store(output, results_path or results_dir())
             check_output_file(output, option)
+            check_not_store(output, results_path or results_dir())
     frame = api.load_results(results_path, dataset, history=history)
     if failed:
         frame = frame[frame["status"] != "ok"]
@@ -361,8 +361,8 @@ def plot(
 
     mode = "batch" if scaling else mode
     if out is not None:
-        check_not_store(out, results_path or results_dir())
         check_output_file(out, "--out")
+        check_not_store(out, results_path or results_dir())
     with ResultStore.open_existing(results_path or results_dir()) as store:
         frame = store.dataframe(dataset)
         store_path = store.path
@@ -453,8 +453,8 @@ def report_command(
     from annbench.report import write_report
 
     if out is not None:
-        check_not_store(out, results_path or results_dir())
         check_output_dir(out, "--out")
+        check_not_store(out, results_path or results_dir())
     with ResultStore.open_existing(results_path or results_dir()) as store:
         frame = store.dataframe(dataset)
         store_path = store.path
