@@ -164,7 +164,8 @@ class _Measurer:
             "peak_rss_bytes": peak_rss_bytes(),
             "memory_bytes": self.index.memory_bytes() or max(rss_bytes() - before, 0),
             "index_bytes": _serialized_size(self.index),
-            "provenance": provenance(build_threads),
+            "provenance": provenance(build_threads)
+            | {"ground_truth_check": dataset.attrs.get("ground_truth_check")},
         }
         self.xq = dataset.test
         self.filter = load_workload(dataset, job.workload) if is_filter(job.workload) else None

@@ -376,3 +376,14 @@ def test_dataset_name_ending_in_hdf5_is_corrected(isolated_folders):
     assert result.exit_code == 0, result.output
     assert (data_dir() / "mine.hdf5").is_file() and not (data_dir() / "mine.hdf5.hdf5").exists()
     assert "Dataset name: mine" in result.output
+
+
+def test_records_say_the_ground_truth_was_checked(tiny_path, tmp_path):
+    from annbench.runner import plan_sweep, run_sweep
+    from annbench.store import ResultStore
+
+    jobs = plan_sweep(read_dataset(tiny_path), ["faiss-flat"], runs=1)
+    with ResultStore(tmp_path) as store:
+        run_sweep(jobs, store)
+        (record,) = store.records()
+    assert record.provenance["ground_truth_check"].startswith("passed")
