@@ -1,0 +1,36 @@
+"""Backends for the serving-memory tests: faiss with and without a working ``load``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faiss
+
+from annbench.backends.faiss_backend import FaissFlat, FaissIVFPQ
+
+
+class IVFPQWithLoad(FaissIVFPQ):
+    """faiss IVF-PQ that reads its saved file back (and skips polysemous training, which
+    takes half a minute and plays no part in the search)."""
+
+    def _make(self, d: int) -> faiss.Index:
+        spec = f"IVF{self.nlist},PQ{self.m}x{self.nbits}np"
+        return faiss.index_factory(d, spec, self._faiss_metric())
+
+    def load(self, path: Path) -> None:
+        self._index = faiss.read_index(str(path))
+        self._apply_nprobe()
+
+
+class SaveOnly(FaissFlat):
+    """Writes its file but cannot read it back."""
+
+    def load(self, path: Path) -> None:
+        raise NotImplementedError
+
+
+class LoadBreaks(FaissFlat):
+    """Its load fails like a library bug would."""
+
+    def load(self, path: Path) -> None:
+        raise RuntimeError("corrupt header")
