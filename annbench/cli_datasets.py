@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from annbench import cli_types as types
 from annbench.cli_base import AnnbenchGroup
 from annbench.datasets import (
     BUILTIN,
@@ -27,12 +28,27 @@ from annbench.metrics import Metric
 from annbench.paths import data_dir
 
 
-@click.group(cls=AnnbenchGroup)
+@click.group(
+    cls=AnnbenchGroup,
+    epilog="""\b
+Examples:
+  annbench datasets list
+  annbench datasets info tiny
+  annbench datasets create mini --n 5000 --d 32
+""",
+)
 def datasets() -> None:
     """List, inspect and create datasets (ann-benchmarks HDF5 layout)."""
 
 
-@datasets.command("list")
+@datasets.command(
+    "list",
+    epilog="""\b
+Examples:
+  annbench datasets list
+  ANNBENCH_DATA=/data/ann annbench datasets list
+""",
+)
 def datasets_list() -> None:
     """Datasets in the data folder and the built-in ones."""
     folder = data_dir()
@@ -59,7 +75,14 @@ def datasets_list() -> None:
         )
 
 
-@datasets.command("fetch")
+@datasets.command(
+    "fetch",
+    epilog="""\b
+Examples:
+  annbench datasets fetch glove-25-angular
+  annbench datasets fetch sift-128-euclidean --url http://mirror.example/ann
+""",
+)
 @click.argument("name")
 @click.option(
     "--url",
@@ -84,7 +107,15 @@ def datasets_fetch(name: str, url: str | None) -> None:
     click.echo(f"Ready: {path}")
 
 
-@datasets.command("import")
+@datasets.command(
+    "import",
+    epilog="""\b
+Examples:
+  annbench datasets import vectors.npy --name mine --metric angular
+  annbench datasets import emb.parquet --name docs --metric dot --column embedding --queries 500
+  annbench datasets import base.fvecs --name sift --metric euclidean --queries-file query.fvecs
+""",
+)
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--name", required=True, help="Name of the dataset to write in the data folder.")
 @click.option("--metric", required=True, help="euclidean, angular (cosine) or dot.")
@@ -92,7 +123,7 @@ def datasets_fetch(name: str, url: str | None) -> None:
     "--queries",
     default=1000,
     show_default=True,
-    type=int,
+    type=click.IntRange(1, 10_000_000),
     help="Rows held out of the base as queries (seeded).",
 )
 @click.option(
@@ -109,7 +140,7 @@ def datasets_fetch(name: str, url: str | None) -> None:
     help="Class labels of the base rows: .npy or one label per line.",
 )
 @click.option("--normalize", is_flag=True, help="Scale vectors to unit length.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Query split seed.")
+@click.option("--seed", default=0, show_default=True, type=types.SEED, help="Query split seed.")
 @click.option("--key", default=None, help="HDF5 dataset holding the vectors.")
 @click.option("--column", default=None, help="Parquet column holding the vectors.")
 @click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
@@ -159,7 +190,14 @@ def datasets_import(
     )
 
 
-@datasets.command("info")
+@datasets.command(
+    "info",
+    epilog="""\b
+Examples:
+  annbench datasets info tiny
+  annbench datasets info debian-packages-384-angular
+""",
+)
 @click.argument("name")
 def datasets_info(name: str) -> None:
     """Shapes, metric, hash and attributes of a dataset."""
@@ -176,7 +214,14 @@ def datasets_info(name: str) -> None:
         click.echo(f"attr {key}: {value}")
 
 
-@datasets.command("truth")
+@datasets.command(
+    "truth",
+    epilog="""\b
+Examples:
+  annbench datasets truth my-import --force
+  annbench datasets truth path/to/file.hdf5 --name file-fixed
+""",
+)
 @click.argument("source")
 @click.option(
     "--name", default=None, help="Name to write in the data folder [default: the source's]."
@@ -194,14 +239,37 @@ def datasets_truth(source: str, name: str | None, force: bool) -> None:
     )
 
 
-@datasets.command("create")
+@datasets.command(
+    "create",
+    epilog="""\b
+Examples:
+  annbench datasets create mini --n 5000 --nq 200 --d 32
+  annbench datasets create cos --metric angular --clusters 16 --seed 7
+""",
+)
 @click.argument("name")
-@click.option("--n", default=20_000, show_default=True, type=int, help="Base vectors.")
-@click.option("--nq", default=1_000, show_default=True, type=int, help="Held-out queries.")
-@click.option("--d", "dim", default=128, show_default=True, type=int, help="Dimension.")
+@click.option(
+    "--n", default=20_000, show_default=True, type=click.IntRange(1, 10**9), help="Base vectors."
+)
+@click.option(
+    "--nq",
+    default=1_000,
+    show_default=True,
+    type=click.IntRange(1, 10**7),
+    help="Held-out queries.",
+)
+@click.option(
+    "--d", "dim", default=128, show_default=True, type=click.IntRange(1, 65_536), help="Dimension."
+)
 @click.option("--metric", default="euclidean", show_default=True, help="euclidean, angular or dot.")
-@click.option("--clusters", default=64, show_default=True, type=int, help="Gaussian clusters.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--clusters",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1, 10**6),
+    help="Gaussian clusters.",
+)
+@click.option("--seed", default=0, show_default=True, type=types.SEED)
 @click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
 def datasets_create(
     name: str, n: int, nq: int, dim: int, metric: str, clusters: int, seed: int, force: bool
@@ -214,7 +282,15 @@ def datasets_create(
     click.echo(f"Wrote {path}")
 
 
-@datasets.command("embed")
+@datasets.command(
+    "embed",
+    epilog="""\b
+Examples:
+  annbench datasets embed notes.txt --name notes
+  annbench datasets embed packages.tsv --name pkgs --label-column section --float16
+  annbench datasets embed photos/ --name photos --model clip-ViT-B-32
+""",
+)
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--name", required=True, help="Name of the dataset to write in the data folder.")
 @click.option("--text-column", default="text", show_default=True, help="CSV/TSV text column.")
@@ -225,9 +301,21 @@ def datasets_create(
     show_default=True,
     help="sentence-transformers model name or path (a CLIP model for images).",
 )
-@click.option("--queries", default=1000, show_default=True, type=int, help="Held-out queries.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Query split seed.")
-@click.option("--batch-size", default=64, show_default=True, type=int)
+@click.option(
+    "--queries",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1, 10_000_000),
+    help="Held-out queries.",
+)
+@click.option("--seed", default=0, show_default=True, type=types.SEED, help="Query split seed.")
+@click.option(
+    "--batch-size",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1, 65_536),
+    help="Texts or images per model call.",
+)
 @click.option("--float16", is_flag=True, help="Store vectors as float16 (half the size).")
 @click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
 def datasets_embed(

@@ -22,7 +22,7 @@ from annbench.index import Index
 from annbench.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
 from annbench.metrics import label_metrics, recall_at_k, true_distances
 from annbench.provenance import provenance
-from annbench.record import PLAIN, RunRecord
+from annbench.record import PLAIN, RunRecord, params_label
 from annbench.registry import load_backend
 from annbench.serving import Serving, measure_serving
 
@@ -79,19 +79,29 @@ class Timing:
     latencies_ns: np.ndarray | None  # (nq,) from the median repeat, single mode only
 
 
-def run_build_job(job: BuildJob, emit: Callable[[RunRecord], None]) -> None:
+def run_build_job(
+    job: BuildJob,
+    emit: Callable[[RunRecord], None],
+    status: Callable[[str], None] | None = None,
+) -> None:
     """Build the index of ``job`` once and emit one record per search setting measured.
 
     With ``job.target_recall`` the search settings are a ladder ordered by one monotone
     parameter, and only the ones a bisection needs are measured (one repeat each); the
     cheapest setting reaching the target is then re-measured with ``job.runs`` repeats.
+    ``status`` hears each step: ``building``, ``searching ef=64``.
     """
+    tell = status or (lambda text: None)
+    tell("building")
     measurer = _Measurer(job)
     if job.target_recall is None:
         for search_params in job.search_configs:
             for threads in job.threads:
+                on = f" on {threads} threads" if len(job.threads) > 1 else ""
+                tell(f"searching {params_label(search_params)}{on}")
                 emit(measurer.measure(search_params, job.runs, threads, job.min_seconds))
         return
+    tell(f"bisecting the search parameter for recall {job.target_recall:g}")
     chosen = bisect_ladder(
         len(job.search_configs),
         lambda i: _meets(
@@ -241,6 +251,9 @@ def _one_core() -> Iterator[None]:
         os.sched_setaffinity(0, allowed)
 
 
+#: The one measurement policy of the CLI, the API and ``plan_sweep``: timed repeats of a setting
+#: continue past ``runs`` until they add up to this many seconds.
+MIN_SECONDS = 1.0
 MAX_REPEATS = 100  # bounds the ids and latencies held while ``min_seconds`` is reached
 
 

@@ -21,8 +21,8 @@ from annbench.datasets import Dataset
 from annbench.errors import AnnbenchError
 from annbench.grids import check_grid, default_grid, with_overrides
 from annbench.index import build_param_names, search_param_names
-from annbench.measure import BuildJob, max_probes, run_build_job
-from annbench.record import MODES, RunRecord
+from annbench.measure import MIN_SECONDS, BuildJob, max_probes, run_build_job
+from annbench.record import MODES, RunRecord, params_label
 from annbench.registry import load_backend
 from annbench.store import ResultStore
 
@@ -58,7 +58,7 @@ def plan_sweep(
     threads: int | tuple[int, ...] | None = None,
     overrides: dict[str, list[Any]] | None = None,
     build_threads: int | None = None,
-    min_seconds: float = 0.0,
+    min_seconds: float = MIN_SECONDS,
 ) -> list[BuildJob]:
     """Every build job of the sweep, with all parameters checked before anything runs."""
     n, d = dataset.train.shape
@@ -127,12 +127,18 @@ def run_sweep(
     timeout: float | None = None,
     progress: Progress | None = None,
     memory_limit: float | None = None,
+    status: Callable[[str], None] | None = None,
 ) -> SweepSummary:
-    """Run ``jobs`` one worker process each, storing each record as soon as it arrives."""
+    """Run ``jobs`` one worker process each, storing each record as soon as it arrives;
+    ``status`` hears what is being worked on (``hnswlib [M=16]: building``)."""
     summary = SweepSummary()
     todo, summary.skipped = pending_jobs(jobs, store, force)
     for job in todo:
-        for record in run_in_worker(job, timeout, memory_limit):
+        on_status = None
+        if status is not None:
+            label = f"{job.backend} [{params_label(job.build_params)}]"
+            on_status = lambda text, label=label: status(f"{label}: {text}")  # noqa: E731
+        for record in run_in_worker(job, timeout, memory_limit, on_status):
             summary.keep(record, store, progress)
     return summary
 
@@ -197,7 +203,10 @@ def pending_runs(jobs: list[BuildJob], store: ResultStore, force: bool = False) 
 
 
 def run_in_worker(
-    job: BuildJob, timeout: float | None = None, memory_limit: float | None = None
+    job: BuildJob,
+    timeout: float | None = None,
+    memory_limit: float | None = None,
+    status: Callable[[str], None] | None = None,
 ) -> Iterator[RunRecord]:
     """Records of ``job`` measured in a fresh process; if the worker does not finish (crash,
     timeout, resident memory over ``memory_limit`` bytes, error), failed records with the
@@ -236,6 +245,9 @@ def run_in_worker(
             if kind == "record":
                 finished.add(payload.key)
                 yield payload
+            elif kind == "status":  # what the worker is doing: building, searching ...
+                if status is not None:
+                    status(payload)
             elif kind == "error":
                 error = payload
                 break
@@ -267,7 +279,11 @@ def _worker_main(job: BuildJob, sender: Any) -> None:
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     try:
-        run_build_job(job, lambda record: sender.send(("record", record)))
+        run_build_job(
+            job,
+            lambda record: sender.send(("record", record)),
+            status=lambda text: sender.send(("status", text)),
+        )
         sender.send(("done", None))
     except Exception as exc:  # reported to the parent, which records the failure
         text = " ".join(str(exc).split())
