@@ -87,6 +87,7 @@ def run(
     force: bool = False,
     results: str | Path | None = None,
     progress: bool | Progress = True,
+    filters: str | Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Build each index configuration once in its own worker process, sweep its search
     parameters, store every record; returns the records of this sweep (already stored ones
@@ -96,7 +97,9 @@ def run(
     ``{"ef": [16, 64], "M": 16}`` or ``["ef=16,64"]``; ``min_time``: seconds a setting's timed
     repeats must add up to; ``threads``: search threads (several in batch mode);
     ``memory_limit``: bytes or ``"8GB"``; ``scheduler``: ``"local"`` or ``tcp://HOST:PORT``
-    for Dask; ``progress``: a bar (True), nothing (False) or an ``annbench.progress.Progress``.
+    for Dask; ``progress``: a bar (True), nothing (False) or an ``annbench.progress.Progress``;
+    ``filters``: filter workloads to sweep (``"label"``, ``"range:0.01,0.1"``, ``"none"`` for
+    the unfiltered sweep; see ``annbench.workloads``), each swept separately.
 
     Scripts must call it under ``if __name__ == "__main__":`` (workers are spawned and import
     the script again); notebooks need nothing.
@@ -106,8 +109,10 @@ def run(
     from annbench.record import params_label
     from annbench.runner import pending_runs, plan_sweep
     from annbench.store import ResultStore
+    from annbench.workloads import parse_filters
 
     check_spawn_safe()
+    workloads = parse_filters([filters] if isinstance(filters, str) else filters or [])
     names = _backend_names(backends)
     limit = _memory_limit(memory_limit)
     _check_positive("timeout", timeout)
@@ -129,6 +134,7 @@ def run(
         overrides=_grid_overrides(grid),
         build_threads=build_threads,
         min_seconds=min_time,
+        workloads=workloads,
     )
     keys = {r.key for job in jobs for s in job.search_configs for r in job.records(s)}
     with ResultStore(_store_path(results)) as store:

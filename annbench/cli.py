@@ -25,9 +25,10 @@ from annbench.grids import default_grid, parse_override
 from annbench.index import build_param_names, search_param_names
 from annbench.measure import MIN_SECONDS
 from annbench.paths import results_dir
-from annbench.record import MODES, params_label
+from annbench.record import MODES, PLAIN, params_label
 from annbench.registry import backend_names, load_backend
 from annbench.store import ResultStore, check_not_store
+from annbench.workloads import BadFilter, check_filter, parse_filters, workload_hash
 
 quiet_option = click.option(
     "--quiet", "-q", is_flag=True, help="No progress display (errors and results still shown)."
@@ -128,6 +129,14 @@ Examples:
     type=types.WORKERS,
     help="Workers of the LocalCluster that --scheduler local starts.",
 )
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="SPEC",
+    help="Filter workload to sweep: label, range:0.01,0.1,0.5 (one per selectivity), "
+    "range:ATTRIBUTE:0.1 or none (unfiltered); repeat for several [default: none].",
+)
 @click.option("--force", is_flag=True, help="Re-measure runs already in the store.")
 @quiet_option
 @results_option
@@ -145,6 +154,7 @@ def run(
     build_threads: int | None,
     scheduler: str | None,
     workers: int,
+    filters: tuple[str, ...],
     force: bool,
     quiet: bool,
     results_path: Path | None,
@@ -172,7 +182,10 @@ def run(
             force=force,
             results=results_path,
             progress=not quiet,
+            filters=filters,
         )
+    except BadFilter as exc:  # a usage error: exit code 2
+        raise click.BadParameter(str(exc), param_hint="--filter") from None
     except api.Interrupted as exc:
         click.echo(f"\n{exc}", err=True)
         sys.exit(130)
@@ -401,18 +414,34 @@ Examples:
     default=None,
     help="Also report the best recall whose p99 latency fits this budget.",
 )
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="SPEC",
+    help="Only these workloads (label, range:0.01, none...) [default: every workload].",
+)
 @results_option
 def summary_command(
-    dataset: str | None, latency_budget_ms: float | None, results_path: Path | None
+    dataset: str | None,
+    latency_budget_ms: float | None,
+    filters: tuple[str, ...],
+    results_path: Path | None,
 ) -> None:
-    """Per backend: best QPS at recall >= 0.8/0.9/0.95/0.99, with build time and memory."""
+    """Per backend and workload: best QPS at recall >= 0.8/0.9/0.95/0.99, with build time and
+    memory (filtered workloads show their selectivity)."""
     from annbench import api
 
-    table = api.summary(api.load_results(results_path, dataset), latency_budget_ms)
+    frame = api.load_results(results_path, dataset)
+    if filters:
+        frame = frame[frame["workload"].isin(_workloads(filters))]
+    table = api.summary(frame, latency_budget_ms)
     if table.empty:
         raise AnnbenchError("No successful results stored" + (f" for {dataset}" if dataset else ""))
-    for (name, mode, k), rows in table.groupby(["dataset", "mode", "k"]):
-        click.echo(f"\n{name} ({mode} mode, k={k})")
+    for (name, workload, mode, k), rows in table.groupby(["dataset", "workload", "mode", "k"]):
+        selectivity = rows["selectivity"].iloc[0]
+        shown = "" if workload == PLAIN else f", filter {workload}, selectivity {selectivity:.3g}"
+        click.echo(f"\n{name} ({mode} mode, k={k}{shown})")
         click.echo(_summary_table(rows, latency_budget_ms))
 
 
@@ -448,6 +477,14 @@ Examples:
 @click.option("--k", type=types.K, default=10, show_default=True)
 @click.option("--mode", type=click.Choice(MODES), default="single", show_default=True)
 @click.option(
+    "--filter",
+    "filter_spec",
+    default="none",
+    show_default=True,
+    metavar="SPEC",
+    help="Recommend for this filter workload (label, range:0.01...).",
+)
+@click.option(
     "--measure",
     is_flag=True,
     help="First measure what is missing: bisect each build configuration's search "
@@ -478,6 +515,7 @@ def recommend_command(
     optimize: str,
     k: int,
     mode: str,
+    filter_spec: str,
     measure: bool,
     backends: tuple[str, ...],
     grid_overrides: tuple[str, ...],
@@ -488,14 +526,21 @@ def recommend_command(
     from annbench import api
 
     data = read_dataset(resolve_dataset(dataset, progress=click.echo))
+    workloads = _workloads((filter_spec,), data)
+    if len(workloads) != 1:
+        raise click.BadParameter("give one workload, e.g. range:0.01", param_hint="--filter")
     location = results_path or results_dir()
     with ResultStore(location) if measure else ResultStore.open_existing(location) as store:
         if measure:
-            _measure_adaptively(store, data, backends, grid_overrides, k, mode, runs, min_recall)
+            _measure_adaptively(
+                store, data, backends, grid_overrides, k, mode, runs, min_recall, workloads
+            )
         frame = store.dataframe(data.name)
     # only runs on exactly this content: a regenerated dataset of the same name does not count
     frame = frame[(frame["k"] == k) & (frame["mode"] == mode)]
-    frame = frame[frame["dataset_hash"] == data.content_hash]
+    frame = frame[frame["workload"] == workloads[0]]
+    wanted = data.content_hash if workloads[0] == PLAIN else workload_hash(data, workloads[0])
+    frame = frame[frame["dataset_hash"] == wanted]
     result = api.recommend(
         frame,
         min_recall,
@@ -546,18 +591,33 @@ def _measure_adaptively(
     mode: str,
     runs: int,
     target: float,
+    workloads: list[str],
 ) -> None:
     from annbench.runner import adaptive_jobs, pending_runs, plan_sweep, run_sweep
 
     names = list(dict.fromkeys(backends)) if backends else _installed_backends()
     overrides = dict(parse_override(text) for text in grid_overrides)
-    jobs = plan_sweep(data, names, k=k, mode=mode, runs=runs, overrides=overrides)
+    jobs = plan_sweep(
+        data, names, k=k, mode=mode, runs=runs, overrides=overrides, workloads=workloads
+    )
     jobs = adaptive_jobs(jobs, target)
     total = pending_runs(jobs, store)
     click.echo(f"Measuring: {len(jobs)} build configurations, at most {total} runs")
     with click.progressbar(length=total, label="Searching", file=sys.stderr) as bar:
         summary = run_sweep(jobs, store, progress=lambda _: bar.update(1))
     click.echo(f"Measured {summary.stored} runs ({len(summary.failed)} failed)")
+
+
+def _workloads(specs: tuple[str, ...], data: Dataset | None = None) -> list[str]:
+    """Workload names of ``--filter`` values, checked against ``data``: a bad spec is a usage
+    error (exit code 2)."""
+    try:
+        workloads = parse_filters(specs)
+        for workload in workloads if data is not None else ():
+            check_filter(data, workload)
+    except BadFilter as exc:
+        raise click.BadParameter(str(exc), param_hint="--filter") from None
+    return workloads
 
 
 def _installed_backends() -> list[str]:
@@ -663,6 +723,9 @@ def _table(frame: pd.DataFrame) -> str:
         view["last_failure"] = frame["last_failure"].fillna("")
     if "probe" in frame and frame["probe"].any():
         view["probe"] = frame["probe"].map(lambda v: "probe" if v else "")
+    if len(frame) and (frame["workload"] != PLAIN).any():
+        view.insert(2, "workload", frame["workload"])
+        view.insert(3, "selectivity", frame["selectivity"].map(lambda v: _num(v, ".3g")))
     if (view["recall"] == view["ab_recall"]).all():
         view = view.drop(columns="ab_recall")  # shown only where the two definitions differ
     if len(frame) and (frame["status"] != "ok").any():

@@ -10,6 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from annbench.analysis import pareto_frontier, successful
+from annbench.record import PLAIN
 
 
 def save_png(figure: Figure, out: Path) -> Path:
@@ -24,7 +25,23 @@ def recall_qps_figure(frame: pd.DataFrame, title: str) -> Figure:
     ok = successful(frame)
     if ok.empty:
         raise ValueError("no successful runs to plot")
-    return _tradeoff(ok, "qps", "Queries per second (log scale)", True, title)
+    workloads = sorted(ok["workload"].unique(), key=lambda w: (w != PLAIN, w))
+    if len(workloads) == 1:
+        return _tradeoff(ok, "qps", "Queries per second (log scale)", True, title)
+    # one panel per workload, the unfiltered one first, on the same axes ranges
+    columns = min(3, len(workloads))
+    rows = -(-len(workloads) // columns)
+    figure = Figure(figsize=(5 * columns, 4.2 * rows), layout="constrained")
+    first = None
+    for i, workload in enumerate(workloads):
+        axes = figure.add_subplot(rows, columns, i + 1, sharex=first, sharey=first)
+        first = first or axes
+        points = ok[ok["workload"] == workload]
+        selectivity = points["selectivity"].mean()
+        name = "unfiltered" if workload == PLAIN else f"{workload} (selectivity {selectivity:.3g})"
+        _draw(axes, points, "qps", "Queries per second (log scale)", True, name)
+    figure.suptitle(title)
+    return figure
 
 
 def recall_cost_figure(frame: pd.DataFrame, cost: str, label: str, title: str) -> Figure:
@@ -47,9 +64,21 @@ def figure_png(figure: Figure) -> bytes:
 def _tradeoff(
     ok: pd.DataFrame, y: str, ylabel: str, logy: bool, title: str, shown: str | None = None
 ) -> Figure:
-    shown = shown or y
     figure = Figure(figsize=(8, 5.5), layout="constrained")
-    axes = figure.add_subplot()
+    _draw(figure.add_subplot(), ok, y, ylabel, logy, title, shown)
+    return figure
+
+
+def _draw(
+    axes: Any,
+    ok: pd.DataFrame,
+    y: str,
+    ylabel: str,
+    logy: bool,
+    title: str,
+    shown: str | None = None,
+) -> None:
+    shown = shown or y
     for backend, points in sorted(ok.groupby("backend"), key=lambda item: item[0]):
         axes.scatter(points["recall"], points[shown], s=10, alpha=0.25)
         front = pareto_frontier(points, "recall", y)
@@ -63,7 +92,6 @@ def _tradeoff(
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(title="backend (pareto frontier)")
-    return figure
 
 
 def threads_figure(frame: pd.DataFrame, title: str, most: int = 8) -> Figure:

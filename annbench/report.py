@@ -15,7 +15,7 @@ import pandas as pd
 
 from annbench import __version__
 from annbench.analysis import NOISY_SPREAD, RECALL_LEVELS, successful, summary
-from annbench.record import params_label
+from annbench.record import PLAIN, params_label
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1240px;
@@ -150,18 +150,24 @@ def _dataset_section(
 
     ok = successful(frame)
     groups = []
-    for (mode, k), runs in frame.groupby(["mode", "k"]):
+    # one group per workload: the unfiltered sweep first, then each filter beside it
+    keys = ["workload", "mode", "k"]
+    for (workload, mode, k), runs in sorted(frame.groupby(keys), key=_plain_first):
         label = f"{mode} mode, k={k}"
-        good = ok[(ok["mode"] == mode) & (ok["k"] == k)]
+        tag = f"{mode}-{k}"
+        if workload != PLAIN:
+            label += f", filter {workload} (selectivity {runs['selectivity'].mean():.3g})"
+            tag += "-" + "".join(c if c.isalnum() else "-" for c in workload)
+        good = ok[(ok["workload"] == workload) & (ok["mode"] == mode) & (ok["k"] == k)]
         plot = None
         if len(good):
             figure = interactive_figure(good, f"{name}, {label}: recall against cost")
-            plot = Markup(_figure_html(figure, f"plot-{name}-{mode}-{k}", state))
+            plot = Markup(_figure_html(figure, f"plot-{name}-{tag}", state))
             if mode == "batch" and good.groupby("config")["threads"].nunique().max() > 1:
                 scaling = interactive_threads_figure(
                     good, f"{name}, {label}: QPS vs search threads"
                 )
-                plot += Markup(_figure_html(scaling, f"threads-{name}-{k}", state))
+                plot += Markup(_figure_html(scaling, f"threads-{name}-{tag}", state))
         table = summary(runs, latency_budget_ms=latency_budget_ms)
         groups.append(
             {
@@ -176,6 +182,11 @@ def _dataset_section(
     return env.from_string(_SECTION).render(
         anchor=name, name=name, groups=groups, budget_ms=f"{latency_budget_ms:g}"
     )
+
+
+def _plain_first(group: tuple[tuple[str, str, int], pd.DataFrame]) -> tuple[bool, str, str, int]:
+    (workload, mode, k), _ = group
+    return workload != PLAIN, workload, mode, k
 
 
 def _figure_html(figure: Any, div_id: str, state: dict[str, bool]) -> str:

@@ -11,7 +11,7 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -19,12 +19,13 @@ import psutil
 
 from annbench.datasets import Dataset
 from annbench.errors import AnnbenchError
-from annbench.grids import check_grid, default_grid, with_overrides
-from annbench.index import build_param_names, search_param_names
+from annbench.filtering import FILTER_PARAMS, default_overfetch, filter_search_configs
+from annbench.grids import check_grid, check_overrides, default_grid, with_overrides
 from annbench.measure import MIN_SECONDS, BuildJob, max_probes, run_build_job
-from annbench.record import MODES, RunRecord, params_label
+from annbench.record import MODES, PLAIN, RunRecord, params_label
 from annbench.registry import load_backend
 from annbench.store import ResultStore
+from annbench.workloads import check_filter, expected_selectivity, is_filter, workload_hash
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,13 @@ def plan_sweep(
     overrides: dict[str, list[Any]] | None = None,
     build_threads: int | None = None,
     min_seconds: float = MIN_SECONDS,
+    workloads: Sequence[str] = (PLAIN,),
 ) -> list[BuildJob]:
-    """Every build job of the sweep, with all parameters checked before anything runs."""
+    """Every build job of the sweep, with all parameters checked before anything runs.
+
+    Each workload (``plain`` or a filter, see ``annbench.workloads``) gets its own build jobs;
+    a filter workload's search settings add ``filter_strategy`` (and ``overfetch`` for
+    ``post``), which ``overrides`` may set like any search parameter."""
     n, d = dataset.train.shape
     if mode not in MODES:
         raise AnnbenchError(f"Mode '{mode}' not valid. Use one of: {', '.join(MODES)}")
@@ -86,38 +92,62 @@ def plan_sweep(
         )
     if build_threads is not None and build_threads < 1:
         raise AnnbenchError(f"build threads must be at least 1, got {build_threads}")
-    overrides = overrides or {}
+    overrides = dict(overrides or {})
+    filtering = {key: overrides.pop(key) for key in FILTER_PARAMS if key in overrides}
+    workloads = list(dict.fromkeys(workloads)) or [PLAIN]
+    for workload in workloads:
+        check_filter(dataset, workload)
+    if filtering and not any(is_filter(w) for w in workloads):
+        raise AnnbenchError(
+            f"{' and '.join(filtering)} apply to filtered searches; add --filter (e.g. label)"
+        )
     classes = {name: load_backend(name) for name in backends}
-    _check_overrides_used(classes, overrides)
+    check_overrides(classes, overrides)
 
     jobs = []
     for name, cls in classes.items():
         grid = with_overrides(default_grid(name), cls, overrides)
         check_grid(name, cls, grid)
-        searches = tuple(grid.search_configs())
         for build_params in grid.build_configs():
+            searches = tuple(grid.search_configs(build_params))
             index = cls(dataset.metric, **build_params)  # an unbuilt index checks values
             index.check(n, d)
             for search_params in searches:
                 index.set_search_params(**search_params)
-            jobs.append(
-                BuildJob(
-                    dataset_path=str(dataset.path),
-                    dataset=dataset.name,
-                    dataset_hash=dataset.content_hash,
-                    backend=name,
-                    build_params=build_params,
-                    search_configs=searches,
-                    k=k,
-                    mode=mode,
-                    runs=runs,
-                    threads=counts,
-                    build_threads=build_threads,
-                    min_seconds=min_seconds,
-                    library_version=cls.library_version(),
+            for workload in workloads:
+                configs = searches
+                if is_filter(workload):
+                    overfetch = filtering.get("overfetch") or default_overfetch(
+                        expected_selectivity(dataset, workload), k, n
+                    )
+                    configs = filter_search_configs(
+                        searches,
+                        name,
+                        cls.native_filter,
+                        filtering.get("filter_strategy"),
+                        overfetch,
+                    )
+                jobs.append(
+                    BuildJob(
+                        dataset_path=str(dataset.path),
+                        dataset=dataset.name,
+                        dataset_hash=dataset.content_hash,
+                        backend=name,
+                        build_params=build_params,
+                        search_configs=configs,
+                        k=k,
+                        mode=mode,
+                        runs=runs,
+                        threads=counts,
+                        build_threads=build_threads,
+                        min_seconds=min_seconds,
+                        library_version=cls.library_version(),
+                        workload=workload,
+                    )
                 )
-            )
-    return jobs
+    # filter records are keyed on the workload's ground truth too (computed here if missing)
+    hashes = {w: workload_hash(dataset, w) for w in workloads if is_filter(w)}
+    return [replace(j, dataset_hash=hashes.get(j.workload, j.dataset_hash)) for j in jobs]
 
 
 def run_sweep(
@@ -313,24 +343,3 @@ def _exit_reason(exitcode: int | None) -> str:
             name = f"signal {-exitcode}"
         return f"worker killed by {name}"
     return f"worker exited with code {exitcode} before finishing"
-
-
-def _check_overrides_used(classes: dict[str, type], overrides: dict[str, list[Any]]) -> None:
-    for key in overrides:
-        takers = [
-            name
-            for name, cls in classes.items()
-            if key in build_param_names(cls) or key in search_param_names(cls)
-        ]
-        if not takers:
-            known = sorted(
-                {
-                    p
-                    for cls in classes.values()
-                    for p in build_param_names(cls) + search_param_names(cls)
-                }
-            )
-            raise AnnbenchError(
-                f"Grid key '{key}' is not a parameter of {', '.join(classes)}; "
-                f"valid keys: {', '.join(known) or '(none)'}"
-            )
