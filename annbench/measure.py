@@ -25,6 +25,7 @@ from annbench.metrics import label_metrics, recall_at_k, true_distances
 from annbench.provenance import provenance
 from annbench.record import PLAIN, RunRecord, params_label
 from annbench.registry import load_backend
+from annbench.serving import Serving, measure_serving
 from annbench.workloads import is_filter, load_workload
 
 if TYPE_CHECKING:
@@ -163,10 +164,13 @@ class _Measurer:
             "build_s": time.perf_counter() - start,
             "peak_rss_bytes": peak_rss_bytes(),
             "memory_bytes": self.index.memory_bytes() or max(rss_bytes() - before, 0),
-            "index_bytes": _serialized_size(self.index),
-            "provenance": provenance(build_threads)
-            | {"ground_truth_check": dataset.attrs.get("ground_truth_check")},
         }
+        saved = _saved_and_served(job, self.index, dataset.metric.value, dataset.test)
+        note = saved.pop("serving_note")
+        checked = {"ground_truth_check": dataset.attrs.get("ground_truth_check")}
+        self.build |= saved | {"provenance": provenance(build_threads) | checked}
+        if note:  # the record says why its serving memory is missing
+            self.build["provenance"]["serving_memory"] = note
         self.xq = dataset.test
         self.filter = load_workload(dataset, job.workload) if is_filter(job.workload) else None
 
@@ -352,14 +356,27 @@ def _time_batch(index: Index, xq: np.ndarray, k: int) -> Timing:
     return Timing(qps=[len(xq) / (elapsed / 1e9)], ids=result.ids, latencies_ns=None)
 
 
-def _serialized_size(index: Index) -> int | None:
+def _saved_and_served(job: BuildJob, index: Index, metric: str, xq: np.ndarray) -> dict[str, Any]:
+    """``index_bytes`` (file size), ``serving_memory_bytes`` and ``load_s`` (the file loaded
+    cold in a fresh process); None where they cannot be measured, with ``serving_note``
+    saying why."""
     with tempfile.TemporaryDirectory(prefix="annbench-") as folder:
         path = Path(folder) / "index"
         try:
             index.save(path)
         except NotImplementedError:
-            return None
-        return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+            served = Serving(None, None, f"not measured: {job.backend} cannot save an index")
+            size = None
+        else:
+            size = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+            warm = job.search_configs[-1] if job.search_configs else {}
+            served = measure_serving(job.backend, metric, job.build_params, path, xq, warm, job.k)
+    return {
+        "index_bytes": size,
+        "serving_memory_bytes": served.memory_bytes,
+        "load_s": served.load_s,
+        "serving_note": served.note,
+    }
 
 
 def _float(value: Any) -> float | None:
