@@ -137,6 +137,13 @@ Examples:
     help="Filter workload to sweep: label, range:0.01,0.1,0.5 (one per selectivity), "
     "range:ATTRIBUTE:0.1 or none (unfiltered); repeat for several [default: none].",
 )
+@click.option(
+    "--runbook",
+    default=None,
+    metavar="NAME|FILE",
+    help="Replay a runbook of inserts, deletes and searches (shipped: grow, sliding-window; "
+    "or a YAML file) instead of one static build.",
+)
 @click.option("--force", is_flag=True, help="Re-measure runs already in the store.")
 @quiet_option
 @results_option
@@ -155,6 +162,7 @@ def run(
     scheduler: str | None,
     workers: int,
     filters: tuple[str, ...],
+    runbook: str | None,
     force: bool,
     quiet: bool,
     results_path: Path | None,
@@ -183,6 +191,7 @@ def run(
             results=results_path,
             progress=not quiet,
             filters=filters,
+            runbook=runbook,
         )
     except BadFilter as exc:  # a usage error: exit code 2
         raise click.BadParameter(str(exc), param_hint="--filter") from None
@@ -200,7 +209,11 @@ def run(
             f"[{params_label(_params(row.search_params))}]: {row.error}",
             err=True,
         )
-    if len(frame):
+    if runbook is not None:
+        table = api.runbook_summary(frame)
+        if len(table):
+            click.echo(_runbook_table(table))
+    elif len(frame):
         click.echo(_table(frame))
 
 
@@ -300,6 +313,7 @@ Examples:
   annbench plot -d tiny --out tiny.png
   annbench plot -d tiny --mode batch --k 10
   annbench plot -d tiny --threads
+  annbench plot -d tiny --runbook sliding-window
 """
 )
 @click.option(
@@ -315,6 +329,12 @@ Examples:
     is_flag=True,
     help="Plot QPS vs search threads (batch runs measured with --threads 1,2,...).",
 )
+@click.option(
+    "--runbook",
+    default=None,
+    metavar="NAME",
+    help="Plot recall and QPS against step for the runs of this runbook.",
+)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="PNG file to write.")
 @results_option
 def plot(
@@ -322,12 +342,15 @@ def plot(
     mode: str,
     k: int | None,
     scaling: bool,
+    runbook: str | None,
     out: Path | None,
     results_path: Path | None,
 ) -> None:
     """Plot recall vs queries per second as a PNG for papers, one pareto frontier per backend
-    (or thread scaling); the interactive plots are in 'annbench report'."""
+    (or thread scaling, or recall and QPS per runbook step); the interactive plots are in
+    'annbench report'."""
     from annbench.plot import recall_qps_figure, save_png, threads_figure
+    from annbench.runbook_analysis import without_runbooks
 
     mode = "batch" if scaling else mode
     if out is not None:
@@ -335,6 +358,10 @@ def plot(
     with ResultStore.open_existing(results_path or results_dir()) as store:
         frame = store.dataframe(dataset)
         store_path = store.path
+    if runbook is not None:
+        _plot_runbook(frame, dataset, runbook, mode, k, out, store_path)
+        return
+    frame = without_runbooks(frame)
     frame = frame[(frame["mode"] == mode) & (frame["status"] == "ok")]
     if frame.empty:
         raise AnnbenchError(
@@ -354,6 +381,33 @@ def plot(
     else:
         figure = recall_qps_figure(frame, f"{dataset}: recall@{k} vs QPS ({mode} mode)")
         out = out or store_path.parent / f"{dataset}-{mode}-k{k}.png"
+    save_png(figure, out)
+    click.echo(f"Wrote {out}")
+
+
+def _plot_runbook(
+    frame: pd.DataFrame,
+    dataset: str,
+    runbook: str,
+    mode: str,
+    k: int | None,
+    out: Path | None,
+    store_path: Path,
+) -> None:
+    from annbench.plot import runbook_figure, save_png
+
+    frame = frame[(frame["workload"] == f"runbook:{runbook}") & (frame["mode"] == mode)]
+    k = k or (int(frame["k"].mode().iloc[0]) if len(frame) else 10)
+    try:
+        figure = runbook_figure(
+            frame[frame["k"] == k], f"{dataset}: runbook {runbook} (k={k}, {mode} mode)"
+        )
+    except ValueError as exc:
+        raise AnnbenchError(
+            f"No successful {mode}-mode runs of runbook {runbook} on '{dataset}' in "
+            f"{store_path}; run 'annbench run -d {dataset} --runbook {runbook} -b ...' first"
+        ) from exc
+    out = out or store_path.parent / f"{dataset}-runbook-{runbook}-k{k}.png"
     save_png(figure, out)
     click.echo(f"Wrote {out}")
 
@@ -429,20 +483,28 @@ def summary_command(
     results_path: Path | None,
 ) -> None:
     """Per backend and workload: best QPS at recall >= 0.8/0.9/0.95/0.99, with build time and
-    memory (filtered workloads show their selectivity)."""
+    memory (filtered workloads show their selectivity); for runbooks, the worst recall over the
+    runbook at each search setting."""
     from annbench import api
 
     frame = api.load_results(results_path, dataset)
     if filters:
         frame = frame[frame["workload"].isin(_workloads(filters))]
     table = api.summary(frame, latency_budget_ms)
-    if table.empty:
+    runbooks = api.runbook_summary(frame)
+    if table.empty and runbooks.empty:
         raise AnnbenchError("No successful results stored" + (f" for {dataset}" if dataset else ""))
-    for (name, workload, mode, k), rows in table.groupby(["dataset", "workload", "mode", "k"]):
+    groups = table.groupby(["dataset", "workload", "mode", "k"]) if len(table) else ()
+    for (name, workload, mode, k), rows in groups:
         selectivity = rows["selectivity"].iloc[0]
         shown = "" if workload == PLAIN else f", filter {workload}, selectivity {selectivity:.3g}"
         click.echo(f"\n{name} ({mode} mode, k={k}{shown})")
         click.echo(_summary_table(rows, latency_budget_ms))
+    for (name, runbook, mode, k), rows in (
+        runbooks.groupby(["dataset", "runbook", "mode", "k"]) if len(runbooks) else ()
+    ):
+        click.echo(f"\n{name}, runbook {runbook} ({mode} mode, k={k})")
+        click.echo(_runbook_table(rows))
 
 
 @main.command(
@@ -692,6 +754,26 @@ def _summary_table(rows: pd.DataFrame, latency_budget_ms: float | None) -> str:
     return view.to_string(index=False)
 
 
+def _runbook_table(rows: pd.DataFrame) -> str:
+    """Runbook summary rows: worst and last recall per search setting, update costs."""
+    view = pd.DataFrame(
+        {
+            "backend": rows["backend"],
+            "build": rows["build"],
+            "search": rows["search"],
+            "worst_recall": rows["worst_recall"].map(lambda v: _num(v, ".4f")),
+            "at_step": rows["worst_step"],
+            "last_recall": rows["last_recall"].map(lambda v: _num(v, ".4f")),
+            "median_qps": rows["median_qps"].map(lambda v: _num(v, ",.0f")),
+            "insert/s": rows["insert_per_s"].map(lambda v: _num(v, ",.0f") or "-"),
+            "delete/s": rows["delete_per_s"].map(lambda v: _num(v, ",.0f") or "-"),
+            "rebuilds": rows["rebuilds"],
+            "build_s": rows["build_s"].map(lambda v: _num(v, ".2f")),
+        }
+    )
+    return view.to_string(index=False)
+
+
 def _megabytes(frame: pd.DataFrame, column: str) -> pd.Series:
     """``column`` of byte counts in MB, blank where missing."""
     return (pd.to_numeric(frame[column], errors="coerce") / 1e6).map(lambda v: _num(v, ".1f"))
@@ -719,6 +801,9 @@ def _table(frame: pd.DataFrame) -> str:
             "build_peak_MB": _megabytes(frame, "peak_rss_bytes"),
         }
     )
+    if frame["step"].notna().any():  # runbook steps: say which
+        view.insert(2, "workload", frame["workload"])
+        view.insert(3, "step", frame["step"].map(lambda v: "" if pd.isna(v) else int(v)))
     if "last_failure" in frame and frame["last_failure"].notna().any():
         view["last_failure"] = frame["last_failure"].fillna("")
     if "probe" in frame and frame["probe"].any():

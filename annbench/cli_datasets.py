@@ -237,6 +237,37 @@ def datasets_info(name: str) -> None:
 
 
 @datasets.command(
+    "runbook",
+    epilog="""\b
+Examples:
+  annbench datasets runbook debian-packages-384-angular sliding-window
+  annbench datasets runbook my-import path/to/my-runbook.yaml --force
+""",
+)
+@click.argument("name")
+@click.argument("runbook")
+@click.option("--force", is_flag=True, help="Recompute even if the ground truth is cached.")
+def datasets_runbook(name: str, runbook: str, force: bool) -> None:
+    """Exact ground truth of every search step of RUNBOOK (a shipped name or a YAML file)."""
+    from annbench.runbooks import prepare_runbook
+
+    data = read_dataset(resolve_dataset(name, progress=click.echo))
+    with click.progressbar(length=0, label="Ground truth", file=sys.stderr) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.length = total
+            bar.update(done - bar.pos)
+
+        plan, computed = prepare_runbook(data, runbook, recompute=force, progress=progress)
+    steps = plan.runbook.search_steps()
+    state = "computed" if computed else "already cached"
+    click.echo(
+        f"{plan.runbook.name}: {len(plan.runbook.steps)} steps, ground truth of {len(steps)} "
+        f"search steps {state} in {plan.truth_path} (fewest live rows: {plan.min_live})"
+    )
+
+
+@datasets.command(
     "truth",
     epilog="""\b
 Examples:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psutil
@@ -27,6 +27,9 @@ from annbench.record import PLAIN, RunRecord, params_label
 from annbench.registry import load_backend
 from annbench.serving import Serving, measure_serving
 from annbench.workloads import is_filter, load_workload
+
+if TYPE_CHECKING:
+    from annbench.runbooks import RunbookPlan
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class BuildJob:
     min_seconds: float = 0.0  # repeat past ``runs`` until the timed repeats add up to this
     library_version: str | None = None  # of the backend's library, part of every record's key
     workload: str = PLAIN  # "plain", a filter ("label", "range:0.01") or "runbook:NAME"
+    runbook: RunbookPlan | None = None  # replay this runbook (annbench.replay), not one build
 
     def record(
         self, search_params: dict[str, Any], threads: int | None = None, **fields: Any

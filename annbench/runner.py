@@ -24,6 +24,13 @@ from annbench.grids import check_grid, check_overrides, default_grid, with_overr
 from annbench.measure import MIN_SECONDS, BuildJob, max_probes, run_build_job
 from annbench.record import MODES, PLAIN, RunRecord, params_label
 from annbench.registry import load_backend
+from annbench.replay import (
+    pending_runbook_job,
+    run_runbook_job,
+    runbook_records,
+    runbook_run_count,
+)
+from annbench.runbooks import RunbookPlan
 from annbench.store import ResultStore
 from annbench.workloads import check_filter, expected_selectivity, is_filter, workload_hash
 
@@ -61,12 +68,14 @@ def plan_sweep(
     build_threads: int | None = None,
     min_seconds: float = MIN_SECONDS,
     workloads: Sequence[str] = (PLAIN,),
+    runbook: RunbookPlan | None = None,
 ) -> list[BuildJob]:
     """Every build job of the sweep, with all parameters checked before anything runs.
 
     Each workload (``plain`` or a filter, see ``annbench.workloads``) gets its own build jobs;
     a filter workload's search settings add ``filter_strategy`` (and ``overfetch`` for
-    ``post``), which ``overrides`` may set like any search parameter."""
+    ``post``), which ``overrides`` may set like any search parameter. With ``runbook`` (see
+    ``annbench.runbooks.prepare_runbook``) each job replays it instead (no filters then)."""
     n, d = dataset.train.shape
     if mode not in MODES:
         raise AnnbenchError(f"Mode '{mode}' not valid. Use one of: {', '.join(MODES)}")
@@ -95,11 +104,20 @@ def plan_sweep(
     overrides = dict(overrides or {})
     filtering = {key: overrides.pop(key) for key in FILTER_PARAMS if key in overrides}
     workloads = list(dict.fromkeys(workloads)) or [PLAIN]
+    if runbook is not None and workloads != [PLAIN]:
+        raise AnnbenchError(
+            "--runbook and --filter measure different workloads; run them as separate sweeps"
+        )
     for workload in workloads:
         check_filter(dataset, workload)
     if filtering and not any(is_filter(w) for w in workloads):
         raise AnnbenchError(
             f"{' and '.join(filtering)} apply to filtered searches; add --filter (e.g. label)"
+        )
+    if runbook is not None and k > runbook.min_live:
+        raise AnnbenchError(
+            f"k={k} exceeds the {runbook.min_live} rows live at a search step of runbook "
+            f"{runbook.runbook.name}; use --k {runbook.min_live} or less"
         )
     classes = {name: load_backend(name) for name in backends}
     check_overrides(classes, overrides)
@@ -111,7 +129,7 @@ def plan_sweep(
         for build_params in grid.build_configs():
             searches = tuple(grid.search_configs(build_params))
             index = cls(dataset.metric, **build_params)  # an unbuilt index checks values
-            index.check(n, d)
+            index.check(runbook.min_live if runbook else n, d)  # a runbook builds on fewer
             for search_params in searches:
                 index.set_search_params(**search_params)
             for workload in workloads:
@@ -131,7 +149,7 @@ def plan_sweep(
                     BuildJob(
                         dataset_path=str(dataset.path),
                         dataset=dataset.name,
-                        dataset_hash=dataset.content_hash,
+                        dataset_hash=runbook.workload_hash if runbook else dataset.content_hash,
                         backend=name,
                         build_params=build_params,
                         search_configs=configs,
@@ -142,7 +160,8 @@ def plan_sweep(
                         build_threads=build_threads,
                         min_seconds=min_seconds,
                         library_version=cls.library_version(),
-                        workload=workload,
+                        workload=runbook.runbook.workload if runbook else workload,
+                        runbook=runbook,
                     )
                 )
     # filter records are keyed on the workload's ground truth too (computed here if missing)
@@ -181,6 +200,12 @@ def pending_jobs(
     done = set() if force else store.completed_keys()
     todo, skipped = [], 0
     for job in jobs:
+        if job.runbook is not None:
+            narrowed, stored = pending_runbook_job(job, done)
+            skipped += stored
+            if narrowed is not None:
+                todo.append(narrowed)
+            continue
         if job.target_recall is not None:  # an adaptive search needs its whole ladder
             todo.append(job)
             continue
@@ -225,11 +250,20 @@ def pending_runs(jobs: list[BuildJob], store: ResultStore, force: bool = False) 
     """How many runs (records) the sweep will measure; for adaptive jobs, at most."""
     todo, _ = pending_jobs(jobs, store, force)
     return sum(
-        max_probes(len(job.search_configs)) + (job.runs > 1)
+        runbook_run_count(job)
+        if job.runbook is not None
+        else max_probes(len(job.search_configs)) + (job.runs > 1)
         if job.target_recall is not None
         else len(job.search_configs) * len(job.threads)
         for job in todo
     )
+
+
+def job_records(job: BuildJob, **fields: Any) -> list[RunRecord]:
+    """Every record ``job`` produces when all goes well, with ``fields`` (keys, failures)."""
+    if job.runbook is not None:
+        return runbook_records(job, **fields)
+    return [record for params in job.search_configs for record in job.records(params, **fields)]
 
 
 def run_in_worker(
@@ -292,10 +326,9 @@ def run_in_worker(
         return
     if error is None:
         error = _exit_reason(worker.exitcode)
-    for search_params in job.search_configs:
-        for record in job.records(search_params, status="failed", error=error):
-            if record.key not in finished:
-                yield record
+    for record in job_records(job, status="failed", error=error):
+        if record.key not in finished:
+            yield record
 
 
 def _resident_bytes(pid: int | None) -> int:
@@ -309,7 +342,8 @@ def _worker_main(job: BuildJob, sender: Any) -> None:
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     try:
-        run_build_job(
+        run = run_runbook_job if job.runbook is not None else run_build_job
+        run(
             job,
             lambda record: sender.send(("record", record)),
             status=lambda text: sender.send(("status", text)),
