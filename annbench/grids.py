@@ -1,20 +1,23 @@
 """Parameter grids: a scalar is fixed, a list is swept; ``build`` and ``search`` are separate.
 
-Default grids are the YAML files in the top-level ``backends/`` folder, installed as the
+A backend's default grid travels with it (see ``default_grid``); the built-in ones are the
+editable YAML files in the top-level ``backends/`` folder, installed as the
 ``annbench.default_grids`` package so a wheel finds them from any directory.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import itertools
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from annbench.errors import AnnbenchError
+from annbench.errors import AnnbenchError, BackendUnavailable
 from annbench.index import Index, build_param_names, search_param_names
 
 Params = dict[str, Any]
@@ -59,16 +62,46 @@ class Grid:
         )
 
 
-def default_grid(backend: str) -> Grid:
-    """The packaged grid of ``backend`` (empty when it ships none)."""
-    path = resources.files("annbench.default_grids") / f"{backend}.yaml"
-    if not path.is_file():  # a plugin without a packaged grid: every value comes from --grid
-        return Grid()
+def default_grid(backend: str, cls: type[Index] | None = None) -> Grid:
+    """The default grid of ``backend`` (class ``cls`` when already loaded): the class's
+    ``default_grid``, else a ``<backend>.yaml`` beside the module its entry point names, else
+    the packaged ``backends/<backend>.yaml``; empty when there is none."""
+    from annbench.registry import load_backend
+
+    if cls is None:
+        try:
+            cls = load_backend(backend)
+        except BackendUnavailable:  # library missing: a YAML file can still tell its grid
+            cls = None
+    if cls is not None and cls.default_grid is not None:
+        return parse_grid(cls.default_grid, backend)
+    for path in (_beside_module(backend), _packaged(backend)):
+        if path is not None and path.is_file():
+            try:
+                raw = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as exc:
+                message = " ".join(str(exc).split())
+                raise AnnbenchError(f"Grid file {path} is not valid YAML: {message}") from exc
+            return parse_grid(raw, backend)
+    return Grid()  # every value comes from --grid
+
+
+def _beside_module(backend: str) -> Any:
+    """``<backend>.yaml`` in the folder of the module the backend's entry point names."""
+    from annbench.registry import backend_target
+
+    module = backend_target(backend).partition(":")[0]
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise AnnbenchError(f"Grid file for '{backend}' is not valid YAML: {exc}") from exc
-    return parse_grid(raw, backend)
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or spec.origin in ("built-in", "frozen"):
+        return None
+    return Path(spec.origin).parent / f"{backend}.yaml"
+
+
+def _packaged(backend: str) -> Any:
+    return resources.files("annbench.default_grids") / f"{backend}.yaml"
 
 
 def parse_grid(raw: Any, backend: str) -> Grid:
@@ -198,3 +231,12 @@ def _product(values: dict[str, list[Any]]) -> list[Params]:
     names = sorted(values)
     combos = itertools.product(*(values[n] for n in names))
     return [dict(zip(names, combo, strict=True)) for combo in combos]
+
+
+def grid_for_class(name: str, cls: type[Index]) -> Grid:
+    """Default grid of ``cls``, registered as ``name`` or not (then only its attribute)."""
+    from annbench.registry import name_of
+
+    if cls.default_grid is not None or name_of(cls) != name:
+        return parse_grid(cls.default_grid or {}, name)
+    return default_grid(name, cls)
