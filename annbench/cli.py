@@ -21,11 +21,10 @@ from annbench.datasets import (
     resolve_dataset,
 )
 from annbench.errors import AnnbenchError
-from annbench.grids import default_grid, parse_override
-from annbench.index import build_param_names, search_param_names
+from annbench.grids import parse_override
 from annbench.paths import results_dir
 from annbench.record import MODES, RunRecord, params_label
-from annbench.registry import backend_names, load_backend
+from annbench.registry import capability_table, runnable_backends
 from annbench.store import ResultStore
 
 
@@ -129,7 +128,12 @@ def run(
         raise AnnbenchError(f"--scheduler must be 'local' or tcp://HOST:PORT, got '{scheduler}'")
     if workers < 1:
         raise AnnbenchError(f"--workers must be at least 1, got {workers}")
-    names = _installed_backends() if "all" in backends else list(dict.fromkeys(backends))
+    names = list(dict.fromkeys(backends))
+    if "all" in backends:
+        names, skipped = runnable_backends()
+        if skipped:
+            reasons = "; ".join(f"{name} ({why})" for name, why in skipped.items())
+            click.echo(f"Skipping {len(skipped)} backends: {reasons}", err=True)
     overrides = dict(parse_override(text) for text in grid_overrides)
     data = read_dataset(resolve_dataset(dataset, progress=click.echo))
     if build_threads is None and scheduler is not None:
@@ -200,6 +204,9 @@ def run(
     help="Write per-run files in another tool's layout (needs --dataset and --out).",
 )
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder for --export.")
+@click.option(
+    "--library-version", default=None, help="Only runs measured with this library version."
+)
 @results_option
 def results(
     dataset: str | None,
@@ -207,6 +214,7 @@ def results(
     csv_path: Path | None,
     export_format: str | None,
     out: Path | None,
+    library_version: str | None,
     results_path: Path | None,
 ) -> None:
     """List stored results, or export them to CSV or ann-benchmarks' result files."""
@@ -225,6 +233,8 @@ def results(
         return
     with ResultStore(results_path or results_dir()) as store:
         frame = store.dataframe(dataset)
+    if library_version is not None:
+        frame = frame[frame["library_version"].astype(str) == library_version]
     if failed:
         frame = frame[frame["status"] != "ok"]
         if frame.empty:
@@ -476,35 +486,19 @@ def _measure_adaptively(
 
 
 def _installed_backends() -> list[str]:
-    """Registered backends whose library is installed."""
-    names = []
-    for name in backend_names():
-        try:
-            load_backend(name)
-        except AnnbenchError:
-            continue
-        names.append(name)
-    return names
+    """Registered backends whose library is installed and that have a usable grid."""
+    return runnable_backends()[0]
 
 
 @main.command()
 def backends() -> None:
-    """List registered backends with their metrics and parameters."""
-    for name in backend_names():
-        try:
-            cls = load_backend(name)
-        except AnnbenchError as exc:
-            click.echo(f"{name:12s} unavailable: {exc}")
-            continue
-        metrics = ",".join(sorted(m.value for m in cls.metrics))
-        build = ",".join(build_param_names(cls)) or "-"
-        search = ",".join(search_param_names(cls)) or "-"
-        click.echo(f"{name:12s} metrics={metrics}  build: {build}  search: {search}")
-        try:
-            grid = default_grid(name)
-            click.echo(f"{'':12s} default grid: build {grid.build} search {grid.search}")
-        except AnnbenchError as exc:
-            click.echo(f"{'':12s} {exc}")
+    """Table of registered backends: installed, version, metrics, capabilities, grid size."""
+    table = capability_table().fillna("-")
+    click.echo(table.to_string(index=False))
+    click.echo(
+        "filter: native = the library filters during search, post only = annbench filters a "
+        "larger result; grid: build x search configurations of the default grid"
+    )
 
 
 def _interrupt(signum: int, frame: Any) -> None:

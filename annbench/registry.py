@@ -6,7 +6,7 @@ from importlib import import_module, metadata
 from typing import TYPE_CHECKING, Any
 
 from annbench.errors import AnnbenchError, BackendUnavailable, MissingDependency
-from annbench.index import Index
+from annbench.index import Index, build_param_names, search_param_names
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -110,10 +110,18 @@ def capability_table() -> pd.DataFrame:
                 add="yes" if cls.supports_add else "no",
                 remove="yes" if cls.supports_remove else "no",
                 save_load="yes" if _overrides(cls, "save") and _overrides(cls, "load") else "no",
+                parameters="; ".join(
+                    f"{kind}: {','.join(names)}"
+                    for kind, names in (
+                        ("build", build_param_names(cls)),
+                        ("search", search_param_names(cls)),
+                    )
+                    if names
+                ),
             )
         rows.append(row)
     columns = ["backend", "installed", "library", "version", "metrics", "filter", "add"]
-    columns += ["remove", "save_load", "grid"]
+    columns += ["remove", "save_load", "grid", "parameters"]
     return pd.DataFrame(rows, columns=columns)
 
 
