@@ -7,6 +7,7 @@ editable YAML files in the top-level ``backends/`` folder, installed as the
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import inspect
 import itertools
@@ -121,19 +122,27 @@ def parse_grid(raw: Any, backend: str) -> Grid:
 
 
 def with_overrides(grid: Grid, cls: type[Index], overrides: dict[str, list[Any]]) -> Grid:
-    """``grid`` with the overridden parameters replaced in every block; keys ``cls`` does not
-    take are ignored."""
+    """``grid`` with the overridden parameters replaced; keys ``cls`` does not take are ignored.
+
+    In a grid of several blocks, a search override goes to the blocks that sweep that key (all
+    when none does); a build override makes one block of the first with the overrides, sweeping
+    only the search keys given (the first block's when none is).
+    """
     build_names, search_names = build_param_names(cls), search_param_names(cls)
-    blocks = []
-    for block in grid.blocks():
-        build, search = dict(block.build), dict(block.search)
-        for key, values in overrides.items():
-            if key in build_names:
-                build[key] = values
-            elif key in search_names:
+    build_over = {k: v for k, v in overrides.items() if k in build_names}
+    search_over = {k: v for k, v in overrides.items() if k in search_names}
+    blocks = grid.blocks()
+    if len(blocks) > 1 and build_over:
+        first = blocks[0]
+        return Grid({**first.build, **build_over}, search_over or dict(first.search))
+    out = []
+    for block in blocks:
+        search = dict(block.search)
+        for key, values in search_over.items():
+            if len(blocks) == 1 or key in block.search or not any(key in b.search for b in blocks):
                 search[key] = values
-        blocks.append(Grid(build, search))
-    return Grid(blocks[0].build, blocks[0].search, tuple(blocks[1:]))
+        out.append(Grid({**block.build, **build_over}, search))
+    return Grid(out[0].build, out[0].search, tuple(out[1:]))
 
 
 def check_grid(backend: str, cls: type[Index], grid: Grid) -> None:
@@ -192,14 +201,16 @@ def check_overrides(classes: dict[str, type[Index]], overrides: dict[str, list[A
 
 
 def parse_override(text: str) -> tuple[str, list[Any]]:
-    """``'key=v1,v2'`` -> ``('key', [v1, v2])`` with YAML scalars (ints, floats, strings)."""
+    """``'key=v1,v2'`` -> ``('key', [v1, v2])`` with YAML scalars (ints, floats, strings); a
+    value holding commas goes in double quotes: ``factory="IVF256,SQ8","HNSW32"``."""
     key, sep, values = text.partition("=")
     key = key.strip()
     if not sep or not key or not values.strip():
         raise AnnbenchError(f"Grid override '{text}' must look like key=value or key=v1,v2,v3")
     try:
-        parsed = [yaml.safe_load(v) for v in values.split(",")]
-    except yaml.YAMLError as exc:
+        fields = next(csv.reader([values], skipinitialspace=True, strict=True))
+        parsed = [yaml.safe_load(v) if v.strip() else None for v in fields]
+    except (csv.Error, yaml.YAMLError) as exc:
         raise AnnbenchError(f"Grid override '{text}' has a value that is not a scalar") from exc
     if any(v is None or isinstance(v, (list, dict)) for v in parsed):
         raise AnnbenchError(f"Grid override '{text}' has an empty or non-scalar value")
