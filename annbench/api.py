@@ -331,21 +331,18 @@ def _store_path(path: str | Path | None) -> Path:
 
 
 def _backend_names(backends: str | Sequence[str]) -> list[str]:
-    from annbench.registry import backend_names, load_backend
+    from annbench.registry import runnable_backends
 
     given = [backends] if isinstance(backends, str) else list(backends)
     if not given:
         raise AnnbenchError("Name at least one backend, or 'all'; see 'annbench backends'")
     if "all" not in given:
         return list(dict.fromkeys(given))
-    names = [name for name in given if name != "all"]  # still checked: '-b all -b nosuch'
-    for name in backend_names():
-        try:
-            load_backend(name)
-        except AnnbenchError:  # its library is not installed
-            continue
-        names.append(name)
-    return list(dict.fromkeys(names))
+    names, skipped = runnable_backends()  # installed, with a grid that gives all they need
+    for name, reason in skipped.items():
+        log.info("'all' skips %s: %s", name, reason)
+    # the others are still checked: '-b all -b nosuch' reports nosuch
+    return list(dict.fromkeys([*(name for name in given if name != "all"), *names]))
 
 
 def _grid_overrides(grid: Mapping[str, Any] | Iterable[str] | None) -> dict[str, list[Any]]:

@@ -21,12 +21,11 @@ from annbench.datasets import (
     resolve_dataset,
 )
 from annbench.errors import AnnbenchError
-from annbench.grids import default_grid, parse_overrides
-from annbench.index import build_param_names, search_param_names
+from annbench.grids import parse_overrides
 from annbench.measure import MIN_SECONDS
 from annbench.paths import check_output_dir, check_output_file, results_dir, writing
 from annbench.record import MODES, PLAIN, params_label
-from annbench.registry import backend_names, load_backend
+from annbench.registry import capability_table, runnable_backends
 from annbench.store import ResultStore, check_not_store
 from annbench.workloads import BadFilter, check_filter, parse_filters, workload_hash
 
@@ -174,6 +173,11 @@ def run(
         from annbench.distributed import check_scheduler_address
 
         check_scheduler_address(scheduler)
+    if "all" in backends:
+        skipped = runnable_backends()[1]
+        if skipped:
+            reasons = "; ".join(f"{name} ({why})" for name, why in skipped.items())
+            click.echo(f"Skipping {len(skipped)} backends: {reasons}", err=True)
     try:
         frame = api.run(
             backends,
@@ -255,6 +259,9 @@ Examples:
     help="Write per-run files in another tool's layout (needs --dataset and --out).",
 )
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder for --export.")
+@click.option(
+    "--library-version", default=None, help="Only runs measured with this library version."
+)
 @results_option
 def results(
     dataset: str | None,
@@ -264,6 +271,7 @@ def results(
     parquet_path: Path | None,
     export_format: str | None,
     out: Path | None,
+    library_version: str | None,
     results_path: Path | None,
 ) -> None:
     """List stored results, or export them to CSV, parquet or ann-benchmarks' result files.
@@ -293,6 +301,8 @@ def results(
             check_output_file(output, option)
             check_not_store(output, results_path or results_dir())
     frame = api.load_results(results_path, dataset, history=history)
+    if library_version is not None:
+        frame = frame[frame["library_version"].astype(str) == library_version]
     if failed:
         frame = frame[frame["status"] != "ok"]
         if frame.empty:
@@ -696,15 +706,8 @@ def _workloads(specs: tuple[str, ...], data: Dataset | None = None) -> list[str]
 
 
 def _installed_backends() -> list[str]:
-    """Registered backends whose library is installed."""
-    names = []
-    for name in backend_names():
-        try:
-            load_backend(name)
-        except AnnbenchError:
-            continue
-        names.append(name)
-    return names
+    """Registered backends whose library is installed and that have a usable grid."""
+    return runnable_backends()[0]
 
 
 @main.command(
@@ -715,22 +718,13 @@ Examples:
 """
 )
 def backends() -> None:
-    """List registered backends with their metrics and parameters."""
-    for name in backend_names():
-        try:
-            cls = load_backend(name)
-        except AnnbenchError as exc:
-            click.echo(f"{name:12s} unavailable: {exc}")
-            continue
-        metrics = ",".join(sorted(m.value for m in cls.metrics))
-        build = ",".join(build_param_names(cls)) or "-"
-        search = ",".join(search_param_names(cls)) or "-"
-        click.echo(f"{name:12s} metrics={metrics}  build: {build}  search: {search}")
-        try:
-            grid = default_grid(name)
-            click.echo(f"{'':12s} default grid: build {grid.build} search {grid.search}")
-        except AnnbenchError as exc:
-            click.echo(f"{'':12s} {exc}")
+    """Table of registered backends: installed, version, metrics, capabilities, grid size."""
+    table = capability_table().fillna("-")
+    click.echo(table.to_string(index=False))
+    click.echo(
+        "filter: native = the library filters during search, post only = annbench filters a "
+        "larger result; grid: build x search configurations of the default grid"
+    )
 
 
 def _params(value: Any) -> dict[str, Any]:
