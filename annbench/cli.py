@@ -356,20 +356,97 @@ Examples:
     show_default=True,
     help="Report the best recall whose p99 latency fits this budget.",
 )
+@click.option(
+    "--neighbours",
+    is_flag=True,
+    help="Also write a neighbours page per dataset: sample queries, their exact top-k and what "
+    "each backend returned (texts or thumbnails where the dataset has them).",
+)
+@click.option(
+    "--queries",
+    type=types.IntList(0, None, "ID[,ID...]"),
+    default=None,
+    help="With --neighbours: these query ids [default: 5 drawn with --seed].",
+)
+@click.option(
+    "--seed",
+    type=types.SEED,
+    default=0,
+    show_default=True,
+    help="With --neighbours: seed of the sample queries.",
+)
+@quiet_option
 @results_option
 def report_command(
-    out: Path | None, dataset: str | None, latency_budget_ms: float, results_path: Path | None
+    out: Path | None,
+    dataset: str | None,
+    latency_budget_ms: float,
+    neighbours: bool,
+    queries: tuple[int, ...] | None,
+    seed: int,
+    quiet: bool,
+    results_path: Path | None,
 ) -> None:
-    """Write a self-contained HTML report (plots, summaries, every run); works from file://."""
+    """Write a self-contained HTML report (interactive plots, summaries, every run, and with
+    --neighbours what each backend returned for sample queries); works offline from file://."""
+    from annbench.progress import progress_bar
     from annbench.report import write_report
 
+    if queries is not None and not neighbours:
+        raise click.UsageError("--queries goes with --neighbours")
+    name = Path(dataset).stem if dataset and dataset.endswith((".hdf5", ".h5")) else dataset
     with ResultStore(results_path or results_dir()) as store:
-        frame = store.dataframe(dataset)
+        frame = store.dataframe(name)
         store_path = store.path
     if frame.empty:
         raise AnnbenchError("No results stored" + (f" for dataset {dataset}" if dataset else ""))
-    path = write_report(frame, out or store_path.parent / "report", latency_budget_ms)
+    folder = out or store_path.parent / "report"
+    targets = [dataset] if dataset else sorted(frame["dataset"].unique())
+    with progress_bar(
+        frame["dataset"].nunique() + (len(targets) if neighbours else 0), "Report", quiet=quiet
+    ) as shown:
+        links = []
+        if neighbours:
+            links = _neighbour_pages(targets, folder, store_path, queries, seed, shown, dataset)
+        path = write_report(frame, folder, latency_budget_ms, links, progress=shown)
+    for page, _ in links:
+        click.echo(f"Wrote {folder / page}")
     click.echo(f"Wrote {path}")
+
+
+def _neighbour_pages(
+    targets: list[str],
+    folder: Path,
+    store_path: Path,
+    queries: tuple[int, ...] | None,
+    seed: int,
+    shown: Any,
+    required: str | None,
+) -> list[tuple[str, str]]:
+    """Write one neighbours page per dataset; returns (file name, link text) pairs. A stored
+    dataset whose file cannot be found by name is skipped with a note, unless it was asked for."""
+    from annbench.neighbours import neighbours_page
+
+    folder.mkdir(parents=True, exist_ok=True)
+    links = []
+    for spec in targets:
+        shown.status(f"neighbours of {spec}")
+        try:
+            data = read_dataset(resolve_dataset(spec))
+        except AnnbenchError as exc:
+            if required:
+                raise
+            shown.message(f"No neighbours page for {spec}: {exc}")
+            shown.update(1)
+            continue
+        with ResultStore(store_path) as store:
+            records = store.records(data.name, with_raw=True)
+        page = f"neighbours-{data.name}.html"
+        text = neighbours_page(data, records, list(queries) if queries else None, seed=seed)
+        (folder / page).write_text(text, encoding="utf-8")
+        links.append((page, f"neighbours: {data.name}"))
+        shown.update(1)
+    return links
 
 
 @main.command(

@@ -322,6 +322,10 @@ def datasets_embed(
         "embedding": json.dumps(model_provenance(model)),
         "label_names": json.dumps(corpus.label_names),
     }
+    if corpus.kind == "text":  # how rows map back to texts, for 'annbench report --neighbours'
+        attrs["texts"] = json.dumps(
+            {"file": source.name, "text_column": text_column, "queries": queries, "seed": seed}
+        )
     write_dataset(
         path, train, test, Metric.ANGULAR, train_labels, test_labels, attrs, float16=float16
     )

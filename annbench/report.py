@@ -15,6 +15,7 @@ import pandas as pd
 
 from annbench import __version__
 from annbench.analysis import NOISY_SPREAD, RECALL_LEVELS, successful, summary
+from annbench.progress import Progress
 from annbench.record import params_label
 
 _STYLE = """
@@ -100,8 +101,10 @@ def write_report(
     out_dir: Path,
     latency_budget_ms: float = 1.0,
     extra_links: list[tuple[str, str]] | None = None,
+    progress: Progress | None = None,
 ) -> Path:
-    """Write ``out_dir/index.html`` for every dataset in ``frame``; returns its path."""
+    """Write ``out_dir/index.html`` for every dataset in ``frame`` (linking ``extra_links``,
+    (href, text) pairs); ``progress`` hears of each dataset done. Returns its path."""
     from markupsafe import Markup
 
     from annbench.columns import with_dicts
@@ -111,12 +114,13 @@ def write_report(
     env = environment()
     state = {"plotlyjs": True}  # the plotly library is inlined once, with the first plot
     datasets = sorted(frame["dataset"].unique())
-    sections = [
-        Markup(
-            _dataset_section(env, name, frame[frame["dataset"] == name], latency_budget_ms, state)
-        )
-        for name in datasets
-    ]
+    shown = progress or Progress()
+    sections = []
+    for name in datasets:
+        shown.status(f"plots and tables of {name}")
+        part = frame[frame["dataset"] == name]
+        sections.append(Markup(_dataset_section(env, name, part, latency_budget_ms, state)))
+        shown.update(1)
     if not datasets:
         sections.append(Markup("<p>No results stored yet.</p>"))
     links = [(f"#{name}", name) for name in datasets] + list(extra_links or [])
