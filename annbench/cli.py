@@ -14,6 +14,7 @@ from annbench import cli_types as types
 from annbench.analysis import NOISY_SPREAD
 from annbench.cli_base import AnnbenchGroup, grid_option, results_option
 from annbench.cli_datasets import datasets
+from annbench.cli_types import quiet_option
 from annbench.datasets import (
     DEFAULT_DATASET,
     Dataset,
@@ -28,10 +29,6 @@ from annbench.paths import results_dir
 from annbench.record import MODES, params_label
 from annbench.registry import backend_names, load_backend
 from annbench.store import ResultStore
-
-quiet_option = click.option(
-    "--quiet", "-q", is_flag=True, help="No progress display (errors and results still shown)."
-)
 
 
 @click.group(

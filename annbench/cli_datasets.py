@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -25,6 +23,7 @@ from annbench.datasets import (
 from annbench.errors import AnnbenchError
 from annbench.metrics import Metric
 from annbench.paths import data_dir
+from annbench.progress import Stages, progress_bar
 
 
 @click.group(
@@ -88,19 +87,18 @@ Examples:
     default=None,
     help="Mirror base URL [default: $ANNBENCH_DATASET_URL or ann-benchmarks.com].",
 )
-def datasets_fetch(name: str, url: str | None) -> None:
+@types.quiet_option
+def datasets_fetch(name: str, url: str | None, quiet: bool) -> None:
     """Download a standard ann-benchmarks dataset (resumable, verified) into the data folder."""
     from annbench.download import STANDARD, fetch_standard
 
     spec = STANDARD.get(name)
     if spec is not None:
         click.echo(f"{name}: {spec.description}, about {spec.size_mb} MB")
-    with click.progressbar(length=0, label="Downloading", file=sys.stderr) as bar:
+    with Stages(quiet) as stages:
 
         def progress(received: int, total: int | None) -> None:
-            if total and bar.length != total:
-                bar.length = total
-            bar.update(received - bar.pos)
+            stages("downloading", received, total or 0)
 
         path = fetch_standard(name, data_dir(), base_url=url, progress=progress)
     click.echo(f"Ready: {path}")
@@ -143,6 +141,7 @@ Examples:
 @click.option("--key", default=None, help="HDF5 dataset holding the vectors.")
 @click.option("--column", default=None, help="Parquet column holding the vectors.")
 @click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
+@types.quiet_option
 def datasets_import(
     source: Path,
     name: str,
@@ -155,6 +154,7 @@ def datasets_import(
     key: str | None,
     column: str | None,
     force: bool,
+    quiet: bool,
 ) -> None:
     """Import your own embeddings (.npy, .fvecs/.ivecs/.bvecs, .parquet, .hdf5) with exact
     ground truth; files larger than memory are processed in chunks."""
@@ -165,23 +165,20 @@ def datasets_import(
     labels = None
     if labels_path is not None:
         labels = read_labels(labels_path, open_vectors(source, key, column).shape[0])
-    stages: dict[str, Any] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage not in stages:
-            for bar in stages.values():
-                bar.render_finish()
-            stages[stage] = click.progressbar(
-                length=total, label=stage.capitalize(), file=sys.stderr
-            )
-        bar = stages[stage]
-        bar.update(done - bar.pos)
-
-    import_vectors(
-        source, path, parsed, queries, queries_file, labels, normalize, seed, key, column, progress
-    )
-    for bar in stages.values():
-        bar.render_finish()
+    with Stages(quiet) as progress:
+        import_vectors(
+            source,
+            path,
+            parsed,
+            queries,
+            queries_file,
+            labels,
+            normalize,
+            seed,
+            key,
+            column,
+            progress,
+        )
     data = read_dataset(path)
     click.echo(
         f"Wrote {path}: {len(data.train)} base vectors, {len(data.test)} queries, "
@@ -292,6 +289,7 @@ Examples:
 )
 @click.option("--float16", is_flag=True, help="Store vectors as float16 (half the size).")
 @click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
+@types.quiet_option
 def datasets_embed(
     source: Path,
     name: str,
@@ -303,6 +301,7 @@ def datasets_embed(
     batch_size: int,
     float16: bool,
     force: bool,
+    quiet: bool,
 ) -> None:
     """Embed texts (a .txt file, or CSV/TSV with a text column) or a folder of images (one
     sub-folder per class) into a labelled angular dataset. Needs the [embed] extra."""
@@ -310,7 +309,7 @@ def datasets_embed(
 
     path = _new_dataset_path(name, force)
     corpus = load_corpus(source, text_column, label_column)
-    with click.progressbar(length=len(corpus.items), label="Embedding", file=sys.stderr) as bar:
+    with progress_bar(len(corpus.items), "Embedding", quiet=quiet) as bar:
         vectors = embed(corpus, model, batch_size, progress=bar.update)
     train, test, train_labels, test_labels = split_queries(vectors, corpus.labels, queries, seed)
     attrs = {
@@ -326,9 +325,18 @@ def datasets_embed(
         attrs["texts"] = json.dumps(
             {"file": source.name, "text_column": text_column, "queries": queries, "seed": seed}
         )
-    write_dataset(
-        path, train, test, Metric.ANGULAR, train_labels, test_labels, attrs, float16=float16
-    )
+    with Stages(quiet) as stages:
+        write_dataset(
+            path,
+            train,
+            test,
+            Metric.ANGULAR,
+            train_labels,
+            test_labels,
+            attrs,
+            float16=float16,
+            progress=stages,
+        )
     click.echo(f"Wrote {path}: {len(train)} base vectors, {len(test)} queries, d={train.shape[1]}")
 
 

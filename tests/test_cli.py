@@ -1,4 +1,5 @@
 import csv
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -183,3 +184,38 @@ def test_backends_lists_every_backend(cli):
     output = cli("backends").output
     for name in ("faiss-flat", "faiss-ivf", "faiss-ivfpq", "faiss-hnsw", "hnswlib", "annoy"):
         assert name in output
+
+
+def test_sweep_progress_names_backend_configuration_and_step(tiny_path, isolated_folders):
+    args = ["run", "-b", "hnswlib", "-d", str(tiny_path), "--runs", "1", "--min-time", "0"]
+    args += ["-g", "M=8", "-g", "ef_construction=20", "-g", "ef=10,40"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "Measuring [0/2] hnswlib [M=8 ef_construction=20]: building" in lines
+    assert "Measuring [0/2] hnswlib [M=8 ef_construction=20]: searching ef=10" in lines
+    assert "Measuring [1/2] hnswlib [M=8 ef_construction=20]: searching ef=40" in lines
+    assert any(line.startswith("Measuring: 2/2 in ") for line in lines)
+    assert "\r" not in result.output  # single lines when output is not a terminal
+    quiet = CliRunner().invoke(main, [*args, "--force", "--quiet"])
+    assert quiet.exit_code == 0 and "Measuring" not in quiet.output
+    assert "Stored 2 results" in quiet.output
+
+
+def test_progress_on_a_terminal_is_a_bar_with_counts_and_time_left():
+    import io
+
+    from annbench.progress import progress_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Terminal()
+    with progress_bar(4, "Measuring", file=out) as shown:
+        shown.update(1)
+        shown.status("hnswlib [M=8]: building")
+        shown.update(3)
+    text = out.getvalue()
+    assert "\r" in text and "4/4" in text and "hnswlib [M=8]: building" in text
+    assert re.search(r"<\d\d:\d\d", text)  # time left
