@@ -165,12 +165,17 @@ def run(
             except KeyboardInterrupt:
                 raise Interrupted(store.count(), store.path) from None
         for record in summary.failed:
-            log.warning(
+            log.info(
                 "failed: %s [%s] [%s]: %s",
                 record.backend,
                 params_label(record.build_params),
                 params_label(record.search_params),
                 record.error,
+            )
+        if summary.failed:
+            log.warning(
+                "%d runs failed; their reasons are in the status and error columns",
+                len(summary.failed),
             )
         frame = store.dataframe(data.name)
         store_path = store.path

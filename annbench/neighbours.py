@@ -179,6 +179,7 @@ def _column(
                 "id": i,
                 "item": _item(items, "train", i),
                 "title": _title(items, "train", i),
+                "name": items.titles_train[i] if items.titles_train else "",
                 "hit": hit,
                 "label": _label(dataset.train_labels, i, names),
                 "same_label": None if label is None else label == query_label,
@@ -365,7 +366,8 @@ after each item is green when it agrees with the query's, red when not.{% endif 
 <span class="mark">{{ '✓' if row.hit else '✗' }}</span>
 {% if kind == "image" and row.id != '-' %}
 <img class="thumb" alt="{{ row.id }}" src="{{ row.item }}">
-{% else %}{{ row.item }}{% endif %} <span class="label">#{{ row.id }}</span>
+{% else %}{% if row.name %}<b>{{ row.name }}</b> {% endif %}{{ row.item }}{% endif %}
+<span class="label">#{{ row.id }}</span>
 {% if row.label %}
 <span class="label {{ 'same' if row.same_label else 'other' }}">[{{ row.label }}]</span>
 {% endif %}

@@ -26,7 +26,7 @@ h3 { margin-top: 1.6em; }
 table.data { border-collapse: collapse; font-size: 0.8em; margin: 0.6em 0 1.2em; }
 table.data th, table.data td { border: 1px solid #ddd; padding: 2px 5px; text-align: right;
        vertical-align: top; }
-table.data th { background: #f3f3f3; position: sticky; top: 0; }
+table.data th { background: #f3f3f3; position: sticky; top: 0; text-align: center; }
 table.data td.text { text-align: left; max-width: 22em; overflow-wrap: anywhere; }
 table.data td.noisy { background: #fff4e0; } table.data td.failed { color: #a00; }
 .levels { display: grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr));
@@ -255,7 +255,7 @@ def _runs_table(frame: pd.DataFrame) -> str:
             "label acc": frame["label_top_k_accuracy"],
             "label mAP": frame["label_map"],
             "QPS": frame["qps"],
-            "spread": frame["qps_spread"],
+            "spread %": frame["qps_spread"] * 100,
             "p50 ms": frame["latency_p50_ms"],
             "p99 ms": frame["latency_p99_ms"],
             "build s": frame["build_s"],
