@@ -219,3 +219,16 @@ def test_progress_on_a_terminal_is_a_bar_with_counts_and_time_left():
     text = out.getvalue()
     assert "\r" in text and "4/4" in text and "hnswlib [M=8]: building" in text
     assert re.search(r"<\d\d:\d\d", text)  # time left
+
+
+def test_results_lists_both_recalls_only_where_they_differ(cli, isolated_folders):
+    from tests_helpers import a_record
+
+    with ResultStore(isolated_folders / "results") as store:
+        store.put(a_record(ef=16, recall=0.9, ann_benchmarks_recall=0.9))
+    same = cli("results")
+    assert "ab_recall" not in same.output and "0.9000" in same.output
+    with ResultStore(isolated_folders / "results") as store:
+        store.put(a_record(ef=32, recall=0.8303, ann_benchmarks_recall=0.8408))
+    both = cli("results")
+    assert "ab_recall" in both.output and "0.8408" in both.output
