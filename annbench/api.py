@@ -57,8 +57,8 @@ def load_results(
     optionally of one dataset; ``history=True`` gives every attempt, not only the latest."""
     from annbench.store import ResultStore
 
-    with ResultStore(_store_path(path)) as store:
-        frame = store.dataframe(dataset, history=True) if history else store.dataframe(dataset)
+    with ResultStore.open_existing(_store_path(path)) as store:
+        frame = store.dataframe(dataset, history=history)
     return flatten(frame)
 
 

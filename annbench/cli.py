@@ -28,7 +28,7 @@ from annbench.measure import MIN_SECONDS
 from annbench.paths import results_dir
 from annbench.record import MODES, params_label
 from annbench.registry import backend_names, load_backend
-from annbench.store import ResultStore
+from annbench.store import ResultStore, check_not_store
 
 
 @click.group(
@@ -200,6 +200,11 @@ Examples:
 @click.option("--dataset", "-d", default=None, help="Only this dataset.")
 @click.option("--failed", is_flag=True, help="Only failed runs.")
 @click.option(
+    "--history",
+    is_flag=True,
+    help="Every attempt, oldest first (failures, re-measures and probes included).",
+)
+@click.option(
     "--csv",
     "csv_path",
     type=click.Path(path_type=Path),
@@ -223,6 +228,7 @@ Examples:
 def results(
     dataset: str | None,
     failed: bool,
+    history: bool,
     csv_path: Path | None,
     parquet_path: Path | None,
     export_format: str | None,
@@ -240,15 +246,19 @@ def results(
 
         if dataset is None or out is None:
             raise AnnbenchError("--export ann-benchmarks needs --dataset NAME and --out DIR")
+        check_not_store(out, results_path or results_dir())
         data = read_dataset(resolve_dataset(dataset))
-        with ResultStore(results_path or results_dir()) as store:
+        with ResultStore.open_existing(results_path or results_dir()) as store:
             records = store.records(data.name, with_raw=True)
         written = export_ann_benchmarks(records, data, out)
         if not written:
             raise AnnbenchError(f"No successful runs of {data.name} (this content) to export")
         click.echo(f"Wrote {len(written)} ann-benchmarks result files under {out / data.name}")
         return
-    frame = api.load_results(results_path, dataset)
+    for output in (csv_path, parquet_path):
+        if output is not None:
+            check_not_store(output, results_path or results_dir())
+    frame = api.load_results(results_path, dataset, history=history)
     if failed:
         frame = frame[frame["status"] != "ok"]
         if frame.empty:
@@ -304,7 +314,9 @@ def plot(
     from annbench.plot import recall_qps_figure, save_png, threads_figure
 
     mode = "batch" if scaling else mode
-    with ResultStore(results_path or results_dir()) as store:
+    if out is not None:
+        check_not_store(out, results_path or results_dir())
+    with ResultStore.open_existing(results_path or results_dir()) as store:
         frame = store.dataframe(dataset)
         store_path = store.path
     frame = frame[(frame["mode"] == mode) & (frame["status"] == "ok")]
@@ -391,8 +403,10 @@ def report_command(
 
     if queries is not None and not neighbours:
         raise click.UsageError("--queries goes with --neighbours")
+    if out is not None:
+        check_not_store(out, results_path or results_dir())
     name = Path(dataset).stem if dataset and dataset.endswith((".hdf5", ".h5")) else dataset
-    with ResultStore(results_path or results_dir()) as store:
+    with ResultStore.open_existing(results_path or results_dir()) as store:
         frame = store.dataframe(name)
         store_path = store.path
     if frame.empty:
@@ -436,7 +450,7 @@ def _neighbour_pages(
             shown.message(f"No neighbours page for {spec}: {exc}")
             shown.update(1)
             continue
-        with ResultStore(store_path) as store:
+        with ResultStore.open_existing(store_path) as store:
             records = store.records(data.name, with_raw=True)
         page = f"neighbours-{data.name}.html"
         text = neighbours_page(data, records, list(queries) if queries else None, seed=seed)
@@ -548,7 +562,8 @@ def recommend_command(
     from annbench import api
 
     data = read_dataset(resolve_dataset(dataset, progress=click.echo))
-    with ResultStore(results_path or results_dir()) as store:
+    location = results_path or results_dir()
+    with ResultStore(location) if measure else ResultStore.open_existing(location) as store:
         if measure:
             _measure_adaptively(store, data, backends, grid_overrides, k, mode, runs, min_recall)
         frame = store.dataframe(data.name)
@@ -711,10 +726,16 @@ def _table(frame: pd.DataFrame) -> str:
             "index_MB": (frame["index_bytes"] / 1e6).map(lambda v: _num(v, ".1f")),
         }
     )
+    if "last_failure" in frame and frame["last_failure"].notna().any():
+        view["last_failure"] = frame["last_failure"].fillna("")
+    if "probe" in frame and frame["probe"].any():
+        view["probe"] = frame["probe"].map(lambda v: "probe" if v else "")
     if (view["recall"] == view["ab_recall"]).all():
         view = view.drop(columns="ab_recall")  # shown only where the two definitions differ
-    if (frame["status"] != "ok").any():
+    if len(frame) and (frame["status"] != "ok").any():
         view["error"] = frame["error"].fillna("")
+    if "last_failure" not in frame:  # history: when each attempt was made
+        view.insert(0, "at", frame["created_at"].str.slice(0, 19))
     return view.to_string(index=False)
 
 

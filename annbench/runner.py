@@ -19,8 +19,7 @@ import psutil
 
 from annbench.datasets import Dataset
 from annbench.errors import AnnbenchError
-from annbench.grids import check_grid, default_grid, with_overrides
-from annbench.index import build_param_names, search_param_names
+from annbench.grids import check_grid, check_overrides, default_grid, with_overrides
 from annbench.measure import MIN_SECONDS, BuildJob, max_probes, run_build_job
 from annbench.record import MODES, RunRecord, params_label
 from annbench.registry import load_backend
@@ -88,14 +87,14 @@ def plan_sweep(
         raise AnnbenchError(f"build threads must be at least 1, got {build_threads}")
     overrides = overrides or {}
     classes = {name: load_backend(name) for name in backends}
-    _check_overrides_used(classes, overrides)
+    check_overrides(classes, overrides)
 
     jobs = []
     for name, cls in classes.items():
         grid = with_overrides(default_grid(name), cls, overrides)
         check_grid(name, cls, grid)
-        searches = tuple(grid.search_configs())
         for build_params in grid.build_configs():
+            searches = tuple(grid.search_configs(build_params))
             index = cls(dataset.metric, **build_params)  # an unbuilt index checks values
             index.check(n, d)
             for search_params in searches:
@@ -313,24 +312,3 @@ def _exit_reason(exitcode: int | None) -> str:
             name = f"signal {-exitcode}"
         return f"worker killed by {name}"
     return f"worker exited with code {exitcode} before finishing"
-
-
-def _check_overrides_used(classes: dict[str, type], overrides: dict[str, list[Any]]) -> None:
-    for key in overrides:
-        takers = [
-            name
-            for name, cls in classes.items()
-            if key in build_param_names(cls) or key in search_param_names(cls)
-        ]
-        if not takers:
-            known = sorted(
-                {
-                    p
-                    for cls in classes.values()
-                    for p in build_param_names(cls) + search_param_names(cls)
-                }
-            )
-            raise AnnbenchError(
-                f"Grid key '{key}' is not a parameter of {', '.join(classes)}; "
-                f"valid keys: {', '.join(known) or '(none)'}"
-            )
