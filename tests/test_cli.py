@@ -232,3 +232,33 @@ def test_results_lists_both_recalls_only_where_they_differ(cli, isolated_folders
         store.put(a_record(ef=32, recall=0.8303, ann_benchmarks_recall=0.8408))
     both = cli("results")
     assert "ab_recall" in both.output and "0.8408" in both.output
+
+
+def test_every_numeric_option_is_bounded_and_finite():
+    import click
+
+    from annbench.cli_types import FiniteFloat
+
+    for path in commands():
+        command = main
+        for name in path:
+            command = command.commands[name]
+        for param in command.params:
+            kind = param.type
+            if isinstance(kind, click.types.FloatParamType):  # FLOAT and FloatRange take nan
+                raise AssertionError(f"{' '.join(path)} {param.name}: use cli_types.FiniteFloat")
+            if isinstance(kind, click.types.IntParamType):
+                assert isinstance(kind, click.IntRange), f"{' '.join(path)} {param.name}"
+                assert kind.min is not None and kind.max is not None, param.name
+            assert not isinstance(kind, FiniteFloat) or None not in (kind.min, kind.max)
+
+
+def test_load_results_history_keeps_every_attempt(tiny_path, isolated_folders):
+    import annbench
+
+    args = dict(dataset=tiny_path, grid={"M": 8, "ef": 10}, runs=1, min_time=0, progress=False)
+    annbench.run("hnswlib", **args)
+    annbench.run("hnswlib", force=True, **args)
+    assert len(annbench.load_results()) == 1
+    history = annbench.load_results(history=True)
+    assert len(history) == 2 and (history["build.M"] == 8).all()
