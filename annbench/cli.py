@@ -621,6 +621,7 @@ def _measure_adaptively(
     runs: int,
     target: float,
 ) -> None:
+    from annbench.progress import progress_bar
     from annbench.runner import adaptive_jobs, pending_runs, plan_sweep, run_sweep
 
     names = list(dict.fromkeys(backends)) if backends else _installed_backends()
@@ -629,8 +630,8 @@ def _measure_adaptively(
     jobs = adaptive_jobs(jobs, target)
     total = pending_runs(jobs, store)
     click.echo(f"Measuring: {len(jobs)} build configurations, at most {total} runs")
-    with click.progressbar(length=total, label="Searching", file=sys.stderr) as bar:
-        summary = run_sweep(jobs, store, progress=lambda _: bar.update(1))
+    with progress_bar(total, "Searching", unit="run") as shown:
+        summary = run_sweep(jobs, store, progress=lambda _: shown.update(1), status=shown.status)
     click.echo(f"Measured {summary.stored} runs ({len(summary.failed)} failed)")
 
 
