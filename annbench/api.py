@@ -102,7 +102,7 @@ def run(
     the script again); notebooks need nothing.
     """
     from annbench.datasets import DEFAULT_DATASET, read_dataset, resolve_dataset
-    from annbench.progress import as_progress
+    from annbench.progress import as_progress, notice
     from annbench.record import params_label
     from annbench.runner import pending_runs, plan_sweep
     from annbench.store import ResultStore
@@ -116,7 +116,8 @@ def run(
     if not isinstance(workers, int) or workers < 1:
         raise AnnbenchError(f"workers must be a whole number of at least 1, got {workers}")
     given = as_progress(progress)
-    data = read_dataset(resolve_dataset(str(dataset or DEFAULT_DATASET), progress=log.info))
+    tell = given.message if given is not None else notice
+    data = read_dataset(resolve_dataset(str(dataset or DEFAULT_DATASET), progress=tell))
     if build_threads is None and scheduler is not None:
         build_threads = 1  # one core per worker slot
     jobs = plan_sweep(

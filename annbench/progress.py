@@ -167,6 +167,11 @@ class Stages:
         self.close()
 
 
+def notice(text: str, file: TextIO | None = None) -> None:
+    """A one-off line of progress (``Generating built-in dataset ...``) where displays go."""
+    print(text, file=file if file is not None else sys.stderr, flush=True)
+
+
 def as_progress(value: Any) -> Progress | None:
     """``True`` -> None (make the default display), ``False``/``None`` -> quiet, or the
     Progress given."""
