@@ -35,7 +35,7 @@ from annbench.store import ResultStore, check_not_store
     cls=AnnbenchGroup,
     epilog="""\b
 Examples:
-  annbench run -b hnswlib -b faiss-ivf -d tiny
+  annbench run -b hnswlib -b faiss-ivf -d clustered-10k-64-angular
   annbench report --neighbours
   annbench recommend --min-recall 0.95 --max-p99-ms 1
 """,
@@ -50,7 +50,7 @@ def main(debug: bool) -> None:
     epilog="""\b
 Examples:
   annbench run -b hnswlib -b faiss-ivf
-  annbench run -b hnswlib -d tiny -g M=16 -g ef=16,64,256 --runs 5
+  annbench run -b hnswlib -d clustered-10k-64-angular -g M=16 -g ef=16,64,256 --runs 5
   annbench run -b all --mode batch --threads 1,2,4 --scheduler local --workers 2
 """
 )
@@ -191,10 +191,10 @@ def run(
 @main.command(
     epilog="""\b
 Examples:
-  annbench results -d tiny
+  annbench results -d clustered-10k-64-angular
   annbench results --failed
   annbench results --csv runs.csv --parquet runs.parquet
-  annbench results --export ann-benchmarks -d tiny --out ab-results
+  annbench results --export ann-benchmarks -d clustered-10k-64-angular --out ab-results
 """
 )
 @click.option("--dataset", "-d", default=None, help="Only this dataset.")
@@ -281,9 +281,9 @@ def results(
 @main.command(
     epilog="""\b
 Examples:
-  annbench plot -d tiny --out tiny.png
-  annbench plot -d tiny --mode batch --k 10
-  annbench plot -d tiny --threads
+  annbench plot -d clustered-10k-64-angular --out recall-qps.png
+  annbench plot -d clustered-10k-64-angular --mode batch --k 10
+  annbench plot -d clustered-10k-64-angular --threads
 """
 )
 @click.option(
@@ -347,7 +347,7 @@ def plot(
     epilog="""\b
 Examples:
   annbench report
-  annbench report -d tiny --out site --latency-budget-ms 0.5
+  annbench report -d clustered-10k-64-angular --out site --latency-budget-ms 0.5
   annbench report --neighbours --queries 3,17,42
 """,
 )
@@ -465,7 +465,7 @@ def _neighbour_pages(
     epilog="""\b
 Examples:
   annbench summary
-  annbench summary -d tiny --latency-budget-ms 0.5
+  annbench summary -d clustered-10k-64-angular --latency-budget-ms 0.5
 """,
 )
 @click.option("--dataset", "-d", default=None, help="Only this dataset.")
@@ -495,7 +495,7 @@ def summary_command(
     epilog="""\b
 Examples:
   annbench recommend --min-recall 0.95
-  annbench recommend -d tiny --min-recall 0.9 --max-p99-ms 1 --max-memory 500MB
+  annbench recommend -d clustered-10k-64-angular --min-recall 0.9 --max-p99-ms 1 --max-memory 1GB
   annbench recommend --min-recall 0.99 --optimize memory --measure -b hnswlib
 """,
 )
@@ -651,7 +651,7 @@ def _installed_backends() -> list[str]:
     epilog="""\b
 Examples:
   annbench backends
-  annbench run -b all -d tiny
+  annbench run -b all -d clustered-10k-64-angular
 """
 )
 def backends() -> None:

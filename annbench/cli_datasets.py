@@ -32,7 +32,7 @@ from annbench.progress import Stages, progress_bar
     epilog="""\b
 Examples:
   annbench datasets list
-  annbench datasets info tiny
+  annbench datasets info clustered-10k-64-angular
   annbench datasets create mini --n 5000 --d 32
 """,
 )
@@ -191,7 +191,7 @@ def datasets_import(
     "info",
     epilog="""\b
 Examples:
-  annbench datasets info tiny
+  annbench datasets info clustered-10k-64-angular
   annbench datasets info debian-packages-384-angular
 """,
 )
