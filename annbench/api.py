@@ -87,6 +87,8 @@ def run(
     force: bool = False,
     results: str | Path | None = None,
     progress: bool | Progress = True,
+    filters: str | Sequence[str] | None = None,
+    runbook: str | Path | None = None,
 ) -> pd.DataFrame:
     """Build each index configuration once in its own worker process, sweep its search
     parameters, store every record; returns the records of this sweep (already stored ones
@@ -96,7 +98,11 @@ def run(
     ``{"ef": [16, 64], "M": 16}`` or ``["ef=16,64"]``; ``min_time``: seconds a setting's timed
     repeats must add up to; ``threads``: search threads (several in batch mode);
     ``memory_limit``: bytes or ``"8GB"``; ``scheduler``: ``"local"`` or ``tcp://HOST:PORT``
-    for Dask; ``progress``: a bar (True), nothing (False) or an ``annbench.progress.Progress``.
+    for Dask; ``progress``: a bar (True), nothing (False) or an ``annbench.progress.Progress``;
+    ``filters``: filter workloads to sweep (``"label"``, ``"range:0.01,0.1"``, ``"none"`` for
+    the unfiltered sweep; see ``annbench.workloads``), each swept separately.
+    ``runbook``: replay this runbook (a shipped name or a YAML file) of inserts, deletes and
+    searches per build configuration instead of one static build (one record per step).
 
     Scripts must call it under ``if __name__ == "__main__":`` (workers are spawned and import
     the script again); notebooks need nothing.
@@ -104,10 +110,12 @@ def run(
     from annbench.datasets import DEFAULT_DATASET, read_dataset, resolve_dataset
     from annbench.progress import as_progress, notice
     from annbench.record import params_label
-    from annbench.runner import pending_runs, plan_sweep
+    from annbench.runner import job_records, pending_runs, plan_sweep
     from annbench.store import ResultStore
+    from annbench.workloads import parse_filters
 
     check_spawn_safe()
+    workloads = parse_filters([filters] if isinstance(filters, str) else filters or [])
     names = _backend_names(backends)
     limit = _memory_limit(memory_limit)
     _check_positive("timeout", timeout)
@@ -120,6 +128,17 @@ def run(
     data = read_dataset(resolve_dataset(str(dataset or DEFAULT_DATASET), progress=tell))
     if build_threads is None and scheduler is not None:
         build_threads = 1  # one core per worker slot
+    plan = None
+    if runbook is not None and any(w != "plain" for w in workloads):
+        raise AnnbenchError(
+            "runbook and filters measure different workloads; run them as separate sweeps"
+        )
+    if runbook is not None:
+        from annbench.runbooks import prepare_runbook
+
+        plan, computed = prepare_runbook(data, str(runbook))
+        if computed:
+            log.info("computed the ground truth of runbook %s", plan.runbook.name)
     jobs = plan_sweep(
         data,
         names,
@@ -130,8 +149,10 @@ def run(
         overrides=_grid_overrides(grid),
         build_threads=build_threads,
         min_seconds=min_time,
+        workloads=workloads,
+        runbook=plan,
     )
-    keys = {r.key for job in jobs for s in job.search_configs for r in job.records(s)}
+    keys = {r.key for job in jobs for r in job_records(job)}
     with ResultStore(_store_path(results)) as store:
         total = pending_runs(jobs, store, force)
         header = (
@@ -205,8 +226,18 @@ def summary(frame: pd.DataFrame, latency_budget_ms: float | None = None) -> pd.D
     point's build time, memory and configuration; with a budget, the best recall whose p99
     latency fits it."""
     from annbench.analysis import summary as summarize
+    from annbench.runbook_analysis import without_runbooks
 
-    return summarize(with_dicts(frame), latency_budget_ms=latency_budget_ms)
+    return summarize(with_dicts(without_runbooks(frame)), latency_budget_ms=latency_budget_ms)
+
+
+def runbook_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per runbook, configuration and search setting: the worst recall over the runbook's
+    search steps (and its step), recall and QPS at the last step, median QPS, inserts and
+    deletes per second after the initial build, rebuilds and the initial build time."""
+    from annbench.runbook_analysis import runbook_summary as summarize
+
+    return summarize(with_dicts(frame))
 
 
 def recommend(
@@ -418,6 +449,7 @@ __all__ = [
     "pareto_frontier",
     "recommend",
     "run",
+    "runbook_summary",
     "summary",
     "with_dicts",
     "write_parquet",

@@ -26,9 +26,10 @@ from annbench.grids import default_grid, parse_override
 from annbench.index import build_param_names, search_param_names
 from annbench.measure import MIN_SECONDS
 from annbench.paths import results_dir
-from annbench.record import MODES, params_label
+from annbench.record import MODES, PLAIN, params_label
 from annbench.registry import backend_names, load_backend
 from annbench.store import ResultStore, check_not_store
+from annbench.workloads import BadFilter, check_filter, parse_filters, workload_hash
 
 
 @click.group(
@@ -125,6 +126,21 @@ Examples:
     type=types.WORKERS,
     help="Workers of the LocalCluster that --scheduler local starts.",
 )
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="SPEC",
+    help="Filter workload to sweep: label, range:0.01,0.1,0.5 (one per selectivity), "
+    "range:ATTRIBUTE:0.1 or none (unfiltered); repeat for several [default: none].",
+)
+@click.option(
+    "--runbook",
+    default=None,
+    metavar="NAME|FILE",
+    help="Replay a runbook of inserts, deletes and searches (shipped: grow, sliding-window; "
+    "or a YAML file) instead of one static build.",
+)
 @click.option("--force", is_flag=True, help="Re-measure runs already in the store.")
 @quiet_option
 @results_option
@@ -142,6 +158,8 @@ def run(
     build_threads: int | None,
     scheduler: str | None,
     workers: int,
+    filters: tuple[str, ...],
+    runbook: str | None,
     force: bool,
     quiet: bool,
     results_path: Path | None,
@@ -169,7 +187,11 @@ def run(
             force=force,
             results=results_path,
             progress=not quiet,
+            filters=filters,
+            runbook=runbook,
         )
+    except BadFilter as exc:  # a usage error: exit code 2
+        raise click.BadParameter(str(exc), param_hint="--filter") from None
     except api.Interrupted as exc:
         click.echo(f"\n{exc}", err=True)
         sys.exit(130)
@@ -184,7 +206,11 @@ def run(
             f"[{params_label(_params(row.search_params))}]: {row.error}",
             err=True,
         )
-    if len(frame):
+    if runbook is not None:
+        table = api.runbook_summary(frame)
+        if len(table):
+            click.echo(_runbook_table(table))
+    elif len(frame):
         click.echo(_table(frame))
 
 
@@ -284,6 +310,7 @@ Examples:
   annbench plot -d clustered-10k-64-angular --out recall-qps.png
   annbench plot -d clustered-10k-64-angular --mode batch --k 10
   annbench plot -d clustered-10k-64-angular --threads
+  annbench plot -d tiny --runbook sliding-window
 """
 )
 @click.option(
@@ -299,6 +326,12 @@ Examples:
     is_flag=True,
     help="Plot QPS vs search threads (batch runs measured with --threads 1,2,...).",
 )
+@click.option(
+    "--runbook",
+    default=None,
+    metavar="NAME",
+    help="Plot recall and QPS against step for the runs of this runbook.",
+)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="PNG file to write.")
 @results_option
 def plot(
@@ -306,12 +339,15 @@ def plot(
     mode: str,
     k: int | None,
     scaling: bool,
+    runbook: str | None,
     out: Path | None,
     results_path: Path | None,
 ) -> None:
     """Plot recall vs queries per second as a PNG for papers, one pareto frontier per backend
-    (or thread scaling); the interactive plots are in 'annbench report'."""
+    (or thread scaling, or recall and QPS per runbook step); the interactive plots are in
+    'annbench report'."""
     from annbench.plot import recall_qps_figure, save_png, threads_figure
+    from annbench.runbook_analysis import without_runbooks
 
     mode = "batch" if scaling else mode
     if out is not None:
@@ -319,6 +355,10 @@ def plot(
     with ResultStore.open_existing(results_path or results_dir()) as store:
         frame = store.dataframe(dataset)
         store_path = store.path
+    if runbook is not None:
+        _plot_runbook(frame, dataset, runbook, mode, k, out, store_path)
+        return
+    frame = without_runbooks(frame)
     frame = frame[(frame["mode"] == mode) & (frame["status"] == "ok")]
     if frame.empty:
         raise AnnbenchError(
@@ -338,6 +378,33 @@ def plot(
     else:
         figure = recall_qps_figure(frame, f"{dataset}: recall@{k} vs QPS ({mode} mode)")
         out = out or store_path.parent / f"{dataset}-{mode}-k{k}.png"
+    save_png(figure, out)
+    click.echo(f"Wrote {out}")
+
+
+def _plot_runbook(
+    frame: pd.DataFrame,
+    dataset: str,
+    runbook: str,
+    mode: str,
+    k: int | None,
+    out: Path | None,
+    store_path: Path,
+) -> None:
+    from annbench.plot import runbook_figure, save_png
+
+    frame = frame[(frame["workload"] == f"runbook:{runbook}") & (frame["mode"] == mode)]
+    k = k or (int(frame["k"].mode().iloc[0]) if len(frame) else 10)
+    try:
+        figure = runbook_figure(
+            frame[frame["k"] == k], f"{dataset}: runbook {runbook} (k={k}, {mode} mode)"
+        )
+    except ValueError as exc:
+        raise AnnbenchError(
+            f"No successful {mode}-mode runs of runbook {runbook} on '{dataset}' in "
+            f"{store_path}; run 'annbench run -d {dataset} --runbook {runbook} -b ...' first"
+        ) from exc
+    out = out or store_path.parent / f"{dataset}-runbook-{runbook}-k{k}.png"
     save_png(figure, out)
     click.echo(f"Wrote {out}")
 
@@ -475,19 +542,43 @@ Examples:
     default=None,
     help="Also report the best recall whose p99 latency fits this budget.",
 )
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="SPEC",
+    help="Only these workloads (label, range:0.01, none...) [default: every workload].",
+)
 @results_option
 def summary_command(
-    dataset: str | None, latency_budget_ms: float | None, results_path: Path | None
+    dataset: str | None,
+    latency_budget_ms: float | None,
+    filters: tuple[str, ...],
+    results_path: Path | None,
 ) -> None:
-    """Per backend: best QPS at recall >= 0.8/0.9/0.95/0.99, with build time and memory."""
+    """Per backend and workload: best QPS at recall >= 0.8/0.9/0.95/0.99, with build time and
+    memory (filtered workloads show their selectivity); for runbooks, the worst recall over the
+    runbook at each search setting."""
     from annbench import api
 
-    table = api.summary(api.load_results(results_path, dataset), latency_budget_ms)
-    if table.empty:
+    frame = api.load_results(results_path, dataset)
+    if filters:
+        frame = frame[frame["workload"].isin(_workloads(filters))]
+    table = api.summary(frame, latency_budget_ms)
+    runbooks = api.runbook_summary(frame)
+    if table.empty and runbooks.empty:
         raise AnnbenchError("No successful results stored" + (f" for {dataset}" if dataset else ""))
-    for (name, mode, k), rows in table.groupby(["dataset", "mode", "k"]):
-        click.echo(f"\n{name} ({mode} mode, k={k})")
+    groups = table.groupby(["dataset", "workload", "mode", "k"]) if len(table) else ()
+    for (name, workload, mode, k), rows in groups:
+        selectivity = rows["selectivity"].iloc[0]
+        shown = "" if workload == PLAIN else f", filter {workload}, selectivity {selectivity:.3g}"
+        click.echo(f"\n{name} ({mode} mode, k={k}{shown})")
         click.echo(_summary_table(rows, latency_budget_ms))
+    for (name, runbook, mode, k), rows in (
+        runbooks.groupby(["dataset", "runbook", "mode", "k"]) if len(runbooks) else ()
+    ):
+        click.echo(f"\n{name}, runbook {runbook} ({mode} mode, k={k})")
+        click.echo(_runbook_table(rows))
 
 
 @main.command(
@@ -522,6 +613,14 @@ Examples:
 @click.option("--k", type=types.K, default=10, show_default=True)
 @click.option("--mode", type=click.Choice(MODES), default="single", show_default=True)
 @click.option(
+    "--filter",
+    "filter_spec",
+    default="none",
+    show_default=True,
+    metavar="SPEC",
+    help="Recommend for this filter workload (label, range:0.01...).",
+)
+@click.option(
     "--measure",
     is_flag=True,
     help="First measure what is missing: bisect each build configuration's search "
@@ -552,6 +651,7 @@ def recommend_command(
     optimize: str,
     k: int,
     mode: str,
+    filter_spec: str,
     measure: bool,
     backends: tuple[str, ...],
     grid_overrides: tuple[str, ...],
@@ -562,14 +662,21 @@ def recommend_command(
     from annbench import api
 
     data = read_dataset(resolve_dataset(dataset, progress=click.echo))
+    workloads = _workloads((filter_spec,), data)
+    if len(workloads) != 1:
+        raise click.BadParameter("give one workload, e.g. range:0.01", param_hint="--filter")
     location = results_path or results_dir()
     with ResultStore(location) if measure else ResultStore.open_existing(location) as store:
         if measure:
-            _measure_adaptively(store, data, backends, grid_overrides, k, mode, runs, min_recall)
+            _measure_adaptively(
+                store, data, backends, grid_overrides, k, mode, runs, min_recall, workloads
+            )
         frame = store.dataframe(data.name)
     # only runs on exactly this content: a regenerated dataset of the same name does not count
     frame = frame[(frame["k"] == k) & (frame["mode"] == mode)]
-    frame = frame[frame["dataset_hash"] == data.content_hash]
+    frame = frame[frame["workload"] == workloads[0]]
+    wanted = data.content_hash if workloads[0] == PLAIN else workload_hash(data, workloads[0])
+    frame = frame[frame["dataset_hash"] == wanted]
     result = api.recommend(
         frame,
         min_recall,
@@ -620,19 +727,34 @@ def _measure_adaptively(
     mode: str,
     runs: int,
     target: float,
+    workloads: list[str],
 ) -> None:
     from annbench.progress import progress_bar
     from annbench.runner import adaptive_jobs, pending_runs, plan_sweep, run_sweep
 
     names = list(dict.fromkeys(backends)) if backends else _installed_backends()
     overrides = dict(parse_override(text) for text in grid_overrides)
-    jobs = plan_sweep(data, names, k=k, mode=mode, runs=runs, overrides=overrides)
+    jobs = plan_sweep(
+        data, names, k=k, mode=mode, runs=runs, overrides=overrides, workloads=workloads
+    )
     jobs = adaptive_jobs(jobs, target)
     total = pending_runs(jobs, store)
     click.echo(f"Measuring: {len(jobs)} build configurations, at most {total} runs")
     with progress_bar(total, "Searching", unit="run") as shown:
         summary = run_sweep(jobs, store, progress=lambda _: shown.update(1), status=shown.status)
     click.echo(f"Measured {summary.stored} runs ({len(summary.failed)} failed)")
+
+
+def _workloads(specs: tuple[str, ...], data: Dataset | None = None) -> list[str]:
+    """Workload names of ``--filter`` values, checked against ``data``: a bad spec is a usage
+    error (exit code 2)."""
+    try:
+        workloads = parse_filters(specs)
+        for workload in workloads if data is not None else ():
+            check_filter(data, workload)
+    except BadFilter as exc:
+        raise click.BadParameter(str(exc), param_hint="--filter") from None
+    return workloads
 
 
 def _installed_backends() -> list[str]:
@@ -707,6 +829,31 @@ def _summary_table(rows: pd.DataFrame, latency_budget_ms: float | None) -> str:
     return view.to_string(index=False)
 
 
+def _runbook_table(rows: pd.DataFrame) -> str:
+    """Runbook summary rows: worst and last recall per search setting, update costs."""
+    view = pd.DataFrame(
+        {
+            "backend": rows["backend"],
+            "build": rows["build"],
+            "search": rows["search"],
+            "worst_recall": rows["worst_recall"].map(lambda v: _num(v, ".4f")),
+            "at_step": rows["worst_step"],
+            "last_recall": rows["last_recall"].map(lambda v: _num(v, ".4f")),
+            "median_qps": rows["median_qps"].map(lambda v: _num(v, ",.0f")),
+            "insert/s": rows["insert_per_s"].map(lambda v: _num(v, ",.0f") or "-"),
+            "delete/s": rows["delete_per_s"].map(lambda v: _num(v, ",.0f") or "-"),
+            "rebuilds": rows["rebuilds"],
+            "build_s": rows["build_s"].map(lambda v: _num(v, ".2f")),
+        }
+    )
+    return view.to_string(index=False)
+
+
+def _megabytes(frame: pd.DataFrame, column: str) -> pd.Series:
+    """``column`` of byte counts in MB, blank where missing."""
+    return (pd.to_numeric(frame[column], errors="coerce") / 1e6).map(lambda v: _num(v, ".1f"))
+
+
 def _table(frame: pd.DataFrame) -> str:
     view = pd.DataFrame(
         {
@@ -725,12 +872,20 @@ def _table(frame: pd.DataFrame) -> str:
             "p99_ms": frame["latency_p99_ms"].map(lambda v: _num(v, ".3f")),
             "build_s": frame["build_s"].map(lambda v: _num(v, ".2f")),
             "index_MB": (frame["index_bytes"] / 1e6).map(lambda v: _num(v, ".1f")),
+            "serving_MB": _megabytes(frame, "serving_memory_bytes"),
+            "build_peak_MB": _megabytes(frame, "peak_rss_bytes"),
         }
     )
+    if frame["step"].notna().any():  # runbook steps: say which
+        view.insert(2, "workload", frame["workload"])
+        view.insert(3, "step", frame["step"].map(lambda v: "" if pd.isna(v) else int(v)))
     if "last_failure" in frame and frame["last_failure"].notna().any():
         view["last_failure"] = frame["last_failure"].fillna("")
     if "probe" in frame and frame["probe"].any():
         view["probe"] = frame["probe"].map(lambda v: "probe" if v else "")
+    if len(frame) and (frame["workload"] != PLAIN).any():
+        view.insert(2, "workload", frame["workload"])
+        view.insert(3, "selectivity", frame["selectivity"].map(lambda v: _num(v, ".3g")))
     if (view["recall"] == view["ab_recall"]).all():
         view = view.drop(columns="ab_recall")  # shown only where the two definitions differ
     if len(frame) and (frame["status"] != "ok").any():

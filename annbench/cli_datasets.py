@@ -15,6 +15,8 @@ from annbench.datasets import (
     DEFAULT_DATASET,
     available_datasets,
     create_synthetic,
+    held_out_rows,
+    random_attribute,
     read_dataset,
     recompute_truth,
     resolve_dataset,
@@ -141,6 +143,13 @@ Examples:
 @click.option("--seed", default=0, show_default=True, type=types.SEED, help="Query split seed.")
 @click.option("--key", default=None, help="HDF5 dataset holding the vectors.")
 @click.option("--column", default=None, help="Parquet column holding the vectors.")
+@click.option(
+    "--random-attr",
+    default=None,
+    metavar="NAME",
+    help="Add a uniform random numeric attribute NAME (seeded), for range filters unrelated "
+    "to the vectors.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
 @types.quiet_option
 def datasets_import(
@@ -154,6 +163,7 @@ def datasets_import(
     seed: int,
     key: str | None,
     column: str | None,
+    random_attr: str | None,
     force: bool,
     quiet: bool,
 ) -> None:
@@ -179,6 +189,7 @@ def datasets_import(
             key,
             column,
             progress,
+            random_attr=random_attr,
         )
     data = read_dataset(path)
     click.echo(
@@ -206,9 +217,40 @@ def datasets_info(name: str) -> None:
     click.echo(f"queries:    {len(data.test)}")
     click.echo(f"truth k:    {data.neighbors.shape[1]}")
     click.echo(f"labels:     {'yes' if data.train_labels is not None else 'no'}")
+    click.echo(f"attributes: {', '.join(data.attr_names) or 'none'}")
     click.echo(f"hash:       {data.content_hash}")
     for key, value in sorted(data.attrs.items()):
         click.echo(f"attr {key}: {value}")
+
+
+@datasets.command(
+    "runbook",
+    epilog="""\b
+Examples:
+  annbench datasets runbook debian-packages-384-angular sliding-window
+  annbench datasets runbook my-import path/to/my-runbook.yaml --force
+""",
+)
+@click.argument("name")
+@click.argument("runbook")
+@click.option("--force", is_flag=True, help="Recompute even if the ground truth is cached.")
+def datasets_runbook(name: str, runbook: str, force: bool) -> None:
+    """Exact ground truth of every search step of RUNBOOK (a shipped name or a YAML file)."""
+    from annbench.runbooks import prepare_runbook
+
+    data = read_dataset(resolve_dataset(name, progress=click.echo))
+    with Stages() as stages:
+
+        def progress(done: int, total: int) -> None:
+            stages("ground truth", done, total)
+
+        plan, computed = prepare_runbook(data, runbook, recompute=force, progress=progress)
+    steps = plan.runbook.search_steps()
+    state = "computed" if computed else "already cached"
+    click.echo(
+        f"{plan.runbook.name}: {len(plan.runbook.steps)} steps, ground truth of {len(steps)} "
+        f"search steps {state} in {plan.truth_path} (fewest live rows: {plan.min_live})"
+    )
 
 
 @datasets.command(
@@ -267,15 +309,32 @@ Examples:
     help="Gaussian clusters.",
 )
 @click.option("--seed", default=0, show_default=True, type=types.SEED)
+@click.option(
+    "--random-attr",
+    default=None,
+    metavar="NAME",
+    help="Add a uniform random numeric attribute NAME (seeded), for range filters unrelated "
+    "to the vectors.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
 def datasets_create(
-    name: str, n: int, nq: int, dim: int, metric: str, clusters: int, seed: int, force: bool
+    name: str,
+    n: int,
+    nq: int,
+    dim: int,
+    metric: str,
+    clusters: int,
+    seed: int,
+    random_attr: str | None,
+    force: bool,
 ) -> None:
     """Generate a clustered-Gaussian dataset with exact ground truth into the data folder."""
     path = _new_dataset_path(name, force)
     if clusters < 1:
         raise AnnbenchError(f"--clusters must be at least 1, got {clusters}")
-    create_synthetic(path, n, nq, dim, Metric.parse(metric), clusters, seed)
+    create_synthetic(
+        path, n, nq, dim, Metric.parse(metric), clusters, seed, random_attr=random_attr
+    )
     click.echo(f"Wrote {path}")
 
 
@@ -314,6 +373,20 @@ Examples:
     help="Texts or images per model call.",
 )
 @click.option("--float16", is_flag=True, help="Store vectors as float16 (half the size).")
+@click.option(
+    "--attr-column",
+    "attr_columns",
+    multiple=True,
+    metavar="COLUMN",
+    help="CSV/TSV column of numbers to keep as a numeric attribute (for range filters).",
+)
+@click.option(
+    "--random-attr",
+    default=None,
+    metavar="NAME",
+    help="Add a uniform random numeric attribute NAME (seeded), for range filters unrelated "
+    "to the vectors.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
 @types.quiet_option
 def datasets_embed(
@@ -326,24 +399,35 @@ def datasets_embed(
     seed: int,
     batch_size: int,
     float16: bool,
+    attr_columns: tuple[str, ...],
+    random_attr: str | None,
     force: bool,
     quiet: bool,
 ) -> None:
     """Embed texts (a .txt file, or CSV/TSV with a text column) or a folder of images (one
     sub-folder per class) into a labelled angular dataset. Needs the [embed] extra."""
-    from annbench.embed import embed, load_corpus, model_provenance
+    from annbench.embed import embed, load_corpus, model_provenance, numeric_columns
 
     path = _new_dataset_path(name, force)
     corpus = load_corpus(source, text_column, label_column)
     with progress_bar(len(corpus.items), "Embedding", quiet=quiet) as bar:
         vectors = embed(corpus, model, batch_size, progress=bar.update)
     train, test, train_labels, test_labels = split_queries(vectors, corpus.labels, queries, seed)
+    train_rows, test_rows = held_out_rows(len(vectors), queries, seed)
+    numeric = {
+        column: (values[train_rows], values[test_rows])
+        for column, values in numeric_columns(source, attr_columns).items()
+    }
+    if random_attr:
+        numeric[random_attr] = random_attribute(len(train), len(test), seed)
     attrs = {
         "source": f"{source.name}: {len(corpus.items)} {corpus.kind}s embedded by {model}",
         "command": f"annbench datasets embed {source.name} --name {name}"
         + (f" --label-column {label_column}" if label_column else "")
         + f" --queries {queries} --seed {seed}"
-        + (" --float16" if float16 else ""),
+        + (" --float16" if float16 else "")
+        + "".join(f" --attr-column {column}" for column in attr_columns)
+        + (f" --random-attr {random_attr}" if random_attr else ""),
         "embedding": json.dumps(model_provenance(model)),
         "label_names": json.dumps(corpus.label_names),
     }
@@ -361,6 +445,7 @@ def datasets_embed(
             test_labels,
             attrs,
             float16=float16,
+            numeric_attrs=numeric or None,
             progress=stages,
         )
     click.echo(f"Wrote {path}: {len(train)} base vectors, {len(test)} queries, d={train.shape[1]}")

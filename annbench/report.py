@@ -16,7 +16,7 @@ import pandas as pd
 from annbench import __version__
 from annbench.analysis import NOISY_SPREAD, RECALL_LEVELS, successful, summary
 from annbench.progress import Progress
-from annbench.record import params_label
+from annbench.record import PLAIN, params_label
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1240px;
@@ -69,7 +69,7 @@ _PAGE = """<!DOCTYPE html>
 """
 
 _SECTION = """<h2 id="{{ anchor }}">{{ name }}</h2>
-{% if not groups %}<p>No successful runs of this dataset yet.</p>{% endif %}
+{% if not groups and not runbooks %}<p>No successful runs of this dataset yet.</p>{% endif %}
 {% for group in groups %}
 <h3>{{ group.label }}</h3>
 {% if group.plot %}<div class="plot">{{ group.plot }}</div>
@@ -86,6 +86,7 @@ its parameters; click a legend entry to hide a backend, double-click to show onl
 <h3>Every run ({{ group.label }})</h3>
 {{ group.runs }}
 {% endfor %}
+{{ runbooks }}
 """
 
 
@@ -151,21 +152,30 @@ def _dataset_section(
     from markupsafe import Markup
 
     from annbench.plot import interactive_figure, interactive_threads_figure
+    from annbench.runbook_analysis import without_runbooks
 
+    runbooks = Markup(_runbook_sections(env, name, frame, state))
+    frame = without_runbooks(frame)  # runbook steps are no static sweep
     ok = successful(frame)
     groups = []
-    for (mode, k), runs in frame.groupby(["mode", "k"]):
+    # one group per workload: the unfiltered sweep first, then each filter beside it
+    keys = ["workload", "mode", "k"]
+    for (workload, mode, k), runs in sorted(frame.groupby(keys), key=_plain_first):
         label = f"{mode} mode, k={k}"
-        good = ok[(ok["mode"] == mode) & (ok["k"] == k)]
+        tag = f"{mode}-{k}"
+        if workload != PLAIN:
+            label += f", filter {workload} (selectivity {runs['selectivity'].mean():.3g})"
+            tag += "-" + "".join(c if c.isalnum() else "-" for c in workload)
+        good = ok[(ok["workload"] == workload) & (ok["mode"] == mode) & (ok["k"] == k)]
         plot = None
         if len(good):
             figure = interactive_figure(good, f"{name}, {label}: recall against cost")
-            plot = Markup(_figure_html(figure, f"plot-{name}-{mode}-{k}", state))
+            plot = Markup(_figure_html(figure, f"plot-{name}-{tag}", state))
             if mode == "batch" and good.groupby("config")["threads"].nunique().max() > 1:
                 scaling = interactive_threads_figure(
                     good, f"{name}, {label}: QPS vs search threads"
                 )
-                plot += Markup(_figure_html(scaling, f"threads-{name}-{k}", state))
+                plot += Markup(_figure_html(scaling, f"threads-{name}-{tag}", state))
         table = summary(runs, latency_budget_ms=latency_budget_ms)
         groups.append(
             {
@@ -178,8 +188,72 @@ def _dataset_section(
         )
     groups = [g for g in groups if g["plot"] is not None or len(g["runs"])]
     return env.from_string(_SECTION).render(
-        anchor=name, name=name, groups=groups, budget_ms=f"{latency_budget_ms:g}"
+        anchor=name,
+        name=name,
+        groups=groups,
+        budget_ms=f"{latency_budget_ms:g}",
+        runbooks=runbooks,
     )
+
+
+def _plain_first(group: tuple[tuple[str, str, int], pd.DataFrame]) -> tuple[bool, str, str, int]:
+    (workload, mode, k), _ = group
+    return workload != PLAIN, workload, mode, k
+
+
+_RUNBOOK = """{% for part in parts %}
+<h3>Runbook {{ part.runbook }} ({{ part.label }})</h3>
+<div class="plot">{{ part.plot }}</div>
+<p class="note">Recall and QPS at each search step of the runbook, one line per configuration;
+hover a point for its step, live rows and figures. Inserts and deletes per second exclude the
+initial build and include rebuilds from the live rows where the backend cannot add or remove.
+</p>
+{{ part.table }}
+{% endfor %}
+"""
+
+
+def _runbook_sections(env: Any, name: str, frame: pd.DataFrame, state: dict[str, bool]) -> str:
+    """Per runbook: recall and QPS against step, and a table of insert and delete throughput
+    and recall at the last step per configuration ('' when there are no runbook runs)."""
+    from markupsafe import Markup
+
+    from annbench.plot import interactive_runbook_figure
+    from annbench.runbook_analysis import runbook_rows, runbook_summary
+
+    parts = []
+    for (runbook, mode, k), runs in runbook_rows(frame).groupby(["runbook", "mode", "k"]):
+        table = runbook_summary(runs)
+        if table.empty:
+            continue
+        label = f"{mode} mode, k={k}"
+        figure = interactive_runbook_figure(runs, f"{name}, runbook {runbook}, {label}")
+        view = pd.DataFrame(
+            {
+                "backend": table["backend"],
+                "build": table["build"],
+                "search": table["search"],
+                "inserts/s": table["insert_per_s"],
+                "deletes/s": table["delete_per_s"],
+                "rebuilds": table["rebuilds"].astype(float),
+                "build s": table["build_s"],
+                "worst recall": table["worst_recall"],
+                "at step": table["worst_step"].astype(float),
+                "recall at last step": table["last_recall"],
+                "QPS at last step": table["last_qps"],
+                "memory MB at end": table["last_memory_MB"],
+            }
+        )
+        div = f"runbook-{name}-{runbook}-{mode}-{k}"
+        parts.append(
+            {
+                "runbook": runbook,
+                "label": label,
+                "plot": Markup(_figure_html(figure, div, state)),
+                "table": Markup(html_table(view, div + "-table")),
+            }
+        )
+    return env.from_string(_RUNBOOK).render(parts=parts) if parts else ""
 
 
 def _figure_html(figure: Any, div_id: str, state: dict[str, bool]) -> str:
