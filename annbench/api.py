@@ -108,7 +108,7 @@ def run(
     the script again); notebooks need nothing.
     """
     from annbench.datasets import DEFAULT_DATASET, read_dataset, resolve_dataset
-    from annbench.progress import as_progress
+    from annbench.progress import as_progress, notice
     from annbench.record import params_label
     from annbench.runner import job_records, pending_runs, plan_sweep
     from annbench.store import ResultStore
@@ -126,8 +126,9 @@ def run(
     if not isinstance(workers, int) or workers < 1:
         raise AnnbenchError(f"workers must be a whole number of at least 1, got {workers}")
     given = as_progress(progress)
+    tell = given.message if given is not None else notice
     data = read_dataset(
-        resolve_dataset(str(DEFAULT_DATASET if dataset is None else dataset), progress=log.info)
+        resolve_dataset(str(DEFAULT_DATASET if dataset is None else dataset), progress=tell)
     )
     if build_threads is None and scheduler is not None:
         build_threads = 1  # one core per worker slot
@@ -190,12 +191,17 @@ def run(
             except KeyboardInterrupt:
                 raise Interrupted(store.count(), store.path) from None
         for record in summary.failed:
-            log.warning(
+            log.info(
                 "failed: %s [%s] [%s]: %s",
                 record.backend,
                 params_label(record.build_params),
                 params_label(record.search_params),
                 record.error,
+            )
+        if summary.failed:
+            log.warning(
+                "%d runs failed; their reasons are in the status and error columns",
+                len(summary.failed),
             )
         frame = store.dataframe(data.name)
         store_path = store.path

@@ -14,6 +14,7 @@ from annbench import cli_types as types
 from annbench.analysis import NOISY_SPREAD
 from annbench.cli_base import AnnbenchGroup, grid_option, results_option
 from annbench.cli_datasets import datasets
+from annbench.cli_types import quiet_option
 from annbench.datasets import (
     DEFAULT_DATASET,
     Dataset,
@@ -29,16 +30,12 @@ from annbench.registry import capability_table, runnable_backends
 from annbench.store import ResultStore, check_not_store
 from annbench.workloads import BadFilter, check_filter, parse_filters, workload_hash
 
-quiet_option = click.option(
-    "--quiet", "-q", is_flag=True, help="No progress display (errors and results still shown)."
-)
-
 
 @click.group(
     cls=AnnbenchGroup,
     epilog="""\b
 Examples:
-  annbench run -b hnswlib -b faiss-ivf -d tiny
+  annbench run -b hnswlib -b faiss-ivf -d clustered-10k-64-angular
   annbench report --neighbours
   annbench recommend --min-recall 0.95 --max-p99-ms 1
 """,
@@ -53,7 +50,7 @@ def main(debug: bool) -> None:
     epilog="""\b
 Examples:
   annbench run -b hnswlib -b faiss-ivf
-  annbench run -b hnswlib -d tiny -g M=16 -g ef=16,64,256 --runs 5
+  annbench run -b hnswlib -d clustered-10k-64-angular -g M=16 -g ef=16,64,256 --runs 5
   annbench run -b all --mode batch --threads 1,2,4 --scheduler local --workers 2
 """
 )
@@ -226,10 +223,10 @@ def run(
 @main.command(
     epilog="""\b
 Examples:
-  annbench results -d tiny
+  annbench results -d clustered-10k-64-angular
   annbench results --failed
   annbench results --csv runs.csv --parquet runs.parquet
-  annbench results --export ann-benchmarks -d tiny --out ab-results
+  annbench results --export ann-benchmarks -d clustered-10k-64-angular --out ab-results
 """
 )
 @click.option("--dataset", "-d", default=None, help="Only this dataset.")
@@ -327,9 +324,9 @@ def results(
 @main.command(
     epilog="""\b
 Examples:
-  annbench plot -d tiny --out tiny.png
-  annbench plot -d tiny --mode batch --k 10
-  annbench plot -d tiny --threads
+  annbench plot -d clustered-10k-64-angular --out recall-qps.png
+  annbench plot -d clustered-10k-64-angular --mode batch --k 10
+  annbench plot -d clustered-10k-64-angular --threads
   annbench plot -d tiny --runbook sliding-window
 """
 )
@@ -437,7 +434,7 @@ def _plot_runbook(
     epilog="""\b
 Examples:
   annbench report
-  annbench report -d tiny --out site --latency-budget-ms 0.5
+  annbench report -d clustered-10k-64-angular --out site --latency-budget-ms 0.5
   annbench report --neighbours --queries 3,17,42
 """,
 )
@@ -455,25 +452,103 @@ Examples:
     show_default=True,
     help="Report the best recall whose p99 latency fits this budget.",
 )
+@click.option(
+    "--neighbours",
+    is_flag=True,
+    help="Also write a neighbours page per dataset: sample queries, their exact top-k and what "
+    "each backend returned (texts or thumbnails where the dataset has them).",
+)
+@click.option(
+    "--queries",
+    type=types.IntList(0, None, "ID[,ID...]"),
+    default=None,
+    help="With --neighbours: these query ids [default: 5 drawn with --seed].",
+)
+@click.option(
+    "--seed",
+    type=types.SEED,
+    default=0,
+    show_default=True,
+    help="With --neighbours: seed of the sample queries.",
+)
+@quiet_option
 @results_option
 def report_command(
-    out: Path | None, dataset: str | None, latency_budget_ms: float, results_path: Path | None
+    out: Path | None,
+    dataset: str | None,
+    latency_budget_ms: float,
+    neighbours: bool,
+    queries: tuple[int, ...] | None,
+    seed: int,
+    quiet: bool,
+    results_path: Path | None,
 ) -> None:
-    """Write a self-contained HTML report (plots, summaries, every run); works from file://."""
+    """Write a self-contained HTML report (interactive plots, summaries, every run, and with
+    --neighbours what each backend returned for sample queries); works offline from file://."""
+    from annbench.progress import progress_bar
     from annbench.report import write_report
 
+    if queries is not None and not neighbours:
+        raise click.UsageError("--queries goes with --neighbours")
     if out is not None:
         check_output_dir(out, "--out")
         check_not_store(out, results_path or results_dir())
+    name = Path(dataset).stem if dataset and dataset.endswith((".hdf5", ".h5")) else dataset
     with ResultStore.open_existing(results_path or results_dir()) as store:
-        frame = store.dataframe(dataset)
+        frame = store.dataframe(name)
         store_path = store.path
     if frame.empty:
         raise AnnbenchError("No results stored" + (f" for dataset {dataset}" if dataset else ""))
     folder = out or store_path.parent / "report"
-    with writing(folder, "report"):
-        path = write_report(frame, folder, latency_budget_ms)
+    targets = [dataset] if dataset else sorted(frame["dataset"].unique())
+    with (
+        writing(folder, "report"),
+        progress_bar(
+            frame["dataset"].nunique() + (len(targets) if neighbours else 0), "Report", quiet=quiet
+        ) as shown,
+    ):
+        links = []
+        if neighbours:
+            links = _neighbour_pages(targets, folder, store_path, queries, seed, shown, dataset)
+        path = write_report(frame, folder, latency_budget_ms, links, progress=shown)
+    for page, _ in links:
+        click.echo(f"Wrote {folder / page}")
     click.echo(f"Wrote {path}")
+
+
+def _neighbour_pages(
+    targets: list[str],
+    folder: Path,
+    store_path: Path,
+    queries: tuple[int, ...] | None,
+    seed: int,
+    shown: Any,
+    required: str | None,
+) -> list[tuple[str, str]]:
+    """Write one neighbours page per dataset; returns (file name, link text) pairs. A stored
+    dataset whose file cannot be found by name is skipped with a note, unless it was asked for."""
+    from annbench.neighbours import neighbours_page
+
+    folder.mkdir(parents=True, exist_ok=True)
+    links = []
+    for spec in targets:
+        shown.status(f"neighbours of {spec}")
+        try:
+            data = read_dataset(resolve_dataset(spec))
+        except AnnbenchError as exc:
+            if required:
+                raise
+            shown.message(f"No neighbours page for {spec}: {exc}")
+            shown.update(1)
+            continue
+        with ResultStore.open_existing(store_path) as store:
+            records = store.records(data.name, with_raw=True)
+        page = f"neighbours-{data.name}.html"
+        text = neighbours_page(data, records, list(queries) if queries else None, seed=seed)
+        (folder / page).write_text(text, encoding="utf-8")
+        links.append((page, f"neighbours: {data.name}"))
+        shown.update(1)
+    return links
 
 
 @main.command(
@@ -481,7 +556,7 @@ def report_command(
     epilog="""\b
 Examples:
   annbench summary
-  annbench summary -d tiny --latency-budget-ms 0.5
+  annbench summary -d clustered-10k-64-angular --latency-budget-ms 0.5
 """,
 )
 @click.option("--dataset", "-d", default=None, help="Only this dataset.")
@@ -535,7 +610,7 @@ def summary_command(
     epilog="""\b
 Examples:
   annbench recommend --min-recall 0.95
-  annbench recommend -d tiny --min-recall 0.9 --max-p99-ms 1 --max-memory 500MB
+  annbench recommend -d clustered-10k-64-angular --min-recall 0.9 --max-p99-ms 1 --max-memory 1GB
   annbench recommend --min-recall 0.99 --optimize memory --measure -b hnswlib
 """,
 )
@@ -678,6 +753,7 @@ def _measure_adaptively(
     target: float,
     workloads: list[str],
 ) -> None:
+    from annbench.progress import progress_bar
     from annbench.runner import adaptive_jobs, pending_runs, plan_sweep, run_sweep
 
     names = list(dict.fromkeys(backends)) if backends else _installed_backends()
@@ -688,8 +764,8 @@ def _measure_adaptively(
     jobs = adaptive_jobs(jobs, target)
     total = pending_runs(jobs, store)
     click.echo(f"Measuring: {len(jobs)} build configurations, at most {total} runs")
-    with click.progressbar(length=total, label="Searching", file=sys.stderr) as bar:
-        summary = run_sweep(jobs, store, progress=lambda _: bar.update(1))
+    with progress_bar(total, "Searching", unit="run") as shown:
+        summary = run_sweep(jobs, store, progress=lambda _: shown.update(1), status=shown.status)
     click.echo(f"Measured {summary.stored} runs ({len(summary.failed)} failed)")
 
 
@@ -714,7 +790,7 @@ def _installed_backends() -> list[str]:
     epilog="""\b
 Examples:
   annbench backends
-  annbench run -b all -d tiny
+  annbench run -b all -d clustered-10k-64-angular
 """
 )
 def backends() -> None:

@@ -99,7 +99,7 @@ def run_build_job(
     """
     tell = status or (lambda text: None)
     tell("building")
-    measurer = _Measurer(job)
+    measurer = _Measurer(job, tell)
     if job.target_recall is None:
         for search_params in job.search_configs:
             for threads in job.threads:
@@ -148,7 +148,7 @@ def _meets(record: RunRecord, target: float, emit: Callable[[RunRecord], None]) 
 class _Measurer:
     """Builds the job's index once, then measures search settings on it."""
 
-    def __init__(self, job: BuildJob) -> None:
+    def __init__(self, job: BuildJob, tell: Callable[[str], None] = lambda text: None) -> None:
         self.job = job
         # the parent read this file already; this worker is itself isolated and timed
         self.dataset = dataset = read_dataset(Path(job.dataset_path), probe=False)
@@ -165,6 +165,7 @@ class _Measurer:
             "peak_rss_bytes": peak_rss_bytes(),
             "memory_bytes": self.index.memory_bytes() or max(rss_bytes() - before, 0),
         }
+        tell("saving, and loading in a fresh process (serving memory)")
         saved = _saved_and_served(job, self.index, dataset.metric.value, dataset.test)
         note = saved.pop("serving_note")
         checked = {"ground_truth_check": dataset.attrs.get("ground_truth_check")}
