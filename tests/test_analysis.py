@@ -210,6 +210,7 @@ def test_wide_spread_is_flagged_noisy(swept):
     _, frame = swept
     frame = frame.copy()
     frame["qps_spread"] = 0.0
+    frame["latency_p99_spread"] = 0.0
     frame.loc[frame.index[0], "qps_spread"] = 0.5
     table = summary(frame)
     noisy_backend = frame["backend"].iloc[0]
