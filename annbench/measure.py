@@ -43,15 +43,21 @@ class BuildJob:
     target_recall: float | None = None  # adaptive: bisect the ladder of search_configs
     #: adaptive: bisect for the last rung whose mean latency per query fits (ms), not recall
     max_latency_ms: float | None = None
+    max_p99_ms: float | None = None  # adaptive, with max_latency_ms: p99 must fit too
     build_threads: int | None = None  # None: every core
     min_seconds: float = 0.0  # repeat past ``runs`` until the timed repeats add up to this
     library_version: str | None = None  # of the backend's library, part of every record's key
     workload: str = PLAIN  # "plain", a filter ("label", "range:0.01") or "runbook:NAME"
 
     @property
+    def latency_bound(self) -> bool:
+        """Whether an adaptive job bisects for a latency limit (else for recall)."""
+        return self.max_latency_ms is not None or self.max_p99_ms is not None
+
+    @property
     def adaptive(self) -> bool:
         """Whether the search settings are a ladder to bisect rather than a grid to sweep."""
-        return self.target_recall is not None or self.max_latency_ms is not None
+        return self.target_recall is not None or self.latency_bound
 
     def record(
         self, search_params: dict[str, Any], threads: int | None = None, **fields: Any
@@ -91,10 +97,10 @@ def run_build_job(job: BuildJob, emit: Callable[[RunRecord], None]) -> None:
 
     An adaptive job's search settings are a ladder ordered by one monotone parameter, and
     only the rungs a bisection needs are measured, as probes (one repeat, no minimum time,
-    ``probe=True``): with ``job.max_latency_ms`` the last rung whose mean latency fits, else
-    the first rung reaching ``job.target_recall``. The rung found is then measured under the
-    full protocol (``job.runs`` repeats, ``job.min_seconds``); if a latency-bound rung no
-    longer fits when measured fully, the rung below it is measured fully too.
+    ``probe=True``): with ``job.max_latency_ms`` or ``max_p99_ms`` the last rung whose latency
+    fits, else the first rung reaching ``job.target_recall``. The rung found is then measured
+    under the full protocol (``job.runs`` repeats, ``job.min_seconds``); if a latency-bound
+    rung no longer fits when measured fully, the rung below it is measured fully too.
     """
     measurer = _Measurer(job)
     if not job.adaptive:
@@ -115,13 +121,12 @@ def run_build_job(job: BuildJob, emit: Callable[[RunRecord], None]) -> None:
         return record
 
     size = len(job.search_configs)
-    if job.max_latency_ms is not None:
-        limit = job.max_latency_ms
-        too_slow = bisect_ladder(size, lambda i: not _latency_fits(probe(i), limit))
+    if job.latency_bound:
+        too_slow = bisect_ladder(size, lambda i: not _latency_fits(probe(i), job))
         chosen = size - 1 if too_slow is None else too_slow - 1
         if chosen < 0:
             return
-        if not _latency_fits(full(chosen), limit) and chosen > 0:
+        if not _latency_fits(full(chosen), job) and chosen > 0:
             full(chosen - 1)
         return
     chosen = bisect_ladder(size, lambda i: _recall_meets(probe(i), job.target_recall))
@@ -133,9 +138,14 @@ def _recall_meets(record: RunRecord, target: float) -> bool:
     return record.status == "ok" and record.recall is not None and record.recall >= target
 
 
-def _latency_fits(record: RunRecord, limit_ms: float) -> bool:
-    """Mean time per query (1 / QPS) within ``limit_ms``; a failed run does not fit."""
-    return record.status == "ok" and bool(record.qps) and 1e3 / record.qps <= limit_ms
+def _latency_fits(record: RunRecord, job: BuildJob) -> bool:
+    """Mean time per query (1 / QPS) and p99 within the job's limits; a failed run does not."""
+    if record.status != "ok" or not record.qps:
+        return False
+    if job.max_latency_ms is not None and 1e3 / record.qps > job.max_latency_ms:
+        return False
+    p99 = record.latency_p99_ms
+    return job.max_p99_ms is None or (p99 is not None and p99 <= job.max_p99_ms)
 
 
 def bisect_ladder(size: int, meets: Callable[[int], bool]) -> int | None:

@@ -211,7 +211,7 @@ def pending_runs(jobs: list[BuildJob], store: ResultStore, force: bool = False) 
     """How many runs (records) the sweep will measure; for adaptive jobs, at most."""
     todo, _ = pending_jobs(jobs, store, force)
     return sum(
-        max_probes(len(job.search_configs)) + (2 if job.max_latency_ms is not None else 1)
+        max_probes(len(job.search_configs)) + (2 if job.latency_bound else 1)
         if job.adaptive
         else len(job.search_configs) * len(job.threads)
         for job in todo
