@@ -24,6 +24,8 @@ NPROBE_MAX = 256
 #: times k before re-ranking.
 K_FACTOR = 8
 EF_CONSTRUCTION = 128
+#: Headers, parameters and allocator slack of a loaded index, beyond its arrays.
+HEADER_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -74,12 +76,16 @@ def pq_sizes(d: int) -> list[int]:
 def estimate_bytes(n: int, d: int, factory: str) -> int:
     """Estimated memory of faiss ``factory`` over ``n`` vectors of ``d`` dims, loaded."""
     parts = factory.split(",")
-    total = 0
+    total = HEADER_BYTES
     refine = next((p for p in parts if p.startswith("Refine") or p == "RFlat"), None)
     if refine is not None:
         parts = [p for p in parts if p != refine]
         total += n * (d if "SQ8" in refine else 4 * d)
+    nlist = next((int(p[3:]) for p in parts if p.startswith("IVF")), 1)
     for part in parts:
+        if part.startswith("PQ") and part.endswith("fs"):
+            # fast-scan codes are stored in blocks of 32 vectors: each list pads its last block
+            total += nlist * 32 * vector_code_bytes(d, part)
         if part.startswith("OPQ"):
             total += d * d * 4  # rotation matrix
         elif part.startswith("IVF"):
@@ -107,7 +113,7 @@ def vector_code_bytes(d: int, part: str) -> int:
 
 
 def _pq(part: str) -> tuple[int, int]:
-    spec = part[2:].removesuffix("fs")
+    spec = part[2:].removesuffix("np").removesuffix("fs")
     m, _, nbits = spec.partition("x")
     return int(m), int(nbits or 8)
 
@@ -125,7 +131,9 @@ def faiss_candidates(n: int, d: int, budget: float | None) -> list[Candidate]:
     """faiss factory strings that fit ``budget`` bytes (all, when None), most promising
     first: HNSW graphs over exact or scalar-quantised vectors (M sized to the budget),
     inverted files with exact, scalar-quantised and product-quantised codes (the largest PQ
-    code that fits, with re-ranking, OPQ and 4-bit fast-scan variants), then exact search."""
+    code that fits, with re-ranking, OPQ and 4-bit fast-scan variants), then exact search.
+    8-bit PQ skips polysemous training (``np``): it only serves Hamming filtering, which
+    annbench does not use, and takes a minute where k-means takes a second."""
     nlist = nlist_for(n)
     nprobe = tuple(geometric_ladder(1, min(nlist, NPROBE_MAX), 1.5))
     ef = tuple(geometric_ladder(EF_RANGE[0], EF_RANGE[1], 1.5))
@@ -164,19 +172,19 @@ def faiss_candidates(n: int, d: int, budget: float | None) -> list[Candidate]:
     for storage, rank in (("Flat", 1), ("SQ8", 2), ("SQ4", 8)):
         if fits(f"IVF{nlist},{storage}"):
             add(rank, f"IVF{nlist},{storage}", "nprobe", nprobe)
-    pq = [m for m in pq_sizes(d) if fits(f"IVF{nlist},PQ{m}x8")]
+    pq = [m for m in pq_sizes(d) if fits(f"IVF{nlist},PQ{m}x8np")]
     if pq:
         best = pq[0]
         for refine in ("RFlat", "Refine(SQ8)"):
-            fitting = [m for m in pq if m <= 64 and fits(f"IVF{nlist},PQ{m}x8,{refine}")]
+            fitting = [m for m in pq if m <= 64 and fits(f"IVF{nlist},PQ{m}x8np,{refine}")]
             if fitting:
-                factory = f"IVF{nlist},PQ{fitting[0]}x8,{refine}"
+                factory = f"IVF{nlist},PQ{fitting[0]}x8np,{refine}"
                 add(4, factory, "nprobe", nprobe, k_factor=K_FACTOR)
                 break
-        add(5, f"IVF{nlist},PQ{best}x8", "nprobe", nprobe)
-        opq = [m for m in pq if m <= 64 and fits(f"OPQ{m},IVF{nlist},PQ{m}x8")]
+        add(5, f"IVF{nlist},PQ{best}x8np", "nprobe", nprobe)
+        opq = [m for m in pq if m <= 64 and fits(f"OPQ{m},IVF{nlist},PQ{m}x8np")]
         if opq:
-            add(9, f"OPQ{opq[0]},IVF{nlist},PQ{opq[0]}x8", "nprobe", nprobe)
+            add(9, f"OPQ{opq[0]},IVF{nlist},PQ{opq[0]}x8np", "nprobe", nprobe)
         fast = [m for m in pq if m % 2 == 0 and fits(f"IVF{nlist},PQ{m}x4fs")]
         if fast:
             add(10, f"IVF{nlist},PQ{fast[0]}x4fs", "nprobe", nprobe)
