@@ -123,7 +123,8 @@ def test_cli_summary_and_recommend(swept, tiny_path):
         ],
     )
     assert rec.exit_code == 0, rec.output
-    assert rec.output.startswith("Recommended: ") and "Runners-up:" in rec.output
+    assert rec.output.startswith("Limits: recall >= 0.95, serving memory <= 1 GB")
+    assert "\nRecommended: " in rec.output and "Runners-up:" in rec.output
     none = runner.invoke(
         main,
         [
