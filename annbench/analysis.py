@@ -42,12 +42,22 @@ def successful(frame: pd.DataFrame) -> pd.DataFrame:
     ok["p99_noisy"] = ok["p99_spread"] > NOISY_SPREAD
     ok["noisy"] = ok["qps_noisy"] | ok["p99_noisy"]
     ok["latency_mean_ms"] = 1e3 / ok["qps"]  # single mode: per query; batch: amortized
-    ok["memory_footprint"] = ok[["index_bytes", "memory_bytes"]].max(axis=1)
+    ok["memory_footprint"] = memory_footprint(ok)
     ok["config"] = [
         f"{b} [{params_label(bp)}] [{params_label(sp)}]"
         for b, bp, sp in zip(ok["backend"], ok["build_params"], ok["search_params"], strict=True)
     ]
     return ok
+
+
+def memory_footprint(frame: pd.DataFrame) -> pd.Series:
+    """Bytes an index needs to serve: its serving memory (its file loaded in a fresh process),
+    else its file size, else the memory its build added (runs stored before either existed)."""
+    found = pd.Series(float("nan"), index=frame.index)
+    for column in ("serving_memory_bytes", "index_bytes", "memory_bytes"):
+        if column in frame:
+            found = found.fillna(pd.to_numeric(frame[column], errors="coerce"))
+    return found
 
 
 def pareto_frontier(points: pd.DataFrame, x: str = "recall", y: str = "qps") -> pd.DataFrame:
@@ -71,8 +81,16 @@ def summary(
     and memory) and, given a budget, the best recall whose p99 latency fits it."""
     ok = successful(frame)
     rows = []
-    for (dataset, backend, mode, k), runs in ok.groupby(["dataset", "backend", "mode", "k"]):
-        row: dict[str, object] = {"dataset": dataset, "backend": backend, "mode": mode, "k": k}
+    groups = ok.groupby(["dataset", "workload", "backend", "mode", "k"])
+    for (dataset, workload, backend, mode, k), runs in groups:
+        row: dict[str, object] = {
+            "dataset": dataset,
+            "workload": workload,
+            "selectivity": runs["selectivity"].mean(),
+            "backend": backend,
+            "mode": mode,
+            "k": k,
+        }
         for level in levels:
             meeting = runs[runs["recall"] >= level]
             tag = f"@{level:g}"

@@ -11,19 +11,25 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psutil
 
 from annbench.datasets import read_dataset
 from annbench.errors import AnnbenchError
+from annbench.filtering import FilteredSearch, split_filter_params
 from annbench.index import Index
 from annbench.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
 from annbench.metrics import label_metrics, recall_at_k, true_distances
 from annbench.provenance import provenance
-from annbench.record import PLAIN, RunRecord
+from annbench.record import PLAIN, RunRecord, params_label
 from annbench.registry import load_backend
+from annbench.serving import Serving, measure_serving
+from annbench.workloads import is_filter, load_workload
+
+if TYPE_CHECKING:
+    from annbench.runbooks import RunbookPlan
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,7 @@ class BuildJob:
     min_seconds: float = 0.0  # repeat past ``runs`` until the timed repeats add up to this
     library_version: str | None = None  # of the backend's library, part of every record's key
     workload: str = PLAIN  # "plain", a filter ("label", "range:0.01") or "runbook:NAME"
+    runbook: RunbookPlan | None = None  # replay this runbook (annbench.replay), not one build
 
     @property
     def latency_bound(self) -> bool:
@@ -92,7 +99,11 @@ class Timing:
     p99_ms: list[float] | None = None  # p99 latency of each repeat, single mode only
 
 
-def run_build_job(job: BuildJob, emit: Callable[[RunRecord], None]) -> None:
+def run_build_job(
+    job: BuildJob,
+    emit: Callable[[RunRecord], None],
+    status: Callable[[str], None] | None = None,
+) -> None:
     """Build the index of ``job`` once and emit one record per search setting measured.
 
     An adaptive job's search settings are a ladder ordered by one monotone parameter, and
@@ -101,21 +112,28 @@ def run_build_job(job: BuildJob, emit: Callable[[RunRecord], None]) -> None:
     fits, else the first rung reaching ``job.target_recall``. The rung found is then measured
     under the full protocol (``job.runs`` repeats, ``job.min_seconds``); if a latency-bound
     rung no longer fits when measured fully, the rung below it is measured fully too.
+    ``status`` hears each step: ``building``, ``searching ef=64``.
     """
+    tell = status or (lambda text: None)
+    tell("building")
     measurer = _Measurer(job)
     if not job.adaptive:
         for search_params in job.search_configs:
             for threads in job.threads:
+                on = f" on {threads} threads" if len(job.threads) > 1 else ""
+                tell(f"searching {params_label(search_params)}{on}")
                 emit(measurer.measure(search_params, job.runs, threads, job.min_seconds))
         return
 
     def probe(i: int) -> RunRecord:
+        tell(f"probing {params_label(job.search_configs[i])}")
         record = measurer.measure(job.search_configs[i], 1, job.threads[0])
         record.probe = True
         emit(record)
         return record
 
     def full(i: int) -> RunRecord:
+        tell(f"measuring {params_label(job.search_configs[i])}")
         record = measurer.measure(job.search_configs[i], job.runs, job.threads[0], job.min_seconds)
         emit(record)
         return record
@@ -187,10 +205,14 @@ class _Measurer:
             "build_s": time.perf_counter() - start,
             "peak_rss_bytes": peak_rss_bytes(),
             "memory_bytes": self.index.memory_bytes() or max(rss_bytes() - before, 0),
-            "index_bytes": _serialized_size(self.index),
-            "provenance": provenance(build_threads),
         }
+        saved = _saved_and_served(job, self.index, dataset.metric.value, dataset.test)
+        note = saved.pop("serving_note")
+        self.build |= saved | {"provenance": provenance(build_threads)}
+        if note:  # the record says why its serving memory is missing
+            self.build["provenance"]["serving_memory"] = note
         self.xq = dataset.test
+        self.filter = load_workload(dataset, job.workload) if is_filter(job.workload) else None
 
     def measure(
         self, search_params: dict[str, Any], runs: int, threads: int, min_seconds: float = 0.0
@@ -198,14 +220,33 @@ class _Measurer:
         """One record: at least ``runs`` timed repeats of ``search_params`` on ``threads``
         threads, and more until they add up to ``min_seconds`` (a failed record on error)."""
         job, dataset, index = self.job, self.dataset, self.index
+        params, filtering = split_filter_params(search_params)
         try:
-            index.set_search_params(**search_params)
+            if filtering.get("filter_strategy") != "brute":  # brute force uses no index
+                index.set_search_params(**params)
             index.set_num_threads(threads)
-            timing = time_search(index, self.xq, job.k, job.mode, runs, min_seconds)
-        except (AnnbenchError, ValueError, RuntimeError) as exc:
+            if self.filter is None:
+                timing = time_search(index, self.xq, job.k, job.mode, runs, min_seconds)
+            else:
+                searcher = FilteredSearch(
+                    index,
+                    self.filter,
+                    dataset.train,
+                    dataset.metric,
+                    job.k,
+                    **filtering,
+                    threads=threads,
+                )
+                timing = time_filtered_search(searcher, self.xq, job.mode, runs, min_seconds)
+        except (AnnbenchError, ValueError, RuntimeError, NotImplementedError) as exc:
             return job.record(search_params, threads, status="failed", error=_one_line(exc))
-        found = true_distances(dataset.metric, dataset.train, dataset.test, timing.ids)
-        recall = recall_at_k(timing.ids, found, dataset.neighbors, dataset.distances, job.k)
+        workload_fields: dict[str, Any] = {}
+        if self.filter is None:
+            found = true_distances(dataset.metric, dataset.train, dataset.test, timing.ids)
+            recall = recall_at_k(timing.ids, found, dataset.neighbors, dataset.distances, job.k)
+        else:
+            recall = self.filter.recall(dataset, timing.ids, job.k)
+            workload_fields["selectivity"] = self.filter.mean_selectivity
         labels = {}
         if dataset.train_labels is not None and dataset.test_labels is not None:
             by_label = label_metrics(timing.ids, dataset.train_labels, dataset.test_labels, job.k)
@@ -228,6 +269,7 @@ class _Measurer:
             duplicates=recall.duplicates,
             missing=recall.missing,
             **labels,
+            **workload_fields,
             qps=float(np.median(timing.qps)),
             qps_min=float(min(timing.qps)),
             qps_max=float(max(timing.qps)),
@@ -262,6 +304,44 @@ def time_search(
         return _repeat(runs, min_seconds, lambda: _time_single(index, xq, k))
 
 
+def time_filtered_search(
+    searcher: FilteredSearch, xq: np.ndarray, mode: str, runs: int, min_seconds: float = 0.0
+) -> Timing:
+    """``time_search`` under a filter: batch mode times one call per filter group (summed),
+    single mode one call per query, each query with its own filter."""
+    xq = searcher.prepare_queries(xq)
+    warmup = max(1, min(len(xq), 100))
+    if mode == "batch":
+        searcher.batch(xq, limit=warmup)
+        return _repeat(runs, min_seconds, lambda: _time_batch_filtered(searcher, xq))
+    with _one_core():
+        for i in range(warmup):
+            searcher.one(i, xq[i])
+        return _repeat(runs, min_seconds, lambda: _time_single_filtered(searcher, xq))
+
+
+def _time_single_filtered(searcher: FilteredSearch, xq: np.ndarray) -> Timing:
+    nq = len(xq)
+    ids = np.full((nq, searcher.k), -1, dtype=np.int64)
+    latencies = np.empty(nq, dtype=np.int64)
+    one = searcher.one
+    clock = time.perf_counter_ns
+    for i in range(nq):
+        q = xq[i]
+        t0 = clock()
+        found = one(i, q)
+        latencies[i] = clock() - t0
+        ids[i, : len(found)] = found
+    return Timing(qps=[nq / (latencies.sum() / 1e9)], ids=ids, latencies_ns=latencies)
+
+
+def _time_batch_filtered(searcher: FilteredSearch, xq: np.ndarray) -> Timing:
+    t0 = time.perf_counter_ns()
+    ids = searcher.batch(xq)
+    elapsed = time.perf_counter_ns() - t0
+    return Timing(qps=[len(xq) / (elapsed / 1e9)], ids=ids, latencies_ns=None)
+
+
 @contextmanager
 def _one_core() -> Iterator[None]:
     """Keep the timing thread on the core it is running on (Linux), so the scheduler does not
@@ -278,6 +358,9 @@ def _one_core() -> Iterator[None]:
         os.sched_setaffinity(0, allowed)
 
 
+#: The one measurement policy of the CLI, the API and ``plan_sweep``: timed repeats of a setting
+#: continue past ``runs`` until they add up to this many seconds.
+MIN_SECONDS = 1.0
 MAX_REPEATS = 100  # bounds the ids and latencies held while ``min_seconds`` is reached
 
 
@@ -327,14 +410,27 @@ def _time_batch(index: Index, xq: np.ndarray, k: int) -> Timing:
     return Timing(qps=[len(xq) / (elapsed / 1e9)], ids=result.ids, latencies_ns=None)
 
 
-def _serialized_size(index: Index) -> int | None:
+def _saved_and_served(job: BuildJob, index: Index, metric: str, xq: np.ndarray) -> dict[str, Any]:
+    """``index_bytes`` (file size), ``serving_memory_bytes`` and ``load_s`` (the file loaded
+    cold in a fresh process); None where they cannot be measured, with ``serving_note``
+    saying why."""
     with tempfile.TemporaryDirectory(prefix="annbench-") as folder:
         path = Path(folder) / "index"
         try:
             index.save(path)
         except NotImplementedError:
-            return None
-        return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+            served = Serving(None, None, f"not measured: {job.backend} cannot save an index")
+            size = None
+        else:
+            size = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+            warm = job.search_configs[-1] if job.search_configs else {}
+            served = measure_serving(job.backend, metric, job.build_params, path, xq, warm, job.k)
+    return {
+        "index_bytes": size,
+        "serving_memory_bytes": served.memory_bytes,
+        "load_s": served.load_s,
+        "serving_note": served.note,
+    }
 
 
 def _float(value: Any) -> float | None:

@@ -21,7 +21,7 @@ from annbench.analysis import OBJECTIVES, Constraints, Recommendation, recommend
 from annbench.candidates import Candidate, propose
 from annbench.datasets import Dataset
 from annbench.errors import AnnbenchError
-from annbench.measure import BuildJob
+from annbench.measure import MIN_SECONDS, BuildJob
 from annbench.record import MODES, PLAIN, RunRecord, params_label
 from annbench.registry import backend_names, load_backend
 from annbench.store import ResultStore
@@ -41,7 +41,7 @@ class MeasurementPolicy:
     ``min_seconds``. The same policy for ``annbench run``, ``recommend`` and the Python API."""
 
     runs: int = 3
-    min_seconds: float = 1.0
+    min_seconds: float = MIN_SECONDS
 
 
 #: The full protocol every recommended point is measured under.
@@ -205,13 +205,15 @@ def recommend_index(
     time_budget_s: float = DEFAULT_TIME_BUDGET_S,
     policy: MeasurementPolicy = FULL_PROTOCOL,
     progress: Callable[[str], None] | None = None,
+    workload: str = PLAIN,
 ) -> Outcome:
     """The configuration of ``dataset`` meeting ``constraints`` with the best ``optimize``.
 
     With ``measure``, first measure by bisection, within ``time_budget_s`` seconds: named
     ``backends``' grids, or else index structures proposed to fit the memory budget. Only
-    full measurements (``policy``) of this exact dataset content, k, mode and thread count
-    are picked from; a pick measured with fewer repeats than ``policy`` is re-measured first.
+    full measurements (``policy``) of this exact dataset content, ``workload`` (plain or a
+    filter), k, mode and thread count are picked from; a pick measured with fewer repeats
+    than ``policy`` is re-measured first.
     """
     optimize = optimize or default_objective(constraints)
     threads = _check(dataset, constraints, optimize, k, mode, threads, time_budget_s, policy)
@@ -220,24 +222,30 @@ def recommend_index(
     skipped: list[str] = []
     spent = 0.0
     if measure:
-        jobs = _jobs(dataset, constraints, optimize, k, mode, threads, backends, overrides, policy)
+        jobs = _jobs(
+            dataset, constraints, optimize, k, mode, threads, backends, overrides, policy, workload
+        )
         start = time.monotonic()
         steps, skipped = _measure(jobs, store, time_budget_s, say)
         spent = time.monotonic() - start
-    result = recommend(_frame(store, dataset, k, mode, threads), constraints, optimize)
+    dataset_hash = _hash(dataset, workload)
+    frame = _frame(store, dataset, dataset_hash, workload, k, mode, threads)
+    result = recommend(frame, constraints, optimize)
     choice = result.choice
     if measure and choice is not None and (choice["runs"] or 0) < policy.runs:
         say(f"Re-measuring the pick under the full protocol: {choice['config']}")
         job = _job_for_row(dataset, choice, k, mode, threads, policy)
+        job = replace(job, dataset_hash=dataset_hash, workload=workload)
         more, _ = _measure([(choice["config"], job)], store, math.inf, say)
         steps += more
-        result = recommend(_frame(store, dataset, k, mode, threads), constraints, optimize)
+        frame = _frame(store, dataset, dataset_hash, workload, k, mode, threads)
+        result = recommend(frame, constraints, optimize)
     return Outcome(
         result,
         constraints,
         optimize,
         dataset.name,
-        dataset.content_hash,
+        dataset_hash,
         k,
         mode,
         threads,
@@ -302,15 +310,32 @@ def _check(
     return threads
 
 
-def _frame(store: ResultStore, dataset: Dataset, k: int, mode: str, threads: int) -> pd.DataFrame:
-    """Stored full measurements of exactly this content, k, mode and thread count."""
+def _hash(dataset: Dataset, workload: str) -> str:
+    """What records of ``workload`` on ``dataset`` are keyed on."""
+    if workload == PLAIN:
+        return dataset.content_hash
+    from annbench.workloads import workload_hash
+
+    return workload_hash(dataset, workload)
+
+
+def _frame(
+    store: ResultStore,
+    dataset: Dataset,
+    dataset_hash: str,
+    workload: str,
+    k: int,
+    mode: str,
+    threads: int,
+) -> pd.DataFrame:
+    """Stored full measurements of exactly this content, workload, k, mode and threads."""
     frame = store.dataframe(dataset.name)
     keep = (
         (frame["k"] == k)
         & (frame["mode"] == mode)
         & (frame["threads"] == threads)
-        & (frame["dataset_hash"] == dataset.content_hash)
-        & (frame["workload"].fillna(PLAIN) == PLAIN)
+        & (frame["dataset_hash"] == dataset_hash)
+        & (frame["workload"].fillna(PLAIN) == workload)
         & ~frame["probe"].fillna(False).astype(bool)
     )
     return frame[keep]
@@ -338,6 +363,7 @@ def _jobs(
     backends: list[str] | None,
     overrides: dict[str, list[Any]] | None,
     policy: MeasurementPolicy,
+    workload: str = PLAIN,
 ) -> list[tuple[str, BuildJob]]:
     """Labelled jobs to measure: named backends' grids, else budget-fitted candidates, each
     bisecting for a latency limit (objective recall) or for the recall target."""
@@ -360,6 +386,7 @@ def _jobs(
             threads=threads,
             overrides=overrides,
             min_seconds=policy.min_seconds,
+            workloads=[workload],
         )
         jobs = adaptive_jobs(
             jobs,
@@ -370,6 +397,11 @@ def _jobs(
         return [(f"{j.backend} [{params_label(j.build_params)}]", j) for j in jobs]
     if overrides:
         raise AnnbenchError("--grid overrides apply to named backends' grids; add -b BACKEND")
+    if workload != PLAIN:
+        raise AnnbenchError(
+            f"--measure proposes structures for unfiltered search; to measure filter {workload}, "
+            "name backends with -b"
+        )
     n, d = dataset.train.shape
     installed = set(installed_backends())
     candidates = propose(n, d, constraints.max_memory_bytes, installed)
