@@ -886,6 +886,11 @@ def _runbook_table(rows: pd.DataFrame) -> str:
     return view.to_string(index=False)
 
 
+def _megabytes(frame: pd.DataFrame, column: str) -> pd.Series:
+    """``column`` of byte counts in MB, blank where missing."""
+    return (pd.to_numeric(frame[column], errors="coerce") / 1e6).map(lambda v: _num(v, ".1f"))
+
+
 def _table(frame: pd.DataFrame) -> str:
     view = pd.DataFrame(
         {
@@ -904,6 +909,8 @@ def _table(frame: pd.DataFrame) -> str:
             "p99_ms": frame["latency_p99_ms"].map(lambda v: _num(v, ".3f")),
             "build_s": frame["build_s"].map(lambda v: _num(v, ".2f")),
             "index_MB": (frame["index_bytes"] / 1e6).map(lambda v: _num(v, ".1f")),
+            "serving_MB": _megabytes(frame, "serving_memory_bytes"),
+            "build_peak_MB": _megabytes(frame, "peak_rss_bytes"),
         }
     )
     if frame["step"].notna().any():  # runbook steps: say which
