@@ -277,11 +277,13 @@ def test_measure_bisects_with_probes_and_remeasures_fully(tiny, tmp_path):
             policy=MeasurementPolicy(runs=2, min_seconds=0.0),
             progress=steps.append,
         )
-        records = store.records()
-    probes = [r for r in records if r.probe]
-    full = [r for r in records if not r.probe]
+        attempts = store.records(history=True)
+        current = store.records()
+    probes = [r for r in attempts if r.probe]
+    full = [r for r in attempts if not r.probe]
     assert probes and all(r.runs == 1 for r in probes)
     assert full and all(r.runs >= 2 for r in full)
+    assert current and not any(r.probe for r in current)  # probes are not results
     choice = outcome.recommendation.choice
     assert choice["runs"] >= 2 and choice["recall"] >= 0.9
     assert any("faiss-ivf [nlist=16]" in s for s in steps)
