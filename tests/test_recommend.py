@@ -27,7 +27,12 @@ from annbench.candidates import estimate_bytes, nlist_for, propose, vector_code_
 from annbench.cli import main
 from annbench.deploy import emit_python, save_index
 from annbench.errors import AnnbenchError
-from annbench.recommend import EXIT_NOTHING_FITS, MeasurementPolicy, recommend_index
+from annbench.recommend import (
+    EXIT_NOTHING_FITS,
+    MeasurementPolicy,
+    installed_backends,
+    recommend_index,
+)
 from annbench.runner import plan_sweep, run_sweep
 from annbench.store import ResultStore
 
@@ -378,3 +383,41 @@ def test_cli_exit_status_json_and_memory_units(swept, tiny_path):
     compile(emitted.stdout, "snippet", "exec")
     usage = runner.invoke(main, [*base, "--optimize", "qps"])
     assert usage.exit_code == 1 and "needs a recall target" in usage.output
+
+
+def test_cli_measure_tries_budget_fitted_structures_within_time(tiny, tiny_path, tmp_path):
+    budget = 2e6
+    out = CliRunner().invoke(
+        main,
+        [
+            "recommend",
+            "-d",
+            str(tiny_path),
+            "--results",
+            str(tmp_path),
+            "--max-latency-ms",
+            "5",
+            "--max-memory",
+            "2MB",
+            "--measure",
+            "--time-budget",
+            "8",
+            "--min-time",
+            "0",
+            "--runs",
+            "2",
+            "--json",
+        ],
+    )
+    assert out.exit_code in (0, EXIT_NOTHING_FITS), out.output
+    payload = json.loads(out.stdout)
+    measured = payload["measured"]
+    assert measured and all(step["seconds"] > 0 and step["outcome"] for step in measured)
+    assert "[1/" in out.stderr and " s)" in out.stderr  # each step and how long it took
+    n, d = tiny.train.shape
+    proposed = propose(n, d, budget, set(installed_backends()))
+    tried = [step["config"] for step in measured] + payload["skipped_for_time"]
+    assert tried == [c.label for c in proposed]
+    assert all(c.estimated_bytes <= budget for c in proposed)
+    if payload["choice"] is not None:
+        assert payload["choice"]["runs"] >= 2 and payload["choice"]["latency_mean_ms"] <= 5
