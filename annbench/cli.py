@@ -537,6 +537,7 @@ Examples:
     "--max-memory",
     default=None,
     metavar="SIZE",
+    callback=lambda ctx, param, value: _size_text(ctx, param, value),
     help="Largest serving memory (the loaded index), e.g. 40MB (10^6 bytes) or 38MiB (2^20).",
 )
 @click.option(
@@ -737,6 +738,13 @@ def recommend_command(
     if save_index is not None:
         meta = save_index_to(choice, data, save_index, k, outcome.query_mode)
         say(f"Saved the index to {save_index} and its description to {meta}")
+
+
+def _size_text(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A memory size checked as one (a usage error if not), kept as typed to echo its unit."""
+    if value is not None:
+        types.SIZE.convert(value, param, ctx)
+    return value
 
 
 def _limits_line(constraints: Any, max_memory: str | None, mode: str, threads: int | None) -> str:
