@@ -246,23 +246,30 @@ def runbook_summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 def recommend(
     frame: pd.DataFrame,
-    min_recall: float,
+    min_recall: float | None = None,
     max_p99_ms: float | None = None,
     max_memory: str | float | None = None,
     max_build_s: float | None = None,
-    optimize: str = "qps",
+    optimize: str | None = None,
+    max_latency_ms: float | None = None,
 ) -> Recommendation:
     """The configuration meeting every constraint with the best ``optimize`` objective
-    (``qps``, ``memory``, ``build`` or ``latency``), its runners-up and what bound the choice;
-    ``choice`` is None (and ``closest`` lists the nearest misses) when nothing fits."""
+    (``recall``, ``qps``, ``memory``, ``build`` or ``latency``; default ``qps`` given
+    ``min_recall``, else ``recall``), its runners-up and what bound the choice; ``choice`` is
+    None (and ``closest`` lists the misses nearest the budget) when nothing fits. The same
+    choice as ``annbench recommend`` (``annbench.recommend.recommend_index`` also measures)."""
     from annbench.analysis import OBJECTIVES, Constraints
     from annbench.analysis import recommend as choose
+    from annbench.recommend import default_objective
 
-    if not 0 < min_recall <= 1:
+    if min_recall is not None and not 0 < min_recall <= 1:
         raise AnnbenchError(f"min_recall must be in (0, 1], got {min_recall}")
+    constraints = Constraints(
+        min_recall, max_p99_ms, _memory_limit(max_memory), max_build_s, max_latency_ms
+    )
+    optimize = optimize or default_objective(constraints)
     if optimize not in OBJECTIVES:
         raise AnnbenchError(f"optimize '{optimize}' not valid. Use one of: {', '.join(OBJECTIVES)}")
-    constraints = Constraints(min_recall, max_p99_ms, _memory_limit(max_memory), max_build_s)
     return choose(with_dicts(frame), constraints, optimize)
 
 
