@@ -11,6 +11,7 @@ import csv
 import importlib.util
 import inspect
 import itertools
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -148,6 +149,7 @@ def with_overrides(grid: Grid, cls: type[Index], overrides: dict[str, list[Any]]
 def check_grid(backend: str, cls: type[Index], grid: Grid) -> None:
     """Raise AnnbenchError naming every parameter ``cls`` does not take or needs and lacks."""
     build_names, search_names = build_param_names(cls), search_param_names(cls)
+    check_values(backend, grid)
     required = _required_params(cls.__init__) | _required_params(cls.set_search_params)
     for block in grid.blocks():
         for kind, given, known in (
@@ -215,6 +217,43 @@ def parse_override(text: str) -> tuple[str, list[Any]]:
     if any(v is None or isinstance(v, (list, dict)) for v in parsed):
         raise AnnbenchError(f"Grid override '{text}' has an empty or non-scalar value")
     return key, parsed
+
+
+def parse_overrides(texts: tuple[str, ...] | list[str]) -> dict[str, list[Any]]:
+    """Every ``--grid KEY=V1,V2`` parsed; a key given twice is an error, not dropped."""
+    overrides: dict[str, list[Any]] = {}
+    for text in texts:
+        key, values = parse_override(text)
+        if key in overrides:
+            joined = ",".join(str(v) for v in overrides[key] + values)
+            raise AnnbenchError(
+                f"Grid key '{key}' is given twice; give all its values once: --grid {key}={joined}"
+            )
+        overrides[key] = values
+    return overrides
+
+
+#: The integer range every backend's C/C++ parameters can hold (int32).
+INT_RANGE = (-(2**31), 2**31 - 1)
+
+
+def check_values(backend: str, grid: Grid) -> None:
+    """Raise AnnbenchError for a grid value no backend library can represent."""
+    low, high = INT_RANGE
+    for params in (section for block in grid.blocks() for section in (block.build, block.search)):
+        for key, values in params.items():
+            for value in values:
+                if isinstance(value, bool):
+                    continue
+                if isinstance(value, int) and not low <= value <= high:
+                    raise AnnbenchError(
+                        f"Grid value {key}={value} for '{backend}' is beyond the integer range "
+                        f"libraries accept ({low}..{high})"
+                    )
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise AnnbenchError(
+                        f"Grid value {key}={value} for '{backend}' is not a finite number"
+                    )
 
 
 def _required_params(func: Any) -> set[str]:
