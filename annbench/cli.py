@@ -24,7 +24,13 @@ from annbench.errors import AnnbenchError
 from annbench.grids import default_grid, parse_overrides
 from annbench.index import build_param_names, search_param_names
 from annbench.measure import MIN_SECONDS
-from annbench.paths import check_output_dir, check_output_file, results_dir, writing
+from annbench.paths import (
+    check_output_dir,
+    check_output_file,
+    check_path_name,
+    results_dir,
+    writing,
+)
 from annbench.record import MODES, PLAIN, params_label
 from annbench.registry import backend_names, load_backend
 from annbench.store import ResultStore, check_not_store
@@ -277,8 +283,9 @@ def results(
 
         if dataset is None or out is None:
             raise AnnbenchError("--export ann-benchmarks needs --dataset NAME and --out DIR")
-        check_output_dir(out, "--out")
+        check_path_name(out, "--out")
         check_not_store(out, results_path or results_dir())
+        check_output_dir(out, "--out")
         data = read_dataset(resolve_dataset(dataset))
         with ResultStore.open_existing(results_path or results_dir()) as store:
             records = store.records(data.name, with_raw=True)
@@ -290,8 +297,9 @@ def results(
         return
     for output, option in ((csv_path, "--csv"), (parquet_path, "--parquet")):
         if output is not None:
-            check_output_file(output, option)
+            check_path_name(output, option)
             check_not_store(output, results_path or results_dir())
+            check_output_file(output, option)
     frame = api.load_results(results_path, dataset, history=history)
     if failed:
         frame = frame[frame["status"] != "ok"]
@@ -361,8 +369,9 @@ def plot(
 
     mode = "batch" if scaling else mode
     if out is not None:
-        check_output_file(out, "--out")
+        check_path_name(out, "--out")
         check_not_store(out, results_path or results_dir())
+        check_output_file(out, "--out")
     with ResultStore.open_existing(results_path or results_dir()) as store:
         frame = store.dataframe(dataset)
         store_path = store.path
@@ -453,8 +462,9 @@ def report_command(
     from annbench.report import write_report
 
     if out is not None:
-        check_output_dir(out, "--out")
+        check_path_name(out, "--out")
         check_not_store(out, results_path or results_dir())
+        check_output_dir(out, "--out")
     with ResultStore.open_existing(results_path or results_dir()) as store:
         frame = store.dataframe(dataset)
         store_path = store.path
