@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -28,6 +26,7 @@ from annbench.datasets import (
 from annbench.errors import AnnbenchError
 from annbench.metrics import Metric
 from annbench.paths import check_output_file, data_dir
+from annbench.progress import Stages, progress_bar
 
 
 @click.group(
@@ -35,7 +34,7 @@ from annbench.paths import check_output_file, data_dir
     epilog="""\b
 Examples:
   annbench datasets list
-  annbench datasets info tiny
+  annbench datasets info clustered-10k-64-angular
   annbench datasets create mini --n 5000 --d 32
 """,
 )
@@ -91,7 +90,8 @@ Examples:
     default=None,
     help="Mirror base URL [default: $ANNBENCH_DATASET_URL or ann-benchmarks.com].",
 )
-def datasets_fetch(name: str, url: str | None) -> None:
+@types.quiet_option
+def datasets_fetch(name: str, url: str | None, quiet: bool) -> None:
     """Download a standard ann-benchmarks dataset (resumable, verified) into the data folder."""
     from annbench.download import STANDARD, fetch_standard
 
@@ -100,12 +100,10 @@ def datasets_fetch(name: str, url: str | None) -> None:
     spec = STANDARD.get(name)
     if spec is not None:
         click.echo(f"{name}: {spec.description}, about {spec.size_mb} MB")
-    with click.progressbar(length=0, label="Downloading", file=sys.stderr) as bar:
+    with Stages(quiet) as stages:
 
         def progress(received: int, total: int | None) -> None:
-            if total and bar.length != total:
-                bar.length = total
-            bar.update(received - bar.pos)
+            stages("downloading", received, total or 0)
 
         path = fetch_standard(name, data_dir(), base_url=url, progress=progress)
     click.echo(f"Ready: {path}")
@@ -155,6 +153,7 @@ Examples:
     "to the vectors.",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
+@types.quiet_option
 def datasets_import(
     source: Path,
     name: str,
@@ -168,6 +167,7 @@ def datasets_import(
     column: str | None,
     random_attr: str | None,
     force: bool,
+    quiet: bool,
 ) -> None:
     """Import your own embeddings (.npy, .fvecs/.ivecs/.bvecs, .parquet, .hdf5) with exact
     ground truth; files larger than memory are processed in chunks."""
@@ -178,34 +178,21 @@ def datasets_import(
     labels = None
     if labels_path is not None:
         labels = read_labels(labels_path, open_vectors(source, key, column).shape[0])
-    stages: dict[str, Any] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage not in stages:
-            for bar in stages.values():
-                bar.render_finish()
-            stages[stage] = click.progressbar(
-                length=total, label=stage.capitalize(), file=sys.stderr
-            )
-        bar = stages[stage]
-        bar.update(done - bar.pos)
-
-    import_vectors(
-        source,
-        path,
-        parsed,
-        queries,
-        queries_file,
-        labels,
-        normalize,
-        seed,
-        key,
-        column,
-        progress,
-        random_attr=random_attr,
-    )
-    for bar in stages.values():
-        bar.render_finish()
+    with Stages(quiet) as progress:
+        import_vectors(
+            source,
+            path,
+            parsed,
+            queries,
+            queries_file,
+            labels,
+            normalize,
+            seed,
+            key,
+            column,
+            progress,
+            random_attr=random_attr,
+        )
     data = read_dataset(path)
     click.echo(
         f"Wrote {path}: {len(data.train)} base vectors, {len(data.test)} queries, "
@@ -217,7 +204,7 @@ def datasets_import(
     "info",
     epilog="""\b
 Examples:
-  annbench datasets info tiny
+  annbench datasets info clustered-10k-64-angular
   annbench datasets info debian-packages-384-angular
 """,
 )
@@ -254,11 +241,10 @@ def datasets_runbook(name: str, runbook: str, force: bool) -> None:
     from annbench.runbooks import prepare_runbook
 
     data = read_dataset(resolve_dataset(name, progress=click.echo))
-    with click.progressbar(length=0, label="Ground truth", file=sys.stderr) as bar:
+    with Stages() as stages:
 
         def progress(done: int, total: int) -> None:
-            bar.length = total
-            bar.update(done - bar.pos)
+            stages("ground truth", done, total)
 
         plan, computed = prepare_runbook(data, runbook, recompute=force, progress=progress)
     steps = plan.runbook.search_steps()
@@ -404,6 +390,7 @@ Examples:
     "to the vectors.",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
+@types.quiet_option
 def datasets_embed(
     source: Path,
     name: str,
@@ -417,6 +404,7 @@ def datasets_embed(
     attr_columns: tuple[str, ...],
     random_attr: str | None,
     force: bool,
+    quiet: bool,
 ) -> None:
     """Embed texts (a .txt file, or CSV/TSV with a text column) or a folder of images (one
     sub-folder per class) into a labelled angular dataset. Needs the [embed] extra."""
@@ -434,7 +422,7 @@ def datasets_embed(
     check_embedding(corpus, queries, batch_size)  # all before the model is loaded
     columns = numeric_columns(source, attr_columns)
     encoder = load_model(model)
-    with click.progressbar(length=len(corpus.items), label="Embedding", file=sys.stderr) as bar:
+    with progress_bar(len(corpus.items), "Embedding", quiet=quiet) as bar:
         vectors = embed(corpus, model, batch_size, progress=bar.update, encoder=encoder)
     train, test, train_labels, test_labels = split_queries(vectors, corpus.labels, queries, seed)
     train_rows, test_rows = held_out_rows(len(vectors), queries, seed)
@@ -454,17 +442,23 @@ def datasets_embed(
         "embedding": json.dumps(model_provenance(model)),
         "label_names": json.dumps(corpus.label_names),
     }
-    write_dataset(
-        path,
-        train,
-        test,
-        Metric.ANGULAR,
-        train_labels,
-        test_labels,
-        attrs,
-        float16=float16,
-        numeric_attrs=numeric or None,
-    )
+    if corpus.kind == "text":  # how rows map back to texts, for 'annbench report --neighbours'
+        attrs["texts"] = json.dumps(
+            {"file": source.name, "text_column": text_column, "queries": queries, "seed": seed}
+        )
+    with Stages(quiet) as stages:
+        write_dataset(
+            path,
+            train,
+            test,
+            Metric.ANGULAR,
+            train_labels,
+            test_labels,
+            attrs,
+            float16=float16,
+            numeric_attrs=numeric or None,
+            progress=stages,
+        )
     click.echo(f"Wrote {path}: {len(train)} base vectors, {len(test)} queries, d={train.shape[1]}")
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 
 from annbench import __version__
 from annbench.analysis import NOISY_SPREAD, RECALL_LEVELS, successful, summary
+from annbench.progress import Progress
 from annbench.record import PLAIN, params_label
 
 _STYLE = """
@@ -25,7 +26,7 @@ h3 { margin-top: 1.6em; }
 table.data { border-collapse: collapse; font-size: 0.8em; margin: 0.6em 0 1.2em; }
 table.data th, table.data td { border: 1px solid #ddd; padding: 2px 5px; text-align: right;
        vertical-align: top; }
-table.data th { background: #f3f3f3; position: sticky; top: 0; }
+table.data th { background: #f3f3f3; position: sticky; top: 0; text-align: center; }
 table.data td.text { text-align: left; max-width: 22em; overflow-wrap: anywhere; }
 table.data td.noisy { background: #fff4e0; } table.data td.failed { color: #a00; }
 .levels { display: grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr));
@@ -101,8 +102,10 @@ def write_report(
     out_dir: Path,
     latency_budget_ms: float = 1.0,
     extra_links: list[tuple[str, str]] | None = None,
+    progress: Progress | None = None,
 ) -> Path:
-    """Write ``out_dir/index.html`` for every dataset in ``frame``; returns its path."""
+    """Write ``out_dir/index.html`` for every dataset in ``frame`` (linking ``extra_links``,
+    (href, text) pairs); ``progress`` hears of each dataset done. Returns its path."""
     from markupsafe import Markup
 
     from annbench.columns import with_dicts
@@ -112,12 +115,13 @@ def write_report(
     env = environment()
     state = {"plotlyjs": True}  # the plotly library is inlined once, with the first plot
     datasets = sorted(frame["dataset"].unique())
-    sections = [
-        Markup(
-            _dataset_section(env, name, frame[frame["dataset"] == name], latency_budget_ms, state)
-        )
-        for name in datasets
-    ]
+    shown = progress or Progress()
+    sections = []
+    for name in datasets:
+        shown.status(f"plots and tables of {name}")
+        part = frame[frame["dataset"] == name]
+        sections.append(Markup(_dataset_section(env, name, part, latency_budget_ms, state)))
+        shown.update(1)
     if not datasets:
         sections.append(Markup("<p>No results stored yet.</p>"))
     links = [(f"#{name}", name) for name in datasets] + list(extra_links or [])
@@ -325,7 +329,7 @@ def _runs_table(frame: pd.DataFrame) -> str:
             "label acc": frame["label_top_k_accuracy"],
             "label mAP": frame["label_map"],
             "QPS": frame["qps"],
-            "spread": frame["qps_spread"],
+            "spread %": frame["qps_spread"] * 100,
             "p50 ms": frame["latency_p50_ms"],
             "p99 ms": frame["latency_p99_ms"],
             "build s": frame["build_s"],

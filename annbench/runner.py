@@ -253,7 +253,7 @@ def pending_jobs(
             if narrowed is not None:
                 todo.append(narrowed)
             continue
-        if job.target_recall is not None:  # an adaptive search needs its whole ladder
+        if job.adaptive:  # an adaptive search needs its whole ladder
             todo.append(job)
             continue
         remaining = tuple(
@@ -265,24 +265,46 @@ def pending_jobs(
     return todo, skipped
 
 
-def adaptive_jobs(jobs: list[BuildJob], target_recall: float, step: float = 1.25) -> list[BuildJob]:
-    """Jobs that bisect for ``target_recall`` instead of sweeping the whole grid.
+def adaptive_jobs(
+    jobs: list[BuildJob],
+    target_recall: float | None = None,
+    step: float = 1.25,
+    max_latency_ms: float | None = None,
+) -> list[BuildJob]:
+    """Jobs that bisect instead of sweeping the whole grid: for ``target_recall``, or with
+    ``max_latency_ms`` for the last setting whose mean latency per query fits.
 
     A job whose search grid has one integer parameter gets a geometric ladder (ratio
     ``step``) from its smallest to its largest grid value; other jobs keep their full grid.
     """
     out = []
     for job in jobs:
-        names = {name for params in job.search_configs for name in params}
-        values = [params[name] for params in job.search_configs for name in names]
-        if len(names) != 1 or not all(isinstance(v, int) and v > 0 for v in values):
+        ladder = search_ladder(job.search_configs, step)
+        if ladder is None:
             out.append(job)
             continue
-        (name,) = names
-        ladder = geometric_ladder(min(values), max(values), step)
-        configs = tuple({name: value} for value in ladder)
-        out.append(replace(job, search_configs=configs, target_recall=target_recall))
+        out.append(
+            replace(
+                job,
+                search_configs=ladder,
+                target_recall=target_recall,
+                max_latency_ms=max_latency_ms,
+            )
+        )
     return out
+
+
+def search_ladder(
+    configs: tuple[dict[str, Any], ...], step: float = 1.25
+) -> tuple[dict[str, Any], ...] | None:
+    """A geometric ladder over the one positive integer parameter of ``configs`` (its smallest
+    to its largest value), or None when the settings do not vary one such parameter."""
+    names = {name for params in configs for name in params}
+    values = [params[name] for params in configs for name in names]
+    if len(names) != 1 or not all(isinstance(v, int) and v > 0 for v in values):
+        return None
+    (name,) = names
+    return tuple({name: value} for value in geometric_ladder(min(values), max(values), step))
 
 
 def geometric_ladder(low: int, high: int, step: float) -> list[int]:
@@ -299,8 +321,8 @@ def pending_runs(jobs: list[BuildJob], store: ResultStore, force: bool = False) 
     return sum(
         runbook_run_count(job)
         if job.runbook is not None
-        else max_probes(len(job.search_configs)) + (job.runs > 1)
-        if job.target_recall is not None
+        else max_probes(len(job.search_configs)) + (2 if job.latency_bound else 1)
+        if job.adaptive
         else len(job.search_configs) * len(job.threads)
         for job in todo
     )
