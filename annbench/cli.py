@@ -34,7 +34,7 @@ from annbench.paths import (
 )
 from annbench.recommend import DEFAULT_TIME_BUDGET_S, EXIT_NOTHING_FITS, FULL_PROTOCOL
 from annbench.record import MODES, PLAIN, params_label
-from annbench.registry import capability_table, runnable_backends
+from annbench.registry import backend_names, capability_table, load_backend, runnable_backends
 from annbench.store import ResultStore, check_not_store
 from annbench.workloads import BadFilter, check_filter, parse_filters
 
@@ -179,6 +179,9 @@ def run(
 
         check_scheduler_address(scheduler)
     if "all" in backends:
+        for name in backends:  # a name beside 'all' that is not a backend is the error to show
+            if name != "all" and name not in backend_names():
+                load_backend(name)
         skipped = runnable_backends()[1]
         if skipped:
             reasons = "; ".join(f"{name} ({why})" for name, why in skipped.items())
