@@ -25,10 +25,16 @@ from annbench.datasets import (
 from annbench.errors import AnnbenchError
 from annbench.grids import parse_overrides
 from annbench.measure import MIN_SECONDS
-from annbench.paths import check_output_dir, check_output_file, results_dir, writing
+from annbench.paths import (
+    check_output_dir,
+    check_output_file,
+    check_path_name,
+    results_dir,
+    writing,
+)
 from annbench.recommender import DEFAULT_TIME_BUDGET_S, EXIT_NOTHING_FITS, FULL_PROTOCOL
 from annbench.record import MODES, PLAIN, params_label
-from annbench.registry import backend_target, capability_table, runnable_backends
+from annbench.registry import backend_names, capability_table, load_backend, runnable_backends
 from annbench.store import ResultStore, check_not_store
 from annbench.workloads import BadFilter, check_filter, parse_filters
 
@@ -173,9 +179,9 @@ def run(
 
         check_scheduler_address(scheduler)
     if "all" in backends:
-        for name in backends:  # '-b all -b nosuch' reports nosuch first
-            if name != "all":
-                backend_target(name)
+        for name in backends:  # a name beside 'all' that is not a backend is the error to show
+            if name != "all" and name not in backend_names():
+                load_backend(name)
         skipped = runnable_backends()[1]
         if skipped:
             reasons = "; ".join(f"{name} ({why})" for name, why in skipped.items())
@@ -287,6 +293,7 @@ def results(
 
         if dataset is None or out is None:
             raise AnnbenchError("--export ann-benchmarks needs --dataset NAME and --out DIR")
+        check_path_name(out, "--out")
         check_not_store(out, results_path or results_dir())
         check_output_dir(out, "--out")
         data = read_dataset(resolve_dataset(dataset))
@@ -300,6 +307,7 @@ def results(
         return
     for output, option in ((csv_path, "--csv"), (parquet_path, "--parquet")):
         if output is not None:
+            check_path_name(output, option)
             check_not_store(output, results_path or results_dir())
             check_output_file(output, option)
     frame = api.load_results(results_path, dataset, history=history)
@@ -373,6 +381,7 @@ def plot(
 
     mode = "batch" if scaling else mode
     if out is not None:
+        check_path_name(out, "--out")
         check_not_store(out, results_path or results_dir())
         check_output_file(out, "--out")
     with ResultStore.open_existing(results_path or results_dir()) as store:
@@ -496,6 +505,7 @@ def report_command(
     if queries is not None and not neighbours:
         raise click.UsageError("--queries goes with --neighbours")
     if out is not None:
+        check_path_name(out, "--out")
         check_not_store(out, results_path or results_dir())
         check_output_dir(out, "--out")
     name = Path(dataset).stem if dataset and dataset.endswith((".hdf5", ".h5")) else dataset
