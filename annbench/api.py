@@ -119,13 +119,17 @@ def run(
     names = _backend_names(backends)
     limit = _memory_limit(memory_limit)
     _check_positive("timeout", timeout)
-    if scheduler is not None and scheduler != "local" and not scheduler.startswith("tcp://"):
-        raise AnnbenchError(f"scheduler must be 'local' or tcp://HOST:PORT, got '{scheduler}'")
+    if scheduler is not None:
+        from annbench.distributed import check_scheduler_address
+
+        check_scheduler_address(scheduler)
     if not isinstance(workers, int) or workers < 1:
         raise AnnbenchError(f"workers must be a whole number of at least 1, got {workers}")
     given = as_progress(progress)
     tell = given.message if given is not None else notice
-    data = read_dataset(resolve_dataset(str(dataset or DEFAULT_DATASET), progress=tell))
+    data = read_dataset(
+        resolve_dataset(str(DEFAULT_DATASET if dataset is None else dataset), progress=tell)
+    )
     if build_threads is None and scheduler is not None:
         build_threads = 1  # one core per worker slot
     plan = None
@@ -242,23 +246,30 @@ def runbook_summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 def recommend(
     frame: pd.DataFrame,
-    min_recall: float,
+    min_recall: float | None = None,
     max_p99_ms: float | None = None,
     max_memory: str | float | None = None,
     max_build_s: float | None = None,
-    optimize: str = "qps",
+    optimize: str | None = None,
+    max_latency_ms: float | None = None,
 ) -> Recommendation:
     """The configuration meeting every constraint with the best ``optimize`` objective
-    (``qps``, ``memory``, ``build`` or ``latency``), its runners-up and what bound the choice;
-    ``choice`` is None (and ``closest`` lists the nearest misses) when nothing fits."""
+    (``recall``, ``qps``, ``memory``, ``build`` or ``latency``; default ``qps`` given
+    ``min_recall``, else ``recall``), its runners-up and what bound the choice; ``choice`` is
+    None (and ``closest`` lists the misses nearest the budget) when nothing fits. The same
+    choice as ``annbench recommend`` (``annbench.recommend.recommend_index`` also measures)."""
     from annbench.analysis import OBJECTIVES, Constraints
     from annbench.analysis import recommend as choose
+    from annbench.recommend import default_objective
 
-    if not 0 < min_recall <= 1:
+    if min_recall is not None and not 0 < min_recall <= 1:
         raise AnnbenchError(f"min_recall must be in (0, 1], got {min_recall}")
+    constraints = Constraints(
+        min_recall, max_p99_ms, _memory_limit(max_memory), max_build_s, max_latency_ms
+    )
+    optimize = optimize or default_objective(constraints)
     if optimize not in OBJECTIVES:
         raise AnnbenchError(f"optimize '{optimize}' not valid. Use one of: {', '.join(OBJECTIVES)}")
-    constraints = Constraints(min_recall, max_p99_ms, _memory_limit(max_memory), max_build_s)
     return choose(with_dicts(frame), constraints, optimize)
 
 
@@ -333,32 +344,29 @@ def _store_path(path: str | Path | None) -> Path:
 
 
 def _backend_names(backends: str | Sequence[str]) -> list[str]:
-    from annbench.registry import backend_names, load_backend
+    from annbench.registry import runnable_backends
 
     given = [backends] if isinstance(backends, str) else list(backends)
     if not given:
         raise AnnbenchError("Name at least one backend, or 'all'; see 'annbench backends'")
     if "all" not in given:
         return list(dict.fromkeys(given))
-    names = []
-    for name in backend_names():
-        try:
-            load_backend(name)
-        except AnnbenchError:  # its library is not installed
-            continue
-        names.append(name)
-    return names
+    names, skipped = runnable_backends()  # installed, with a grid that gives all they need
+    for name, reason in skipped.items():
+        log.info("'all' skips %s: %s", name, reason)
+    # the others are still checked: '-b all -b nosuch' reports nosuch
+    return list(dict.fromkeys([*(name for name in given if name != "all"), *names]))
 
 
 def _grid_overrides(grid: Mapping[str, Any] | Iterable[str] | None) -> dict[str, list[Any]]:
-    from annbench.grids import parse_override
+    from annbench.grids import parse_overrides
 
     if grid is None:
         return {}
     if isinstance(grid, str):
         grid = [grid]
     if not isinstance(grid, Mapping):
-        return dict(parse_override(text) for text in grid)
+        return parse_overrides(list(grid))
     out = {}
     for key, value in grid.items():
         values = list(value) if isinstance(value, (list, tuple, range)) else [value]

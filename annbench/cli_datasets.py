@@ -25,7 +25,7 @@ from annbench.datasets import (
 )
 from annbench.errors import AnnbenchError
 from annbench.metrics import Metric
-from annbench.paths import data_dir
+from annbench.paths import check_output_file, data_dir
 from annbench.progress import Stages, progress_bar
 
 
@@ -95,6 +95,8 @@ def datasets_fetch(name: str, url: str | None, quiet: bool) -> None:
     """Download a standard ann-benchmarks dataset (resumable, verified) into the data folder."""
     from annbench.download import STANDARD, fetch_standard
 
+    if url is not None and not url.strip():
+        raise AnnbenchError("--url is empty; give a mirror's base URL or leave --url out")
     spec = STANDARD.get(name)
     if spec is not None:
         click.echo(f"{name}: {spec.description}, about {spec.size_mb} MB")
@@ -406,17 +408,26 @@ def datasets_embed(
 ) -> None:
     """Embed texts (a .txt file, or CSV/TSV with a text column) or a folder of images (one
     sub-folder per class) into a labelled angular dataset. Needs the [embed] extra."""
-    from annbench.embed import embed, load_corpus, model_provenance, numeric_columns
+    from annbench.embed import (
+        check_embedding,
+        embed,
+        load_corpus,
+        load_model,
+        model_provenance,
+        numeric_columns,
+    )
 
     path = _new_dataset_path(name, force)
     corpus = load_corpus(source, text_column, label_column)
+    check_embedding(corpus, queries, batch_size)  # all before the model is loaded
+    columns = numeric_columns(source, attr_columns)
+    encoder = load_model(model)
     with progress_bar(len(corpus.items), "Embedding", quiet=quiet) as bar:
-        vectors = embed(corpus, model, batch_size, progress=bar.update)
+        vectors = embed(corpus, model, batch_size, progress=bar.update, encoder=encoder)
     train, test, train_labels, test_labels = split_queries(vectors, corpus.labels, queries, seed)
     train_rows, test_rows = held_out_rows(len(vectors), queries, seed)
     numeric = {
-        column: (values[train_rows], values[test_rows])
-        for column, values in numeric_columns(source, attr_columns).items()
+        column: (values[train_rows], values[test_rows]) for column, values in columns.items()
     }
     if random_attr:
         numeric[random_attr] = random_attribute(len(train), len(test), seed)
@@ -457,9 +468,33 @@ def datasets_embed(
 
 
 def _new_dataset_path(name: str, force: bool) -> Path:
-    if not name or "/" in name or name.startswith("."):
-        raise AnnbenchError(f"Dataset name '{name}' must be a plain file name")
-    path = data_dir() / f"{name}.hdf5"
+    from annbench.download import STANDARD
+
+    for suffix in (".hdf5", ".h5"):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]  # 'x.hdf5' means the dataset x, not x.hdf5.hdf5
+            click.echo(f"Dataset name: {name} (annbench adds the .hdf5 suffix)", err=True)
+    plain = name.strip() == name and not name.startswith(".")
+    if not name or not plain or "/" in name or "\\" in name:
+        raise AnnbenchError(
+            f"Dataset name '{name}' must be a plain file name (no slashes, no leading dot or "
+            "spaces)"
+        )
+    shadowed = (
+        "the bundled dataset"
+        if name in BUNDLED
+        else "a built-in dataset"
+        if name in BUILTIN
+        else "a standard ann-benchmarks dataset"
+        if name in STANDARD
+        else None
+    )
+    if shadowed:
+        raise AnnbenchError(
+            f"Dataset name '{name}' is taken by {shadowed}; writing it would hide that one, "
+            "so choose another name"
+        )
+    path = check_output_file(data_dir() / f"{name}.hdf5", "Dataset")
     if path.exists() and not force:
         raise AnnbenchError(f"Dataset {path} exists; pass --force to overwrite it")
     return path

@@ -54,6 +54,7 @@ class RunRecord:
     latency_p95_ms: float | None = None
     latency_p99_ms: float | None = None
     latency_p999_ms: float | None = None
+    latency_p99_spread: float | None = None  # IQR / median of the repeats' p99 (single mode)
     build_s: float | None = None
     index_bytes: int | None = None  # serialized index size (file size)
     memory_bytes: int | None = None  # resident memory the worker grew by while building

@@ -6,12 +6,16 @@ reason, and the sweep goes on with the next configuration.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
 import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -182,14 +186,57 @@ def run_sweep(
     ``status`` hears what is being worked on (``hnswlib [M=16]: building``)."""
     summary = SweepSummary()
     todo, summary.skipped = pending_jobs(jobs, store, force)
-    for job in todo:
-        on_status = None
-        if status is not None:
-            label = f"{job.backend} [{params_label(job.build_params)}]"
-            on_status = lambda text, label=label: status(f"{label}: {text}")  # noqa: E731
-        for record in run_in_worker(job, timeout, memory_limit, on_status):
-            summary.keep(record, store, progress)
+    with interrupts_noticed():
+        for job in todo:
+            on_status = None
+            if status is not None:
+                label = f"{job.backend} [{params_label(job.build_params)}]"
+                on_status = lambda text, label=label: status(f"{label}: {text}")  # noqa: E731
+            for record in run_in_worker(job, timeout, memory_limit, on_status):
+                summary.keep(record, store, progress)
+            check_interrupted()
     return summary
+
+
+_interrupted = threading.Event()
+
+
+@contextmanager
+def interrupts_noticed() -> Iterator[None]:
+    """Make Ctrl-C (and a SIGTERM the caller turned into KeyboardInterrupt) sticky while a
+    sweep runs: the handler still raises KeyboardInterrupt, and also sets a flag the sweep
+    checks, so an interrupt whose exception landed in a finaliser (where Python only prints
+    "Exception ignored") still stops the sweep. Only the main thread can install handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _interrupted.clear()
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if callable(handler):  # the default KeyboardInterrupt, or the caller's own handler
+            previous[signum] = handler
+            signal.signal(signum, _sticky(handler))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _interrupted.clear()
+
+
+def _sticky(handler: Callable[..., Any]) -> Callable[..., Any]:
+    def noticed(signum: int, frame: Any) -> Any:
+        _interrupted.set()
+        return handler(signum, frame)
+
+    return noticed
+
+
+def check_interrupted() -> None:
+    """Raise KeyboardInterrupt if an interrupt arrived during the sweep (see above)."""
+    if _interrupted.is_set():
+        raise KeyboardInterrupt
 
 
 def pending_jobs(
@@ -206,7 +253,7 @@ def pending_jobs(
             if narrowed is not None:
                 todo.append(narrowed)
             continue
-        if job.target_recall is not None:  # an adaptive search needs its whole ladder
+        if job.adaptive:  # an adaptive search needs its whole ladder
             todo.append(job)
             continue
         remaining = tuple(
@@ -218,24 +265,46 @@ def pending_jobs(
     return todo, skipped
 
 
-def adaptive_jobs(jobs: list[BuildJob], target_recall: float, step: float = 1.25) -> list[BuildJob]:
-    """Jobs that bisect for ``target_recall`` instead of sweeping the whole grid.
+def adaptive_jobs(
+    jobs: list[BuildJob],
+    target_recall: float | None = None,
+    step: float = 1.25,
+    max_latency_ms: float | None = None,
+) -> list[BuildJob]:
+    """Jobs that bisect instead of sweeping the whole grid: for ``target_recall``, or with
+    ``max_latency_ms`` for the last setting whose mean latency per query fits.
 
     A job whose search grid has one integer parameter gets a geometric ladder (ratio
     ``step``) from its smallest to its largest grid value; other jobs keep their full grid.
     """
     out = []
     for job in jobs:
-        names = {name for params in job.search_configs for name in params}
-        values = [params[name] for params in job.search_configs for name in names]
-        if len(names) != 1 or not all(isinstance(v, int) and v > 0 for v in values):
+        ladder = search_ladder(job.search_configs, step)
+        if ladder is None:
             out.append(job)
             continue
-        (name,) = names
-        ladder = geometric_ladder(min(values), max(values), step)
-        configs = tuple({name: value} for value in ladder)
-        out.append(replace(job, search_configs=configs, target_recall=target_recall))
+        out.append(
+            replace(
+                job,
+                search_configs=ladder,
+                target_recall=target_recall,
+                max_latency_ms=max_latency_ms,
+            )
+        )
     return out
+
+
+def search_ladder(
+    configs: tuple[dict[str, Any], ...], step: float = 1.25
+) -> tuple[dict[str, Any], ...] | None:
+    """A geometric ladder over the one positive integer parameter of ``configs`` (its smallest
+    to its largest value), or None when the settings do not vary one such parameter."""
+    names = {name for params in configs for name in params}
+    values = [params[name] for params in configs for name in names]
+    if len(names) != 1 or not all(isinstance(v, int) and v > 0 for v in values):
+        return None
+    (name,) = names
+    return tuple({name: value} for value in geometric_ladder(min(values), max(values), step))
 
 
 def geometric_ladder(low: int, high: int, step: float) -> list[int]:
@@ -252,8 +321,8 @@ def pending_runs(jobs: list[BuildJob], store: ResultStore, force: bool = False) 
     return sum(
         runbook_run_count(job)
         if job.runbook is not None
-        else max_probes(len(job.search_configs)) + (job.runs > 1)
-        if job.target_recall is not None
+        else max_probes(len(job.search_configs)) + (2 if job.latency_bound else 1)
+        if job.adaptive
         else len(job.search_configs) * len(job.threads)
         for job in todo
     )
@@ -277,16 +346,17 @@ def run_in_worker(
     reason for the settings it did not measure. The worker is killed if it must be stopped."""
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
-    worker = context.Process(target=_worker_main, args=(job, sender), daemon=True)
-    worker.start()
-    sender.close()
-    deadline = time.monotonic() + timeout if timeout else None
+    worker = context.Process(target=_worker_main, args=(job, sender, os.getpid()), daemon=True)
     finished: set[str] = set()
     error: str | None = None
     completed = False
     kill = True  # unless the loop ends normally: an exception in the consumer kills at once
     try:
+        _start(worker)
+        sender.close()
+        deadline = time.monotonic() + timeout if timeout else None
         while True:
+            check_interrupted()
             if deadline is not None and time.monotonic() > deadline:
                 error = f"timed out after {timeout:g} s"
                 break
@@ -320,6 +390,7 @@ def run_in_worker(
                 break
         kill = error is not None
     finally:
+        sender.close()
         _stop(worker, kill)
         receiver.close()
     if completed:
@@ -338,27 +409,85 @@ def _resident_bytes(pid: int | None) -> int:
         return 0
 
 
-def _worker_main(job: BuildJob, sender: Any) -> None:
-    """Entry point of a worker process."""
+def _start(worker: multiprocessing.process.BaseProcess) -> None:
+    """Start ``worker`` with SIGINT blocked, so the child inherits it blocked: a Ctrl-C that
+    reaches the whole process group while the child is still starting up cannot kill it with
+    a traceback (the parent handles Ctrl-C and stops the worker). The parent's own SIGINT
+    stays pending while blocked and is delivered as soon as the worker is started."""
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            worker.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    else:
+        worker.start()
+
+
+def _worker_main(job: BuildJob, sender: Any, parent: int | None = None) -> None:
+    """Entry point of a worker process: measure ``job``, send records to the parent process
+    ``parent``, and exit at once (quietly) if that parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    if parent is not None:
+        exit_with_parent(parent)
+
+    def send(message: tuple[str, Any]) -> None:
+        try:
+            sender.send(message)
+        except (BrokenPipeError, ConnectionError, EOFError):  # the parent is gone: no traceback
+            os._exit(EXIT_ORPHANED)
+
     try:
         run = run_runbook_job if job.runbook is not None else run_build_job
         run(
             job,
-            lambda record: sender.send(("record", record)),
-            status=lambda text: sender.send(("status", text)),
+            lambda record: send(("record", record)),
+            status=lambda text: send(("status", text)),
         )
-        sender.send(("done", None))
+        send(("done", None))
     except Exception as exc:  # reported to the parent, which records the failure
         text = " ".join(str(exc).split())
-        sender.send(
-            ("error", text if isinstance(exc, AnnbenchError) else f"{type(exc).__name__}: {text}")
-        )
+        send(("error", text if isinstance(exc, AnnbenchError) else f"{type(exc).__name__}: {text}"))
     finally:
-        sender.close()
+        try:
+            sender.close()
+        except OSError:
+            pass
+
+
+#: Exit status of a worker that found its parent gone.
+EXIT_ORPHANED = 3
+#: Seconds between the watchdog's checks that the parent is still there.
+WATCHDOG_SECONDS = 0.5
+_PR_SET_PDEATHSIG = 1
+
+
+def exit_with_parent(parent: int, death_signal: bool = True) -> None:
+    """End this process as soon as ``parent`` is gone: the kernel sends SIGKILL when it dies
+    (Linux ``prctl(PR_SET_PDEATHSIG)``), and a watchdog thread polling ``os.getppid()`` covers
+    other systems and a parent that died before this ran."""
+    if death_signal and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError) as exc:
+            log.debug("prctl(PR_SET_PDEATHSIG) unavailable: %s", exc)
+    if os.getppid() != parent:  # died before the death signal was armed
+        os._exit(EXIT_ORPHANED)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(WATCHDOG_SECONDS)
+        os._exit(EXIT_ORPHANED)
+
+    threading.Thread(target=watch, name="annbench-parent-watchdog", daemon=True).start()
 
 
 def _stop(worker: multiprocessing.process.BaseProcess, kill: bool) -> None:
+    if worker.pid is None:  # interrupted before it started
+        return
     if kill:
         worker.kill()
     worker.join(timeout=5)
@@ -376,4 +505,6 @@ def _exit_reason(exitcode: int | None) -> str:
         except ValueError:
             name = f"signal {-exitcode}"
         return f"worker killed by {name}"
+    if exitcode == EXIT_ORPHANED:
+        return "worker stopped: its parent process was gone"
     return f"worker exited with code {exitcode} before finishing"
