@@ -706,6 +706,12 @@ Examples:
     help="With --measure: seconds to spend building and measuring.",
 )
 @click.option(
+    "--build-threads",
+    type=types.THREADS,
+    default=None,
+    help="With --measure: threads for building [default: all cores].",
+)
+@click.option(
     "--runs",
     default=FULL_PROTOCOL.runs,
     show_default=True,
@@ -750,6 +756,7 @@ def recommend_command(
     backends: tuple[str, ...],
     grid_overrides: tuple[str, ...],
     time_budget_s: float,
+    build_threads: int | None,
     runs: int,
     min_seconds: float,
     as_json: bool,
@@ -808,6 +815,7 @@ def recommend_command(
             policy=MeasurementPolicy(runs, min_seconds),
             progress=say,
             workload=workloads[0],
+            build_threads=build_threads,
         )
     result = outcome.recommendation
     if as_json:
