@@ -26,7 +26,7 @@ from annbench.index import build_param_names, search_param_names
 from annbench.paths import results_dir
 from annbench.record import MODES, RunRecord, params_label
 from annbench.registry import backend_names, load_backend
-from annbench.store import ResultStore
+from annbench.store import ResultStore, check_not_store
 
 
 @click.group(cls=AnnbenchGroup)
@@ -190,6 +190,11 @@ def run(
 @click.option("--dataset", "-d", default=None, help="Only this dataset.")
 @click.option("--failed", is_flag=True, help="Only failed runs.")
 @click.option(
+    "--history",
+    is_flag=True,
+    help="Every attempt, oldest first (failures, re-measures and probes included).",
+)
+@click.option(
     "--csv", "csv_path", type=click.Path(path_type=Path), help="Write every field to CSV."
 )
 @click.option(
@@ -204,6 +209,7 @@ def run(
 def results(
     dataset: str | None,
     failed: bool,
+    history: bool,
     csv_path: Path | None,
     export_format: str | None,
     out: Path | None,
@@ -215,16 +221,19 @@ def results(
 
         if dataset is None or out is None:
             raise AnnbenchError("--export ann-benchmarks needs --dataset NAME and --out DIR")
+        check_not_store(out, results_path or results_dir())
         data = read_dataset(resolve_dataset(dataset))
-        with ResultStore(results_path or results_dir()) as store:
+        with ResultStore.open_existing(results_path or results_dir()) as store:
             records = store.records(data.name, with_raw=True)
         written = export_ann_benchmarks(records, data, out)
         if not written:
             raise AnnbenchError(f"No successful runs of {data.name} (this content) to export")
         click.echo(f"Wrote {len(written)} ann-benchmarks result files under {out / data.name}")
         return
-    with ResultStore(results_path or results_dir()) as store:
-        frame = store.dataframe(dataset)
+    if csv_path is not None:
+        check_not_store(csv_path, results_path or results_dir())
+    with ResultStore.open_existing(results_path or results_dir()) as store:
+        frame = store.dataframe(dataset, history=history)
     if failed:
         frame = frame[frame["status"] != "ok"]
         if frame.empty:
@@ -268,7 +277,9 @@ def plot(
     from annbench.plot import recall_qps_figure, save_png, threads_figure
 
     mode = "batch" if scaling else mode
-    with ResultStore(results_path or results_dir()) as store:
+    if out is not None:
+        check_not_store(out, results_path or results_dir())
+    with ResultStore.open_existing(results_path or results_dir()) as store:
         frame = store.dataframe(dataset)
         store_path = store.path
     frame = frame[(frame["mode"] == mode) & (frame["status"] == "ok")]
@@ -316,7 +327,9 @@ def report_command(
     """Write a self-contained HTML report (plots, summaries, every run); works from file://."""
     from annbench.report import write_report
 
-    with ResultStore(results_path or results_dir()) as store:
+    if out is not None:
+        check_not_store(out, results_path or results_dir())
+    with ResultStore.open_existing(results_path or results_dir()) as store:
         frame = store.dataframe(dataset)
         store_path = store.path
     if frame.empty:
@@ -340,7 +353,7 @@ def summary_command(
     """Per backend: best QPS at recall >= 0.8/0.9/0.95/0.99, with build time and memory."""
     from annbench.analysis import summary
 
-    with ResultStore(results_path or results_dir()) as store:
+    with ResultStore.open_existing(results_path or results_dir()) as store:
         frame = store.dataframe(dataset)
     table = summary(frame, latency_budget_ms=latency_budget_ms)
     if table.empty:
@@ -411,7 +424,8 @@ def recommend_command(
         min_recall, max_p99_ms, parse_bytes(max_memory) if max_memory else None, max_build_s
     )
     data = read_dataset(resolve_dataset(dataset, progress=click.echo))
-    with ResultStore(results_path or results_dir()) as store:
+    location = results_path or results_dir()
+    with ResultStore(location) if measure else ResultStore.open_existing(location) as store:
         if measure:
             _measure_adaptively(store, data, backends, grid_overrides, k, mode, runs, min_recall)
         frame = store.dataframe(data.name)
@@ -565,8 +579,14 @@ def _table(frame: pd.DataFrame) -> str:
             "index_MB": (frame["index_bytes"] / 1e6).map(lambda v: _num(v, ".1f")),
         }
     )
-    if (frame["status"] != "ok").any():
+    if "last_failure" in frame and frame["last_failure"].notna().any():
+        view["last_failure"] = frame["last_failure"].fillna("")
+    if "probe" in frame and frame["probe"].any():
+        view["probe"] = frame["probe"].map(lambda v: "probe" if v else "")
+    if len(frame) and (frame["status"] != "ok").any():
         view["error"] = frame["error"].fillna("")
+    if "last_failure" not in frame:  # history: when each attempt was made
+        view.insert(0, "at", frame["created_at"].str.slice(0, 19))
     return view.to_string(index=False)
 
 

@@ -17,6 +17,7 @@ from annbench.datasets import (
     available_datasets,
     create_synthetic,
     read_dataset,
+    recompute_truth,
     resolve_dataset,
     split_queries,
     write_dataset,
@@ -173,6 +174,24 @@ def datasets_info(name: str) -> None:
     click.echo(f"hash:       {data.content_hash}")
     for key, value in sorted(data.attrs.items()):
         click.echo(f"attr {key}: {value}")
+
+
+@datasets.command("truth")
+@click.argument("source")
+@click.option(
+    "--name", default=None, help="Name to write in the data folder [default: the source's]."
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
+def datasets_truth(source: str, name: str | None, force: bool) -> None:
+    """Recompute a dataset's exact ground truth (neighbors, distances) from its vectors."""
+    src = resolve_dataset(source)
+    path = _new_dataset_path(name or src.stem, force)
+    recompute_truth(src, path)
+    data = read_dataset(path)
+    click.echo(
+        f"Wrote {path}: ground truth of {len(data.test)} queries (k={data.neighbors.shape[1]}) "
+        f"recomputed over {len(data.train)} base vectors"
+    )
 
 
 @datasets.command("create")

@@ -3,8 +3,8 @@ arrays and a ``distance`` attribute, plus optional ``train_labels``/``test_label
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import threading
@@ -19,15 +19,31 @@ import numpy as np
 
 from annbench import __version__
 from annbench.errors import AnnbenchError
+from annbench.fingerprint import (
+    Fingerprint,
+    cached,
+    file_signature,
+    fingerprint,
+    hash_hdf5,
+    keep,
+    remember,
+)
 from annbench.groundtruth import GT_K, block_rows, exact_knn
 from annbench.metrics import Metric, normalize_rows
 from annbench.paths import data_dir
 from annbench.synthetic import clustered_gaussian
+from annbench.truthcheck import check_ground_truth, check_truth_layout
+
+log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("train", "test", "neighbors", "distances")
 WRITE_CHUNK = 65536
 ArrayLike = Any  # np.ndarray, np.memmap or h5py.Dataset: anything with .shape and row slices
-HASH_ATTR = "annbench_content_hash"
+LABEL_KEYS = ("train_labels", "test_labels")
+#: Attributes older versions wrote that are no longer trusted (the hash is computed on read).
+PROVENANCE_ONLY = ("annbench_content_hash",)
+#: The ``Dataset.attrs`` entry (and cached verdict) saying whether the ground truth was checked.
+TRUTH_VERDICT = "ground_truth_check"
 
 
 @dataclass
@@ -44,11 +60,33 @@ class Dataset:
     train_labels: np.ndarray | None = None
     test_labels: np.ndarray | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
+    fingerprint: Fingerprint | None = None
+    signature: list[Any] | None = None  # the file's signature when it was read
 
     @property
     def content_hash(self) -> str:
-        """Hash of the vectors and metric: results are keyed on it, not on the file name."""
-        return self.attrs.get(HASH_ATTR) or content_hash(self.train, self.test, self.metric)
+        """Hash of every array and attribute that changes a number (not of workload arrays):
+        plain results are keyed on it, not on the file name."""
+        return self._fingerprint().content
+
+    def workload_hash(self, workload: str) -> str:
+        """Hash the records of ``workload`` are keyed on: the content plus that workload's
+        ground-truth arrays (``*@workload``) in the file; ``plain`` is the content hash."""
+        return self._fingerprint().workload_hash(workload)
+
+    def _fingerprint(self) -> Fingerprint:
+        """The file's fingerprint, re-read if the file changed since (workload ground truth
+        added); vectors or ground truth changed under a reader are an error."""
+        if self.fingerprint is not None and self.signature == file_signature(self.path):
+            return self.fingerprint
+        found = fingerprint(self.path)
+        if self.fingerprint is not None and found.content != self.fingerprint.content:
+            raise AnnbenchError(
+                f"{self.path} changed while in use (its vectors, ground truth or labels); "
+                "run the command again"
+            )
+        self.fingerprint, self.signature = found, file_signature(self.path)
+        return found
 
 
 @dataclass(frozen=True)
@@ -81,42 +119,21 @@ BUNDLED: dict[str, str] = {
 DEFAULT_DATASET = "debian-packages-384-angular"
 
 
-def content_hash(train: np.ndarray, test: np.ndarray, metric: Metric) -> str:
-    """sha256 (first 16 hex digits) of the float32 vectors and the metric name."""
-    digest = _Digest(metric)
-    for array in (train, test):
-        digest.array_header(array.shape)
-        digest.update(array)
-    return digest.hexdigest()
-
-
-class _Digest:
-    """content_hash computed incrementally, chunk by chunk."""
-
-    def __init__(self, metric: Metric) -> None:
-        self._sha = hashlib.sha256(metric.value.encode())
-
-    def array_header(self, shape: tuple[int, ...]) -> None:
-        self._sha.update(str(tuple(int(x) for x in shape)).encode())
-
-    def update(self, block: np.ndarray) -> None:
-        self._sha.update(np.ascontiguousarray(block, dtype=np.float32).tobytes())
-
-    def hexdigest(self) -> str:
-        return self._sha.hexdigest()[:16]
-
-
-def read_dataset(path: Path, probe: bool = True) -> Dataset:
+def read_dataset(path: Path, probe: bool = True, verify: bool = True) -> Dataset:
     """Load and validate an ann-benchmarks-layout file; any problem is one AnnbenchError line.
 
-    ``probe`` first reads the metadata in a child process (see ``probe_hdf5``); a process that
-    is itself an isolated, timed worker passes False.
+    ``probe`` first reads the metadata in a child process (see ``probe_hdf5``) and warns about
+    zero vectors under cosine; a process that is itself an isolated, timed worker passes False.
+    With ``verify`` the ground truth is checked against a recomputed sample on first use (the
+    verdict is cached with the file's hash); without, only its layout is checked.
     """
     path = Path(path)
     if not path.is_file():
         raise AnnbenchError(f"Dataset file {path} not found")
     if probe:
         probe_hdf5(path)
+    signature = file_signature(path)
+    found = cached(signature)
     try:
         with h5py.File(path, "r") as f:
             missing = [key for key in REQUIRED_KEYS if key not in f]
@@ -126,15 +143,32 @@ def read_dataset(path: Path, probe: bool = True) -> Dataset:
                     f"layout needs {', '.join(REQUIRED_KEYS)} (annbench datasets import adds "
                     "ground truth)"
                 )
-            arrays = {key: f[key][()] for key in REQUIRED_KEYS}
-            labels = {key: f[key][()] for key in ("train_labels", "test_labels") if key in f}
-            attrs = {key: _plain(value) for key, value in f.attrs.items()}
+            present = [key for key in REQUIRED_KEYS + LABEL_KEYS if key in f]
+            for key in present:
+                if not isinstance(f[key], h5py.Dataset):
+                    raise AnnbenchError(
+                        f"{path.name}: '{key}' is an HDF5 group, but an array (dataset) is "
+                        "expected there"
+                    )
+            arrays = {key: f[key][()] for key in present}
+            per_row = {
+                key: item.shape
+                for key, item in f.items()
+                if key.startswith(("train_", "test_")) and isinstance(item, h5py.Dataset)
+            }
+            attrs = {
+                key: _plain(value) for key, value in f.attrs.items() if key not in PROVENANCE_ONLY
+            }
+            if found is None:
+                found = hash_hdf5(f, arrays)
     except AnnbenchError:
         raise
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
         raise AnnbenchError(
             f"{path} is not a readable HDF5 dataset (truncated or corrupt?): {exc}"
         ) from exc
+    keep(path, signature, found)
+    labels = {key: arrays[key] for key in LABEL_KEYS if key in arrays}
     if "distance" not in attrs:
         raise AnnbenchError(f"{path.name} has no 'distance' attribute (euclidean, angular or dot)")
     metric = Metric.parse(attrs["distance"])
@@ -144,16 +178,20 @@ def read_dataset(path: Path, probe: bool = True) -> Dataset:
         raise AnnbenchError(
             f"{path.name}: train has dimension {train.shape[1]} but test has {test.shape[1]}"
         )
+    _check_rows(path, per_row, len(train), len(test))
+    _check_labels(path, labels, attrs)
     neighbors, distances = arrays["neighbors"], arrays["distances"]
-    if neighbors.ndim != 2 or neighbors.shape[0] != len(test) or distances.shape != neighbors.shape:
-        raise AnnbenchError(
-            f"{path.name}: neighbors {neighbors.shape} and distances {distances.shape} must both "
-            f"be ({len(test)}, k)"
-        )
-    if not np.issubdtype(neighbors.dtype, np.integer):
-        raise AnnbenchError(f"{path.name}: neighbors must be integer ids, got {neighbors.dtype}")
-    if neighbors.size and (neighbors.min() < 0 or neighbors.max() >= len(train)):
-        raise AnnbenchError(f"{path.name}: neighbors holds ids outside 0..{len(train) - 1}")
+    in_place = " --force" if (data_dir() / path.name).exists() else ""
+    fix = f"recompute it with 'annbench datasets truth {path}{in_place}'"
+    verdict = found.verdicts.get(TRUTH_VERDICT)
+    if verdict is None and verify:
+        verdict = check_ground_truth(path.name, train, test, neighbors, distances, metric, fix)
+        remember(path, TRUTH_VERDICT, verdict)
+    elif verdict is None:
+        check_truth_layout(path.name, len(train), len(test), neighbors, distances, fix)
+    attrs[TRUTH_VERDICT] = verdict or "not checked (layout only)"
+    if probe and metric is Metric.ANGULAR:
+        warn_zero_vectors(path.name, zero_rows(train), zero_rows(test), neighbors)
     return Dataset(
         name=path.stem,
         path=path,
@@ -165,6 +203,8 @@ def read_dataset(path: Path, probe: bool = True) -> Dataset:
         train_labels=labels.get("train_labels"),
         test_labels=labels.get("test_labels"),
         attrs=attrs,
+        fingerprint=found,
+        signature=signature,
     )
 
 
@@ -218,6 +258,7 @@ def write_dataset(
     float16: bool = False,
     normalize: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
+    extra: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Write a dataset with exact ground truth, atomically (never a half-written file).
 
@@ -225,7 +266,7 @@ def write_dataset(
     it is validated, written and ground-truthed in row chunks. With ``normalize`` rows are
     scaled to unit length; with ``float16`` vectors are rounded to and stored as float16 (half
     the size) and the ground truth is computed on the rounded vectors. ``progress`` is called
-    as ``(stage, done, total)``.
+    as ``(stage, done, total)``; ``extra`` arrays (``train_attrs``, ...) are stored as given.
     """
     path = Path(path)
     shape = getattr(train, "shape", None)
@@ -247,7 +288,7 @@ def write_dataset(
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     stored = np.float16 if float16 else np.float32
-    digest = _Digest(metric)
+    zeros: list[np.ndarray] = []  # zero rows of the base, under cosine
     try:
         with h5py.File(partial, "w") as f:
             base = f.create_dataset(
@@ -257,26 +298,27 @@ def write_dataset(
                 chunks=(min(n, max(1, 65536 // d)), d),
                 compression="gzip",
             )
-            digest.array_header((n, d))
             for start in range(0, n, WRITE_CHUNK):
                 stop = min(start + WRITE_CHUNK, n)
                 block = _prepare(
                     _vectors(train[start:stop], "train", path, start), normalize, float16
                 )
                 base[start:stop] = block
-                digest.update(block)
+                if metric is Metric.ANGULAR:
+                    zeros.append(start + np.flatnonzero(zero_rows(block)))
                 if progress is not None:
                     progress("writing", stop, n)
-            digest.array_header(test.shape)
-            digest.update(test)
             step = max(WRITE_CHUNK, block_rows(d))  # reading back: fewer, larger blocks
             blocks = (base[s : s + step].astype(np.float32) for s in range(0, n, step))
             on_block = (lambda done: progress("ground truth", done, n)) if progress else None
             distances, neighbors = exact_knn(blocks, test, min(gt_k, n), metric, progress=on_block)
+            if metric is Metric.ANGULAR:
+                zero_base = np.zeros(n, dtype=bool)
+                zero_base[np.concatenate(zeros)] = True
+                warn_zero_vectors(path.name, zero_base, zero_rows(test), neighbors)
             f.attrs["distance"] = metric.value
             f.attrs["dimension"] = d
             f.attrs["point_type"] = "float"
-            f.attrs[HASH_ATTR] = digest.hexdigest()
             f.attrs["annbench_version"] = __version__
             for key, value in (attrs or {}).items():
                 f.attrs[key] = value
@@ -286,10 +328,56 @@ def write_dataset(
             for key, labels in (("train_labels", train_labels), ("test_labels", test_labels)):
                 if labels is not None:
                     f.create_dataset(key, data=np.asarray(labels))
+            for key, array in (extra or {}).items():
+                f.create_dataset(key, data=array)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
     return path
+
+
+def recompute_truth(source: Path, dest: Path) -> Path:
+    """Write ``source`` to ``dest`` with its exact ground truth recomputed; vectors, labels,
+    label names, per-row arrays and provenance are kept, workload (``@``) arrays dropped
+    (they are ground truth of the old file). ``dest`` may be ``source`` (replaced atomically)."""
+    source, dest = Path(source), Path(dest)
+    try:
+        with h5py.File(source, "r") as f:
+            missing = [key for key in ("train", "test") if key not in f]
+            if missing or "distance" not in f.attrs:
+                raise AnnbenchError(
+                    f"{source.name} needs 'train', 'test' and a 'distance' attribute to "
+                    "recompute ground truth; import it with 'annbench datasets import'"
+                )
+            metric = Metric.parse(_plain(f.attrs["distance"]))
+            skip = (*PROVENANCE_ONLY, "distance", "dimension", "point_type", "annbench_version")
+            attrs = {k: _plain(v) for k, v in f.attrs.items() if k not in skip}
+            attrs["ground_truth"] = f"recomputed by annbench {__version__}"
+            labels = {key: f[key][()] for key in LABEL_KEYS if key in f}
+            extra = {
+                key: item[()]
+                for key, item in f.items()
+                if isinstance(item, h5py.Dataset)
+                and "@" not in key
+                and key not in (*REQUIRED_KEYS, *LABEL_KEYS)
+            }
+            float16 = f["train"].dtype == np.float16
+            write_dataset(
+                dest,
+                f["train"],
+                f["test"][()],
+                metric,
+                labels.get("train_labels"),
+                labels.get("test_labels"),
+                attrs,
+                float16=float16,
+                extra=extra,
+            )
+    except AnnbenchError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise AnnbenchError(f"{source} is not a readable HDF5 dataset: {exc}") from exc
+    return dest
 
 
 def resolve_dataset(spec: str, progress: Callable[[str], None] | None = None) -> Path:
@@ -413,6 +501,15 @@ def _vectors(array: ArrayLike, key: str, path: Path, first_row: int = 0) -> np.n
         )
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise AnnbenchError(f"{path.name}: '{key}' must hold numbers, got dtype {array.dtype}")
+    if array.dtype.kind == "f" and array.dtype.itemsize > 4:
+        big = np.abs(array) > np.finfo(np.float32).max
+        if big.any():
+            row = int(np.argmax(big.any(axis=1)))
+            value = float(array[row][big[row]][0])
+            raise AnnbenchError(
+                f"{path.name}: '{key}' row {first_row + row} holds {value:g}, beyond float32's "
+                f"largest value {np.finfo(np.float32).max:g}; rescale the vectors"
+            )
     array = np.ascontiguousarray(array, dtype=np.float32)
     bad = ~np.isfinite(array).all(axis=1)
     if bad.any():
@@ -421,6 +518,78 @@ def _vectors(array: ArrayLike, key: str, path: Path, first_row: int = 0) -> np.n
             f"{first_row + int(np.argmax(bad))}); clean or drop them"
         )
     return array
+
+
+def zero_rows(x: np.ndarray) -> np.ndarray:
+    """Boolean mask of the rows of ``x`` that are all zeros."""
+    return ~np.any(x != 0, axis=1)
+
+
+def warn_zero_vectors(
+    name: str, zero_base: np.ndarray, zero_query: np.ndarray, neighbors: np.ndarray | None
+) -> tuple[int, int, int]:
+    """Warn (a warning, not an error) if vectors compared by cosine have zero length; returns
+    ``(zero base vectors, zero queries, queries affected)``. A query is affected if it is zero
+    or its true neighbours include a zero base vector: cosine distances to zero are all 1.0."""
+    affected = zero_query.copy()
+    if neighbors is not None and zero_base.any():
+        affected |= zero_base[neighbors].any(axis=1)
+    counts = int(zero_base.sum()), int(zero_query.sum()), int(affected.sum())
+    if counts[0] or counts[1]:
+        log.warning(
+            "%s: %d base vectors and %d queries have zero length; under cosine their "
+            "distances are all 1.0 (%d of %d queries affected)",
+            name,
+            *counts,
+            len(zero_query),
+        )
+    return counts
+
+
+def _check_rows(path: Path, shapes: dict[str, tuple[int, ...]], n: int, nq: int) -> None:
+    """Per-row arrays (``train_*``, ``test_*``) must have one entry per base vector / query."""
+    for key, shape in sorted(shapes.items()):
+        rows, what = (n, "base vectors") if key.startswith("train_") else (nq, "queries")
+        if len(shape) == 0 or shape[0] != rows:
+            raise AnnbenchError(
+                f"{path.name}: '{key}' has shape {shape} but there are {rows} {what}; it needs "
+                f"one entry per row ({rows}, ...)"
+            )
+
+
+def _check_labels(path: Path, labels: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
+    """Labels are one number (or text) per row, not NaN; ``label_names`` covers every code."""
+    names = attrs.get("label_names")
+    if names is not None:
+        try:
+            names = json.loads(names) if isinstance(names, str) else list(names)
+        except (ValueError, TypeError):
+            names = None
+        if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
+            raise AnnbenchError(
+                f"{path.name}: the 'label_names' attribute must be a JSON list of strings"
+            )
+    for key, values in labels.items():
+        if values.ndim != 1:
+            raise AnnbenchError(f"{path.name}: '{key}' must be 1-D, got shape {values.shape}")
+        if values.dtype.kind == "f":
+            if not np.isfinite(values).all():
+                raise AnnbenchError(
+                    f"{path.name}: '{key}' has NaN or infinite labels (first at row "
+                    f"{int(np.argmin(np.isfinite(values)))}); label every row"
+                )
+        elif values.dtype.kind not in "iuSUOb":
+            raise AnnbenchError(
+                f"{path.name}: '{key}' must hold numbers or text, got {values.dtype}"
+            )
+        if names is not None:
+            if values.dtype.kind not in "iu" or (
+                len(values) and (values.min() < 0 or values.max() >= len(names))
+            ):
+                raise AnnbenchError(
+                    f"{path.name}: '{key}' holds codes outside the {len(names)} entries of "
+                    "'label_names'; the label-name table does not match the labels"
+                )
 
 
 def _plain(value: Any) -> Any:

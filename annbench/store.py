@@ -1,13 +1,20 @@
-"""Durable results store in SQLite: one row per measurement, written as each run finishes.
+"""Durable results store in SQLite: every attempt appended as each run finishes, never replaced.
+
+Each measurement (or failure) of a key is one row of ``attempts``; the current view shows per
+key the latest successful full measurement, with the latest failure since then beside it (or
+the latest failure when the key never succeeded). Probes, the short one-repeat measurements a
+search for a recall target takes, are kept as attempts but never surface as results.
 
 WAL journaling with full sync means a killed process loses nothing already stored, and
-several sweeps can write to the same store at once (writers wait on a busy timeout).
+several sweeps can write to the same store at once (writers wait on a busy timeout). A write
+that fails (disk full, read-only) is rolled back: nothing stored before is touched.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +28,12 @@ from annbench.errors import AnnbenchError
 from annbench.record import JSON_FIELDS, PLAIN, SCALAR_FIELDS, RunRecord
 
 STORE_FILE = "annbench.sqlite"
-SCHEMA_VERSION = 1
+#: 1: one row per key in ``results`` (a re-run replaced it); 2: append-only ``attempts``.
+SCHEMA_VERSION = 2
+#: Columns of the current view beside the record's fields.
+FAILURE_COLUMNS = ("last_failure", "last_failure_at")
+#: Tables and views annbench creates; a database holding anything else is another program's.
+_OWN = {"attempts", "attempt_raw", "results", "raw", "sqlite_sequence", "sqlite_stat1"}
 
 _COLUMN_TYPES = {
     "k": "INTEGER",
@@ -38,24 +50,80 @@ _COLUMN_TYPES = {
     "probe": "INTEGER",
 }
 
+# Per key: the attempt shown (latest ok non-probe, else latest ok probe when probes are asked
+# for, else latest failure), the latest failure, and the first attempt (the row's position).
+_CHOICE = (
+    "SELECT key, COALESCE(MAX(CASE WHEN status = 'ok' AND NOT COALESCE(probe, 0) THEN id END), "
+    "MAX(CASE WHEN status = 'ok' THEN id END), MAX(id)) AS shown, "
+    "MAX(CASE WHEN status != 'ok' THEN id END) AS failed, MIN(id) AS first FROM attempts"
+)
+_NOT_PROBE = "NOT COALESCE(probe, 0)"
+
+
+def store_file(path: Path) -> Path:
+    """The store file a ``--results`` value names: a folder (or a name without suffix) holds
+    ``annbench.sqlite``; anything else is the file itself."""
+    path = Path(path).expanduser()
+    return path / STORE_FILE if path.is_dir() or not path.suffix else path
+
+
+def check_not_store(out: Path, store: Path) -> None:
+    """Raise AnnbenchError when the output path ``out`` is the results store ``store`` (or one
+    of its journal files): writing there would destroy every stored result."""
+    store = store_file(store)
+    targets = [store, *(store.with_name(store.name + tail) for tail in ("-wal", "-shm"))]
+    out = Path(out).expanduser()
+    for target in targets:
+        if _same_file(out, target):
+            raise AnnbenchError(
+                f"Output path {out} is the results store {store}; "
+                "choose another file, the store is left untouched"
+            )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
 
 class ResultStore:
-    """Results of every run, keyed so that a re-run resumes instead of repeating."""
+    """Every attempt of every run, keyed so that a re-run resumes instead of repeating.
 
-    def __init__(self, path: Path) -> None:
-        path = Path(path)
-        if path.is_dir() or not path.suffix:
-            path = path / STORE_FILE
-        self.path = path
+    ``create=False``: the store must exist already (read-only commands never create one at a
+    mistyped path). ``read_only=True``: nothing is written, old stores are read as they are.
+    """
+
+    def __init__(self, path: Path, *, create: bool = True, read_only: bool = False) -> None:
+        self.path = path = store_file(path)
+        self.read_only = read_only
+        if not create and not path.is_file():
+            raise AnnbenchError(
+                f"No results store at {path}; run 'annbench run' first or pass --results"
+            )
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, timeout=60, isolation_level=None)
-            self._db.execute("PRAGMA busy_timeout = 60000")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = FULL")
-            self._create_schema()
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = _connect(path, read_only)
         except (sqlite3.DatabaseError, OSError) as exc:
             raise AnnbenchError(f"Cannot use results store {path}: {exc}") from exc
+        try:
+            self._check_ours()
+            if not read_only:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.execute("PRAGMA synchronous = FULL")
+            self._open_schema()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise AnnbenchError(f"Cannot use results store {path}: {exc}") from exc
+        except AnnbenchError:
+            self._db.close()
+            raise
+
+    @classmethod
+    def open_existing(cls, path: Path) -> ResultStore:
+        """The store at ``path`` for reading; an error (nothing created) when there is none."""
+        return cls(path, create=False, read_only=True)
 
     def close(self) -> None:
         """Close the database connection."""
@@ -68,7 +136,9 @@ class ResultStore:
         self.close()
 
     def put(self, record: RunRecord) -> None:
-        """Store ``record``, replacing any earlier one with the same key, atomically."""
+        """Append ``record`` as a new attempt of its key, atomically; nothing is replaced."""
+        if self.read_only:
+            raise AnnbenchError(f"Results store {self.path} was opened read-only")
         try:
             self._put(record)
         except sqlite3.DatabaseError as exc:
@@ -81,54 +151,85 @@ class ResultStore:
         row = _row(record)
         columns = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in row if c != "key")
         with self._transaction():
             cursor = self._db.execute(
-                f"INSERT INTO results ({columns}) VALUES ({marks}) "
-                f"ON CONFLICT(key) DO UPDATE SET {updates} RETURNING id",
-                list(row.values()),
+                f"INSERT INTO attempts ({columns}) VALUES ({marks})", list(row.values())
             )
-            result_id = cursor.fetchone()[0]
             self._db.execute(
-                "INSERT OR REPLACE INTO raw (result_id, ids, latencies_ns) VALUES (?, ?, ?)",
-                (result_id, _pack(record.ids), _pack(record.latencies_ns)),
+                "INSERT INTO attempt_raw (attempt_id, ids, latencies_ns) VALUES (?, ?, ?)",
+                (cursor.lastrowid, _pack(record.ids), _pack(record.latencies_ns)),
             )
 
     def completed_keys(self) -> set[str]:
-        """Keys of successful runs (failed ones are retried on the next sweep)."""
-        return {key for (key,) in self._db.execute("SELECT key FROM results WHERE status = 'ok'")}
+        """Keys with a successful full measurement (failed keys and probes are retried)."""
+        query = f"SELECT DISTINCT key FROM attempts WHERE status = 'ok' AND {_NOT_PROBE}"
+        return {key for (key,) in self._db.execute(query)}
 
-    def records(self, dataset: str | None = None, with_raw: bool = False) -> list[RunRecord]:
-        """Stored records, optionally for one dataset, oldest first."""
-        query = "SELECT * FROM results"
-        args: list[Any] = []
-        if dataset is not None:
-            query += " WHERE dataset = ?"
-            args.append(dataset)
-        cursor = self._db.execute(query + " ORDER BY id", args)
-        names = [d[0] for d in cursor.description]
-        out = []
-        for values in cursor.fetchall():
-            row = dict(zip(names, values, strict=True))
-            record = _record(row)
-            if with_raw:
-                raw = self._db.execute(
-                    "SELECT ids, latencies_ns FROM raw WHERE result_id = ?", (row["id"],)
-                ).fetchone()
-                if raw is not None:
-                    record.ids, record.latencies_ns = _unpack(raw[0]), _unpack(raw[1])
-            out.append(record)
-        return out
+    def records(
+        self,
+        dataset: str | None = None,
+        with_raw: bool = False,
+        *,
+        history: bool = False,
+        probes: bool = False,
+    ) -> list[RunRecord]:
+        """The current view, optionally for one dataset, in the order keys were first stored:
+        per key the latest successful full measurement, else the latest failure.
 
-    def dataframe(self, dataset: str | None = None) -> pd.DataFrame:
-        """Stored records as a DataFrame, one column per field."""
-        rows = [r.summary_dict() | {"qps_spread": r.qps_spread} for r in self.records(dataset)]
+        ``probes=True`` also shows keys measured only by probes (their latest successful
+        probe), never in place of a full measurement. ``history=True``: every attempt, probes
+        included, oldest first.
+        """
+        return [
+            _with_raw(self._db, row) if with_raw else _record(row)
+            for row in self._rows(dataset, history, probes)
+        ]
+
+    def dataframe(
+        self, dataset: str | None = None, *, history: bool = False, probes: bool = False
+    ) -> pd.DataFrame:
+        """``records`` as a DataFrame, one column per field; the current view adds
+        ``last_failure`` and ``last_failure_at``: the latest failed attempt after the result
+        shown (a re-measure that failed), None when there is none."""
         columns = [*SCALAR_FIELDS, *JSON_FIELDS, "qps_spread"]
-        return pd.DataFrame(rows, columns=columns)
+        extra = [] if history else list(FAILURE_COLUMNS)
+        rows = []
+        for row in self._rows(dataset, history, probes):
+            record = _record(row)
+            values = record.summary_dict() | {"qps_spread": record.qps_spread}
+            rows.append(values | {name: row[name] for name in extra})
+        return pd.DataFrame(rows, columns=columns + extra)
 
-    def count(self) -> int:
-        """Number of stored records."""
-        return self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+    def count(self, *, history: bool = False) -> int:
+        """Number of results in the current view (``history=True``: of attempts)."""
+        if history:
+            return self._db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0]
+        query = f"SELECT COUNT(DISTINCT key) FROM attempts WHERE {_NOT_PROBE}"
+        return self._db.execute(query).fetchone()[0]
+
+    def _rows(self, dataset: str | None, history: bool, probes: bool) -> Iterator[dict[str, Any]]:
+        where, args = [], []
+        if dataset is not None:
+            where.append("dataset = ?")
+            args.append(dataset)
+        if history:
+            query = "SELECT * FROM attempts"
+            if where:
+                query += " WHERE " + " AND ".join(where)
+            query += " ORDER BY id"
+        else:
+            if not probes:
+                where.append(_NOT_PROBE)
+            choice = _CHOICE + (" WHERE " + " AND ".join(where) if where else "") + " GROUP BY key"
+            query = (
+                "SELECT a.*, f.error AS last_failure, f.created_at AS last_failure_at "
+                f"FROM ({choice}) c JOIN attempts a ON a.id = c.shown "
+                "LEFT JOIN attempts f ON f.id = c.failed AND f.id > a.id ORDER BY c.first"
+            )
+        cursor = self._db.execute(query, args)
+        names = [d[0] for d in cursor.description]
+        for values in cursor.fetchall():
+            yield dict(zip(names, values, strict=True))
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -141,32 +242,125 @@ class ResultStore:
                 self._db.execute("ROLLBACK")
             raise
 
-    def _create_schema(self) -> None:
-        types = {name: _column_type(name) for name in SCALAR_FIELDS}
-        types.update({name: "TEXT" for name in JSON_FIELDS})
-        columns = ", ".join(f"{name} {kind}" for name, kind in types.items())
-        with self._transaction():
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+    def _tables(self) -> dict[str, str]:
+        query = "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view')"
+        return dict(self._db.execute(query).fetchall())
+
+    def _check_ours(self) -> None:
+        """Refuse, before writing anything, a database that some other program made."""
+        tables = self._tables()
+        foreign = sorted(set(tables) - _OWN)
+        if "results" in tables and tables["results"] == "table":
+            if "key" not in self._columns("results"):
+                foreign.append("results")
+        if foreign:
+            raise AnnbenchError(
+                f"{self.path} is another program's SQLite database (tables: "
+                f"{', '.join(foreign)}), not an annbench results store; pass --results a folder "
+                "or an annbench .sqlite file"
+            )
+
+    def _columns(self, table: str) -> list[str]:
+        return [row[1] for row in self._db.execute(f"PRAGMA table_info({table})")]
+
+    def _open_schema(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise AnnbenchError(
+                f"{self.path} was written by a newer annbench (schema {version}); upgrade annbench"
+            )
+        tables = self._tables()
+        if self.read_only:
+            if tables.get("results") == "table":  # schema 1, read where it lies
+                self._view_v1()
+            elif "attempts" not in tables:
                 raise AnnbenchError(
-                    f"{self.path} was written by a newer annbench (schema {version}); "
-                    "upgrade annbench"
+                    f"No results store at {self.path} (an empty database); run 'annbench run' "
+                    "first or pass --results"
                 )
+            else:
+                self._temp_missing_columns()
+            return
+        with self._transaction():
+            if tables.get("results") == "table":
+                self._migrate_v1()
+            else:
+                self._create_schema()
+
+    def _create_schema(self) -> None:
+        types = _types()
+        columns = ", ".join(f"{name} {kind}" for name, kind in types.items())
+        self._db.execute(
+            f"CREATE TABLE IF NOT EXISTS attempts (id INTEGER PRIMARY KEY, key TEXT NOT NULL, "
+            f"{columns})"
+        )
+        # stores written before a field was added gain its column
+        present = set(self._columns("attempts"))
+        for name, kind in types.items():
+            if name not in present:
+                self._db.execute(f"ALTER TABLE attempts ADD COLUMN {name} {kind}")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS attempt_raw (attempt_id INTEGER PRIMARY KEY "
+            "REFERENCES attempts(id) ON DELETE CASCADE, ids BLOB, latencies_ns BLOB)"
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS attempts_key ON attempts(key)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS attempts_dataset ON attempts(dataset)")
+        # for other tools (sqlite3 shell, older scripts): the current view under the old name
+        self._db.execute(
+            "CREATE VIEW IF NOT EXISTS results AS SELECT a.* FROM attempts a JOIN "
+            f"({_CHOICE} WHERE {_NOT_PROBE} GROUP BY key) c ON a.id = c.shown"
+        )
+        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _migrate_v1(self) -> None:
+        """Schema 1 (one row per key in ``results``, arrays in ``raw``) to attempts, in place
+        and in one transaction: each stored row becomes one attempt with the same id."""
+        old = self._columns("results")
+        self._db.execute("ALTER TABLE results RENAME TO results_v1")
+        self._create_schema()
+        present = set(self._columns("attempts"))
+        shared = ", ".join(name for name in old if name in present)
+        self._db.execute(f"INSERT INTO attempts ({shared}) SELECT {shared} FROM results_v1")
+        if "raw" in self._tables():
             self._db.execute(
-                "CREATE TABLE IF NOT EXISTS results (id INTEGER PRIMARY KEY, "
-                f"key TEXT UNIQUE NOT NULL, {columns})"
+                "INSERT INTO attempt_raw (attempt_id, ids, latencies_ns) "
+                "SELECT result_id, ids, latencies_ns FROM raw "
+                "WHERE result_id IN (SELECT id FROM results_v1)"
             )
-            # stores written before a field was added gain its column
-            present = {row[1] for row in self._db.execute("PRAGMA table_info(results)")}
-            for name, kind in types.items():
-                if name not in present:
-                    self._db.execute(f"ALTER TABLE results ADD COLUMN {name} {kind}")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS raw (result_id INTEGER PRIMARY KEY "
-                "REFERENCES results(id) ON DELETE CASCADE, ids BLOB, latencies_ns BLOB)"
-            )
-            self._db.execute("CREATE INDEX IF NOT EXISTS results_dataset ON results(dataset)")
-            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._db.execute("DROP TABLE raw")
+        self._db.execute("DROP TABLE results_v1")
+
+    def _view_v1(self) -> None:
+        """Read a schema-1 store without changing it: temporary views in its new shape."""
+        present = set(self._columns("results"))
+        columns = ", ".join(
+            name if name in present else f"NULL AS {name}" for name in ("id", "key", *_types())
+        )
+        self._db.execute(f"CREATE TEMP VIEW attempts AS SELECT {columns} FROM main.results")
+        raw = (
+            "SELECT result_id AS attempt_id, ids, latencies_ns FROM main.raw"
+            if "raw" in self._tables()
+            else "SELECT NULL AS attempt_id, NULL AS ids, NULL AS latencies_ns WHERE 0"
+        )
+        self._db.execute(f"CREATE TEMP VIEW attempt_raw AS {raw}")
+
+    def _temp_missing_columns(self) -> None:
+        """A store written before a field existed, read without adding its column."""
+        present = set(self._columns("attempts"))
+        missing = [name for name in _types() if name not in present]
+        if missing:
+            columns = ", ".join(["*", *(f"NULL AS {name}" for name in missing)])
+            self._db.execute(f"CREATE TEMP VIEW attempts AS SELECT {columns} FROM main.attempts")
+
+
+def _connect(path: Path, read_only: bool) -> sqlite3.Connection:
+    if read_only and not os.access(path, os.W_OK):
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+    else:
+        db = sqlite3.connect(path, timeout=60, isolation_level=None)
+    db.isolation_level = None
+    db.execute("PRAGMA busy_timeout = 60000")
+    return db
 
 
 _TEXT = {
@@ -180,6 +374,12 @@ _TEXT = {
     "workload",
     "library_version",
 }
+
+
+def _types() -> dict[str, str]:
+    types = {name: _column_type(name) for name in SCALAR_FIELDS}
+    types.update({name: "TEXT" for name in JSON_FIELDS})
+    return types
 
 
 def _column_type(name: str) -> str:
@@ -197,11 +397,22 @@ def _row(record: RunRecord) -> dict[str, Any]:
 
 
 def _record(row: dict[str, Any]) -> RunRecord:
-    values = {name: row[name] for name in SCALAR_FIELDS}
+    values = {name: row.get(name) for name in SCALAR_FIELDS}
     values["probe"] = bool(values["probe"])
     values["workload"] = values["workload"] or PLAIN
-    values.update({name: json.loads(row[name]) for name in JSON_FIELDS})
+    values["status"] = values["status"] or "ok"
+    values.update({name: json.loads(row[name]) if row.get(name) else {} for name in JSON_FIELDS})
     return RunRecord(**values)
+
+
+def _with_raw(db: sqlite3.Connection, row: dict[str, Any]) -> RunRecord:
+    record = _record(row)
+    raw = db.execute(
+        "SELECT ids, latencies_ns FROM attempt_raw WHERE attempt_id = ?", (row["id"],)
+    ).fetchone()
+    if raw is not None:
+        record.ids, record.latencies_ns = _unpack(raw[0]), _unpack(raw[1])
+    return record
 
 
 def _pack(array: np.ndarray | None) -> bytes | None:

@@ -69,7 +69,7 @@ def test_run_results_csv_and_plot(cli, tiny_path, tmp_path, isolated_folders):
         (["run", "-b", "hnswlib", "-g", "ef"], "must look like key=value"),
         (["run", "-b", "faiss-flat", "--k", "100000"], "k must be between 1 and the"),
         (["run", "-b", "faiss-ivfpq", "-g", "m=7"], "m=7 does not divide the dimension"),
-        (["plot", "-d", "nothing-here"], "No successful single-mode results"),
+        (["plot", "-d", "nothing-here"], "No results store at"),
         (["datasets", "info", "nope"], "Unknown dataset 'nope'"),
         (["datasets", "create", "x", "--metric", "manhattan"], "Metric 'manhattan' not valid"),
     ],

@@ -1,4 +1,5 @@
 import json
+import shutil
 from pathlib import Path
 
 import h5py
@@ -47,10 +48,12 @@ def test_ann_benchmarks_file_without_annbench_attributes(tmp_path, rng):
     with h5py.File(path, "w") as f:
         f.attrs["distance"] = "euclidean"
         f["train"], f["test"] = train, test
-        f["neighbors"] = np.zeros((5, 10), dtype=np.int32)
-        f["distances"] = np.zeros((5, 10), dtype=np.float32)
+        distances, neighbors = exact_knn(train, test, 10, Metric.EUCLIDEAN)
+        f["neighbors"] = neighbors.astype(np.int32)
+        f["distances"] = distances.astype(np.float32)
     data = read_dataset(path)
     assert data.name == "ab" and data.neighbors.dtype == np.int64
+    assert data.attrs["ground_truth_check"].startswith("passed")
     assert data.content_hash == read_dataset(path).content_hash
 
 
@@ -58,17 +61,22 @@ def _ab_file(path: Path, **overrides):
     arrays = {
         "train": np.ones((10, 4), np.float32),
         "test": np.ones((2, 4), np.float32),
-        "neighbors": np.zeros((2, 3), np.int32),
+        "neighbors": np.tile(np.arange(3, dtype=np.int32), (2, 1)),  # all tied at distance 0
         "distances": np.zeros((2, 3), np.float32),
     }
     attrs = {"distance": overrides.pop("distance", "euclidean")}
+    if "label_names" in overrides:
+        attrs["label_names"] = overrides.pop("label_names")
     arrays.update(overrides)
     with h5py.File(path, "w") as f:
         for key, value in attrs.items():
             if value is not None:
                 f.attrs[key] = value
         for key, value in arrays.items():
-            if value is not None:
+            if isinstance(value, dict):
+                for sub, array in value.items():
+                    f.create_group(key)[sub] = array
+            elif value is not None:
                 f[key] = value
     return path
 
@@ -83,7 +91,18 @@ def _ab_file(path: Path, **overrides):
         ({"train": np.full((10, 4), np.nan, np.float32)}, "NaN or inf"),
         ({"train": np.zeros((0, 4), np.float32)}, "non-empty 2-D"),
         ({"neighbors": np.full((2, 3), 99, np.int32)}, "outside"),
-        ({"neighbors": np.zeros((3, 3), np.int32)}, "must both be"),
+        ({"neighbors": np.zeros((3, 3), np.int32)}, r"neighbors has shape \(3, 3\), expected"),
+        ({"neighbors": np.zeros((2, 3), np.int32)}, "same neighbour id twice"),
+        ({"distances": np.full((2, 3), np.nan, np.float32)}, "NaN or infinite"),
+        ({"distances": np.array([[b"0"] * 3] * 2)}, "distances must be numbers"),
+        ({"distances": np.array([[2, 1, 0]] * 2, np.float32)}, "not sorted nearest first"),
+        ({"train_labels": np.arange(9)}, "'train_labels' has shape"),
+        ({"train_labels": np.zeros((10, 2))}, "must be 1-D"),
+        ({"train_labels": np.r_[np.nan, np.zeros(9)]}, "NaN or infinite labels"),
+        ({"test_attrs": np.zeros((3, 2))}, "'test_attrs' has shape"),
+        ({"train_labels": np.arange(10), "label_names": '["a", "b"]'}, "label-name table"),
+        ({"train_labels": np.arange(10), "label_names": "{not json"}, "JSON list of strings"),
+        ({"neighbors": {"x": np.zeros(3)}}, "is an HDF5 group"),
         ({"train": np.array([[b"a"] * 4] * 10)}, "must hold numbers"),
     ],
 )
@@ -156,7 +175,7 @@ def test_file_that_makes_libhdf5_loop_is_reported_corrupt(tiny_path, tmp_path, m
 
     blob = bytearray(tiny_path.read_bytes())
     with h5py.File(tiny_path, "r") as f:
-        value = f.attrs["annbench_content_hash"]
+        value = f.attrs["annbench_version"]
     needle = value.encode() if isinstance(value, str) else bytes(value)
     start = blob.find(needle)
     assert start > 0
@@ -167,3 +186,179 @@ def test_file_that_makes_libhdf5_loop_is_reported_corrupt(tiny_path, tmp_path, m
     monkeypatch.setattr(datasets, "PROBE_SECONDS", 3.0)
     with pytest.raises(AnnbenchError, match="not a readable HDF5 dataset"):
         read_dataset(path)
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copyfile(src, dst)
+    return dst
+
+
+def test_content_hash_covers_every_array_and_not_provenance(tiny_path, tmp_path):
+    base = read_dataset(tiny_path).content_hash
+    changes = {
+        "labels": lambda f: f["train_labels"].__setitem__(0, f["train_labels"][0] + 1),
+        "ground truth": lambda f: f["distances"].__setitem__((0, -1), f["distances"][0, -1] + 1),
+        "attributes": lambda f: f.create_dataset("train_attrs", data=np.arange(2000)),
+        "nested group": lambda f: f.create_group("extra/deeper").create_dataset("x", data=[1]),
+        "metric": lambda f: f.attrs.__setitem__("distance", "dot"),
+        "label names": lambda f: f.attrs.__setitem__(
+            "label_names", json.dumps(list("abcdefghijklmnop"))
+        ),
+    }
+    hashes = {}
+    for what, change in changes.items():
+        path = _copy(tiny_path, tmp_path / f"{len(hashes)}.hdf5")
+        with h5py.File(path, "r+") as f:
+            change(f)
+        hashes[what] = read_dataset(path, probe=False, verify=False).content_hash
+    assert base not in hashes.values() and len(set(hashes.values())) == len(hashes), hashes
+    # provenance and the hash an older version stored are not content
+    path = _copy(tiny_path, tmp_path / "provenance.hdf5")
+    with h5py.File(path, "r+") as f:
+        f.attrs["source"] = "somewhere else"
+        f.attrs["annbench_content_hash"] = "0123456789abcdef"
+    assert read_dataset(path, probe=False).content_hash == base
+
+
+def test_workload_arrays_change_only_their_workload_hash(tiny_path, tmp_path):
+    path = _copy(tiny_path, tmp_path / "w.hdf5")
+    before = read_dataset(path, probe=False)
+    label, window = before.workload_hash("label"), before.workload_hash("runbook:window")
+    assert before.workload_hash("plain") == before.content_hash
+    with h5py.File(path, "r+") as f:
+        f["neighbors@label"] = np.zeros((100, 10), np.int32)
+        f.create_group("runbook@window").create_dataset("step0", data=np.arange(3))
+    # the same Dataset object notices the file grew workload arrays
+    assert before.workload_hash("label") != label
+    after = read_dataset(path, probe=False)
+    assert after.content_hash == before.content_hash
+    assert after.workload_hash("runbook:window") != window
+    assert after.workload_hash("window") == after.workload_hash("runbook:window")
+    label = after.workload_hash("label")
+    with h5py.File(path, "r+") as f:
+        f["neighbors@label"][0, 0] = 5
+    assert read_dataset(path, probe=False).workload_hash("label") != label
+
+
+def test_cached_hash_is_not_trusted_once_the_file_changes(tiny_path, tmp_path, monkeypatch):
+    from annbench import fingerprint
+
+    monkeypatch.setattr(fingerprint, "RACY_NS", 0)  # cache even a file written just now
+    path = _copy(tiny_path, tmp_path / "c.hdf5")
+    first = read_dataset(path, probe=False).content_hash
+    assert fingerprint.cached(fingerprint.file_signature(path)).content == first
+    with h5py.File(path, "r+") as f:
+        f["test_labels"][0] = f["test_labels"][0] + 1  # same size, same layout
+    assert read_dataset(path, probe=False).content_hash != first
+
+
+def test_corrected_labels_are_measured_again(tiny_path, tmp_path):
+    from click.testing import CliRunner
+
+    from annbench.cli import main
+
+    path = _copy(tiny_path, tmp_path / "labelled.hdf5")
+    command = ["run", "-b", "faiss-flat", "-d", str(path), "--runs", "1"]
+    first = CliRunner().invoke(main, command)
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(main, command)
+    assert "Stored 0 results" in again.output, again.output
+    with h5py.File(path, "r+") as f:
+        f["train_labels"][:] = f["train_labels"][()][::-1]
+    corrected = CliRunner().invoke(main, command)
+    assert corrected.exit_code == 0 and "Stored 1 results" in corrected.output, corrected.output
+
+
+def _tampered(tiny_path: Path, tmp_path: Path, change) -> Path:
+    path = _copy(tiny_path, tmp_path / "tampered.hdf5")
+    with h5py.File(path, "r+") as f:
+        neighbors, distances = f["neighbors"][()], f["distances"][()]
+        del f["neighbors"], f["distances"]
+        neighbors, distances = change(neighbors, distances)
+        f["neighbors"], f["distances"] = neighbors, distances
+    return path
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda i, d: (i[::-1], d), "stored neighbours' actual distances"),  # between queries
+        (lambda i, d: (i[::-1], d[::-1]), "actual distances"),  # both, together
+        (lambda i, d: (np.zeros_like(i), d), "same neighbour id twice"),
+        (lambda i, d: (i, np.full_like(d, np.nan)), "NaN or infinite"),
+        (lambda i, d: (i, d.astype("S8")), "distances must be numbers"),
+        (lambda i, d: (i, d * d), "actual distances"),  # squared L2 instead of L2
+        (lambda i, d: (i[:, 1:], d[:, 1:]), "exact nearest distances"),  # the nearest dropped
+    ],
+)
+def test_wrong_ground_truth_is_refused_with_the_fix(tiny_path, tmp_path, change, message):
+    path = _tampered(tiny_path, tmp_path, change)
+    with pytest.raises(AnnbenchError, match=message) as info:
+        read_dataset(path, probe=False)
+    assert "annbench datasets truth" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_ground_truth_verdict_is_cached_with_the_hash(tiny_path, tmp_path, monkeypatch):
+    from annbench import datasets, fingerprint
+
+    monkeypatch.setattr(fingerprint, "RACY_NS", 0)
+    path = _copy(tiny_path, tmp_path / "checked.hdf5")
+    assert read_dataset(path, probe=False).attrs["ground_truth_check"].startswith("passed")
+    calls = []
+    monkeypatch.setattr(datasets, "check_ground_truth", lambda *a: calls.append(a))
+    assert read_dataset(path, probe=False).attrs["ground_truth_check"].startswith("passed")
+    assert not calls  # not repeated for an unchanged file
+    with h5py.File(path, "r+") as f:
+        f["distances"][0, 0] = 0.0
+    read_dataset(path, probe=False)
+    assert len(calls) == 1  # the file changed: checked again
+
+
+def test_truth_command_recomputes_what_the_check_refused(tiny_path, tmp_path):
+    from click.testing import CliRunner
+
+    from annbench.cli import main
+
+    path = _tampered(tiny_path, tmp_path, lambda i, d: (i[::-1], d))
+    with h5py.File(path, "r+") as f:
+        f["train_attrs"] = np.arange(2000)
+    refused = CliRunner().invoke(main, ["datasets", "info", str(path)])
+    assert refused.exit_code == 1 and "annbench datasets truth" in refused.output
+    fixed = CliRunner().invoke(main, ["datasets", "truth", str(path), "--name", "fixed"])
+    assert fixed.exit_code == 0, fixed.output
+    data = read_dataset(resolve_dataset("fixed"))
+    original = read_dataset(tiny_path)
+    np.testing.assert_array_equal(data.neighbors, original.neighbors)
+    np.testing.assert_array_equal(data.train_labels, original.train_labels)
+    with h5py.File(resolve_dataset("fixed"), "r") as f:
+        np.testing.assert_array_equal(f["train_attrs"][()], np.arange(2000))
+    # in place, in the data folder: --force replaces it
+    again = CliRunner().invoke(main, ["datasets", "truth", "fixed"])
+    assert again.exit_code == 1 and "--force" in again.output
+    assert CliRunner().invoke(main, ["datasets", "truth", "fixed", "--force"]).exit_code == 0
+
+
+def test_zero_vectors_under_cosine_are_counted_and_warned(tmp_path, rng, caplog):
+    train = rng.normal(size=(200, 8)).astype(np.float32)
+    test = rng.normal(size=(20, 8)).astype(np.float32)
+    train[[3, 50]] = 0
+    test[5] = 0
+    with caplog.at_level("WARNING", logger="annbench.datasets"):
+        path = write_dataset(tmp_path / "z.hdf5", train, test, Metric.ANGULAR)
+    assert "2 base vectors and 1 queries have zero length" in caplog.text
+    assert "of 20 queries affected" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="annbench.datasets"):
+        read_dataset(path)
+    assert "2 base vectors and 1 queries have zero length; under cosine" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="annbench.datasets"):
+        write_dataset(tmp_path / "e.hdf5", train, test, Metric.EUCLIDEAN)
+    assert not caplog.text  # only cosine makes zero vectors meaningless
+
+
+def test_float64_beyond_float32_is_reported_as_overflow(tmp_path, rng):
+    train = rng.normal(size=(50, 4))
+    train[9, 1] = 1e39
+    with pytest.raises(AnnbenchError, match="row 9 holds 1e.39, beyond float32"):
+        write_dataset(tmp_path / "big.hdf5", train, train[:3], Metric.EUCLIDEAN)

@@ -66,11 +66,20 @@ def test_import_holds_out_queries_and_computes_exact_truth(tmp_path, vectors):
         source_label[r.tobytes()] == lab
         for r, lab in zip(data.train, data.train_labels, strict=True)
     )
-    # same seed, same split
+    # same seed, same split, same hash; the labels are part of the content
     again = import_vectors(
-        tmp_path / "x.npy", tmp_path / "again.hdf5", Metric.ANGULAR, queries=50, seed=7
+        tmp_path / "x.npy",
+        tmp_path / "again.hdf5",
+        Metric.ANGULAR,
+        queries=50,
+        labels=labels,
+        seed=7,
     )
     assert read_dataset(again).content_hash == data.content_hash
+    unlabelled = import_vectors(
+        tmp_path / "x.npy", tmp_path / "plain.hdf5", Metric.ANGULAR, queries=50, seed=7
+    )
+    assert read_dataset(unlabelled).content_hash != data.content_hash
 
 
 def test_import_in_chunks_matches_in_memory(tmp_path, rng, monkeypatch):

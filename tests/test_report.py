@@ -133,6 +133,7 @@ def test_thread_scaling_plot_and_report_section(tiny_path, tmp_path):
     )
     assert written.exit_code == 0
     assert "QPS vs search threads" in (tmp_path / "r" / "index.html").read_text()
+    ResultStore(tmp_path / "x").close()  # a store without batch runs
     none = runner.invoke(
         main, ["plot", "-d", "tiny", "--threads", "--results", str(tmp_path / "x")]
     )
