@@ -4,13 +4,17 @@ Metrics: dot is ScaNN's ``dot_product``; angular is ``dot_product`` on vectors t
 normalizes (base once at build, queries in ``prepare_queries``), with a spherical tree as
 ann-benchmarks uses; euclidean is ``squared_l2``. The anisotropic quantization threshold
 (``avq_threshold``) only applies to dot-product scoring: ScaNN ignores it for ``squared_l2``,
-where quantization is isotropic. ``save`` writes ScaNN's serialized assets as a directory;
-``load`` reads them back with ``scann_ops_pybind.load_searcher``.
+where quantization is isotropic. ``save`` writes ScaNN's serialized assets (a folder of
+files) into one uncompressed tar file, so the index size is their total; ``load`` unpacks
+them into a temporary folder and reads them with ``scann_ops_pybind.load_searcher``, which
+holds everything in memory, and removes the folder.
 """
 
 from __future__ import annotations
 
 import math
+import tarfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -133,11 +137,19 @@ class Scann(Index):
         self._threads = n
 
     def save(self, path: Path) -> None:
-        """Write ScaNN's assets into the directory ``path`` (created)."""
-        Path(path).mkdir(parents=True, exist_ok=True)
-        self._searcher.serialize(str(path))
+        """Write ScaNN's assets as one tar file at ``path``."""
+        with tempfile.TemporaryDirectory(prefix="annbench-scann-") as folder:
+            self._searcher.serialize(folder, relative_path=True)
+            with tarfile.open(path, "w") as archive:
+                for file in sorted(Path(folder).iterdir()):
+                    archive.add(file, arcname=file.name)
 
     def load(self, path: Path) -> None:
-        if not (Path(path) / "scann_assets.pbtxt").is_file():
-            raise AnnbenchError(f"{path} is not a ScaNN directory written by Scann.save")
-        self._attach(scann_ops_pybind.load_searcher(str(path)))
+        if not tarfile.is_tarfile(path):
+            raise AnnbenchError(f"{path} is not a ScaNN index written by Scann.save")
+        with tempfile.TemporaryDirectory(prefix="annbench-scann-") as folder:
+            with tarfile.open(path) as archive:
+                archive.extractall(folder, filter="data")
+            if not (Path(folder) / "scann_assets.pbtxt").is_file():
+                raise AnnbenchError(f"{path} holds no ScaNN assets; write it with Scann.save")
+            self._attach(scann_ops_pybind.load_searcher(folder))
