@@ -4,6 +4,7 @@ contract, save/load, add/remove, parameter errors and the missing-library messag
 from __future__ import annotations
 
 import importlib
+import subprocess
 import sys
 
 import numpy as np
@@ -263,3 +264,27 @@ def test_missing_dependency_without_extra_keeps_the_old_form():
     exc = MissingDependency("hnswlib")
     assert (exc.package, exc.extra, str(exc)) == ("hnswlib", None, "install hnswlib")
     assert exc.install_command == "pip install hnswlib"
+
+
+def test_scann_loads_in_a_process_that_imported_usearch_first(tmp_path):
+    # usearch's static libstdc++ once made ScaNN's load crash with SIGSEGV in such a process
+    script = f"""
+import numpy as np
+import annbench.backends.usearch_backend
+from annbench.backends.scann_backend import Scann
+from annbench.metrics import Metric
+xb = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
+index = Scann(Metric.EUCLIDEAN, num_leaves=8)
+index.build(xb)
+index.set_search_params(leaves_to_search=8, reorder=50)
+index.save({str(tmp_path / "index")!r})
+loaded = Scann(Metric.EUCLIDEAN, num_leaves=8)
+loaded.load({str(tmp_path / "index")!r})
+loaded.set_search_params(leaves_to_search=8, reorder=50)
+assert (loaded.search(xb[:5], 3).ids == index.search(xb[:5], 3).ids).all()
+print("ok")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

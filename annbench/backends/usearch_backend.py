@@ -10,6 +10,8 @@ workloads post-filter.
 
 from __future__ import annotations
 
+import ctypes
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,21 @@ import numpy as np
 from annbench.errors import AnnbenchError, MissingDependency
 from annbench.index import Index, Neighbors, as_float32, positive_int
 from annbench.metrics import Metric, normalize_rows
+
+
+def _load_system_cpp_runtime() -> None:
+    """usearch's extension carries its own copy of libstdc++ and exports its locale facet ids
+    as unique symbols: loaded before the system libstdc++, they win process-wide and ScaNN
+    then crashes (SIGSEGV) reading its saved index. Loading the system runtime globally first
+    keeps one set of those symbols."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libstdc++.so.6", mode=ctypes.RTLD_GLOBAL)
+        except OSError:  # no system libstdc++: nothing else can clash with usearch's
+            pass
+
+
+_load_system_cpp_runtime()
 
 try:
     from usearch.index import Index as UsearchIndex
