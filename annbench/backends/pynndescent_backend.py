@@ -125,7 +125,8 @@ class PyNNDescent(Index):
         return self.metric is Metric.ANGULAR
 
     def set_num_threads(self, n: int) -> None:
-        """Threads for building the graph (n_jobs) and numba's parallel sections."""
+        """Threads for building the graph (n_jobs, numba's parallel sections). Searches run
+        on the calling thread: PyNNDescent's parallel batch queries slow single queries."""
         self._threads = n
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
 
