@@ -1,3 +1,56 @@
-"""annbench: benchmark approximate-nearest-neighbour indexes and pick one for deployment."""
+"""annbench: benchmark approximate-nearest-neighbour indexes and pick one for deployment.
+
+The public API (see the README's "From Python")::
+
+    import annbench
+    frame = annbench.run(["hnswlib", "faiss-ivf"], dataset="tiny", runs=1)
+    annbench.summary(frame)
+
+Importing annbench is cheap: the functions load their modules on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "MIN_SECONDS",
+    "AnnbenchError",
+    "load_dataset",
+    "load_results",
+    "pareto_frontier",
+    "recommend",
+    "run",
+    "summary",
+]
+
+if TYPE_CHECKING:
+    from annbench.api import (
+        MIN_SECONDS,
+        load_dataset,
+        load_results,
+        pareto_frontier,
+        recommend,
+        run,
+        summary,
+    )
+    from annbench.errors import AnnbenchError
+
+
+def __getattr__(name: str) -> Any:
+    """The public functions, imported from ``annbench.api`` when first used."""
+    if name == "AnnbenchError":
+        from annbench.errors import AnnbenchError
+
+        return AnnbenchError
+    if name in __all__:
+        from annbench import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'annbench' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -58,8 +58,16 @@ def summary(
     and memory) and, given a budget, the best recall whose p99 latency fits it."""
     ok = successful(frame)
     rows = []
-    for (dataset, backend, mode, k), runs in ok.groupby(["dataset", "backend", "mode", "k"]):
-        row: dict[str, object] = {"dataset": dataset, "backend": backend, "mode": mode, "k": k}
+    groups = ok.groupby(["dataset", "workload", "backend", "mode", "k"])
+    for (dataset, workload, backend, mode, k), runs in groups:
+        row: dict[str, object] = {
+            "dataset": dataset,
+            "workload": workload,
+            "selectivity": runs["selectivity"].mean(),
+            "backend": backend,
+            "mode": mode,
+            "k": k,
+        }
         for level in levels:
             meeting = runs[runs["recall"] >= level]
             tag = f"@{level:g}"

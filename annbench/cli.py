@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,8 +10,9 @@ import click
 import pandas as pd
 
 from annbench import __version__
+from annbench import cli_types as types
 from annbench.analysis import NOISY_SPREAD
-from annbench.cli_base import AnnbenchGroup, grid_option, int_list, results_option
+from annbench.cli_base import AnnbenchGroup, grid_option, results_option
 from annbench.cli_datasets import datasets
 from annbench.datasets import (
     DEFAULT_DATASET,
@@ -23,20 +23,41 @@ from annbench.datasets import (
 from annbench.errors import AnnbenchError
 from annbench.grids import default_grid, parse_override
 from annbench.index import build_param_names, search_param_names
+from annbench.measure import MIN_SECONDS
 from annbench.paths import results_dir
-from annbench.record import MODES, RunRecord, params_label
+from annbench.record import MODES, PLAIN, params_label
 from annbench.registry import backend_names, load_backend
 from annbench.store import ResultStore, check_not_store
+from annbench.workloads import BadFilter, check_filter, parse_filters, workload_hash
+
+quiet_option = click.option(
+    "--quiet", "-q", is_flag=True, help="No progress display (errors and results still shown)."
+)
 
 
-@click.group(cls=AnnbenchGroup)
+@click.group(
+    cls=AnnbenchGroup,
+    epilog="""\b
+Examples:
+  annbench run -b hnswlib -b faiss-ivf -d tiny
+  annbench report --neighbours
+  annbench recommend --min-recall 0.95 --max-p99-ms 1
+""",
+)
 @click.version_option(__version__, prog_name="annbench")
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
 def main(debug: bool) -> None:
     """Benchmark approximate-nearest-neighbour indexes and pick one for deployment."""
 
 
-@main.command()
+@main.command(
+    epilog="""\b
+Examples:
+  annbench run -b hnswlib -b faiss-ivf
+  annbench run -b hnswlib -d tiny -g M=16 -g ef=16,64,256 --runs 5
+  annbench run -b all --mode batch --threads 1,2,4 --scheduler local --workers 2
+"""
+)
 @click.option(
     "--backend",
     "-b",
@@ -52,15 +73,17 @@ def main(debug: bool) -> None:
     show_default=True,
     help="Dataset name (see 'annbench datasets list') or path to an HDF5 file.",
 )
-@click.option("--k", default=10, show_default=True, type=int, help="Neighbours per query.")
+@click.option("--k", default=10, show_default=True, type=types.K, help="Neighbours per query.")
 @grid_option("Override a grid parameter for every backend that takes it, e.g. efSearch=16,64.")
-@click.option("--runs", default=3, show_default=True, type=int, help="Timed repeats per setting.")
+@click.option(
+    "--runs", default=3, show_default=True, type=types.RUNS, help="Timed repeats per setting."
+)
 @click.option(
     "--min-time",
     "min_seconds",
-    default=1.0,
+    default=MIN_SECONDS,
     show_default=True,
-    type=float,
+    type=types.MIN_TIME,
     help="Keep repeating a setting past --runs until its timed repeats add up to this many "
     "seconds (up to 100 repeats), so a short burst of host noise cannot move the median.",
 )
@@ -74,15 +97,22 @@ def main(debug: bool) -> None:
 @click.option(
     "--threads",
     default=None,
-    metavar="N[,N...]",
+    type=types.IntList(1, 4096),
     help="Search threads; batch mode takes several (1,2,4) to measure scaling "
     "[default: 1 single, all cores batch].",
 )
-@click.option("--timeout", type=float, default=None, help="Seconds a build configuration may take.")
-@click.option("--memory-limit", default=None, help="Resident memory a worker may use, e.g. 8GB.")
+@click.option(
+    "--timeout", type=types.SECONDS, default=None, help="Seconds a build configuration may take."
+)
+@click.option(
+    "--memory-limit",
+    type=types.SIZE,
+    default=None,
+    help="Resident memory a worker may use, e.g. 8GB.",
+)
 @click.option(
     "--build-threads",
-    type=int,
+    type=types.THREADS,
     default=None,
     help="Threads for building [default: all cores; 1 with --scheduler].",
 )
@@ -96,10 +126,19 @@ def main(debug: bool) -> None:
     "--workers",
     default=2,
     show_default=True,
-    type=int,
+    type=types.WORKERS,
     help="Workers of the LocalCluster that --scheduler local starts.",
 )
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="SPEC",
+    help="Filter workload to sweep: label, range:0.01,0.1,0.5 (one per selectivity), "
+    "range:ATTRIBUTE:0.1 or none (unfiltered); repeat for several [default: none].",
+)
 @click.option("--force", is_flag=True, help="Re-measure runs already in the store.")
+@quiet_option
 @results_option
 def run(
     backends: tuple[str, ...],
@@ -109,84 +148,71 @@ def run(
     runs: int,
     min_seconds: float,
     mode: str,
-    threads: str | None,
+    threads: tuple[int, ...] | None,
     timeout: float | None,
-    memory_limit: str | None,
+    memory_limit: float | None,
     build_threads: int | None,
     scheduler: str | None,
     workers: int,
+    filters: tuple[str, ...],
     force: bool,
+    quiet: bool,
     results_path: Path | None,
 ) -> None:
     """Build each index configuration once, sweep its search parameters, store the results."""
-    from annbench.analysis import parse_bytes
-    from annbench.runner import pending_runs, plan_sweep, run_sweep
+    from annbench import api
 
-    limit = parse_bytes(memory_limit) if memory_limit else None
-    if timeout is not None and timeout <= 0:
-        raise AnnbenchError(f"--timeout must be positive, got {timeout:g}")
     if scheduler is not None and scheduler != "local" and not scheduler.startswith("tcp://"):
         raise AnnbenchError(f"--scheduler must be 'local' or tcp://HOST:PORT, got '{scheduler}'")
-    if workers < 1:
-        raise AnnbenchError(f"--workers must be at least 1, got {workers}")
-    names = _installed_backends() if "all" in backends else list(dict.fromkeys(backends))
-    overrides = dict(parse_override(text) for text in grid_overrides)
-    data = read_dataset(resolve_dataset(dataset, progress=click.echo))
-    if build_threads is None and scheduler is not None:
-        build_threads = 1  # one core per worker slot
-    jobs = plan_sweep(
-        data,
-        names,
-        k=k,
-        mode=mode,
-        runs=runs,
-        threads=int_list("--threads", threads) if threads else None,
-        overrides=overrides,
-        build_threads=build_threads,
-        min_seconds=min_seconds,
+    try:
+        frame = api.run(
+            backends,
+            dataset=dataset,
+            k=k,
+            grid=grid_overrides,
+            runs=runs,
+            min_time=min_seconds,
+            mode=mode,
+            threads=threads,
+            timeout=timeout,
+            memory_limit=memory_limit,
+            build_threads=build_threads,
+            scheduler=scheduler,
+            workers=workers,
+            force=force,
+            results=results_path,
+            progress=not quiet,
+            filters=filters,
+        )
+    except BadFilter as exc:  # a usage error: exit code 2
+        raise click.BadParameter(str(exc), param_hint="--filter") from None
+    except api.Interrupted as exc:
+        click.echo(f"\n{exc}", err=True)
+        sys.exit(130)
+    sweep = frame.attrs["sweep"]
+    click.echo(
+        f"Stored {sweep['stored']} results ({sweep['skipped']} already stored, "
+        f"{sweep['failed']} failed) in {sweep['store']}"
     )
-    with ResultStore(results_path or results_dir()) as store:
-        total = pending_runs(jobs, store, force)
+    for row in frame[frame["status"] != "ok"].itertuples():
         click.echo(
-            f"{data.name}: {len(data.train)} x {data.train.shape[1]} {data.metric.value}, "
-            f"{len(data.test)} queries; {len(jobs)} build configurations, {total} runs to measure"
+            f"  failed: {row.backend} [{params_label(_params(row.build_params))}] "
+            f"[{params_label(_params(row.search_params))}]: {row.error}",
+            err=True,
         )
-        previous = signal.signal(signal.SIGTERM, _interrupt)
-        try:
-            with click.progressbar(length=total, label="Measuring", file=sys.stderr) as bar:
-                if scheduler is None:
-                    summary = run_sweep(
-                        jobs, store, force, timeout, lambda _: bar.update(1), memory_limit=limit
-                    )
-                else:
-                    from annbench.distributed import dask_client, run_sweep_dask
-
-                    with dask_client(scheduler, workers) as client:
-                        summary = run_sweep_dask(
-                            jobs, store, client, force, timeout, lambda _: bar.update(1), limit
-                        )
-        except KeyboardInterrupt:
-            click.echo(
-                f"\nInterrupted: {store.count()} results are stored in {store.path}; "
-                "run the same command again to resume",
-                err=True,
-            )
-            sys.exit(130)
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-        click.echo(
-            f"Stored {summary.stored} results ({summary.skipped} already stored, "
-            f"{len(summary.failed)} failed) in {store.path}"
-        )
-        for record in summary.failed:
-            click.echo(f"  failed: {_describe(record)}: {record.error}", err=True)
-        frame = store.dataframe(data.name)
-    shown = frame[frame["backend"].isin(names) & (frame["k"] == k) & (frame["mode"] == mode)]
-    if len(shown):
-        click.echo(_table(shown))
+    if len(frame):
+        click.echo(_table(frame))
 
 
-@main.command()
+@main.command(
+    epilog="""\b
+Examples:
+  annbench results -d tiny
+  annbench results --failed
+  annbench results --csv runs.csv --parquet runs.parquet
+  annbench results --export ann-benchmarks -d tiny --out ab-results
+"""
+)
 @click.option("--dataset", "-d", default=None, help="Only this dataset.")
 @click.option("--failed", is_flag=True, help="Only failed runs.")
 @click.option(
@@ -195,7 +221,16 @@ def run(
     help="Every attempt, oldest first (failures, re-measures and probes included).",
 )
 @click.option(
-    "--csv", "csv_path", type=click.Path(path_type=Path), help="Write every field to CSV."
+    "--csv",
+    "csv_path",
+    type=click.Path(path_type=Path),
+    help="Write every field to CSV (a column per parameter, dicts as JSON).",
+)
+@click.option(
+    "--parquet",
+    "parquet_path",
+    type=click.Path(path_type=Path),
+    help="Write the same columns to a parquet file (needs pyarrow).",
 )
 @click.option(
     "--export",
@@ -211,11 +246,17 @@ def results(
     failed: bool,
     history: bool,
     csv_path: Path | None,
+    parquet_path: Path | None,
     export_format: str | None,
     out: Path | None,
     results_path: Path | None,
 ) -> None:
-    """List stored results, or export them to CSV or ann-benchmarks' result files."""
+    """List stored results, or export them to CSV, parquet or ann-benchmarks' result files.
+
+    Where they differ, both recalls are listed: annbench's (ids, ties counted) and
+    ann-benchmarks' (distance threshold)."""
+    from annbench import api
+
     if export_format is not None:
         from annbench.export import export_ann_benchmarks
 
@@ -230,18 +271,22 @@ def results(
             raise AnnbenchError(f"No successful runs of {data.name} (this content) to export")
         click.echo(f"Wrote {len(written)} ann-benchmarks result files under {out / data.name}")
         return
-    if csv_path is not None:
-        check_not_store(csv_path, results_path or results_dir())
-    with ResultStore.open_existing(results_path or results_dir()) as store:
-        frame = store.dataframe(dataset, history=history)
+    for output in (csv_path, parquet_path):
+        if output is not None:
+            check_not_store(output, results_path or results_dir())
+    frame = api.load_results(results_path, dataset, history=history)
     if failed:
         frame = frame[frame["status"] != "ok"]
         if frame.empty:
             click.echo("No failed runs stored.")
             return
-    if csv_path is not None:
-        frame.to_csv(csv_path, index=False)
-        click.echo(f"Wrote {len(frame)} results to {csv_path}")
+    if csv_path is not None or parquet_path is not None:
+        if csv_path is not None:
+            frame.to_csv(csv_path, index=False)
+            click.echo(f"Wrote {len(frame)} results to {csv_path}")
+        if parquet_path is not None:
+            api.write_parquet(frame, parquet_path)
+            click.echo(f"Wrote {len(frame)} results to {parquet_path}")
         return
     if frame.empty:
         click.echo("No results stored" + (f" for dataset {dataset}" if dataset else "") + ".")
@@ -249,13 +294,20 @@ def results(
     click.echo(_table(frame))
 
 
-@main.command()
+@main.command(
+    epilog="""\b
+Examples:
+  annbench plot -d tiny --out tiny.png
+  annbench plot -d tiny --mode batch --k 10
+  annbench plot -d tiny --threads
+"""
+)
 @click.option(
     "--dataset", "-d", default=DEFAULT_DATASET, show_default=True, help="Dataset to plot."
 )
 @click.option("--mode", type=click.Choice(MODES), default="single", show_default=True)
 @click.option(
-    "--k", type=int, default=None, help="Only runs with this k [default: the most common]."
+    "--k", type=types.K, default=None, help="Only runs with this k [default: the most common]."
 )
 @click.option(
     "--threads",
@@ -273,7 +325,8 @@ def plot(
     out: Path | None,
     results_path: Path | None,
 ) -> None:
-    """Plot recall vs queries per second, one pareto frontier per backend (or thread scaling)."""
+    """Plot recall vs queries per second as a PNG for papers, one pareto frontier per backend
+    (or thread scaling); the interactive plots are in 'annbench report'."""
     from annbench.plot import recall_qps_figure, save_png, threads_figure
 
     mode = "batch" if scaling else mode
@@ -305,7 +358,15 @@ def plot(
     click.echo(f"Wrote {out}")
 
 
-@main.command("report")
+@main.command(
+    "report",
+    epilog="""\b
+Examples:
+  annbench report
+  annbench report -d tiny --out site --latency-budget-ms 0.5
+  annbench report --neighbours --queries 3,17,42
+""",
+)
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
@@ -315,7 +376,7 @@ def plot(
 @click.option("--dataset", "-d", default=None, help="Only this dataset.")
 @click.option(
     "--latency-budget-ms",
-    type=float,
+    type=types.MILLISECONDS,
     default=1.0,
     show_default=True,
     help="Report the best recall whose p99 latency fits this budget.",
@@ -338,37 +399,74 @@ def report_command(
     click.echo(f"Wrote {path}")
 
 
-@main.command("summary")
+@main.command(
+    "summary",
+    epilog="""\b
+Examples:
+  annbench summary
+  annbench summary -d tiny --latency-budget-ms 0.5
+""",
+)
 @click.option("--dataset", "-d", default=None, help="Only this dataset.")
 @click.option(
     "--latency-budget-ms",
-    type=float,
+    type=types.MILLISECONDS,
     default=None,
     help="Also report the best recall whose p99 latency fits this budget.",
 )
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="SPEC",
+    help="Only these workloads (label, range:0.01, none...) [default: every workload].",
+)
 @results_option
 def summary_command(
-    dataset: str | None, latency_budget_ms: float | None, results_path: Path | None
+    dataset: str | None,
+    latency_budget_ms: float | None,
+    filters: tuple[str, ...],
+    results_path: Path | None,
 ) -> None:
-    """Per backend: best QPS at recall >= 0.8/0.9/0.95/0.99, with build time and memory."""
-    from annbench.analysis import summary
+    """Per backend and workload: best QPS at recall >= 0.8/0.9/0.95/0.99, with build time and
+    memory (filtered workloads show their selectivity)."""
+    from annbench import api
 
-    with ResultStore.open_existing(results_path or results_dir()) as store:
-        frame = store.dataframe(dataset)
-    table = summary(frame, latency_budget_ms=latency_budget_ms)
+    frame = api.load_results(results_path, dataset)
+    if filters:
+        frame = frame[frame["workload"].isin(_workloads(filters))]
+    table = api.summary(frame, latency_budget_ms)
     if table.empty:
         raise AnnbenchError("No successful results stored" + (f" for {dataset}" if dataset else ""))
-    for (name, mode, k), rows in table.groupby(["dataset", "mode", "k"]):
-        click.echo(f"\n{name} ({mode} mode, k={k})")
+    for (name, workload, mode, k), rows in table.groupby(["dataset", "workload", "mode", "k"]):
+        selectivity = rows["selectivity"].iloc[0]
+        shown = "" if workload == PLAIN else f", filter {workload}, selectivity {selectivity:.3g}"
+        click.echo(f"\n{name} ({mode} mode, k={k}{shown})")
         click.echo(_summary_table(rows, latency_budget_ms))
 
 
-@main.command("recommend")
+@main.command(
+    "recommend",
+    epilog="""\b
+Examples:
+  annbench recommend --min-recall 0.95
+  annbench recommend -d tiny --min-recall 0.9 --max-p99-ms 1 --max-memory 500MB
+  annbench recommend --min-recall 0.99 --optimize memory --measure -b hnswlib
+""",
+)
 @click.option("--dataset", "-d", default=DEFAULT_DATASET, show_default=True)
-@click.option("--min-recall", type=float, required=True, help="Recall@k the choice must reach.")
-@click.option("--max-p99-ms", type=float, default=None, help="Largest p99 latency allowed (ms).")
-@click.option("--max-memory", default=None, help="Largest index memory, e.g. 500MB or 2GB.")
-@click.option("--max-build-s", type=float, default=None, help="Longest build time allowed (s).")
+@click.option(
+    "--min-recall", type=types.RECALL, required=True, help="Recall@k the choice must reach."
+)
+@click.option(
+    "--max-p99-ms", type=types.MILLISECONDS, default=None, help="Largest p99 latency allowed (ms)."
+)
+@click.option(
+    "--max-memory", type=types.SIZE, default=None, help="Largest index memory, e.g. 500MB or 2GB."
+)
+@click.option(
+    "--max-build-s", type=types.SECONDS, default=None, help="Longest build time allowed (s)."
+)
 @click.option(
     "--optimize",
     type=click.Choice(["qps", "memory", "build", "latency"]),
@@ -376,8 +474,16 @@ def summary_command(
     show_default=True,
     help="What to make best among what fits.",
 )
-@click.option("--k", type=int, default=10, show_default=True)
+@click.option("--k", type=types.K, default=10, show_default=True)
 @click.option("--mode", type=click.Choice(MODES), default="single", show_default=True)
+@click.option(
+    "--filter",
+    "filter_spec",
+    default="none",
+    show_default=True,
+    metavar="SPEC",
+    help="Recommend for this filter workload (label, range:0.01...).",
+)
 @click.option(
     "--measure",
     is_flag=True,
@@ -396,7 +502,7 @@ def summary_command(
     "--runs",
     default=3,
     show_default=True,
-    type=int,
+    type=types.RUNS,
     help="With --measure: repeats when re-measuring the chosen point.",
 )
 @results_option
@@ -404,11 +510,12 @@ def recommend_command(
     dataset: str,
     min_recall: float,
     max_p99_ms: float | None,
-    max_memory: str | None,
+    max_memory: float | None,
     max_build_s: float | None,
     optimize: str,
     k: int,
     mode: str,
+    filter_spec: str,
     measure: bool,
     backends: tuple[str, ...],
     grid_overrides: tuple[str, ...],
@@ -416,23 +523,32 @@ def recommend_command(
     results_path: Path | None,
 ) -> None:
     """Pick the configuration that meets every constraint with the best objective."""
-    from annbench.analysis import Constraints, parse_bytes, recommend
+    from annbench import api
 
-    if not 0 < min_recall <= 1:
-        raise AnnbenchError(f"--min-recall must be in (0, 1], got {min_recall}")
-    constraints = Constraints(
-        min_recall, max_p99_ms, parse_bytes(max_memory) if max_memory else None, max_build_s
-    )
     data = read_dataset(resolve_dataset(dataset, progress=click.echo))
+    workloads = _workloads((filter_spec,), data)
+    if len(workloads) != 1:
+        raise click.BadParameter("give one workload, e.g. range:0.01", param_hint="--filter")
     location = results_path or results_dir()
     with ResultStore(location) if measure else ResultStore.open_existing(location) as store:
         if measure:
-            _measure_adaptively(store, data, backends, grid_overrides, k, mode, runs, min_recall)
+            _measure_adaptively(
+                store, data, backends, grid_overrides, k, mode, runs, min_recall, workloads
+            )
         frame = store.dataframe(data.name)
     # only runs on exactly this content: a regenerated dataset of the same name does not count
     frame = frame[(frame["k"] == k) & (frame["mode"] == mode)]
-    frame = frame[frame["dataset_hash"] == data.content_hash]
-    result = recommend(frame, constraints, optimize)
+    frame = frame[frame["workload"] == workloads[0]]
+    wanted = data.content_hash if workloads[0] == PLAIN else workload_hash(data, workloads[0])
+    frame = frame[frame["dataset_hash"] == wanted]
+    result = api.recommend(
+        frame,
+        min_recall,
+        max_p99_ms=max_p99_ms,
+        max_memory=max_memory,
+        max_build_s=max_build_s,
+        optimize=optimize,
+    )
     if result.choice is None:
         click.echo(f"Nothing stored for {data.name} (k={k}, {mode} mode) meets the constraints.")
         if result.closest is not None and len(result.closest):
@@ -475,18 +591,33 @@ def _measure_adaptively(
     mode: str,
     runs: int,
     target: float,
+    workloads: list[str],
 ) -> None:
     from annbench.runner import adaptive_jobs, pending_runs, plan_sweep, run_sweep
 
     names = list(dict.fromkeys(backends)) if backends else _installed_backends()
     overrides = dict(parse_override(text) for text in grid_overrides)
-    jobs = plan_sweep(data, names, k=k, mode=mode, runs=runs, overrides=overrides)
+    jobs = plan_sweep(
+        data, names, k=k, mode=mode, runs=runs, overrides=overrides, workloads=workloads
+    )
     jobs = adaptive_jobs(jobs, target)
     total = pending_runs(jobs, store)
     click.echo(f"Measuring: {len(jobs)} build configurations, at most {total} runs")
     with click.progressbar(length=total, label="Searching", file=sys.stderr) as bar:
         summary = run_sweep(jobs, store, progress=lambda _: bar.update(1))
     click.echo(f"Measured {summary.stored} runs ({len(summary.failed)} failed)")
+
+
+def _workloads(specs: tuple[str, ...], data: Dataset | None = None) -> list[str]:
+    """Workload names of ``--filter`` values, checked against ``data``: a bad spec is a usage
+    error (exit code 2)."""
+    try:
+        workloads = parse_filters(specs)
+        for workload in workloads if data is not None else ():
+            check_filter(data, workload)
+    except BadFilter as exc:
+        raise click.BadParameter(str(exc), param_hint="--filter") from None
+    return workloads
 
 
 def _installed_backends() -> list[str]:
@@ -501,7 +632,13 @@ def _installed_backends() -> list[str]:
     return names
 
 
-@main.command()
+@main.command(
+    epilog="""\b
+Examples:
+  annbench backends
+  annbench run -b all -d tiny
+"""
+)
 def backends() -> None:
     """List registered backends with their metrics and parameters."""
     for name in backend_names():
@@ -521,16 +658,11 @@ def backends() -> None:
             click.echo(f"{'':12s} {exc}")
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM stops a sweep as Ctrl-C does: workers killed, stored results kept."""
-    raise KeyboardInterrupt
+def _params(value: Any) -> dict[str, Any]:
+    """A parameter dict, whether the frame holds dicts or their JSON text."""
+    from annbench.columns import as_dict
 
-
-def _describe(record: RunRecord) -> str:
-    return (
-        f"{record.backend} [{params_label(record.build_params)}] "
-        f"[{params_label(record.search_params)}]"
-    )
+    return as_dict(value)
 
 
 def _num(value: Any, spec: str) -> str:
@@ -565,12 +697,13 @@ def _table(frame: pd.DataFrame) -> str:
         {
             "dataset": frame["dataset"],
             "backend": frame["backend"],
-            "build": frame["build_params"].map(params_label),
-            "search": frame["search_params"].map(params_label),
+            "build": frame["build_params"].map(lambda p: params_label(_params(p))),
+            "search": frame["search_params"].map(lambda p: params_label(_params(p))),
             "k": frame["k"],
             "mode": frame["mode"],
             "status": frame["status"],
             "recall": frame["recall"].map(lambda v: _num(v, ".4f")),
+            "ab_recall": frame["ann_benchmarks_recall"].map(lambda v: _num(v, ".4f")),
             "qps": frame["qps"].map(lambda v: _num(v, ",.0f")),
             "spread": frame["qps_spread"].map(_spread),
             "p50_ms": frame["latency_p50_ms"].map(lambda v: _num(v, ".3f")),
@@ -583,6 +716,11 @@ def _table(frame: pd.DataFrame) -> str:
         view["last_failure"] = frame["last_failure"].fillna("")
     if "probe" in frame and frame["probe"].any():
         view["probe"] = frame["probe"].map(lambda v: "probe" if v else "")
+    if len(frame) and (frame["workload"] != PLAIN).any():
+        view.insert(2, "workload", frame["workload"])
+        view.insert(3, "selectivity", frame["selectivity"].map(lambda v: _num(v, ".3g")))
+    if (view["recall"] == view["ab_recall"]).all():
+        view = view.drop(columns="ab_recall")  # shown only where the two definitions differ
     if len(frame) and (frame["status"] != "ok").any():
         view["error"] = frame["error"].fillna("")
     if "last_failure" not in frame:  # history: when each attempt was made

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from annbench import cli_types as types
 from annbench.cli_base import AnnbenchGroup
 from annbench.datasets import (
     BUILTIN,
@@ -16,6 +17,8 @@ from annbench.datasets import (
     DEFAULT_DATASET,
     available_datasets,
     create_synthetic,
+    held_out_rows,
+    random_attribute,
     read_dataset,
     recompute_truth,
     resolve_dataset,
@@ -27,12 +30,27 @@ from annbench.metrics import Metric
 from annbench.paths import data_dir
 
 
-@click.group(cls=AnnbenchGroup)
+@click.group(
+    cls=AnnbenchGroup,
+    epilog="""\b
+Examples:
+  annbench datasets list
+  annbench datasets info tiny
+  annbench datasets create mini --n 5000 --d 32
+""",
+)
 def datasets() -> None:
     """List, inspect and create datasets (ann-benchmarks HDF5 layout)."""
 
 
-@datasets.command("list")
+@datasets.command(
+    "list",
+    epilog="""\b
+Examples:
+  annbench datasets list
+  ANNBENCH_DATA=/data/ann annbench datasets list
+""",
+)
 def datasets_list() -> None:
     """Datasets in the data folder and the built-in ones."""
     folder = data_dir()
@@ -59,7 +77,14 @@ def datasets_list() -> None:
         )
 
 
-@datasets.command("fetch")
+@datasets.command(
+    "fetch",
+    epilog="""\b
+Examples:
+  annbench datasets fetch glove-25-angular
+  annbench datasets fetch sift-128-euclidean --url http://mirror.example/ann
+""",
+)
 @click.argument("name")
 @click.option(
     "--url",
@@ -84,7 +109,15 @@ def datasets_fetch(name: str, url: str | None) -> None:
     click.echo(f"Ready: {path}")
 
 
-@datasets.command("import")
+@datasets.command(
+    "import",
+    epilog="""\b
+Examples:
+  annbench datasets import vectors.npy --name mine --metric angular
+  annbench datasets import emb.parquet --name docs --metric dot --column embedding --queries 500
+  annbench datasets import base.fvecs --name sift --metric euclidean --queries-file query.fvecs
+""",
+)
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--name", required=True, help="Name of the dataset to write in the data folder.")
 @click.option("--metric", required=True, help="euclidean, angular (cosine) or dot.")
@@ -92,7 +125,7 @@ def datasets_fetch(name: str, url: str | None) -> None:
     "--queries",
     default=1000,
     show_default=True,
-    type=int,
+    type=click.IntRange(1, 10_000_000),
     help="Rows held out of the base as queries (seeded).",
 )
 @click.option(
@@ -109,9 +142,16 @@ def datasets_fetch(name: str, url: str | None) -> None:
     help="Class labels of the base rows: .npy or one label per line.",
 )
 @click.option("--normalize", is_flag=True, help="Scale vectors to unit length.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Query split seed.")
+@click.option("--seed", default=0, show_default=True, type=types.SEED, help="Query split seed.")
 @click.option("--key", default=None, help="HDF5 dataset holding the vectors.")
 @click.option("--column", default=None, help="Parquet column holding the vectors.")
+@click.option(
+    "--random-attr",
+    default=None,
+    metavar="NAME",
+    help="Add a uniform random numeric attribute NAME (seeded), for range filters unrelated "
+    "to the vectors.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
 def datasets_import(
     source: Path,
@@ -124,6 +164,7 @@ def datasets_import(
     seed: int,
     key: str | None,
     column: str | None,
+    random_attr: str | None,
     force: bool,
 ) -> None:
     """Import your own embeddings (.npy, .fvecs/.ivecs/.bvecs, .parquet, .hdf5) with exact
@@ -148,7 +189,18 @@ def datasets_import(
         bar.update(done - bar.pos)
 
     import_vectors(
-        source, path, parsed, queries, queries_file, labels, normalize, seed, key, column, progress
+        source,
+        path,
+        parsed,
+        queries,
+        queries_file,
+        labels,
+        normalize,
+        seed,
+        key,
+        column,
+        progress,
+        random_attr=random_attr,
     )
     for bar in stages.values():
         bar.render_finish()
@@ -159,7 +211,14 @@ def datasets_import(
     )
 
 
-@datasets.command("info")
+@datasets.command(
+    "info",
+    epilog="""\b
+Examples:
+  annbench datasets info tiny
+  annbench datasets info debian-packages-384-angular
+""",
+)
 @click.argument("name")
 def datasets_info(name: str) -> None:
     """Shapes, metric, hash and attributes of a dataset."""
@@ -171,12 +230,20 @@ def datasets_info(name: str) -> None:
     click.echo(f"queries:    {len(data.test)}")
     click.echo(f"truth k:    {data.neighbors.shape[1]}")
     click.echo(f"labels:     {'yes' if data.train_labels is not None else 'no'}")
+    click.echo(f"attributes: {', '.join(data.attr_names) or 'none'}")
     click.echo(f"hash:       {data.content_hash}")
     for key, value in sorted(data.attrs.items()):
         click.echo(f"attr {key}: {value}")
 
 
-@datasets.command("truth")
+@datasets.command(
+    "truth",
+    epilog="""\b
+Examples:
+  annbench datasets truth my-import --force
+  annbench datasets truth path/to/file.hdf5 --name file-fixed
+""",
+)
 @click.argument("source")
 @click.option(
     "--name", default=None, help="Name to write in the data folder [default: the source's]."
@@ -194,27 +261,75 @@ def datasets_truth(source: str, name: str | None, force: bool) -> None:
     )
 
 
-@datasets.command("create")
+@datasets.command(
+    "create",
+    epilog="""\b
+Examples:
+  annbench datasets create mini --n 5000 --nq 200 --d 32
+  annbench datasets create cos --metric angular --clusters 16 --seed 7
+""",
+)
 @click.argument("name")
-@click.option("--n", default=20_000, show_default=True, type=int, help="Base vectors.")
-@click.option("--nq", default=1_000, show_default=True, type=int, help="Held-out queries.")
-@click.option("--d", "dim", default=128, show_default=True, type=int, help="Dimension.")
+@click.option(
+    "--n", default=20_000, show_default=True, type=click.IntRange(1, 10**9), help="Base vectors."
+)
+@click.option(
+    "--nq",
+    default=1_000,
+    show_default=True,
+    type=click.IntRange(1, 10**7),
+    help="Held-out queries.",
+)
+@click.option(
+    "--d", "dim", default=128, show_default=True, type=click.IntRange(1, 65_536), help="Dimension."
+)
 @click.option("--metric", default="euclidean", show_default=True, help="euclidean, angular or dot.")
-@click.option("--clusters", default=64, show_default=True, type=int, help="Gaussian clusters.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--clusters",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1, 10**6),
+    help="Gaussian clusters.",
+)
+@click.option("--seed", default=0, show_default=True, type=types.SEED)
+@click.option(
+    "--random-attr",
+    default=None,
+    metavar="NAME",
+    help="Add a uniform random numeric attribute NAME (seeded), for range filters unrelated "
+    "to the vectors.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
 def datasets_create(
-    name: str, n: int, nq: int, dim: int, metric: str, clusters: int, seed: int, force: bool
+    name: str,
+    n: int,
+    nq: int,
+    dim: int,
+    metric: str,
+    clusters: int,
+    seed: int,
+    random_attr: str | None,
+    force: bool,
 ) -> None:
     """Generate a clustered-Gaussian dataset with exact ground truth into the data folder."""
     path = _new_dataset_path(name, force)
     if clusters < 1:
         raise AnnbenchError(f"--clusters must be at least 1, got {clusters}")
-    create_synthetic(path, n, nq, dim, Metric.parse(metric), clusters, seed)
+    create_synthetic(
+        path, n, nq, dim, Metric.parse(metric), clusters, seed, random_attr=random_attr
+    )
     click.echo(f"Wrote {path}")
 
 
-@datasets.command("embed")
+@datasets.command(
+    "embed",
+    epilog="""\b
+Examples:
+  annbench datasets embed notes.txt --name notes
+  annbench datasets embed packages.tsv --name pkgs --label-column section --float16
+  annbench datasets embed photos/ --name photos --model clip-ViT-B-32
+""",
+)
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--name", required=True, help="Name of the dataset to write in the data folder.")
 @click.option("--text-column", default="text", show_default=True, help="CSV/TSV text column.")
@@ -225,10 +340,36 @@ def datasets_create(
     show_default=True,
     help="sentence-transformers model name or path (a CLIP model for images).",
 )
-@click.option("--queries", default=1000, show_default=True, type=int, help="Held-out queries.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Query split seed.")
-@click.option("--batch-size", default=64, show_default=True, type=int)
+@click.option(
+    "--queries",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1, 10_000_000),
+    help="Held-out queries.",
+)
+@click.option("--seed", default=0, show_default=True, type=types.SEED, help="Query split seed.")
+@click.option(
+    "--batch-size",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1, 65_536),
+    help="Texts or images per model call.",
+)
 @click.option("--float16", is_flag=True, help="Store vectors as float16 (half the size).")
+@click.option(
+    "--attr-column",
+    "attr_columns",
+    multiple=True,
+    metavar="COLUMN",
+    help="CSV/TSV column of numbers to keep as a numeric attribute (for range filters).",
+)
+@click.option(
+    "--random-attr",
+    default=None,
+    metavar="NAME",
+    help="Add a uniform random numeric attribute NAME (seeded), for range filters unrelated "
+    "to the vectors.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
 def datasets_embed(
     source: Path,
@@ -240,28 +381,47 @@ def datasets_embed(
     seed: int,
     batch_size: int,
     float16: bool,
+    attr_columns: tuple[str, ...],
+    random_attr: str | None,
     force: bool,
 ) -> None:
     """Embed texts (a .txt file, or CSV/TSV with a text column) or a folder of images (one
     sub-folder per class) into a labelled angular dataset. Needs the [embed] extra."""
-    from annbench.embed import embed, load_corpus, model_provenance
+    from annbench.embed import embed, load_corpus, model_provenance, numeric_columns
 
     path = _new_dataset_path(name, force)
     corpus = load_corpus(source, text_column, label_column)
     with click.progressbar(length=len(corpus.items), label="Embedding", file=sys.stderr) as bar:
         vectors = embed(corpus, model, batch_size, progress=bar.update)
     train, test, train_labels, test_labels = split_queries(vectors, corpus.labels, queries, seed)
+    train_rows, test_rows = held_out_rows(len(vectors), queries, seed)
+    numeric = {
+        column: (values[train_rows], values[test_rows])
+        for column, values in numeric_columns(source, attr_columns).items()
+    }
+    if random_attr:
+        numeric[random_attr] = random_attribute(len(train), len(test), seed)
     attrs = {
         "source": f"{source.name}: {len(corpus.items)} {corpus.kind}s embedded by {model}",
         "command": f"annbench datasets embed {source.name} --name {name}"
         + (f" --label-column {label_column}" if label_column else "")
         + f" --queries {queries} --seed {seed}"
-        + (" --float16" if float16 else ""),
+        + (" --float16" if float16 else "")
+        + "".join(f" --attr-column {column}" for column in attr_columns)
+        + (f" --random-attr {random_attr}" if random_attr else ""),
         "embedding": json.dumps(model_provenance(model)),
         "label_names": json.dumps(corpus.label_names),
     }
     write_dataset(
-        path, train, test, Metric.ANGULAR, train_labels, test_labels, attrs, float16=float16
+        path,
+        train,
+        test,
+        Metric.ANGULAR,
+        train_labels,
+        test_labels,
+        attrs,
+        float16=float16,
+        numeric_attrs=numeric or None,
     )
     click.echo(f"Wrote {path}: {len(train)} base vectors, {len(test)} queries, d={train.shape[1]}")
 

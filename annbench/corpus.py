@@ -65,3 +65,21 @@ def _first_paragraph(description: str) -> str:
     summary, _, body = description.partition("\n")
     paragraph = body.split("\n.\n")[0].replace("\n", " ")
     return " ".join(f"{summary}. {paragraph}".split())
+
+
+def debian_installed_sizes(
+    lists_dir: Path = APT_LISTS, release: str = "bookworm"
+) -> dict[str, int]:
+    """``{package: Installed-Size in KiB}`` from apt's package lists: the ``release`` main
+    list first, then its other suites (security, updates) for packages it lacks."""
+    packages = sorted(lists_dir.glob("*_Packages*"))
+    main = [p for p in packages if f"_dists_{release}_main_" in p.name]
+    if not main:
+        raise AnnbenchError(f"No {release} main package list in {lists_dir}; run 'apt-get update'")
+    sizes: dict[str, int] = {}
+    for path in main + [p for p in packages if p not in main]:
+        for stanza in _stanzas(path):
+            name, size = stanza.get("Package"), stanza.get("Installed-Size")
+            if name and size and size.isdigit():
+                sizes.setdefault(name, int(size))
+    return sizes

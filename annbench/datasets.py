@@ -60,6 +60,9 @@ class Dataset:
     train_labels: np.ndarray | None = None
     test_labels: np.ndarray | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
+    train_attrs: np.ndarray | None = None  # (n, m) float64 numeric attributes, for filters
+    test_attrs: np.ndarray | None = None  # (nq, m) the queries' values, when known
+    attr_names: list[str] = field(default_factory=list)  # the m column names
     fingerprint: Fingerprint | None = None
     signature: list[Any] | None = None  # the file's signature when it was read
 
@@ -161,6 +164,7 @@ def read_dataset(path: Path, probe: bool = True, verify: bool = True) -> Dataset
             }
             if found is None:
                 found = hash_hdf5(f, arrays)
+            numeric = read_attributes(f, path)
     except AnnbenchError:
         raise
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
@@ -203,6 +207,7 @@ def read_dataset(path: Path, probe: bool = True, verify: bool = True) -> Dataset
         train_labels=labels.get("train_labels"),
         test_labels=labels.get("test_labels"),
         attrs=attrs,
+        **numeric,
         fingerprint=found,
         signature=signature,
     )
@@ -258,6 +263,7 @@ def write_dataset(
     float16: bool = False,
     normalize: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
+    numeric_attrs: dict[str, tuple[np.ndarray, np.ndarray | None]] | None = None,
     extra: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Write a dataset with exact ground truth, atomically (never a half-written file).
@@ -267,6 +273,8 @@ def write_dataset(
     scaled to unit length; with ``float16`` vectors are rounded to and stored as float16 (half
     the size) and the ground truth is computed on the rounded vectors. ``progress`` is called
     as ``(stage, done, total)``; ``extra`` arrays (``train_attrs``, ...) are stored as given.
+    ``numeric_attrs`` maps an attribute name to its values on the base rows and (or None) on
+    the queries, stored as ``train_attrs``/``test_attrs`` with an ``attr_names`` attribute.
     """
     path = Path(path)
     shape = getattr(train, "shape", None)
@@ -328,12 +336,67 @@ def write_dataset(
             for key, labels in (("train_labels", train_labels), ("test_labels", test_labels)):
                 if labels is not None:
                     f.create_dataset(key, data=np.asarray(labels))
+            if numeric_attrs:
+                write_attributes(f, numeric_attrs, n, len(test))
             for key, array in (extra or {}).items():
                 f.create_dataset(key, data=array)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
     return path
+
+
+def read_attributes(f: h5py.File, path: Path) -> dict[str, Any]:
+    """``train_attrs``, ``test_attrs`` (float64, one column per attribute) and ``attr_names``
+    (the ``attr_names`` file attribute, a JSON list; ``attr0``, ``attr1``... when absent)."""
+    if "train_attrs" not in f:
+        return {}
+    train_attrs = np.asarray(f["train_attrs"][()], dtype=np.float64)
+    if train_attrs.ndim == 1:
+        train_attrs = train_attrs[:, None]
+    raw = _plain(f.attrs.get("attr_names", "null"))
+    try:
+        names = json.loads(raw) if isinstance(raw, str) else list(raw)
+    except (ValueError, TypeError):
+        names = []
+    if names is None:
+        names = [f"attr{i}" for i in range(train_attrs.shape[1] if train_attrs.ndim == 2 else 0)]
+    if train_attrs.ndim != 2 or len(names) != train_attrs.shape[1]:
+        raise AnnbenchError(
+            f"{path.name}: train_attrs {train_attrs.shape} needs one name per column in its "
+            "attr_names attribute (a JSON list)"
+        )
+    test_attrs = None
+    if "test_attrs" in f:
+        test_attrs = np.asarray(f["test_attrs"][()], dtype=np.float64).reshape(-1, len(names))
+    return {"train_attrs": train_attrs, "test_attrs": test_attrs, "attr_names": names}
+
+
+def write_attributes(
+    f: h5py.File, numeric_attrs: dict[str, tuple[np.ndarray, np.ndarray | None]], n: int, nq: int
+) -> None:
+    """Store named numeric attributes as ``train_attrs`` (n, m) and, when every one has query
+    values, ``test_attrs`` (nq, m), with their names in the ``attr_names`` attribute."""
+    names = list(numeric_attrs)
+    for name in names:
+        if not name or "/" in name or ":" in name:
+            raise AnnbenchError(f"Attribute name '{name}' must be non-empty, without '/' or ':'")
+    columns = [np.asarray(numeric_attrs[name][0], dtype=np.float64) for name in names]
+    queries = [numeric_attrs[name][1] for name in names]
+    for name, values in zip(names, columns, strict=True):
+        if values.shape != (n,) or not np.isfinite(values).all():
+            raise AnnbenchError(
+                f"Attribute '{name}' needs {n} finite numbers (one per base vector), "
+                f"got shape {values.shape}"
+            )
+    for key in ("train_attrs", "test_attrs"):
+        if key in f:
+            del f[key]
+    f.create_dataset("train_attrs", data=np.stack(columns, axis=1))
+    f.attrs["attr_names"] = json.dumps(names)
+    if all(q is not None for q in queries):
+        test = np.stack([np.asarray(q, dtype=np.float64).reshape(nq) for q in queries], axis=1)
+        f.create_dataset("test_attrs", data=test)
 
 
 def recompute_truth(source: Path, dest: Path) -> Path:
@@ -429,8 +492,10 @@ def create_synthetic(
     n_clusters: int = 64,
     seed: int = 0,
     description: str = "clustered Gaussian",
+    random_attr: str | None = None,
 ) -> Path:
-    """Write a clustered-Gaussian dataset with ``nq`` held-out queries (not in the base)."""
+    """Write a clustered-Gaussian dataset with ``nq`` held-out queries (not in the base), and
+    a uniform random numeric attribute named ``random_attr`` when given."""
     if n < 1 or nq < 1 or d < 1:
         raise AnnbenchError(f"n, nq and d must be positive, got n={n}, nq={nq}, d={d}")
     x, labels = clustered_gaussian(n + nq, d, n_clusters=n_clusters, seed=seed)
@@ -439,7 +504,17 @@ def create_synthetic(
         "source": f"annbench synthetic: {description}",
         "generator": f"clustered_gaussian(n={n + nq}, d={d}, n_clusters={n_clusters}, seed={seed})",
     }
-    return write_dataset(path, train, test, metric, train_labels, test_labels, attrs)
+    numeric = {random_attr: random_attribute(n, nq, seed)} if random_attr else None
+    return write_dataset(
+        path, train, test, metric, train_labels, test_labels, attrs, numeric_attrs=numeric
+    )
+
+
+def random_attribute(n: int, nq: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Uniform random values in [0, 1) for ``n`` base vectors and ``nq`` queries (seeded): an
+    attribute unrelated to the vectors, to compare filters on with one that correlates."""
+    values = np.random.default_rng([seed, 1]).random(n + nq)
+    return values[:n], values[n:]
 
 
 def held_out_rows(n: int, nq: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -66,6 +66,29 @@ def load_corpus(source: Path, text_column: str = "text", label_column: str | Non
     return Corpus(texts, labels, names, "text")
 
 
+def numeric_columns(source: Path, columns: tuple[str, ...] | list[str]) -> dict[str, np.ndarray]:
+    """Numeric columns of a CSV/TSV corpus, in row order (one value per text), as float64."""
+    if not columns:
+        return {}
+    source = Path(source)
+    sep = "\t" if ".tsv" in source.suffixes else ","
+    try:
+        table = pd.read_csv(source, sep=sep, usecols=list(columns), keep_default_na=False)
+    except (ValueError, OSError) as exc:
+        raise AnnbenchError(f"Cannot read columns {', '.join(columns)} of {source}: {exc}") from exc
+    out = {}
+    for column in columns:
+        values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise AnnbenchError(
+                f"{source.name}: column '{column}' has {int(bad.sum())} values that are not "
+                f"numbers (first: row {int(np.argmax(bad)) + 1}); fill them"
+            )
+        out[column] = values
+    return out
+
+
 def embed(
     corpus: Corpus,
     model: str = DEFAULT_TEXT_MODEL,

@@ -2,8 +2,8 @@
 
 ``content`` covers every HDF5 dataset (recursively through groups) whose top-level name has
 no ``@`` -- vectors, ground truth, labels, attributes such as ``train_attrs`` -- with its
-path, shape and dtype, plus the ``distance`` and ``label_names`` attributes. Provenance
-attributes (source, versions, the hash written at creation) are left out. Arrays named
+path, shape and dtype, plus the ``distance``, ``label_names`` and ``attr_names`` attributes.
+Provenance attributes (source, versions, the hash written at creation) are left out. Arrays named
 ``<name>@<workload>`` (a filter's or a runbook's ground truth) get a digest per workload, so
 adding one workload's ground truth to a file changes that workload's hash only.
 
@@ -33,7 +33,7 @@ from annbench.paths import data_dir
 log = logging.getLogger(__name__)
 
 #: File attributes that change a record's numbers; every other attribute is provenance.
-HASHED_ATTRS = ("distance", "label_names")
+HASHED_ATTRS = ("distance", "label_names", "attr_names")
 CACHE_FILE = ".annbench-fingerprints.json"
 CACHE_ENTRIES = 256
 HASH_BLOCK_BYTES = 64 << 20

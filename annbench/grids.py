@@ -22,18 +22,41 @@ Params = dict[str, Any]
 
 @dataclass(frozen=True)
 class Grid:
-    """Swept values per parameter name, for building and for searching."""
+    """Swept values per parameter name, for building and for searching.
+
+    ``more`` holds further blocks, each a Grid swept on its own: a YAML list of
+    ``{build:, search:}`` maps, so that (say) IVF factory strings sweep nprobe while HNSW ones
+    sweep efSearch.
+    """
 
     build: dict[str, list[Any]] = field(default_factory=dict)
     search: dict[str, list[Any]] = field(default_factory=dict)
+    more: tuple[Grid, ...] = ()
+
+    def blocks(self) -> list[Grid]:
+        """Every block, this one first, each without further blocks."""
+        return [Grid(self.build, self.search), *self.more]
 
     def build_configs(self) -> list[Params]:
-        """Every build parameter combination."""
-        return _product(self.build)
+        """Every build parameter combination, over all blocks."""
+        configs: list[Params] = []
+        for block in self.blocks():
+            configs += [c for c in _product(block.build) if c not in configs]
+        return configs
 
-    def search_configs(self) -> list[Params]:
-        """Every search parameter combination."""
-        return _product(self.search)
+    def search_configs(self, build_params: Params | None = None) -> list[Params]:
+        """Every search parameter combination swept on ``build_params`` (its block's; the
+        first block's when None)."""
+        for block in self.blocks():
+            if build_params is None or build_params in _product(block.build):
+                return _product(block.search)
+        return []
+
+    def size(self) -> int:
+        """Number of (build, search) configurations the grid runs."""
+        return sum(
+            len(_product(block.build)) * len(_product(block.search)) for block in self.blocks()
+        )
 
 
 def default_grid(backend: str) -> Grid:
@@ -45,50 +68,94 @@ def default_grid(backend: str) -> Grid:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise AnnbenchError(f"Grid file for '{backend}' is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict) or set(raw) - {"build", "search"}:
-        raise AnnbenchError(f"Grid file for '{backend}' must hold only 'build:' and 'search:' maps")
-    return Grid(_as_lists(raw.get("build"), backend), _as_lists(raw.get("search"), backend))
+    return parse_grid(raw, backend)
+
+
+def parse_grid(raw: Any, backend: str) -> Grid:
+    """A Grid from a ``{build:, search:}`` map, or a list of them (blocks swept separately)."""
+    blocks = raw if isinstance(raw, list) and raw else [raw]
+    grids = []
+    for block in blocks:
+        if not isinstance(block, dict) or set(block) - {"build", "search"}:
+            raise AnnbenchError(
+                f"Grid for '{backend}' must hold only 'build:' and 'search:' maps "
+                "(or a list of such maps)"
+            )
+        grids.append(
+            Grid(_as_lists(block.get("build"), backend), _as_lists(block.get("search"), backend))
+        )
+    return Grid(grids[0].build, grids[0].search, tuple(grids[1:]))
 
 
 def with_overrides(grid: Grid, cls: type[Index], overrides: dict[str, list[Any]]) -> Grid:
-    """``grid`` with the overridden parameters replaced; keys ``cls`` does not take are ignored."""
+    """``grid`` with the overridden parameters replaced in every block; keys ``cls`` does not
+    take are ignored."""
     build_names, search_names = build_param_names(cls), search_param_names(cls)
-    build = dict(grid.build)
-    search = dict(grid.search)
-    for key, values in overrides.items():
-        if key in build_names:
-            build[key] = values
-        elif key in search_names:
-            search[key] = values
-    return Grid(build, search)
+    blocks = []
+    for block in grid.blocks():
+        build, search = dict(block.build), dict(block.search)
+        for key, values in overrides.items():
+            if key in build_names:
+                build[key] = values
+            elif key in search_names:
+                search[key] = values
+        blocks.append(Grid(build, search))
+    return Grid(blocks[0].build, blocks[0].search, tuple(blocks[1:]))
 
 
 def check_grid(backend: str, cls: type[Index], grid: Grid) -> None:
-    """Raise AnnbenchError naming any parameter ``cls`` does not take or is missing."""
+    """Raise AnnbenchError naming every parameter ``cls`` does not take or needs and lacks."""
     build_names, search_names = build_param_names(cls), search_param_names(cls)
-    for kind, given, known in (
-        ("build", grid.build, build_names),
-        ("search", grid.search, search_names),
-    ):
-        unknown = sorted(set(given) - set(known))
-        if unknown:
+    required = _required_params(cls.__init__) | _required_params(cls.set_search_params)
+    for block in grid.blocks():
+        for kind, given, known in (
+            ("build", block.build, build_names),
+            ("search", block.search, search_names),
+        ):
+            unknown = sorted(set(given) - set(known))
+            if unknown:
+                raise AnnbenchError(
+                    f"Backend '{backend}' has no {kind} parameter {', '.join(unknown)}; "
+                    f"its {kind} parameters are: {', '.join(known) or '(none)'}"
+                )
+        missing = [n for n in build_names + search_names if n in required]
+        missing = [n for n in missing if n not in block.build and n not in block.search]
+        if missing:
+            passes = " ".join(f"--grid {name}=VALUE" for name in missing)
             raise AnnbenchError(
-                f"Backend '{backend}' has no {kind} parameter {', '.join(unknown)}; "
-                f"its {kind} parameters are: {', '.join(known) or '(none)'}"
+                f"Backend '{backend}' needs parameter{'s' if len(missing) > 1 else ''} "
+                f"{', '.join(missing)} that its grid does not give; pass {passes}"
             )
-    required = _required_build_params(cls)
-    missing = sorted(required - set(grid.build))
-    if missing:
-        raise AnnbenchError(
-            f"Backend '{backend}' needs build parameter {', '.join(missing)}; "
-            f"pass it with --grid {missing[0]}=VALUE"
-        )
-    missing_search = sorted(set(search_names) - set(grid.search))
-    if missing_search:
-        raise AnnbenchError(
-            f"Backend '{backend}' needs search parameter {', '.join(missing_search)}; "
-            f"pass it with --grid {missing_search[0]}=VALUE"
-        )
+
+
+def check_overrides(classes: dict[str, type[Index]], overrides: dict[str, list[Any]]) -> None:
+    """Raise AnnbenchError for a ``--grid`` key no selected backend takes, or one a selected
+    backend spells differently (``efConstruction`` / ``ef_construction``) and is not given."""
+    takes = {
+        name: build_param_names(cls) + search_param_names(cls) for name, cls in classes.items()
+    }
+    for key in overrides:
+        takers = [name for name, params in takes.items() if key in params]
+        others = {
+            name: spelled
+            for name, params in takes.items()
+            if name not in takers
+            for spelled in params
+            if _spelling(spelled) == _spelling(key) and spelled not in overrides
+        }
+        hint = "; ".join(f"{name} spells it '{spelled}'" for name, spelled in others.items())
+        if not takers:
+            known = sorted({p for params in takes.values() for p in params})
+            raise AnnbenchError(
+                f"Grid key '{key}' is not a parameter of {', '.join(classes)}; "
+                + (f"{hint}" if hint else f"valid keys: {', '.join(known) or '(none)'}")
+            )
+        if others:
+            fixes = " ".join(f"--grid {s}=..." for s in others.values())
+            raise AnnbenchError(
+                f"Grid key '{key}' applies to {', '.join(takers)} only: {hint}; "
+                f"add {fixes} to set it there too"
+            )
 
 
 def parse_override(text: str) -> tuple[str, list[Any]]:
@@ -106,13 +173,17 @@ def parse_override(text: str) -> tuple[str, list[Any]]:
     return key, parsed
 
 
-def _required_build_params(cls: type[Index]) -> set[str]:
-    params = inspect.signature(cls.__init__).parameters.values()
+def _required_params(func: Any) -> set[str]:
+    params = inspect.signature(func).parameters.values()
     return {
         p.name
         for p in params
         if p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty
     }
+
+
+def _spelling(name: str) -> str:
+    return name.replace("_", "").replace("-", "").lower()
 
 
 def _as_lists(section: Any, backend: str) -> dict[str, list[Any]]:

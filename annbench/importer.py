@@ -11,7 +11,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from annbench.datasets import ArrayLike, held_out_rows, write_dataset
+from annbench.datasets import ArrayLike, held_out_rows, random_attribute, write_dataset
 from annbench.errors import AnnbenchError
 from annbench.metrics import Metric
 
@@ -77,11 +77,13 @@ def import_vectors(
     key: str | None = None,
     column: str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    random_attr: str | None = None,
 ) -> Path:
     """Write ``source`` as an ann-benchmarks-layout dataset at ``dest`` with exact ground truth.
 
     Queries come from ``queries_file``, or are ``queries`` rows held out from the base (seeded)
-    so that no query finds itself.
+    so that no query finds itself. ``random_attr`` adds a uniform random numeric attribute of
+    that name (for filters).
     """
     vectors = open_vectors(source, key, column)
     n, d = vectors.shape
@@ -103,6 +105,9 @@ def import_vectors(
         train_labels = None if labels is None else labels[train_rows]
         test_labels = None if labels is None else labels[test_rows]
     attrs = {"source": f"imported from {Path(source).name}", "split_seed": seed}
+    numeric = None
+    if random_attr:
+        numeric = {random_attr: random_attribute(base.shape[0], len(test), seed)}
     return write_dataset(
         dest,
         base,
@@ -113,6 +118,7 @@ def import_vectors(
         attrs,
         normalize=normalize,
         progress=progress,
+        numeric_attrs=numeric,
     )
 
 

@@ -18,12 +18,14 @@ import psutil
 
 from annbench.datasets import read_dataset
 from annbench.errors import AnnbenchError
+from annbench.filtering import FilteredSearch, split_filter_params
 from annbench.index import Index
 from annbench.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
 from annbench.metrics import label_metrics, recall_at_k, true_distances
 from annbench.provenance import provenance
-from annbench.record import PLAIN, RunRecord
+from annbench.record import PLAIN, RunRecord, params_label
 from annbench.registry import load_backend
+from annbench.workloads import is_filter, load_workload
 
 
 @dataclass(frozen=True)
@@ -78,19 +80,29 @@ class Timing:
     latencies_ns: np.ndarray | None  # (nq,) from the median repeat, single mode only
 
 
-def run_build_job(job: BuildJob, emit: Callable[[RunRecord], None]) -> None:
+def run_build_job(
+    job: BuildJob,
+    emit: Callable[[RunRecord], None],
+    status: Callable[[str], None] | None = None,
+) -> None:
     """Build the index of ``job`` once and emit one record per search setting measured.
 
     With ``job.target_recall`` the search settings are a ladder ordered by one monotone
     parameter, and only the ones a bisection needs are measured (one repeat each); the
     cheapest setting reaching the target is then re-measured with ``job.runs`` repeats.
+    ``status`` hears each step: ``building``, ``searching ef=64``.
     """
+    tell = status or (lambda text: None)
+    tell("building")
     measurer = _Measurer(job)
     if job.target_recall is None:
         for search_params in job.search_configs:
             for threads in job.threads:
+                on = f" on {threads} threads" if len(job.threads) > 1 else ""
+                tell(f"searching {params_label(search_params)}{on}")
                 emit(measurer.measure(search_params, job.runs, threads, job.min_seconds))
         return
+    tell(f"bisecting the search parameter for recall {job.target_recall:g}")
     chosen = bisect_ladder(
         len(job.search_configs),
         lambda i: _meets(
@@ -151,6 +163,7 @@ class _Measurer:
             "provenance": provenance(build_threads),
         }
         self.xq = dataset.test
+        self.filter = load_workload(dataset, job.workload) if is_filter(job.workload) else None
 
     def measure(
         self, search_params: dict[str, Any], runs: int, threads: int, min_seconds: float = 0.0
@@ -158,14 +171,33 @@ class _Measurer:
         """One record: at least ``runs`` timed repeats of ``search_params`` on ``threads``
         threads, and more until they add up to ``min_seconds`` (a failed record on error)."""
         job, dataset, index = self.job, self.dataset, self.index
+        params, filtering = split_filter_params(search_params)
         try:
-            index.set_search_params(**search_params)
+            if filtering.get("filter_strategy") != "brute":  # brute force uses no index
+                index.set_search_params(**params)
             index.set_num_threads(threads)
-            timing = time_search(index, self.xq, job.k, job.mode, runs, min_seconds)
-        except (AnnbenchError, ValueError, RuntimeError) as exc:
+            if self.filter is None:
+                timing = time_search(index, self.xq, job.k, job.mode, runs, min_seconds)
+            else:
+                searcher = FilteredSearch(
+                    index,
+                    self.filter,
+                    dataset.train,
+                    dataset.metric,
+                    job.k,
+                    **filtering,
+                    threads=threads,
+                )
+                timing = time_filtered_search(searcher, self.xq, job.mode, runs, min_seconds)
+        except (AnnbenchError, ValueError, RuntimeError, NotImplementedError) as exc:
             return job.record(search_params, threads, status="failed", error=_one_line(exc))
-        found = true_distances(dataset.metric, dataset.train, dataset.test, timing.ids)
-        recall = recall_at_k(timing.ids, found, dataset.neighbors, dataset.distances, job.k)
+        workload_fields: dict[str, Any] = {}
+        if self.filter is None:
+            found = true_distances(dataset.metric, dataset.train, dataset.test, timing.ids)
+            recall = recall_at_k(timing.ids, found, dataset.neighbors, dataset.distances, job.k)
+        else:
+            recall = self.filter.recall(dataset, timing.ids, job.k)
+            workload_fields["selectivity"] = self.filter.mean_selectivity
         labels = {}
         if dataset.train_labels is not None and dataset.test_labels is not None:
             by_label = label_metrics(timing.ids, dataset.train_labels, dataset.test_labels, job.k)
@@ -188,6 +220,7 @@ class _Measurer:
             duplicates=recall.duplicates,
             missing=recall.missing,
             **labels,
+            **workload_fields,
             qps=float(np.median(timing.qps)),
             qps_min=float(min(timing.qps)),
             qps_max=float(max(timing.qps)),
@@ -221,6 +254,44 @@ def time_search(
         return _repeat(runs, min_seconds, lambda: _time_single(index, xq, k))
 
 
+def time_filtered_search(
+    searcher: FilteredSearch, xq: np.ndarray, mode: str, runs: int, min_seconds: float = 0.0
+) -> Timing:
+    """``time_search`` under a filter: batch mode times one call per filter group (summed),
+    single mode one call per query, each query with its own filter."""
+    xq = searcher.prepare_queries(xq)
+    warmup = max(1, min(len(xq), 100))
+    if mode == "batch":
+        searcher.batch(xq, limit=warmup)
+        return _repeat(runs, min_seconds, lambda: _time_batch_filtered(searcher, xq))
+    with _one_core():
+        for i in range(warmup):
+            searcher.one(i, xq[i])
+        return _repeat(runs, min_seconds, lambda: _time_single_filtered(searcher, xq))
+
+
+def _time_single_filtered(searcher: FilteredSearch, xq: np.ndarray) -> Timing:
+    nq = len(xq)
+    ids = np.full((nq, searcher.k), -1, dtype=np.int64)
+    latencies = np.empty(nq, dtype=np.int64)
+    one = searcher.one
+    clock = time.perf_counter_ns
+    for i in range(nq):
+        q = xq[i]
+        t0 = clock()
+        found = one(i, q)
+        latencies[i] = clock() - t0
+        ids[i, : len(found)] = found
+    return Timing(qps=[nq / (latencies.sum() / 1e9)], ids=ids, latencies_ns=latencies)
+
+
+def _time_batch_filtered(searcher: FilteredSearch, xq: np.ndarray) -> Timing:
+    t0 = time.perf_counter_ns()
+    ids = searcher.batch(xq)
+    elapsed = time.perf_counter_ns() - t0
+    return Timing(qps=[len(xq) / (elapsed / 1e9)], ids=ids, latencies_ns=None)
+
+
 @contextmanager
 def _one_core() -> Iterator[None]:
     """Keep the timing thread on the core it is running on (Linux), so the scheduler does not
@@ -237,6 +308,9 @@ def _one_core() -> Iterator[None]:
         os.sched_setaffinity(0, allowed)
 
 
+#: The one measurement policy of the CLI, the API and ``plan_sweep``: timed repeats of a setting
+#: continue past ``runs`` until they add up to this many seconds.
+MIN_SECONDS = 1.0
 MAX_REPEATS = 100  # bounds the ids and latencies held while ``min_seconds`` is reached
 
 

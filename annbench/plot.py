@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
 
 from annbench.analysis import pareto_frontier, successful
+from annbench.record import PLAIN
 
 
 def save_png(figure: Figure, out: Path) -> Path:
@@ -23,7 +25,23 @@ def recall_qps_figure(frame: pd.DataFrame, title: str) -> Figure:
     ok = successful(frame)
     if ok.empty:
         raise ValueError("no successful runs to plot")
-    return _tradeoff(ok, "qps", "Queries per second (log scale)", True, title)
+    workloads = sorted(ok["workload"].unique(), key=lambda w: (w != PLAIN, w))
+    if len(workloads) == 1:
+        return _tradeoff(ok, "qps", "Queries per second (log scale)", True, title)
+    # one panel per workload, the unfiltered one first, on the same axes ranges
+    columns = min(3, len(workloads))
+    rows = -(-len(workloads) // columns)
+    figure = Figure(figsize=(5 * columns, 4.2 * rows), layout="constrained")
+    first = None
+    for i, workload in enumerate(workloads):
+        axes = figure.add_subplot(rows, columns, i + 1, sharex=first, sharey=first)
+        first = first or axes
+        points = ok[ok["workload"] == workload]
+        selectivity = points["selectivity"].mean()
+        name = "unfiltered" if workload == PLAIN else f"{workload} (selectivity {selectivity:.3g})"
+        _draw(axes, points, "qps", "Queries per second (log scale)", True, name)
+    figure.suptitle(title)
+    return figure
 
 
 def recall_cost_figure(frame: pd.DataFrame, cost: str, label: str, title: str) -> Figure:
@@ -46,9 +64,21 @@ def figure_png(figure: Figure) -> bytes:
 def _tradeoff(
     ok: pd.DataFrame, y: str, ylabel: str, logy: bool, title: str, shown: str | None = None
 ) -> Figure:
-    shown = shown or y
     figure = Figure(figsize=(8, 5.5), layout="constrained")
-    axes = figure.add_subplot()
+    _draw(figure.add_subplot(), ok, y, ylabel, logy, title, shown)
+    return figure
+
+
+def _draw(
+    axes: Any,
+    ok: pd.DataFrame,
+    y: str,
+    ylabel: str,
+    logy: bool,
+    title: str,
+    shown: str | None = None,
+) -> None:
+    shown = shown or y
     for backend, points in sorted(ok.groupby("backend"), key=lambda item: item[0]):
         axes.scatter(points["recall"], points[shown], s=10, alpha=0.25)
         front = pareto_frontier(points, "recall", y)
@@ -62,7 +92,6 @@ def _tradeoff(
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(title="backend (pareto frontier)")
-    return figure
 
 
 def threads_figure(frame: pd.DataFrame, title: str, most: int = 8) -> Figure:
@@ -101,4 +130,217 @@ def threads_figure(frame: pd.DataFrame, title: str, most: int = 8) -> Figure:
     axes.set_title(title)
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize="small", title="configuration (dashed: linear scaling)")
+    return figure
+
+
+#: The y axes the interactive plot switches between, all against recall:
+#: (key, axis title, column, higher is better, log scale)
+AXES = (
+    ("qps", "Queries per second", "qps", True, True),
+    ("p99", "p99 latency (ms)", "latency_p99_ms", False, True),
+    ("build", "Build time (s)", "build_s", False, True),
+    ("memory", "Serving memory (MB)", "memory_MB", False, True),
+)
+_PALETTE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+_HOVER = (
+    "<b>%{customdata[0]}</b><br>build: %{customdata[1]}<br>search: %{customdata[2]}<br>"
+    "recall %{customdata[3]:.4f}<br>QPS %{customdata[4]:,.0f}<br>p99 %{customdata[5]} ms<br>"
+    "serving memory %{customdata[6]}<br>build peak %{customdata[7]}<br>"
+    "file %{customdata[8]}<br>build %{customdata[9]:.2f} s<extra></extra>"
+)
+
+
+def interactive_figure(frame: pd.DataFrame, title: str) -> Any:
+    """A plotly figure of recall against QPS, with buttons switching the y axis to p99
+    latency, build time or serving memory: every run of a backend as faint points (hover
+    shows its parameters and figures) and its pareto frontier as a line; a legend entry
+    hides or shows a backend."""
+    import plotly.graph_objects as go
+
+    ok = _interactive_columns(successful(frame))
+    if ok.empty:
+        raise ValueError("no successful runs to plot")
+    figure = go.Figure()
+    per_axis: dict[str, tuple[list[Any], list[Any]]] = {key: ([], []) for key, *_ in AXES}
+    for i, (backend, points) in enumerate(sorted(ok.groupby("backend"), key=lambda g: g[0])):
+        color = _PALETTE[i % len(_PALETTE)]
+        first = AXES[0]
+        figure.add_trace(
+            go.Scatter(
+                x=points["recall"],
+                y=points[first[2]],
+                mode="markers",
+                marker={"color": color, "size": 7, "opacity": 0.35},
+                name=backend,
+                legendgroup=backend,
+                showlegend=False,
+                customdata=_hover_data(points),
+                hovertemplate=_HOVER,
+            )
+        )
+        front = _frontier(points, first[2], first[3])
+        figure.add_trace(
+            go.Scatter(
+                x=front["recall"],
+                y=front[first[2]],
+                mode="lines+markers",
+                line={"color": color, "width": 2},
+                marker={"color": color, "size": 6},
+                name=backend,
+                legendgroup=backend,
+                customdata=_hover_data(front),
+                hovertemplate=_HOVER,
+            )
+        )
+        for key, _, column, higher, _ in AXES:
+            front = _frontier(points, column, higher)
+            xs, ys = per_axis[key]
+            xs += [points["recall"].tolist(), front["recall"].tolist()]
+            ys += [_values(points[column]), _values(front[column])]
+    k = int(ok["k"].iloc[0]) if ok["k"].nunique() == 1 else None
+    buttons = [
+        {
+            "label": label,
+            "method": "update",
+            "args": [
+                {"x": per_axis[key][0], "y": per_axis[key][1]},
+                {"yaxis.title.text": label, "yaxis.type": "log" if log else "linear"},
+            ],
+        }
+        for key, label, _, _, log in AXES
+    ]
+    figure.update_layout(
+        title={"text": title, "x": 0.01, "y": 0.98, "yanchor": "top"},
+        template="plotly_white",
+        height=500,
+        margin={"l": 70, "r": 20, "t": 100, "b": 50},
+        hovermode="closest",
+        legend={"title": {"text": "backend (click to hide)"}},
+        xaxis={"title": {"text": f"Recall@{k}" if k else "Recall@k"}},
+        yaxis={"title": {"text": AXES[0][1]}, "type": "log"},
+        updatemenus=[
+            {
+                "type": "buttons",
+                "direction": "right",
+                "buttons": buttons,
+                "x": 0.0,
+                "xanchor": "left",
+                "y": 1.03,
+                "yanchor": "bottom",
+                "pad": {"r": 4, "t": 0},
+                "showactive": True,
+            }
+        ],
+    )
+    return figure
+
+
+def _interactive_columns(ok: pd.DataFrame) -> pd.DataFrame:
+    """Derived columns the interactive plot shows: serving memory in MB, where measured."""
+    serving = ok["serving_memory_bytes"] if "serving_memory_bytes" in ok else None
+    memory = ok["memory_footprint"] if serving is None else serving.fillna(ok["memory_footprint"])
+    return ok.assign(memory_MB=memory / 1e6)
+
+
+def _frontier(points: pd.DataFrame, column: str, higher: bool) -> pd.DataFrame:
+    """Pareto frontier of recall (higher better) against ``column``."""
+    usable = points[points[column].notna()]
+    if usable.empty:
+        return usable
+    if higher:
+        return pareto_frontier(usable, "recall", column)
+    front = pareto_frontier(usable.assign(_neg=-usable[column]), "recall", "_neg")
+    return front.drop(columns="_neg")
+
+
+def _values(series: pd.Series) -> list[Any]:
+    return [None if pd.isna(v) else float(v) for v in series]
+
+
+def _hover_data(points: pd.DataFrame) -> list[list[Any]]:
+    from annbench.record import params_label
+
+    def size(value: Any) -> str:
+        return "-" if value is None or pd.isna(value) else f"{value / 1e6:,.1f} MB"
+
+    def ms(value: Any) -> str:
+        return "-" if value is None or pd.isna(value) else f"{value:.3f}"
+
+    serving = points.get("serving_memory_bytes", pd.Series(None, index=points.index))
+    return [
+        [
+            row.backend,
+            params_label(row.build_params),
+            params_label(row.search_params),
+            row.recall,
+            row.qps,
+            ms(row.latency_p99_ms),
+            size(serving[index]),
+            size(row.peak_rss_bytes),
+            size(row.index_bytes),
+            row.build_s if row.build_s is not None and not pd.isna(row.build_s) else 0.0,
+        ]
+        for index, row in zip(points.index, points.itertuples(), strict=True)
+    ]
+
+
+def interactive_threads_figure(frame: pd.DataFrame, title: str, most: int = 8) -> Any:
+    """A plotly figure of QPS against search threads for each configuration measured at
+    several thread counts, with its ideal linear scaling dashed."""
+    import plotly.graph_objects as go
+
+    ok = successful(frame)
+    ok = ok[ok["mode"] == "batch"]
+    curves = [runs for _, runs in ok.groupby("config") if runs["threads"].nunique() > 1]
+    if not curves:
+        raise ValueError("no configuration measured at several thread counts")
+    curves = sorted(curves, key=lambda runs: -runs["recall"].max())[:most]
+    figure = go.Figure()
+    for i, runs in enumerate(curves):
+        runs = runs.sort_values("threads")
+        color = _PALETTE[i % len(_PALETTE)]
+        name = f"{runs['config'].iloc[0]} (recall {runs['recall'].iloc[0]:.3f})"
+        figure.add_trace(
+            go.Scatter(
+                x=runs["threads"],
+                y=runs["qps"],
+                mode="lines+markers",
+                name=name,
+                legendgroup=name,
+                line={"color": color},
+                hovertemplate="%{x} threads: %{y:,.0f} QPS<extra>" + name + "</extra>",
+            )
+        )
+        base = runs.iloc[0]
+        figure.add_trace(
+            go.Scatter(
+                x=runs["threads"],
+                y=base["qps"] * runs["threads"] / base["threads"],
+                mode="lines",
+                line={"color": color, "dash": "dash", "width": 1},
+                name="linear scaling",
+                legendgroup=name,
+                showlegend=False,
+                hoverinfo="skip",
+            )
+        )
+    figure.update_layout(
+        title={"text": title, "x": 0.01},
+        template="plotly_white",
+        height=420,
+        xaxis={"title": {"text": "Search threads"}, "dtick": 1},
+        yaxis={"title": {"text": "Queries per second (batch)"}},
+        legend={"title": {"text": "configuration (dashed: linear scaling)"}, "font": {"size": 10}},
+    )
     return figure

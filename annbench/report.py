@@ -1,183 +1,335 @@
-"""A self-contained static HTML report: plots inlined as PNG, tables, summaries; no network."""
+"""A self-contained HTML report: interactive plotly plots (JavaScript inlined once, so the page
+works offline from file://), summary tables that fit a 1280 px screen, every run.
+
+Plotly rather than bokeh: one call writes a figure whose JavaScript can be inlined, and hover
+templates, legend toggling and axis-switching buttons need no custom JavaScript.
+"""
 
 from __future__ import annotations
 
-import base64
-import html
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from annbench import __version__
 from annbench.analysis import NOISY_SPREAD, RECALL_LEVELS, successful, summary
-from annbench.plot import figure_png, recall_cost_figure, recall_qps_figure, threads_figure
-from annbench.record import params_label
+from annbench.record import PLAIN, params_label
 
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1240px;
+       padding: 0 12px; color: #222; }
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; margin-top: 2em; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 1em 0; }
-th, td { border: 1px solid #ddd; padding: 3px 6px; text-align: right; }
-th { background: #f3f3f3; position: sticky; top: 0; }
-td.text { text-align: left; } tr.noisy td { background: #fff4e0; } tr.failed td { color: #a00; }
-.plots { display: flex; flex-wrap: wrap; gap: 1em; } .plots img { max-width: 100%; width: 580px; }
-.note { color: #666; font-size: 0.9em; }
+h3 { margin-top: 1.6em; }
+table.data { border-collapse: collapse; font-size: 0.8em; margin: 0.6em 0 1.2em; }
+table.data th, table.data td { border: 1px solid #ddd; padding: 2px 5px; text-align: right;
+       vertical-align: top; }
+table.data th { background: #f3f3f3; position: sticky; top: 0; }
+table.data td.text { text-align: left; max-width: 22em; overflow-wrap: anywhere; }
+table.data td.noisy { background: #fff4e0; } table.data td.failed { color: #a00; }
+.levels { display: grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr));
+          gap: 0 1.5em; }
+.levels h4 { margin: 0.8em 0 0; }
+.plot { min-height: 480px; }
+.note { color: #555; font-size: 0.9em; max-width: 60em; }
+nav a { margin-right: 1em; }
+"""
+
+# Records on <body> how many plots rendered and table rows exist, so a headless browser (or a
+# curious reader's devtools) can confirm the page works.
+_SELF_CHECK = """
+window.addEventListener('load', function () {
+  var plots = document.querySelectorAll('.plotly-graph-div');
+  var rendered = Array.prototype.filter.call(plots, function (p) {
+    return p.querySelector('.main-svg') !== null && p.data && p.data.length > 0;
+  });
+  document.body.dataset.plots = plots.length;
+  document.body.dataset.plotsRendered = rendered.length;
+  document.body.dataset.tables = document.querySelectorAll('table.data tbody tr').length;
+});
+"""
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ title }}</title>
+<style>{{ style }}</style>
+</head><body>
+<h1>{{ title }}</h1>
+<p class="note">{{ note }}</p>
+{% if links %}<nav>{% for href, text in links %}
+<a href="{{ href }}">{{ text }}</a>{% endfor %}
+</nav>{% endif %}
+{% for section in sections %}{{ section }}
+{% endfor %}
+<script>{{ self_check }}</script>
+</body></html>
+"""
+
+_SECTION = """<h2 id="{{ anchor }}">{{ name }}</h2>
+{% if not groups %}<p>No successful runs of this dataset yet.</p>{% endif %}
+{% for group in groups %}
+<h3>{{ group.label }}</h3>
+{% if group.plot %}<div class="plot">{{ group.plot }}</div>
+<p class="note">Buttons switch the y axis (QPS, p99 latency, build time, serving memory; log
+scales); lines are each backend's pareto frontier, faint points every run; hover a point for
+its parameters; click a legend entry to hide a backend, double-click to show only it.</p>{% endif %}
+{% if group.levels %}<h3>Best QPS at each recall level ({{ group.label }})</h3>
+<div class="levels">{% for title, table in group.levels %}
+<div><h4>{{ title }}</h4>{{ table }}</div>{% endfor %}
+</div>
+{% endif %}
+{% if group.budget %}<h3>Best recall with p99 latency within {{ budget_ms }} ms</h3>
+{{ group.budget }}{% endif %}
+<h3>Every run ({{ group.label }})</h3>
+{{ group.runs }}
+{% endfor %}
 """
 
 
-# Records on <body> how many plots decoded and tables rendered, so a headless browser (or a
-# curious reader's devtools) can confirm the page works.
-_SELF_CHECK = """<script>
-window.addEventListener('load', function () {
-  var images = Array.prototype.slice.call(document.querySelectorAll('img.plot'));
-  document.body.dataset.plotsRendered = images.filter(function (i) {
-    return i.complete && i.naturalWidth > 0;
-  }).length;
-  document.body.dataset.plots = images.length;
-  document.body.dataset.tables = document.querySelectorAll('table tbody tr').length;
-});
-</script>"""
+def environment() -> Any:
+    """The jinja2 environment of the report's pages (HTML escaped unless marked safe)."""
+    import jinja2
+
+    return jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
 
 
-def write_report(frame: pd.DataFrame, out_dir: Path, latency_budget_ms: float = 1.0) -> Path:
+def write_report(
+    frame: pd.DataFrame,
+    out_dir: Path,
+    latency_budget_ms: float = 1.0,
+    extra_links: list[tuple[str, str]] | None = None,
+) -> Path:
     """Write ``out_dir/index.html`` for every dataset in ``frame``; returns its path."""
+    from markupsafe import Markup
+
+    from annbench.columns import with_dicts
+
+    frame = with_dicts(frame)
     out_dir.mkdir(parents=True, exist_ok=True)
-    parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        "<title>annbench report</title>",
-        f"<style>{_STYLE}</style></head><body>",
-        "<h1>annbench report</h1>",
-        f"<p class='note'>annbench {__version__}, written "
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Recall is annbench recall@k (ties "
-        "counted, duplicates are misses); QPS and latencies are medians over repeats; rows with "
-        f"a QPS spread (interquartile range over repeats) above {NOISY_SPREAD:.0%} of the "
-        "median are marked noisy.</p>",
-    ]
+    env = environment()
+    state = {"plotlyjs": True}  # the plotly library is inlined once, with the first plot
     datasets = sorted(frame["dataset"].unique())
+    sections = [
+        Markup(
+            _dataset_section(env, name, frame[frame["dataset"] == name], latency_budget_ms, state)
+        )
+        for name in datasets
+    ]
     if not datasets:
-        parts.append("<p>No results stored yet.</p>")
-    for name in datasets:
-        parts.append(_dataset_section(name, frame[frame["dataset"] == name], latency_budget_ms))
-    parts.append(_SELF_CHECK)
-    parts.append("</body></html>")
+        sections.append(Markup("<p>No results stored yet.</p>"))
+    links = [(f"#{name}", name) for name in datasets] + list(extra_links or [])
+    note = (
+        f"annbench {__version__}, written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. "
+        "Recall is annbench recall@k (ties counted, duplicates are misses); QPS and latencies "
+        "are medians over repeats; runs whose QPS spread (interquartile range over repeats) is "
+        f"above {NOISY_SPREAD:.0%} of the median are shaded as noisy. Memory: serving (resident "
+        "memory of the index loaded in a fresh process), build peak (peak resident memory of the "
+        "building worker) and file (saved index size)."
+    )
+    page = env.from_string(_PAGE).render(
+        title="annbench report",
+        style=Markup(_STYLE),
+        note=note,
+        links=links,
+        sections=sections,
+        self_check=Markup(_SELF_CHECK),
+    )
     path = out_dir / "index.html"
-    path.write_text("\n".join(parts), encoding="utf-8")
+    path.write_text(page, encoding="utf-8")
     return path
 
 
-def _dataset_section(name: str, frame: pd.DataFrame, latency_budget_ms: float) -> str:
-    anchor = html.escape(name)
-    out = [f"<h2 id='{anchor}'>{anchor}</h2>"]
+def _dataset_section(
+    env: Any, name: str, frame: pd.DataFrame, latency_budget_ms: float, state: dict[str, bool]
+) -> str:
+    from markupsafe import Markup
+
+    from annbench.plot import interactive_figure, interactive_threads_figure
+
     ok = successful(frame)
-    for (mode, k), runs in ok.groupby(["mode", "k"]):
-        label = f"{name}, {mode} mode, k={k}"
-        figures = [
-            recall_qps_figure(runs, f"{label}: recall vs QPS"),
-            recall_cost_figure(runs, "build_s", "Build time (s)", f"{label}: recall vs build time"),
-            recall_cost_figure(
-                runs.assign(memory_MB=runs["memory_footprint"] / 1e6),
-                "memory_MB",
-                "Index size / memory (MB)",
-                f"{label}: recall vs index size",
-            ),
-        ]
-        if mode == "batch" and runs.groupby("config")["threads"].nunique().max() > 1:
-            figures.append(threads_figure(runs, f"{label}: QPS vs search threads"))
-        out.append(f"<h3>{html.escape(label)}</h3><div class='plots'>")
-        for figure in figures:
-            data = base64.b64encode(figure_png(figure)).decode()
-            alt = html.escape(figure.axes[0].get_title())
-            out.append(f"<img class='plot' alt='{alt}' src='data:image/png;base64,{data}'>")
-        out.append("</div>")
-    table = summary(frame, latency_budget_ms=latency_budget_ms)
-    if len(table):
-        out.append("<h3>Best QPS at each recall level</h3>")
-        out.append(_html_table(_summary_view(table), "summary"))
-        budget = table[
-            ["backend", "mode", "k", "best_recall_within_budget", "config_within_budget"]
-        ]
-        out.append(f"<h3>Best recall with p99 latency within {latency_budget_ms:g} ms</h3>")
-        out.append(
-            _html_table(
-                budget.rename(
-                    columns={
-                        "best_recall_within_budget": "recall",
-                        "config_within_budget": "configuration",
-                    }
-                ),
-                "budget",
-            )
+    groups = []
+    # one group per workload: the unfiltered sweep first, then each filter beside it
+    keys = ["workload", "mode", "k"]
+    for (workload, mode, k), runs in sorted(frame.groupby(keys), key=_plain_first):
+        label = f"{mode} mode, k={k}"
+        tag = f"{mode}-{k}"
+        if workload != PLAIN:
+            label += f", filter {workload} (selectivity {runs['selectivity'].mean():.3g})"
+            tag += "-" + "".join(c if c.isalnum() else "-" for c in workload)
+        good = ok[(ok["workload"] == workload) & (ok["mode"] == mode) & (ok["k"] == k)]
+        plot = None
+        if len(good):
+            figure = interactive_figure(good, f"{name}, {label}: recall against cost")
+            plot = Markup(_figure_html(figure, f"plot-{name}-{tag}", state))
+            if mode == "batch" and good.groupby("config")["threads"].nunique().max() > 1:
+                scaling = interactive_threads_figure(
+                    good, f"{name}, {label}: QPS vs search threads"
+                )
+                plot += Markup(_figure_html(scaling, f"threads-{name}-{tag}", state))
+        table = summary(runs, latency_budget_ms=latency_budget_ms)
+        groups.append(
+            {
+                "label": label,
+                "plot": plot,
+                "levels": _level_tables(table) if len(table) else [],
+                "budget": _budget_table(table) if len(table) else None,
+                "runs": Markup(_runs_table(runs)),
+            }
         )
-    out.append("<h3>Every run</h3>")
-    out.append(_runs_table(frame))
-    return "\n".join(out)
+    groups = [g for g in groups if g["plot"] is not None or len(g["runs"])]
+    return env.from_string(_SECTION).render(
+        anchor=name, name=name, groups=groups, budget_ms=f"{latency_budget_ms:g}"
+    )
 
 
-def _summary_view(table: pd.DataFrame) -> pd.DataFrame:
-    columns = ["backend", "mode", "k"]
+def _plain_first(group: tuple[tuple[str, str, int], pd.DataFrame]) -> tuple[bool, str, str, int]:
+    (workload, mode, k), _ = group
+    return workload != PLAIN, workload, mode, k
+
+
+def _figure_html(figure: Any, div_id: str, state: dict[str, bool]) -> str:
+    """The figure as a div and script; the plotly library itself only the first time."""
+    import plotly.io as pio
+
+    include = state["plotlyjs"]
+    state["plotlyjs"] = False
+    return pio.to_html(
+        figure,
+        include_plotlyjs=include,
+        full_html=False,
+        div_id=div_id,
+        default_height="480px",
+        config={"displaylogo": False, "responsive": True},
+    )
+
+
+def _level_tables(table: pd.DataFrame) -> list[tuple[str, Any]]:
+    """One narrow table per recall level: backend, best QPS, its build time, memory and
+    configuration."""
+    from markupsafe import Markup
+
+    out = []
     for level in RECALL_LEVELS:
         tag = f"@{level:g}"
-        columns += [f"qps{tag}", f"build_s{tag}", f"memory_MB{tag}", f"config{tag}"]
-    return table[columns]
+        view = pd.DataFrame(
+            {
+                "backend": table["backend"],
+                "QPS": table[f"qps{tag}"],
+                "build s": table[f"build_s{tag}"],
+                "memory MB": table[f"memory_MB{tag}"],
+                "configuration": table[f"config{tag}"].map(_without_backend),
+            }
+        ).sort_values("QPS", ascending=False, na_position="last")
+        view["QPS"] = view["QPS"].astype(float)
+        out.append((f"recall ≥ {level:g}", Markup(html_table(view, f"level-{level:g}"))))
+    return out
+
+
+def _budget_table(table: pd.DataFrame) -> Any:
+    from markupsafe import Markup
+
+    if "best_recall_within_budget" not in table:
+        return None
+    view = pd.DataFrame(
+        {
+            "backend": table["backend"],
+            "recall": table["best_recall_within_budget"].astype(float),
+            "configuration": table["config_within_budget"].map(_without_backend),
+        }
+    )
+    return Markup(html_table(view, "budget"))
+
+
+def _without_backend(config: Any) -> str:
+    """``'hnswlib [M=8] [ef=10]'`` -> ``'[M=8] [ef=10]'`` (the backend is its own column)."""
+    if not isinstance(config, str):
+        return ""
+    return config.split(" ", 1)[1] if " " in config else config
 
 
 def _runs_table(frame: pd.DataFrame) -> str:
+    serving = frame.get("serving_memory_bytes", pd.Series(None, index=frame.index, dtype=float))
     view = pd.DataFrame(
         {
             "backend": frame["backend"],
             "build": frame["build_params"].map(params_label),
             "search": frame["search_params"].map(params_label),
-            "k": frame["k"],
-            "mode": frame["mode"],
-            "status": frame["status"],
+            "threads": frame["threads"],
             "recall": frame["recall"],
-            "ann-benchmarks recall": frame["ann_benchmarks_recall"],
-            "label top-k acc": frame["label_top_k_accuracy"],
-            "label precision": frame["label_precision"],
+            "ann-b. recall": frame["ann_benchmarks_recall"],
+            "label acc": frame["label_top_k_accuracy"],
             "label mAP": frame["label_map"],
             "QPS": frame["qps"],
-            "QPS spread": frame["qps_spread"],
+            "spread": frame["qps_spread"],
             "p50 ms": frame["latency_p50_ms"],
             "p99 ms": frame["latency_p99_ms"],
             "build s": frame["build_s"],
-            "index MB": frame["index_bytes"] / 1e6,
-            "memory MB": frame["memory_bytes"] / 1e6,
+            "serving MB": serving / 1e6,
+            "build peak MB": frame["peak_rss_bytes"] / 1e6,
+            "file MB": frame["index_bytes"] / 1e6,
             "error": frame["error"],
-        }
+        },
+        index=frame.index,
     )
-    if view["label top-k acc"].isna().all():
-        view = view.drop(columns=["label top-k acc", "label precision", "label mAP"])
+    for column in ("ann-b. recall", "label acc", "label mAP", "p50 ms", "p99 ms", "error"):
+        if view[column].isna().all():
+            view = view.drop(columns=column)
+    if (
+        "ann-b. recall" in view
+        and (view["ann-b. recall"].round(4) == view["recall"].round(4)).all()
+    ):
+        view = view.drop(columns="ann-b. recall")  # shown only where the definitions differ
+    if view["threads"].nunique() == 1:
+        view = view.drop(columns="threads")
+    view = view.astype({c: float for c in view.columns if _numeric(view[c])})
     classes = [
         "failed" if status != "ok" else "noisy" if (spread or 0) > NOISY_SPREAD else ""
         for status, spread in zip(frame["status"], frame["qps_spread"], strict=True)
     ]
-    return _html_table(view, "runs", classes)
+    return html_table(view, "runs", classes)
 
 
-def _number(value: float) -> str:
-    if pd.isna(value):
-        return ""
-    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
-
-
-def _html_table(view: pd.DataFrame, css_id: str, row_classes: list[str] | None = None) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in view.columns)
-    rows = []
-    for i, (_, row) in enumerate(view.iterrows()):
-        cells = []
-        for value in row:
-            if isinstance(value, float):
-                cells.append(f"<td>{_number(value)}</td>")
-            else:
-                text = (
-                    ""
-                    if value is None or (not isinstance(value, str) and pd.isna(value))
-                    else value
-                )
-                cells.append(f"<td class='text'>{html.escape(str(text))}</td>")
-        css = f" class='{row_classes[i]}'" if row_classes and row_classes[i] else ""
-        rows.append(f"<tr{css}>{''.join(cells)}</tr>")
-    return (
-        f"<table id='{css_id}'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+def _numeric(column: pd.Series) -> bool:
+    values = column.dropna()
+    return len(values) > 0 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
     )
+
+
+def _number(value: Any) -> str:
+    if value is None or pd.isna(value):
+        return ""
+    if isinstance(value, str):
+        return value
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
+def html_table(view: pd.DataFrame, css_id: str, row_classes: list[str] | None = None) -> str:
+    """``view`` as an HTML table through pandas' Styler: numbers right-aligned and rounded,
+    text escaped and left-aligned, optional CSS classes per row."""
+    view = view.reset_index(drop=True)
+    numeric = [c for c in view.columns if pd.api.types.is_numeric_dtype(view[c])]
+    text = [c for c in view.columns if c not in numeric]
+    classes = pd.DataFrame("", index=view.index, columns=view.columns)
+    for column in text:
+        classes[column] = "text"
+    if row_classes:
+        for i, css in enumerate(row_classes):
+            if css:
+                classes.iloc[i] = classes.iloc[i] + " " + css
+    styler = (
+        view.style.hide(axis="index")
+        .format(_number, subset=numeric, na_rep="")
+        .format(
+            lambda v: "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v),
+            subset=text,
+            escape="html",
+        )
+        .set_td_classes(classes)
+        .set_table_attributes('class="data"')
+    )
+    return styler.set_uuid(css_id).to_html(doctype_html=False)

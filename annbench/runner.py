@@ -11,7 +11,7 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -19,12 +19,13 @@ import psutil
 
 from annbench.datasets import Dataset
 from annbench.errors import AnnbenchError
-from annbench.grids import check_grid, default_grid, with_overrides
-from annbench.index import build_param_names, search_param_names
-from annbench.measure import BuildJob, max_probes, run_build_job
-from annbench.record import MODES, RunRecord
+from annbench.filtering import FILTER_PARAMS, default_overfetch, filter_search_configs
+from annbench.grids import check_grid, check_overrides, default_grid, with_overrides
+from annbench.measure import MIN_SECONDS, BuildJob, max_probes, run_build_job
+from annbench.record import MODES, PLAIN, RunRecord, params_label
 from annbench.registry import load_backend
 from annbench.store import ResultStore
+from annbench.workloads import check_filter, expected_selectivity, is_filter, workload_hash
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,14 @@ def plan_sweep(
     threads: int | tuple[int, ...] | None = None,
     overrides: dict[str, list[Any]] | None = None,
     build_threads: int | None = None,
-    min_seconds: float = 0.0,
+    min_seconds: float = MIN_SECONDS,
+    workloads: Sequence[str] = (PLAIN,),
 ) -> list[BuildJob]:
-    """Every build job of the sweep, with all parameters checked before anything runs."""
+    """Every build job of the sweep, with all parameters checked before anything runs.
+
+    Each workload (``plain`` or a filter, see ``annbench.workloads``) gets its own build jobs;
+    a filter workload's search settings add ``filter_strategy`` (and ``overfetch`` for
+    ``post``), which ``overrides`` may set like any search parameter."""
     n, d = dataset.train.shape
     if mode not in MODES:
         raise AnnbenchError(f"Mode '{mode}' not valid. Use one of: {', '.join(MODES)}")
@@ -86,38 +92,62 @@ def plan_sweep(
         )
     if build_threads is not None and build_threads < 1:
         raise AnnbenchError(f"build threads must be at least 1, got {build_threads}")
-    overrides = overrides or {}
+    overrides = dict(overrides or {})
+    filtering = {key: overrides.pop(key) for key in FILTER_PARAMS if key in overrides}
+    workloads = list(dict.fromkeys(workloads)) or [PLAIN]
+    for workload in workloads:
+        check_filter(dataset, workload)
+    if filtering and not any(is_filter(w) for w in workloads):
+        raise AnnbenchError(
+            f"{' and '.join(filtering)} apply to filtered searches; add --filter (e.g. label)"
+        )
     classes = {name: load_backend(name) for name in backends}
-    _check_overrides_used(classes, overrides)
+    check_overrides(classes, overrides)
 
     jobs = []
     for name, cls in classes.items():
         grid = with_overrides(default_grid(name), cls, overrides)
         check_grid(name, cls, grid)
-        searches = tuple(grid.search_configs())
         for build_params in grid.build_configs():
+            searches = tuple(grid.search_configs(build_params))
             index = cls(dataset.metric, **build_params)  # an unbuilt index checks values
             index.check(n, d)
             for search_params in searches:
                 index.set_search_params(**search_params)
-            jobs.append(
-                BuildJob(
-                    dataset_path=str(dataset.path),
-                    dataset=dataset.name,
-                    dataset_hash=dataset.content_hash,
-                    backend=name,
-                    build_params=build_params,
-                    search_configs=searches,
-                    k=k,
-                    mode=mode,
-                    runs=runs,
-                    threads=counts,
-                    build_threads=build_threads,
-                    min_seconds=min_seconds,
-                    library_version=cls.library_version(),
+            for workload in workloads:
+                configs = searches
+                if is_filter(workload):
+                    overfetch = filtering.get("overfetch") or default_overfetch(
+                        expected_selectivity(dataset, workload), k, n
+                    )
+                    configs = filter_search_configs(
+                        searches,
+                        name,
+                        cls.native_filter,
+                        filtering.get("filter_strategy"),
+                        overfetch,
+                    )
+                jobs.append(
+                    BuildJob(
+                        dataset_path=str(dataset.path),
+                        dataset=dataset.name,
+                        dataset_hash=dataset.content_hash,
+                        backend=name,
+                        build_params=build_params,
+                        search_configs=configs,
+                        k=k,
+                        mode=mode,
+                        runs=runs,
+                        threads=counts,
+                        build_threads=build_threads,
+                        min_seconds=min_seconds,
+                        library_version=cls.library_version(),
+                        workload=workload,
+                    )
                 )
-            )
-    return jobs
+    # filter records are keyed on the workload's ground truth too (computed here if missing)
+    hashes = {w: workload_hash(dataset, w) for w in workloads if is_filter(w)}
+    return [replace(j, dataset_hash=hashes.get(j.workload, j.dataset_hash)) for j in jobs]
 
 
 def run_sweep(
@@ -127,12 +157,18 @@ def run_sweep(
     timeout: float | None = None,
     progress: Progress | None = None,
     memory_limit: float | None = None,
+    status: Callable[[str], None] | None = None,
 ) -> SweepSummary:
-    """Run ``jobs`` one worker process each, storing each record as soon as it arrives."""
+    """Run ``jobs`` one worker process each, storing each record as soon as it arrives;
+    ``status`` hears what is being worked on (``hnswlib [M=16]: building``)."""
     summary = SweepSummary()
     todo, summary.skipped = pending_jobs(jobs, store, force)
     for job in todo:
-        for record in run_in_worker(job, timeout, memory_limit):
+        on_status = None
+        if status is not None:
+            label = f"{job.backend} [{params_label(job.build_params)}]"
+            on_status = lambda text, label=label: status(f"{label}: {text}")  # noqa: E731
+        for record in run_in_worker(job, timeout, memory_limit, on_status):
             summary.keep(record, store, progress)
     return summary
 
@@ -197,7 +233,10 @@ def pending_runs(jobs: list[BuildJob], store: ResultStore, force: bool = False) 
 
 
 def run_in_worker(
-    job: BuildJob, timeout: float | None = None, memory_limit: float | None = None
+    job: BuildJob,
+    timeout: float | None = None,
+    memory_limit: float | None = None,
+    status: Callable[[str], None] | None = None,
 ) -> Iterator[RunRecord]:
     """Records of ``job`` measured in a fresh process; if the worker does not finish (crash,
     timeout, resident memory over ``memory_limit`` bytes, error), failed records with the
@@ -236,6 +275,9 @@ def run_in_worker(
             if kind == "record":
                 finished.add(payload.key)
                 yield payload
+            elif kind == "status":  # what the worker is doing: building, searching ...
+                if status is not None:
+                    status(payload)
             elif kind == "error":
                 error = payload
                 break
@@ -267,7 +309,11 @@ def _worker_main(job: BuildJob, sender: Any) -> None:
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     try:
-        run_build_job(job, lambda record: sender.send(("record", record)))
+        run_build_job(
+            job,
+            lambda record: sender.send(("record", record)),
+            status=lambda text: sender.send(("status", text)),
+        )
         sender.send(("done", None))
     except Exception as exc:  # reported to the parent, which records the failure
         text = " ".join(str(exc).split())
@@ -297,24 +343,3 @@ def _exit_reason(exitcode: int | None) -> str:
             name = f"signal {-exitcode}"
         return f"worker killed by {name}"
     return f"worker exited with code {exitcode} before finishing"
-
-
-def _check_overrides_used(classes: dict[str, type], overrides: dict[str, list[Any]]) -> None:
-    for key in overrides:
-        takers = [
-            name
-            for name, cls in classes.items()
-            if key in build_param_names(cls) or key in search_param_names(cls)
-        ]
-        if not takers:
-            known = sorted(
-                {
-                    p
-                    for cls in classes.values()
-                    for p in build_param_names(cls) + search_param_names(cls)
-                }
-            )
-            raise AnnbenchError(
-                f"Grid key '{key}' is not a parameter of {', '.join(classes)}; "
-                f"valid keys: {', '.join(known) or '(none)'}"
-            )

@@ -108,3 +108,70 @@ def test_missing_library_says_what_to_install(test_backends):
 def test_unknown_backend_lists_valid_ones():
     with pytest.raises(AnnbenchError, match="Unknown backend 'nope'. Valid backends: annoy"):
         load_backend("nope")
+
+
+@pytest.mark.parametrize(
+    "factory, search",
+    [
+        ("IVF16,SQ8", {"nprobe": 16}),
+        ("PCA16,IVF16,SQ8", {"nprobe": 16}),
+        ("HNSW16,SQ8", {"efSearch": 64}),
+        ("IVF16_HNSW16,PQ8x4fs,RFlat", {"nprobe": 16, "efSearch": 32, "k_factor": 16}),
+    ],
+)
+def test_faiss_factory_strings_reach_recall(factory, search, tiny):
+    index = load_backend("faiss-factory")(tiny.metric, factory=factory)
+    index.check(*tiny.train.shape)
+    index.build(tiny.train)
+    index.set_search_params(**search)
+    result = index.search(index.prepare_queries(tiny.test), 10)
+    found = true_distances(tiny.metric, tiny.train, tiny.test, result.ids)
+    recall = recall_at_k(result.ids, found, tiny.neighbors, tiny.distances, 10).recall.mean()
+    assert recall >= 0.6, f"{factory}: recall {recall:.3f}"
+
+
+def test_faiss_factory_sets_only_the_parameters_the_index_has(tiny):
+    cls = load_backend("faiss-factory")
+    ivf = cls(tiny.metric, factory="IVF16,Flat")
+    ivf.build(tiny.train)
+    xq = ivf.prepare_queries(tiny.test)
+    ivf.set_search_params(nprobe=1)
+    low = ivf.search(xq, 10).ids
+    ivf.set_search_params(nprobe=16)
+    assert not np.array_equal(low, ivf.search(xq, 10).ids)  # nprobe reached the index
+    with pytest.raises(
+        AnnbenchError, match="'IVF16,Flat' has no search parameter efSearch; it takes: nprobe"
+    ):
+        ivf.set_search_params(efSearch=32)
+    hnsw = cls(tiny.metric, factory="HNSW16,SQ8")
+    hnsw.check(*tiny.train.shape)  # knows its parameters before it is built
+    with pytest.raises(AnnbenchError, match="no search parameter nprobe, k_factor; it takes: ef"):
+        hnsw.set_search_params(nprobe=4, k_factor=2)
+
+
+@pytest.mark.parametrize(
+    "factory, message",
+    [
+        ("IVFxx,Foo", "faiss cannot make index 'IVFxx,Foo' for d=32: could not parse index"),
+        ("PQ5", "faiss cannot make index 'PQ5' for d=32: .*multiple of the number of sub"),
+        ("IVF4096,Flat", "IVF4096 needs at least 4096 training vectors, the base has 2000"),
+        ("PCA16,IVF16,PQ8x12", "PQ8x12 needs at least 4096 training vectors"),
+        ("", "must be a faiss index_factory string"),
+    ],
+)
+def test_faiss_factory_bad_strings_are_one_line_errors(factory, message, tiny):
+    with pytest.raises(AnnbenchError, match=message) as info:
+        load_backend("faiss-factory")(tiny.metric, factory=factory).check(*tiny.train.shape)
+    assert "\n" not in str(info.value)
+
+
+def test_faiss_factory_default_grid_sweeps_what_each_string_has(tiny):
+    grid = default_grid("faiss-factory")
+    cls = load_backend("faiss-factory")
+    for build in grid.build_configs():
+        searches = grid.search_configs(build)
+        assert len(searches) >= 5, build
+        index = cls(Metric.ANGULAR, **build)
+        index.check(22000, 384)
+        for search in searches:
+            index.set_search_params(**search)

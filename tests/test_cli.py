@@ -67,7 +67,7 @@ def test_run_results_csv_and_plot(cli, tiny_path, tmp_path, isolated_folders):
         (["run", "-b", "hnswlib", "-d", "nope"], "Unknown dataset 'nope'. Available:"),
         (["run", "-b", "hnswlib", "-g", "nprobe=4"], "Grid key 'nprobe' is not a parameter"),
         (["run", "-b", "hnswlib", "-g", "ef"], "must look like key=value"),
-        (["run", "-b", "faiss-flat", "--k", "100000"], "k must be between 1 and the"),
+        (["run", "-b", "faiss-flat", "--k", "5000"], "k must be between 1 and the"),
         (["run", "-b", "faiss-ivfpq", "-g", "m=7"], "m=7 does not divide the dimension"),
         (["plot", "-d", "nothing-here"], "No results store at"),
         (["datasets", "info", "nope"], "Unknown dataset 'nope'"),
@@ -121,19 +121,62 @@ def test_datasets_create_list_info(cli):
     assert exists.exit_code != 0 and "pass --force" in exists.output
 
 
-def test_help_everywhere(cli):
-    for args in (
-        ["--help"],
-        ["run", "--help"],
-        ["results", "--help"],
-        ["plot", "--help"],
-        ["datasets", "--help"],
-        ["datasets", "create", "--help"],
-        ["backends", "--help"],
-    ):
-        result = cli(*args)
-        assert result.exit_code == 0 and "Usage:" in result.output
+def commands(group=main, path=()):
+    """Every command of the CLI as its argument path, groups included."""
+    yield path
+    for name, command in getattr(group, "commands", {}).items():
+        yield from commands(command, (*path, name))
+
+
+def test_help_everywhere_ends_with_real_examples(cli):
+    for path in commands():
+        result = cli(*path, "--help")
+        assert result.exit_code == 0 and "Usage:" in result.output, path
+        examples = result.output.split("Examples:")[-1].strip().splitlines()
+        assert "Examples:" in result.output and len(examples) >= 2, (path, result.output)
+        for line in examples:  # each example names a real command of this CLI
+            words = line.split()
+            while "=" in words[0]:  # an environment variable before the command
+                words = words[1:]
+            command = tuple(w for w in words[1:] if not w.startswith("-"))[: len(path)]
+            assert words[0] == "annbench" and command in set(commands()), line
     assert "Override a grid parameter" in cli("run", "--help").output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "-b", "hnswlib", "--runs", value]
+        for value in ("0", "-1", "nan", "inf", "1e9", "two", "1001")
+    ]
+    + [["run", "-b", "hnswlib", "--min-time", value] for value in ("nan", "inf", "-1", "1e6")]
+    + [["run", "-b", "hnswlib", "--timeout", value] for value in ("0", "-5", "nan", "inf")]
+    + [["run", "-b", "hnswlib", "--k", value] for value in ("0", "-3", "nan", "1e99")]
+    + [["run", "-b", "hnswlib", "--threads", value] for value in ("0", "1,x", "nan", "-2")]
+    + [["run", "-b", "hnswlib", "--build-threads", value] for value in ("0", "nan")]
+    + [["run", "-b", "hnswlib", "--workers", value] for value in ("0", "-1", "inf")]
+    + [
+        ["run", "-b", "hnswlib", "--memory-limit", value]
+        for value in ("0", "-1GB", "lots", "nanGB")
+    ]
+    + [["recommend", "--min-recall", value] for value in ("0", "1.5", "nan", "-0.1")]
+    + [["recommend", "--min-recall", "0.9", "--max-p99-ms", value] for value in ("0", "nan")]
+    + [["recommend", "--min-recall", "0.9", "--max-build-s", value] for value in ("-1", "inf")]
+    + [["recommend", "--min-recall", "0.9", "--max-memory", value] for value in ("0", "x")]
+    + [["summary", "--latency-budget-ms", value] for value in ("0", "nan", "inf")]
+    + [["report", "--latency-budget-ms", value] for value in ("-1", "nan")]
+    + [["plot", "--k", value] for value in ("0", "nan")],
+)
+def test_bad_numbers_fail_in_the_parser_with_a_usage_message(cli, args):
+    result = cli(*args)
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for" in result.output and "--help" in result.output, result.output
+    assert result.output.strip().count("\n") == 0, result.output
+
+
+def test_help_shows_ranges_and_defaults(cli):
+    text = cli("run", "--help").output
+    assert "1<=x<=1000" in text and "--min-time" in text and "default: 1.0" in text
 
 
 def test_backends_lists_every_backend(cli):

@@ -22,7 +22,11 @@ SLOW = ["-b", "test-slow", "--mode", "batch", "--runs", "1", "-g", "level=3,4,5,
 
 def test_abort_and_memory_blowup_are_recorded_and_the_sweep_goes_on(tiny, tmp_path, test_backends):
     jobs = plan_sweep(
-        tiny, ["test-abort", "test-memory", "faiss-flat"], runs=1, overrides={"level": [1]}
+        tiny,
+        ["test-abort", "test-memory", "faiss-flat"],
+        runs=1,
+        min_seconds=0,
+        overrides={"level": [1]},
     )
     with ResultStore(tmp_path) as store:
         summary = run_sweep(jobs, store, memory_limit=600e6)

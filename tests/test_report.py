@@ -1,100 +1,118 @@
-"""The HTML report, opened for real in headless Chromium."""
+"""The HTML report, opened for real in headless Chromium and driven with mouse events."""
 
 import os
 import re
-import shutil
-import subprocess
+import time
 
 import pytest
+from browser import CHROMIUM, Browser
 from click.testing import CliRunner
 
 from annbench.cli import main
 from annbench.runner import plan_sweep, run_sweep
 from annbench.store import ResultStore
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+GRID = {"M": [8], "ef_construction": [40], "ef": [10, 40], "nlist": [16], "nprobe": [1, 8]}
 
 
 @pytest.fixture(scope="module")
-def report(tiny, tmp_path_factory):
+def store(tiny, tmp_path_factory):
     folder = tmp_path_factory.mktemp("store")
-    grid = {"M": [8], "ef_construction": [40], "ef": [10, 40], "nlist": [16], "nprobe": [1, 8]}
-    with ResultStore(folder) as store:
-        run_sweep(plan_sweep(tiny, ["hnswlib", "faiss-ivf"], runs=1, overrides=grid), store)
+    with ResultStore(folder) as results:
+        jobs = plan_sweep(tiny, ["hnswlib", "faiss-ivf"], runs=1, min_seconds=0, overrides=GRID)
+        run_sweep(jobs, results)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def report(store, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    result = CliRunner().invoke(main, ["report", "--results", str(folder), "--out", str(out)])
+    result = CliRunner().invoke(main, ["report", "--results", str(store), "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out / "index.html"
 
 
-def test_report_is_self_contained(report):
-    text = report.read_text()
-    assert "tiny, single mode, k=10: recall vs QPS" in text
-    assert text.count("data:image/png;base64,") == 3
-    assert "label mAP" in text and "Best QPS at each recall level" in text
-    assert "Best recall with p99 latency within 1 ms" in text
-    # nothing is fetched: no external scripts, styles or images
-    assert not re.search(r"""(src|href)=['"](https?:)?//""", text)
-
-
-def chromium(*args, tmp_path):
+@pytest.fixture
+def browser(tmp_path):
     if CHROMIUM is None:
         if os.environ.get("CI"):
             pytest.fail("Chromium is missing in CI: .ci/run installs Debian's chromium package")
         pytest.skip("Chromium not installed (apt-get install chromium)")
-    return subprocess.run(
-        [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    opened = Browser(tmp_path / "profile")
+    yield opened
+    opened.close()
+
+
+def test_report_is_self_contained(report):
+    text = report.read_text()
+    assert "tiny, single mode, k=10: recall against cost" in text
+    assert text.count("Plotly.newPlot(") == 1  # one figure for the one (mode, k)
+    assert len(re.findall(r"plotly\.js v\d", text)) == 1  # the library inlined once
+    for title in ("recall ≥ 0.8", "recall ≥ 0.99", "Best recall with p99 latency within 1 ms"):
+        assert title in text
+    for column in ("serving MB", "build peak MB", "file MB", "label mAP", "QPS"):
+        assert f">{column}</th>" in text
+    # nothing is fetched: no external scripts, styles or images outside the inlined library
+    markup = re.sub(r"<script[^>]*>.*?</script>", "", text, flags=re.S)
+    assert not re.search(r"""(src|href)=['"](https?:)?//""", markup)
+    assert not re.search(r"<script[^>]+src=", text)
+
+
+def test_report_in_chromium_renders_hovers_toggles_and_fits(report, browser, tmp_path):
+    browser.open(report.as_uri())
+    body = browser.evaluate("Object.assign({}, document.body.dataset)")
+    assert body == {"plots": "1", "plotsRendered": "1", "tables": body["tables"]}, body
+    # four tables of one row per backend per recall level, the budget table and every run
+    assert int(body["tables"]) == 4 * 2 + 2 + 4
+    assert browser.evaluate("document.documentElement.scrollWidth") <= 1280  # no side scroll
+
+    # hover: a real mouse move over a point shows its configuration
+    x, y = browser.evaluate(
+        "(() => { const r = document.querySelector('.scatterlayer .trace .points path')"
+        ".getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()"
     )
+    browser.mouse("mouseMoved", x, y)
+    tip = wait_text(browser, "document.querySelector('.hoverlayer').textContent")
+    assert re.search(r"(faiss-ivf|hnswlib)build: .*search: (nprobe|ef)=\d+recall 0\.\d{4}", tip)
+    assert "QPS" in tip and "p99" in tip and "serving memory" in tip
 
-
-def test_report_renders_in_headless_chromium_without_console_errors(report, tmp_path):
-    result = chromium(
-        "--enable-logging=stderr",
-        "--v=0",
-        "--virtual-time-budget=10000",
-        "--dump-dom",
-        report.as_uri(),
-        tmp_path=tmp_path,
+    # legend: clicking an entry hides that backend's traces
+    visible = "document.querySelectorAll('.scatterlayer .trace').length"
+    hidden = (
+        "document.querySelector('.plotly-graph-div').data"
+        ".filter(t => t.visible === 'legendonly').length"
     )
-    body = re.search(r"<body[^>]*>", result.stdout).group(0)
-    assert 'data-plots="3"' in body and 'data-plots-rendered="3"' in body, body
-    rows = int(re.search(r'data-tables="(\d+)"', body).group(1))
-    assert rows == 4 + 2 + 2  # every run, one summary row and one budget row per backend
-    console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
-    assert not console, console
+    assert browser.evaluate(hidden) == 0
+    before = browser.evaluate(visible)
+    lx, ly = browser.evaluate(
+        "(() => { const r = document.querySelector('.legend .traces .legendtoggle')"
+        ".getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+    )
+    browser.click(lx, ly)
+    wait_until(browser, f"{hidden} === 2")
+    assert browser.evaluate(visible) < before
+
+    # axis switch: the p99 button puts latency on the y axis
+    buttons = browser.evaluate(
+        "Array.from(document.querySelectorAll('.updatemenu-button')).map(b => "
+        "{ const r = b.getBoundingClientRect(); return [b.textContent, r.x + r.width / 2, "
+        "r.y + r.height / 2]; })"
+    )
+    label, bx, by = next(b for b in buttons if b[0].startswith("p99"))
+    browser.click(bx, by)
+    wait_until(browser, "document.querySelector('.ytitle').textContent === 'p99 latency (ms)'")
+    assert (
+        browser.evaluate("document.querySelector('.plotly-graph-div').layout.yaxis.type") == "log"
+    )
+    assert browser.console == []  # no console errors or warnings, no uncaught exceptions
+    assert all(url.startswith(("file:", "data:", "about:")) for url in browser.requests)
 
 
-def test_console_errors_would_be_caught(report, tmp_path):
+def test_console_errors_would_be_caught(report, browser, tmp_path):
     broken = tmp_path / "broken.html"
     broken.write_text(report.read_text().replace("</body>", "<script>nope();</script></body>"))
-    result = chromium(
-        "--enable-logging=stderr",
-        "--v=0",
-        "--virtual-time-budget=10000",
-        "--dump-dom",
-        broken.as_uri(),
-        tmp_path=tmp_path,
-    )
-    assert any(":CONSOLE" in line and "nope" in line for line in result.stderr.splitlines())
-
-
-def test_screenshot(report, tmp_path):
-    shot = tmp_path / "report.png"
-    chromium(f"--screenshot={shot}", "--window-size=1280,1600", report.as_uri(), tmp_path=tmp_path)
-    assert shot.read_bytes()[:4] == b"\x89PNG" and shot.stat().st_size > 20_000
+    browser.open(broken.as_uri())
+    assert any("nope is not defined" in line for line in browser.console), browser.console
 
 
 def test_thread_scaling_plot_and_report_section(tiny_path, tmp_path):
@@ -113,6 +131,8 @@ def test_thread_scaling_plot_and_report_section(tiny_path, tmp_path):
             "1,2",
             "--runs",
             "1",
+            "--min-time",
+            "0",
             "-g",
             "nlist=16",
             "-g",
@@ -132,9 +152,27 @@ def test_thread_scaling_plot_and_report_section(tiny_path, tmp_path):
         main, ["report", "--results", str(tmp_path), "--out", str(tmp_path / "r")]
     )
     assert written.exit_code == 0
-    assert "QPS vs search threads" in (tmp_path / "r" / "index.html").read_text()
+    text = (tmp_path / "r" / "index.html").read_text()
+    assert "QPS vs search threads" in text and text.count("Plotly.newPlot(") == 2
     ResultStore(tmp_path / "x").close()  # a store without batch runs
     none = runner.invoke(
         main, ["plot", "-d", "tiny", "--threads", "--results", str(tmp_path / "x")]
     )
     assert none.exit_code == 1 and "No successful batch-mode results" in none.output
+
+
+def wait_until(browser, expression, seconds=10):
+    deadline = time.monotonic() + seconds
+    while not browser.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {seconds} s: {expression}")
+        time.sleep(0.05)
+
+
+def wait_text(browser, expression, seconds=10):
+    deadline = time.monotonic() + seconds
+    while True:
+        text = browser.evaluate(f"({expression}) || ''")
+        if text or time.monotonic() > deadline:
+            return text
+        time.sleep(0.05)

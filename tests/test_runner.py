@@ -10,7 +10,7 @@ SMALL = {"M": [8], "ef_construction": [40], "ef": [10, 40]}
 
 
 def test_sweep_builds_once_per_config_and_stores_every_setting(tiny, tmp_path):
-    jobs = plan_sweep(tiny, ["hnswlib", "faiss-flat"], k=10, runs=2, overrides=SMALL)
+    jobs = plan_sweep(tiny, ["hnswlib", "faiss-flat"], k=10, runs=2, min_seconds=0, overrides=SMALL)
     assert [(j.backend, len(j.search_configs)) for j in jobs] == [("hnswlib", 2), ("faiss-flat", 1)]
     seen = []
     with ResultStore(tmp_path) as store:
@@ -34,7 +34,7 @@ def test_sweep_builds_once_per_config_and_stores_every_setting(tiny, tmp_path):
 
 
 def test_rerun_resumes_and_force_redoes(tiny, tmp_path):
-    jobs = plan_sweep(tiny, ["hnswlib"], runs=1, overrides=SMALL)
+    jobs = plan_sweep(tiny, ["hnswlib"], runs=1, min_seconds=0, overrides=SMALL)
     with ResultStore(tmp_path) as store:
         run_sweep(jobs, store)
         assert pending_runs(jobs, store) == 0
@@ -51,6 +51,7 @@ def test_batch_mode_records_threads_and_no_latency_percentiles(tiny, tmp_path):
         mode="batch",
         threads=2,
         runs=1,
+        min_seconds=0,
         overrides={"nlist": [16], "nprobe": [4]},
     )
     with ResultStore(tmp_path) as store:
@@ -80,7 +81,9 @@ def test_bad_sweep_parameters_fail_before_running(tiny, kwargs, message):
 
 
 def test_crashing_worker_is_recorded_and_the_sweep_goes_on(tiny, tmp_path, test_backends):
-    jobs = plan_sweep(tiny, ["test-crash", "faiss-flat"], runs=1, overrides={"level": [1, 2]})
+    jobs = plan_sweep(
+        tiny, ["test-crash", "faiss-flat"], runs=1, min_seconds=0, overrides={"level": [1, 2]}
+    )
     with ResultStore(tmp_path) as store:
         summary = run_sweep(jobs, store)
         records = store.records()
@@ -91,7 +94,7 @@ def test_crashing_worker_is_recorded_and_the_sweep_goes_on(tiny, tmp_path, test_
 
 
 def test_hanging_worker_times_out(tiny, tmp_path, test_backends):
-    jobs = plan_sweep(tiny, ["test-hang"], runs=1, overrides={"level": [1, 2]})
+    jobs = plan_sweep(tiny, ["test-hang"], runs=1, min_seconds=0, overrides={"level": [1, 2]})
     with ResultStore(tmp_path) as store:
         run_sweep(jobs, store, timeout=10)
         records = {r.search_params["level"]: r for r in store.records()}
@@ -100,7 +103,7 @@ def test_hanging_worker_times_out(tiny, tmp_path, test_backends):
 
 
 def test_one_failing_search_setting_keeps_the_others(tiny, tmp_path, test_backends):
-    jobs = plan_sweep(tiny, ["test-raise"], runs=1, overrides={"level": [1, 2, 3]})
+    jobs = plan_sweep(tiny, ["test-raise"], runs=1, min_seconds=0, overrides={"level": [1, 2, 3]})
     with ResultStore(tmp_path) as store:
         run_sweep(jobs, store)
         records = {r.search_params["level"]: r for r in store.records()}
@@ -109,7 +112,7 @@ def test_one_failing_search_setting_keeps_the_others(tiny, tmp_path, test_backen
 
 
 def test_duplicate_ids_are_counted_as_misses(tiny, tmp_path, test_backends):
-    jobs = plan_sweep(tiny, ["test-duplicates"], runs=1, overrides={"level": [1]})
+    jobs = plan_sweep(tiny, ["test-duplicates"], runs=1, min_seconds=0, overrides={"level": [1]})
     with ResultStore(tmp_path) as store:
         run_sweep(jobs, store)
         (record,) = store.records()
@@ -118,7 +121,7 @@ def test_duplicate_ids_are_counted_as_misses(tiny, tmp_path, test_backends):
 
 
 def test_labelled_dataset_records_label_metrics(tiny, tmp_path):
-    jobs = plan_sweep(tiny, ["faiss-flat"], runs=1)
+    jobs = plan_sweep(tiny, ["faiss-flat"], runs=1, min_seconds=0)
     with ResultStore(tmp_path) as store:
         run_sweep(jobs, store)
         (record,) = store.records()
@@ -133,6 +136,7 @@ def test_batch_mode_measures_each_thread_count_on_one_build(tiny, tmp_path):
         mode="batch",
         threads=(1, 2),
         runs=1,
+        min_seconds=0,
         overrides={"nlist": [16], "nprobe": [4, 8]},
     )
     with ResultStore(tmp_path) as store:

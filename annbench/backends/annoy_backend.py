@@ -1,4 +1,4 @@
-"""Random-projection forest from Spotify's Annoy library."""
+"""Random-projection forest from Spotify's Annoy library (static: no add, remove or filter)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from annbench.errors import MissingDependency
+from annbench.errors import AnnbenchError, MissingDependency
 from annbench.index import Index, Neighbors, as_float32, positive_int
 from annbench.metrics import Metric
 
@@ -16,6 +16,8 @@ except ImportError as exc:
     raise MissingDependency("annoy") from exc
 
 _NAMES = {Metric.EUCLIDEAN: "euclidean", Metric.ANGULAR: "angular", Metric.DOT: "dot"}
+# int32 words before the vector in each Annoy node: n_descendants, children[2] (+ a or dot_factor)
+_HEADER_WORDS = {Metric.EUCLIDEAN: 4, Metric.ANGULAR: 3, Metric.DOT: 4}
 
 
 class Annoy(Index):
@@ -60,3 +62,32 @@ class Annoy(Index):
 
     def save(self, path: Path) -> None:
         self._index.save(str(path))
+
+    def load(self, path: Path) -> None:
+        index = annoy.AnnoyIndex(_saved_dim(Path(path), self.metric), _NAMES[self.metric])
+        index.load(str(path))  # memory-maps the file, as Annoy serves it
+        self._index = index
+
+
+def _saved_dim(path: Path, metric: Metric) -> int:
+    """Dimension of an Annoy file, which has no header: items come first, each node
+    ``(header + d)`` int32-sized words starting with n_descendants == 1, so d is the one stride
+    at which the next items' n_descendants read 1."""
+    try:
+        words = np.fromfile(path, dtype="<i4", count=65 * 4096)
+        size = path.stat().st_size
+    except OSError as exc:
+        raise AnnbenchError(f"Cannot read Annoy index {path}: {exc}") from exc
+    header = _HEADER_WORDS[metric]
+    if len(words) < 2 * (header + 1) or words[0] != 1:
+        raise AnnbenchError(f"{path} is not an Annoy index with at least two items")
+    for stride in range(header + 1, len(words) // 2 + 1):
+        if size % (4 * stride) == 0 and _items_then_nodes(words[stride : stride * 17 : stride]):
+            return stride - header
+    raise AnnbenchError(f"{path} is not an Annoy {_NAMES[metric]} index (no item stride found)")
+
+
+def _items_then_nodes(counts: np.ndarray) -> bool:
+    """n_descendants read at one stride: items (1) first, then tree nodes (2 or more)."""
+    tree = np.flatnonzero(counts != 1)
+    return counts[0] == 1 and (not len(tree) or bool((counts[tree[0] :] >= 2).all()))

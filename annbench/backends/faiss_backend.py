@@ -1,8 +1,10 @@
-"""Faiss indexes: exact Flat, IVF-Flat, IVF-PQ and HNSW-Flat."""
+"""Faiss indexes: exact Flat, IVF-Flat, IVF-PQ, HNSW-Flat and any ``index_factory`` string."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -15,11 +17,18 @@ try:
 except ImportError as exc:
     raise MissingDependency("faiss-cpu") from exc
 
+FACTORY_HELP = "https://github.com/facebookresearch/faiss/wiki/The-index-factory"
+
 
 class _FaissIndex(Index):
-    """Shared plumbing: angular is inner product on normalized vectors."""
+    """Shared plumbing: angular is inner product on normalized vectors; ids are kept by the
+    index itself (IVF natively, others inside an ``IndexIDMap``), so ``add`` and ``remove``
+    take any int64 ids and filtered search uses faiss' ``IDSelectorBitmap``."""
 
     library = "faiss-cpu"
+    supports_add = True
+    supports_remove = True
+    native_filter = True
 
     def __init__(self, metric: Metric, **build_params: object) -> None:
         super().__init__(metric, **build_params)
@@ -37,12 +46,27 @@ class _FaissIndex(Index):
     def _make(self, d: int) -> faiss.Index:
         raise NotImplementedError
 
+    def _apply_search_params(self) -> None:
+        """Put the stored search parameters on the built or loaded index."""
+
     def build(self, xb: np.ndarray) -> None:
         xb = self.prepare_queries(xb)  # base vectors need the same treatment
-        self._index = self._make(xb.shape[1])
-        if not self._index.is_trained:
-            self._index.train(xb)
-        self._index.add(xb)
+        index = self._make(xb.shape[1])
+        if not index.is_trained:
+            try:
+                index.train(xb)
+            except RuntimeError as exc:
+                raise AnnbenchError(
+                    f"faiss could not train {type(self).__name__} on {len(xb)} vectors: "
+                    f"{faiss_message(exc)}"
+                ) from exc
+        index.add_with_ids(xb, np.arange(len(xb), dtype=np.int64))
+        self._index = index
+        self._apply_search_params()
+
+    def load(self, path: Path) -> None:
+        self._index = faiss.read_index(str(path))
+        self._apply_search_params()
 
     def search(self, xq: np.ndarray, k: int) -> Neighbors:
         distances, ids = self._index.search(xq, k)
@@ -50,6 +74,25 @@ class _FaissIndex(Index):
 
     def search_one(self, q: np.ndarray, k: int) -> np.ndarray:
         return self._index.search(q[None], k)[1][0]
+
+    def search_filtered(self, xq: np.ndarray, k: int, allowed: np.ndarray) -> Neighbors:
+        distances, ids = _filtered_search(self._index, xq, k, np.asarray(allowed, dtype=bool))
+        return Neighbors(distances, ids)
+
+    def add(self, xb: np.ndarray, ids: np.ndarray) -> None:
+        self._index.add_with_ids(self.prepare_queries(xb), _as_ids(ids))
+
+    def remove(self, ids: np.ndarray) -> None:
+        if not self.supports_remove:
+            raise AnnbenchError(
+                f"{type(self).__name__} cannot remove vectors (faiss has no remove)"
+            )
+        try:
+            self._index.remove_ids(_as_ids(ids))
+        except RuntimeError as exc:
+            raise AnnbenchError(
+                f"faiss cannot remove from this index: {faiss_message(exc)}"
+            ) from exc
 
     def set_num_threads(self, n: int) -> None:
         faiss.omp_set_num_threads(n)
@@ -65,7 +108,7 @@ class FaissFlat(_FaissIndex):
         super().__init__(metric)
 
     def _make(self, d: int) -> faiss.Index:
-        return faiss.index_factory(d, "Flat", self._faiss_metric())
+        return faiss.index_factory(d, "IDMap,Flat", self._faiss_metric())
 
 
 class FaissIVF(_FaissIndex):
@@ -86,15 +129,11 @@ class FaissIVF(_FaissIndex):
     def _make(self, d: int) -> faiss.Index:
         return faiss.index_factory(d, f"IVF{self.nlist},Flat", self._faiss_metric())
 
-    def build(self, xb: np.ndarray) -> None:
-        super().build(xb)
-        self._apply_nprobe()
-
     def set_search_params(self, *, nprobe: int) -> None:
         self._nprobe = positive_int("nprobe", nprobe)
-        self._apply_nprobe()
+        self._apply_search_params()
 
-    def _apply_nprobe(self) -> None:
+    def _apply_search_params(self) -> None:
         if self._index is not None:
             faiss.extract_index_ivf(self._index).nprobe = self._nprobe
 
@@ -129,7 +168,9 @@ class FaissIVFPQ(FaissIVF):
 
 
 class FaissHNSW(_FaissIndex):
-    """HNSW graph over exact vectors (faiss IndexHNSWFlat)."""
+    """HNSW graph over exact vectors (faiss IndexHNSWFlat); add but no remove."""
+
+    supports_remove = False
 
     def __init__(self, metric: Metric, *, M: int, efConstruction: int) -> None:
         super().__init__(
@@ -140,18 +181,218 @@ class FaissHNSW(_FaissIndex):
         self._ef_search = 16
 
     def _make(self, d: int) -> faiss.Index:
-        index = faiss.IndexHNSWFlat(d, self.build_params["M"], self._faiss_metric())
-        index.hnsw.efConstruction = self.build_params["efConstruction"]
+        index = faiss.index_factory(d, f"IDMap,HNSW{self.build_params['M']}", self._faiss_metric())
+        _unwrap(index).hnsw.efConstruction = self.build_params["efConstruction"]
         return index
-
-    def build(self, xb: np.ndarray) -> None:
-        super().build(xb)
-        self._index.hnsw.efSearch = self._ef_search
 
     def set_search_params(self, *, efSearch: int) -> None:
         self._ef_search = positive_int("efSearch", efSearch)
+        self._apply_search_params()
+
+    def _apply_search_params(self) -> None:
         if self._index is not None:
-            self._index.hnsw.efSearch = self._ef_search
+            _unwrap(self._index).hnsw.efSearch = self._ef_search
+
+
+class FaissFactory(_FaissIndex):
+    """Any ``faiss.index_factory`` string (``OPQ32,IVF256,PQ32``, ``HNSW32,SQ8``, ...); the
+    search parameters it has (nprobe, efSearch, k_factor) are set through faiss'
+    ParameterSpace."""
+
+    #: annbench name -> faiss ParameterSpace names it maps to, first present wins
+    SEARCH_PARAMS = {
+        "nprobe": ("nprobe",),
+        "efSearch": ("efSearch", "quantizer_efSearch"),
+        "k_factor": ("k_factor_rf", "k_factor"),
+    }
+
+    def __init__(self, metric: Metric, *, factory: str) -> None:
+        if not isinstance(factory, str) or not factory.strip():
+            raise AnnbenchError(
+                f"Parameter factory must be a faiss index_factory string such as "
+                f"'IVF256,SQ8', got {factory!r}"
+            )
+        super().__init__(metric, factory=factory.strip())
+        self.factory = self.build_params["factory"]
+        # instance-level: whether faiss can remove depends on the string
+        self.supports_remove = _removable(self.factory)
+        self._search: dict[str, int] = {}
+        self._takes: list[str] | None = None
+
+    def check(self, n: int, d: int) -> None:
+        index = self._construct(d)
+        self._takes = self._search_params_of(index)
+        for what, needed in _training_needs(index):
+            if n < needed:
+                raise AnnbenchError(
+                    f"faiss-factory '{self.factory}': {what} needs at least {needed} training "
+                    f"vectors, the base has {n}; use fewer lists/centroids in the string"
+                )
+
+    def _construct(self, d: int) -> faiss.Index:
+        try:
+            return faiss.index_factory(d, self.factory, self._faiss_metric())
+        except RuntimeError as exc:
+            raise AnnbenchError(
+                f"faiss cannot make index '{self.factory}' for d={d}: {faiss_message(exc)}; "
+                f"see {FACTORY_HELP}"
+            ) from exc
+
+    def _make(self, d: int) -> faiss.Index:
+        index = self._construct(d)
+        if not _keeps_ids(index):
+            index = faiss.IndexIDMap(index)
+        return index
+
+    def set_search_params(
+        self, *, nprobe: int | None = None, efSearch: int | None = None, k_factor: int | None = None
+    ) -> None:
+        given = {"nprobe": nprobe, "efSearch": efSearch, "k_factor": k_factor}
+        self._search = {key: positive_int(key, v) for key, v in given.items() if v is not None}
+        if self._takes is not None:
+            self._check_takes(self._takes)
+        self._apply_search_params()
+
+    def _search_params_of(self, index: faiss.Index) -> list[str]:
+        present = _space_names(_unwrap(index))
+        return [key for key, names in self.SEARCH_PARAMS.items() if present & set(names)]
+
+    def _check_takes(self, takes: list[str]) -> None:
+        lacking = [key for key in self._search if key not in takes]
+        if lacking:
+            raise AnnbenchError(
+                f"faiss index '{self.factory}' has no search parameter {', '.join(lacking)}; "
+                f"it takes: {', '.join(takes) or '(none)'}"
+            )
+
+    def _apply_search_params(self) -> None:
+        if self._index is None:
+            return
+        core = _unwrap(self._index)
+        present = _space_names(core)
+        self._check_takes([k for k, names in self.SEARCH_PARAMS.items() if present & set(names)])
+        space = faiss.ParameterSpace()
+        for key, value in self._search.items():
+            name = next(n for n in self.SEARCH_PARAMS[key] if n in present)
+            space.set_index_parameter(core, name, value)
+
+
+def _space_names(index: faiss.Index) -> set[str]:
+    """Search parameters faiss' ParameterSpace can set on ``index``."""
+    space = faiss.ParameterSpace()
+    space.initialize(index)
+    ranges = space.parameter_ranges
+    names = {ranges.at(i).name for i in range(ranges.size())}
+    if isinstance(index, faiss.IndexRefine):  # listed only once k_factor differs from 1
+        names.add("k_factor_rf")
+    return names
+
+
+def faiss_message(exc: Exception) -> str:
+    """Faiss' exception text on one line, without the C++ location prefix."""
+    text = " ".join(str(exc).split())
+    found = re.search(r" at \S+:\d+: (.*)$", text)
+    return found.group(1) if found else text
+
+
+def _as_ids(ids: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(ids, dtype=np.int64)
+
+
+def _unwrap(index: faiss.Index) -> faiss.Index:
+    """The index inside an ``IndexIDMap`` (or the index itself)."""
+    index = faiss.downcast_index(index)
+    return faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
+
+
+def _keeps_ids(index: faiss.Index) -> bool:
+    """Whether ``add_with_ids`` works without an IDMap: IVF indexes, possibly pre-transformed."""
+    index = faiss.downcast_index(index)
+    while isinstance(index, faiss.IndexPreTransform):
+        index = faiss.downcast_index(index.index)
+    return isinstance(index, (faiss.IndexIVF, faiss.IndexIDMap))
+
+
+def _removable(factory: str) -> bool:
+    """Whether faiss can ``remove_ids`` from the index a factory string makes: not from graphs
+    (HNSW, NSG) nor a refine stage."""
+    parts = [p.strip() for p in factory.split(",")]
+    return not any(re.match(r"(HNSW|NSG|NNDescent|RFlat$|Refine\()", p) for p in parts)
+
+
+def _training_needs(index: Any) -> list[tuple[str, int]]:
+    """(what, least number of training vectors) for every trained part of ``index``."""
+    index = faiss.downcast_index(index)
+    needs: list[tuple[str, int]] = []
+    if isinstance(index, faiss.IndexIDMap):
+        return _training_needs(index.index)
+    if isinstance(index, faiss.IndexPreTransform):
+        for i in range(index.chain.size()):
+            transform = faiss.downcast_VectorTransform(index.chain.at(i))
+            if isinstance(transform, faiss.OPQMatrix):
+                needs.append((f"OPQ{transform.M}", 256))
+        return needs + _training_needs(index.index)
+    if isinstance(index, faiss.IndexRefine):
+        return _training_needs(index.base_index) + _training_needs(index.refine_index)
+    if isinstance(index, faiss.IndexIVF):
+        needs.append((f"IVF{index.nlist}", index.nlist))
+    if isinstance(index, faiss.IndexHNSW):
+        return _training_needs(index.storage)
+    pq = getattr(index, "pq", None)
+    if pq is not None:
+        needs.append((f"PQ{pq.M}x{pq.nbits}", 2**pq.nbits))
+    return needs
+
+
+def _filtered_search(
+    index: faiss.Index, xq: np.ndarray, k: int, allowed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Search returning only ids where ``allowed`` is True, through faiss' IDSelectorBitmap
+    with the index's current nprobe/efSearch/k_factor carried in the search parameters."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexIDMap):  # select on inner positions, map the ids back
+        id_map = faiss.vector_to_array(index.id_map)
+        inner = np.zeros(len(id_map), dtype=bool)
+        known = id_map < len(allowed)
+        inner[known] = allowed[id_map[known]]
+        distances, labels = _filtered_search(index.index, xq, k, inner)
+        return distances, np.where(labels >= 0, id_map[labels], -1)
+    packed = np.packbits(allowed, bitorder="little")
+    selector = faiss.IDSelectorBitmap(len(packed), faiss.swig_ptr(packed))
+    keep: list[Any] = [packed, selector]  # faiss holds raw pointers to these
+    params = _search_parameters(index, selector, keep)
+    try:
+        return index.search(xq, k, params=params)
+    except RuntimeError as exc:
+        raise AnnbenchError(
+            f"faiss {type(index).__name__} has no filtered search: {faiss_message(exc)}"
+        ) from exc
+
+
+def _search_parameters(index: Any, selector: Any, keep: list[Any]) -> Any:
+    """SearchParameters for ``index`` carrying ``selector`` and its current settings."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexPreTransform):
+        params = faiss.SearchParametersPreTransform()
+        params.index_params = _search_parameters(index.index, selector, keep)
+    elif isinstance(index, faiss.IndexRefine):
+        params = faiss.IndexRefineSearchParameters()
+        params.k_factor = index.k_factor
+        params.base_index_params = _search_parameters(index.base_index, selector, keep)
+    elif isinstance(index, faiss.IndexIVF):
+        params = faiss.SearchParametersIVF()
+        params.nprobe = index.nprobe
+        params.max_codes = index.max_codes
+        params.sel = selector
+    elif isinstance(index, faiss.IndexHNSW):
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = index.hnsw.efSearch
+        params.sel = selector
+    else:
+        params = faiss.SearchParameters()
+        params.sel = selector
+    keep.append(params)
+    return params
 
 
 def _divisors_near(d: int, m: int) -> str:

@@ -1,0 +1,424 @@
+"""The public Python API: what a notebook needs, and what the command line calls.
+
+>>> import annbench
+>>> frame = annbench.run(["hnswlib", "faiss-ivf"], dataset="tiny", runs=1)  # doctest: +SKIP
+>>> annbench.summary(frame)  # doctest: +SKIP
+
+Results come back as pandas DataFrames with one row per run, one column per field, and the
+build and search parameters flattened into columns of their own (``build.M``,
+``search.ef``); the whole parameter dicts are kept as JSON text (``build_params``,
+``search_params``, ``provenance``), so CSV and parquet exports carry the same columns.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import math
+import multiprocessing
+import signal
+import sys
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from annbench.columns import JSON_COLUMNS, as_dict, flatten, with_dicts
+from annbench.errors import AnnbenchError
+from annbench.measure import MIN_SECONDS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from annbench.analysis import Recommendation
+    from annbench.datasets import Dataset
+    from annbench.progress import Progress
+
+log = logging.getLogger(__name__)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A sweep stopped by Ctrl-C or SIGTERM; what was measured before is stored."""
+
+    def __init__(self, stored: int, path: Path) -> None:
+        super().__init__(
+            f"Interrupted: {stored} results are stored in {path}; run the same sweep again "
+            "to resume"
+        )
+        self.stored, self.path = stored, path
+
+
+def load_results(
+    path: str | Path | None = None, dataset: str | None = None, history: bool = False
+) -> pd.DataFrame:
+    """Stored results as a DataFrame (parameters as ``build.*``/``search.*`` columns) from the
+    store at ``path`` (folder or .sqlite file; default ``$ANNBENCH_RESULTS`` or results/),
+    optionally of one dataset; ``history=True`` gives every attempt, not only the latest."""
+    from annbench.store import ResultStore
+
+    with ResultStore.open_existing(_store_path(path)) as store:
+        frame = store.dataframe(dataset, history=history)
+    return flatten(frame)
+
+
+def load_dataset(name_or_path: str | Path) -> Dataset:
+    """A dataset by name (``annbench datasets list``) or HDF5 path, with its vectors
+    (``train`` (n, d), ``test`` (nq, d)), exact ground truth, labels and attributes."""
+    from annbench.datasets import read_dataset, resolve_dataset
+
+    return read_dataset(resolve_dataset(str(name_or_path), progress=log.info))
+
+
+def run(
+    backends: str | Sequence[str],
+    dataset: str | Path | None = None,
+    k: int = 10,
+    grid: Mapping[str, Any] | Iterable[str] | None = None,
+    runs: int = 3,
+    min_time: float = MIN_SECONDS,
+    mode: str = "single",
+    threads: int | Sequence[int] | None = None,
+    timeout: float | None = None,
+    memory_limit: str | float | None = None,
+    build_threads: int | None = None,
+    scheduler: str | None = None,
+    workers: int = 2,
+    force: bool = False,
+    results: str | Path | None = None,
+    progress: bool | Progress = True,
+    filters: str | Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Build each index configuration once in its own worker process, sweep its search
+    parameters, store every record; returns the records of this sweep (already stored ones
+    included unless ``force``) as a DataFrame.
+
+    ``backends``: names or ``"all"``; ``grid``: overrides for every backend that takes the key,
+    ``{"ef": [16, 64], "M": 16}`` or ``["ef=16,64"]``; ``min_time``: seconds a setting's timed
+    repeats must add up to; ``threads``: search threads (several in batch mode);
+    ``memory_limit``: bytes or ``"8GB"``; ``scheduler``: ``"local"`` or ``tcp://HOST:PORT``
+    for Dask; ``progress``: a bar (True), nothing (False) or an ``annbench.progress.Progress``;
+    ``filters``: filter workloads to sweep (``"label"``, ``"range:0.01,0.1"``, ``"none"`` for
+    the unfiltered sweep; see ``annbench.workloads``), each swept separately.
+
+    Scripts must call it under ``if __name__ == "__main__":`` (workers are spawned and import
+    the script again); notebooks need nothing.
+    """
+    from annbench.datasets import DEFAULT_DATASET, read_dataset, resolve_dataset
+    from annbench.progress import as_progress
+    from annbench.record import params_label
+    from annbench.runner import pending_runs, plan_sweep
+    from annbench.store import ResultStore
+    from annbench.workloads import parse_filters
+
+    check_spawn_safe()
+    workloads = parse_filters([filters] if isinstance(filters, str) else filters or [])
+    names = _backend_names(backends)
+    limit = _memory_limit(memory_limit)
+    _check_positive("timeout", timeout)
+    if scheduler is not None and scheduler != "local" and not scheduler.startswith("tcp://"):
+        raise AnnbenchError(f"scheduler must be 'local' or tcp://HOST:PORT, got '{scheduler}'")
+    if not isinstance(workers, int) or workers < 1:
+        raise AnnbenchError(f"workers must be a whole number of at least 1, got {workers}")
+    given = as_progress(progress)
+    data = read_dataset(resolve_dataset(str(dataset or DEFAULT_DATASET), progress=log.info))
+    if build_threads is None and scheduler is not None:
+        build_threads = 1  # one core per worker slot
+    jobs = plan_sweep(
+        data,
+        names,
+        k=k,
+        mode=mode,
+        runs=runs,
+        threads=threads if threads is None or isinstance(threads, int) else tuple(threads),
+        overrides=_grid_overrides(grid),
+        build_threads=build_threads,
+        min_seconds=min_time,
+        workloads=workloads,
+    )
+    keys = {r.key for job in jobs for s in job.search_configs for r in job.records(s)}
+    with ResultStore(_store_path(results)) as store:
+        total = pending_runs(jobs, store, force)
+        header = (
+            f"{data.name}: {len(data.train)} x {data.train.shape[1]} {data.metric.value}, "
+            f"{len(data.test)} queries; {len(jobs)} build configurations, "
+            f"{total} runs to measure"
+        )
+        log.info(header)
+        with _stop_on_sigterm(), _display(given, total) as shown:
+            shown.message(header)
+            try:
+                if scheduler is None:
+                    from annbench.runner import run_sweep
+
+                    summary = run_sweep(
+                        jobs,
+                        store,
+                        force,
+                        timeout,
+                        lambda _: shown.update(1),
+                        memory_limit=limit,
+                        status=shown.status,
+                    )
+                else:
+                    from annbench.distributed import dask_client, run_sweep_dask
+
+                    shown.status(f"{len(jobs)} build configurations dispatched to Dask")
+                    with dask_client(scheduler, workers) as client:
+                        summary = run_sweep_dask(
+                            jobs, store, client, force, timeout, lambda _: shown.update(1), limit
+                        )
+            except KeyboardInterrupt:
+                raise Interrupted(store.count(), store.path) from None
+        for record in summary.failed:
+            log.warning(
+                "failed: %s [%s] [%s]: %s",
+                record.backend,
+                params_label(record.build_params),
+                params_label(record.search_params),
+                record.error,
+            )
+        frame = store.dataframe(data.name)
+        store_path = store.path
+    frame = flatten(_by_key(frame, keys))
+    frame.attrs["sweep"] = {
+        "stored": summary.stored,
+        "skipped": summary.skipped,
+        "failed": len(summary.failed),
+        "store": str(store_path),
+    }
+    return frame
+
+
+def pareto_frontier(frame: pd.DataFrame, x: str = "recall", y: str = "qps") -> pd.DataFrame:
+    """Successful runs not beaten on both ``x`` and ``y`` (higher is better for both), by
+    ascending ``x``; one frontier over every row given (group by backend for one each)."""
+    from annbench.analysis import pareto_frontier as frontier
+    from annbench.analysis import successful
+
+    ok = successful(with_dicts(frame))
+    return flatten(frontier(ok, x, y)) if len(ok) else flatten(ok)
+
+
+def summary(frame: pd.DataFrame, latency_budget_ms: float | None = None) -> pd.DataFrame:
+    """Per dataset, backend, mode and k: best QPS at recall 0.8/0.9/0.95/0.99 with that
+    point's build time, memory and configuration; with a budget, the best recall whose p99
+    latency fits it."""
+    from annbench.analysis import summary as summarize
+
+    return summarize(with_dicts(frame), latency_budget_ms=latency_budget_ms)
+
+
+def recommend(
+    frame: pd.DataFrame,
+    min_recall: float,
+    max_p99_ms: float | None = None,
+    max_memory: str | float | None = None,
+    max_build_s: float | None = None,
+    optimize: str = "qps",
+) -> Recommendation:
+    """The configuration meeting every constraint with the best ``optimize`` objective
+    (``qps``, ``memory``, ``build`` or ``latency``), its runners-up and what bound the choice;
+    ``choice`` is None (and ``closest`` lists the nearest misses) when nothing fits."""
+    from annbench.analysis import OBJECTIVES, Constraints
+    from annbench.analysis import recommend as choose
+
+    if not 0 < min_recall <= 1:
+        raise AnnbenchError(f"min_recall must be in (0, 1], got {min_recall}")
+    if optimize not in OBJECTIVES:
+        raise AnnbenchError(f"optimize '{optimize}' not valid. Use one of: {', '.join(OBJECTIVES)}")
+    constraints = Constraints(min_recall, max_p99_ms, _memory_limit(max_memory), max_build_s)
+    return choose(with_dicts(frame), constraints, optimize)
+
+
+def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``frame`` (as ``load_results`` gives it) to a parquet file with the same columns
+    as its CSV export."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise AnnbenchError("Writing parquet needs pyarrow: pip install pyarrow") from None
+    path = Path(path)
+    flatten(frame).to_parquet(path, index=False)
+    return path
+
+
+def check_spawn_safe() -> None:
+    """Refuse to start a sweep where spawned workers would start it again: in a worker
+    importing the main script, or from a script's top level outside the ``__main__`` guard."""
+    site = _unguarded_call_site()
+    if site is None and not getattr(multiprocessing.current_process(), "_inheriting", False):
+        return
+    where = f" at {site}" if site else ""
+    raise AnnbenchError(
+        f"annbench.run() is called{where} outside an 'if __name__ == \"__main__\":' block; "
+        "its worker processes are spawned and import the script again, so put the call "
+        "under that guard (notebooks need none)"
+    )
+
+
+def _unguarded_call_site() -> str | None:
+    """``file:line`` of the main script's top-level statement that led here, when that
+    statement is not inside ``if __name__ == "__main__":``; None otherwise or when unknown."""
+    main = sys.modules.get("__main__")
+    filename = getattr(main, "__file__", None)
+    if main is None or not filename:
+        return None  # interactive: a notebook, the REPL, python -c
+    frame = sys._getframe(1)
+    while frame is not None and not (
+        frame.f_globals is vars(main) and frame.f_code.co_name == "<module>"
+    ):
+        frame = frame.f_back
+    if frame is None:
+        return None
+    line = frame.f_lineno
+    try:
+        tree = ast.parse(Path(frame.f_code.co_filename).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.If) and _is_main_test(node.test):
+            if node.lineno <= line <= (node.end_lineno or node.lineno):
+                return None
+    return f"{frame.f_code.co_filename}:{line}"
+
+
+def _is_main_test(test: ast.expr) -> bool:
+    """``__name__ == "__main__"`` (either way round)."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
+        return False
+    if not isinstance(test.ops[0], ast.Eq):
+        return False
+    sides = [test.left, test.comparators[0]]
+    names = [s for s in sides if isinstance(s, ast.Name) and s.id == "__name__"]
+    texts = [s for s in sides if isinstance(s, ast.Constant) and s.value == "__main__"]
+    return len(names) == 1 and len(texts) == 1
+
+
+def _store_path(path: str | Path | None) -> Path:
+    from annbench.paths import results_dir
+
+    return Path(path).expanduser() if path else results_dir()
+
+
+def _backend_names(backends: str | Sequence[str]) -> list[str]:
+    from annbench.registry import backend_names, load_backend
+
+    given = [backends] if isinstance(backends, str) else list(backends)
+    if not given:
+        raise AnnbenchError("Name at least one backend, or 'all'; see 'annbench backends'")
+    if "all" not in given:
+        return list(dict.fromkeys(given))
+    names = []
+    for name in backend_names():
+        try:
+            load_backend(name)
+        except AnnbenchError:  # its library is not installed
+            continue
+        names.append(name)
+    return names
+
+
+def _grid_overrides(grid: Mapping[str, Any] | Iterable[str] | None) -> dict[str, list[Any]]:
+    from annbench.grids import parse_override
+
+    if grid is None:
+        return {}
+    if isinstance(grid, str):
+        grid = [grid]
+    if not isinstance(grid, Mapping):
+        return dict(parse_override(text) for text in grid)
+    out = {}
+    for key, value in grid.items():
+        values = list(value) if isinstance(value, (list, tuple, range)) else [value]
+        if not values or any(v is None or isinstance(v, (dict, list)) for v in values):
+            raise AnnbenchError(f"grid['{key}'] must be a scalar or a list of scalars")
+        out[str(key)] = values
+    return out
+
+
+def _memory_limit(value: str | float | None) -> float | None:
+    from annbench.analysis import parse_bytes
+
+    if value is None:
+        return None
+    amount = parse_bytes(value) if isinstance(value, str) else float(value)
+    if not math.isfinite(amount) or amount <= 0:
+        raise AnnbenchError(f"memory size must be a positive number of bytes, got {value}")
+    return amount
+
+
+def _check_positive(name: str, value: float | None) -> None:
+    if value is not None and not (isinstance(value, (int, float)) and 0 < value < math.inf):
+        raise AnnbenchError(f"{name} must be a positive number of seconds, got {value}")
+
+
+@contextmanager
+def _display(given: Progress | None, total: int) -> Iterator[Progress]:
+    from annbench.progress import progress_bar
+
+    if given is not None:
+        yield given
+        return
+    with progress_bar(total, "Measuring", unit="run") as shown:
+        yield shown
+
+
+@contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM stops a sweep as Ctrl-C does: workers killed, stored results kept."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _by_key(frame: pd.DataFrame, keys: set[str]) -> pd.DataFrame:
+    from annbench.record import record_key
+
+    mask = [
+        record_key(
+            row.dataset_hash,
+            row.backend,
+            as_dict(row.build_params),
+            as_dict(row.search_params),
+            row.k,
+            row.mode,
+            row.threads,
+            row.workload,
+            row.library_version,
+            None if _missing(row.step) else int(row.step),
+        )
+        in keys
+        for row in frame.itertuples()
+    ]
+    return frame[mask]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+__all__ = [
+    "JSON_COLUMNS",
+    "MIN_SECONDS",
+    "Interrupted",
+    "check_spawn_safe",
+    "flatten",
+    "load_dataset",
+    "load_results",
+    "pareto_frontier",
+    "recommend",
+    "run",
+    "summary",
+    "with_dicts",
+    "write_parquet",
+]

@@ -1,0 +1,137 @@
+"""Progress of long steps (sweep, ground truth, embedding, download, report).
+
+On a terminal or in Jupyter: a tqdm bar with counts, rate and time left, and the step being
+worked on beside it (tqdm draws the same bar in a terminal and, with ipywidgets, as a notebook
+widget, where ``annbench.run`` is called from). When output goes to a file or a pipe: one plain
+line per change of step and one at the end, never carriage-return noise in a log.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TextIO
+
+from annbench.errors import AnnbenchError
+
+
+class Progress:
+    """A sink for progress that shows nothing (``quiet``); the base of the visible kinds."""
+
+    def update(self, n: int = 1) -> None:
+        """``n`` more units done."""
+
+    def status(self, text: str) -> None:
+        """What is being worked on now, e.g. ``hnswlib [M=16]: building``."""
+
+    def message(self, text: str) -> None:
+        """A line of its own above the bar."""
+
+    def close(self) -> None:
+        """The step is over."""
+
+
+class _Bar(Progress):
+    def __init__(self, total: int | None, label: str, unit: str, file: TextIO) -> None:
+        from tqdm.auto import tqdm
+
+        scale = unit == "B"
+        self._bar = tqdm(
+            total=total or None,
+            desc=label,
+            unit=unit,
+            unit_scale=scale,
+            unit_divisor=1024 if scale else 1000,
+            file=file,
+            dynamic_ncols=True,
+            leave=True,
+        )
+
+    def update(self, n: int = 1) -> None:
+        self._bar.update(n)
+
+    def status(self, text: str) -> None:
+        self._bar.set_postfix_str(text, refresh=True)
+
+    def message(self, text: str) -> None:
+        self._bar.write(text, file=self._bar.fp)
+
+    def close(self) -> None:
+        self._bar.set_postfix_str("", refresh=False)
+        self._bar.close()
+
+
+class _Lines(Progress):
+    """Single lines for logs: a line when the status changes and one when the step ends."""
+
+    def __init__(self, total: int | None, label: str, unit: str, file: TextIO) -> None:
+        self.total, self.label, self.unit, self.file = total or None, label, unit, file
+        self.done = 0
+        self.started = time.monotonic()
+        self.last_status: str | None = None
+
+    def _count(self) -> str:
+        if self.unit == "B":
+            done = f"{self.done / 1e6:,.1f} MB"
+            return f"{done} of {self.total / 1e6:,.1f} MB" if self.total else done
+        return f"{self.done}/{self.total}" if self.total else str(self.done)
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+
+    def status(self, text: str) -> None:
+        if text != self.last_status:
+            self.last_status = text
+            print(f"{self.label} [{self._count()}] {text}", file=self.file, flush=True)
+
+    def message(self, text: str) -> None:
+        print(text, file=self.file, flush=True)
+
+    def close(self) -> None:
+        elapsed = time.monotonic() - self.started
+        print(f"{self.label}: {self._count()} in {elapsed:.1f} s", file=self.file, flush=True)
+
+
+def interactive(file: TextIO) -> bool:
+    """Whether ``file`` is a terminal or a Jupyter kernel's output, where a live bar helps."""
+    return bool(getattr(file, "isatty", lambda: False)()) or "ipykernel" in sys.modules
+
+
+@contextmanager
+def progress_bar(
+    total: int | None,
+    label: str,
+    *,
+    quiet: bool = False,
+    unit: str = "it",
+    file: TextIO | None = None,
+) -> Iterator[Progress]:
+    """A progress display for one long step of ``total`` units (None or 0: unknown);
+    ``unit="B"`` counts bytes. Closed (with a final line) when the block ends."""
+    out = file if file is not None else sys.stderr
+    if quiet:
+        progress: Progress = Progress()
+    elif interactive(out):
+        progress = _Bar(total, label, unit, out)
+    else:
+        progress = _Lines(total, label, unit, out)
+    try:
+        yield progress
+    finally:
+        progress.close()
+
+
+def as_progress(value: Any) -> Progress | None:
+    """``True`` -> None (make the default display), ``False``/``None`` -> quiet, or the
+    Progress given."""
+    if value is True:
+        return None
+    if value is False or value is None:
+        return Progress()
+    if isinstance(value, Progress):
+        return value
+    raise AnnbenchError(
+        f"progress must be True, False or an annbench.progress.Progress, got {value!r}"
+    )
