@@ -23,6 +23,7 @@ __all__ = [
     "pareto_frontier",
     "recommend",
     "run",
+    "runbook_summary",
     "summary",
 ]
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
         pareto_frontier,
         recommend,
         run,
+        runbook_summary,
         summary,
     )
     from annbench.errors import AnnbenchError

@@ -18,23 +18,46 @@ RECALL_LEVELS = (0.8, 0.9, 0.95, 0.99)
 NOISY_SPREAD = 0.15
 OBJECTIVES = {
     # objective: (column, higher is better)
+    "recall": ("recall", True),
     "qps": ("qps", True),
     "memory": ("memory_footprint", False),
     "build": ("build_s", False),
     "latency": ("latency_p99_ms", False),
 }
+#: Near-ties where a figure has no repeats to measure its spread: recall within one neighbour
+#: in a thousand, memory within 1%, build time within 10% (one build, timed once).
+RECALL_TIE = 0.001
+MEMORY_TIE = 0.01
+BUILD_TIE = 0.10
 
 
 def successful(frame: pd.DataFrame) -> pd.DataFrame:
     """Only runs that succeeded, with derived columns the analyses use."""
     ok = frame[(frame["status"] == "ok") & frame["recall"].notna() & frame["qps"].notna()].copy()
-    ok["noisy"] = ok["qps_spread"].fillna(0) > NOISY_SPREAD
-    ok["memory_footprint"] = ok[["index_bytes", "memory_bytes"]].max(axis=1)
+    if "probe" in ok:  # short measurements taken while searching are not results
+        ok = ok[~ok["probe"].fillna(False).astype(bool)]
+    p99_spread = ok["latency_p99_spread"] if "latency_p99_spread" in ok else 0.0
+    ok["p99_spread"] = pd.Series(p99_spread, index=ok.index, dtype=float).fillna(0.0)
+    ok["qps_noisy"] = ok["qps_spread"].fillna(0) > NOISY_SPREAD
+    ok["p99_noisy"] = ok["p99_spread"] > NOISY_SPREAD
+    ok["noisy"] = ok["qps_noisy"] | ok["p99_noisy"]
+    ok["latency_mean_ms"] = 1e3 / ok["qps"]  # single mode: per query; batch: amortized
+    ok["memory_footprint"] = memory_footprint(ok)
     ok["config"] = [
         f"{b} [{params_label(bp)}] [{params_label(sp)}]"
         for b, bp, sp in zip(ok["backend"], ok["build_params"], ok["search_params"], strict=True)
     ]
     return ok
+
+
+def memory_footprint(frame: pd.DataFrame) -> pd.Series:
+    """Bytes an index needs to serve: its serving memory (its file loaded in a fresh process),
+    else its file size, else the memory its build added (runs stored before either existed)."""
+    found = pd.Series(float("nan"), index=frame.index)
+    for column in ("serving_memory_bytes", "index_bytes", "memory_bytes"):
+        if column in frame:
+            found = found.fillna(pd.to_numeric(frame[column], errors="coerce"))
+    return found
 
 
 def pareto_frontier(points: pd.DataFrame, x: str = "recall", y: str = "qps") -> pd.DataFrame:
@@ -101,49 +124,101 @@ def summary(
 
 
 _UNITS = {
-    "b": 1,
-    "kb": 1e3,
-    "mb": 1e6,
-    "gb": 1e9,
-    "tb": 1e12,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
+    "b": (1, "bytes"),
+    "kb": (1e3, "kB"),
+    "mb": (1e6, "MB"),
+    "gb": (1e9, "GB"),
+    "tb": (1e12, "TB"),
+    "kib": (2**10, "KiB"),
+    "mib": (2**20, "MiB"),
+    "gib": (2**30, "GiB"),
+    "tib": (2**40, "TiB"),
 }
 
 
 def parse_bytes(text: str) -> float:
-    """``'2GB'`` -> 2e9, ``'512MiB'`` -> 536870912, ``'1000'`` -> 1000."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
+    """``'2GB'`` -> 2e9, ``'512MiB'`` -> 536870912, ``'1000'`` -> 1000 (MB = 10^6, MiB = 2^20)."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
     unit = match.group(2).lower() if match else ""
     if not match or (unit and unit not in _UNITS):
         raise AnnbenchError(f"Memory size '{text}' not understood; use e.g. 500MB, 2GB or 1.5GiB")
-    return float(match.group(1)) * _UNITS.get(unit or "b")
+    value = float(match.group(1)) * _UNITS[unit or "b"][0]
+    if not 0 < value < 2**60:
+        raise AnnbenchError(f"Memory size '{text}' must be positive and finite, e.g. 500MB")
+    return value
+
+
+def describe_bytes(text: str) -> str:
+    """What a memory size means, in both units: ``'12MB'`` -> ``'12 MB (12,000,000 bytes =
+    11.44 MiB)'``."""
+    value = parse_bytes(text)
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+    unit = _UNITS[match.group(2).lower() or "b"][1]
+    other = f"{value / 2**20:,.2f} MiB" if "i" not in unit else f"{value / 1e6:,.2f} MB"
+    return f"{match.group(1)} {unit} ({value:,.0f} bytes = {other})"
 
 
 @dataclass
 class Constraints:
-    """What a deployment needs; None means unconstrained."""
+    """What a deployment needs; None means unconstrained. Latencies are per query in ms
+    (``max_latency_ms`` the mean, ``max_p99_ms`` the 99th percentile); memory is serving
+    memory in bytes."""
 
-    min_recall: float
+    min_recall: float | None = None
     max_p99_ms: float | None = None
     max_memory_bytes: float | None = None
     max_build_s: float | None = None
+    max_latency_ms: float | None = None
+
+    def limits(self) -> list[tuple[str, str, float, bool]]:
+        """``(name, column, limit, is_floor)`` of every constraint set."""
+        out = []
+        for name, column, limit, floor in (
+            ("recall", "recall", self.min_recall, True),
+            ("latency", "latency_mean_ms", self.max_latency_ms, False),
+            ("p99", "latency_p99_ms", self.max_p99_ms, False),
+            ("memory", "memory_footprint", self.max_memory_bytes, False),
+            ("build", "build_s", self.max_build_s, False),
+        ):
+            if limit is not None:
+                out.append((name, column, float(limit), floor))
+        return out
 
     def violations(self, row: pd.Series) -> list[str]:
-        """Human-readable constraints ``row`` breaks."""
+        """Human-readable constraints ``row`` breaks (a missing figure breaks its limit)."""
         out = []
-        if row["recall"] < self.min_recall:
-            out.append(f"recall {row['recall']:.4f} < {self.min_recall}")
-        if self.max_p99_ms is not None and not row["latency_p99_ms"] <= self.max_p99_ms:
-            out.append(f"p99 {row['latency_p99_ms']:.3f} ms > {self.max_p99_ms} ms")
-        if self.max_memory_bytes is not None and row["memory_footprint"] > self.max_memory_bytes:
-            used, limit = row["memory_footprint"] / 1e6, self.max_memory_bytes / 1e6
-            out.append(f"memory {used:.1f} MB > {limit:.1f} MB")
-        if self.max_build_s is not None and row["build_s"] > self.max_build_s:
-            out.append(f"build {row['build_s']:.1f} s > {self.max_build_s} s")
+        for name, column, limit, floor in self.limits():
+            value = row.get(column)
+            if value is not None and not pd.isna(value):
+                if (value >= limit) if floor else (value <= limit):
+                    continue
+            out.append(_violation(name, value, limit))
         return out
+
+    def relative_violation(self, row: pd.Series) -> float:
+        """How far ``row`` is from fitting: the sum over limits of the fraction each is broken
+        by (0 when it fits; infinite when a constrained figure was not measured)."""
+        total = 0.0
+        for _, column, limit, floor in self.limits():
+            value = row.get(column)
+            if value is None or pd.isna(value):
+                return float("inf")
+            total += max(0.0, (limit - value) / limit if floor else (value - limit) / limit)
+        return total
+
+
+def _violation(name: str, value: float | None, limit: float) -> str:
+    if value is None or pd.isna(value):
+        return f"{name} not measured"
+    if name == "recall":
+        return f"recall {value:.4f} < {limit:g}"
+    if name == "latency":
+        return f"mean latency {value:.3f} ms > {limit:g} ms"
+    if name == "p99":
+        return f"p99 {value:.3f} ms > {limit:g} ms"
+    if name == "memory":
+        return f"memory {value / 1e6:.1f} MB > {limit / 1e6:.1f} MB"
+    return f"build {value:.1f} s > {limit:g} s"
 
 
 @dataclass
@@ -153,9 +228,13 @@ class Recommendation:
     choice: pd.Series | None
     runners_up: pd.DataFrame
     binding: list[str] = field(default_factory=list)  # constraints that shaped the choice
-    closest: pd.DataFrame | None = None  # when nothing fits: least-violating points
+    closest: pd.DataFrame | None = None  # when nothing fits: nearest the budget first
     objective: str = "qps"
     candidates: int = 0  # configurations meeting every constraint
+    #: fitting configurations within the measured spread of the best objective, of which the
+    #: choice is the simplest and smallest (empty when the best is clearly best)
+    indistinguishable: pd.DataFrame | None = None
+    best_by_objective: pd.Series | None = None  # the strictly best objective, if not chosen
 
 
 def recommend(
@@ -163,9 +242,22 @@ def recommend(
 ) -> Recommendation:
     """The configuration meeting every constraint with the best ``optimize`` objective.
 
-    Ties on the objective are broken by higher recall, then smaller memory. When nothing
-    meets the constraints, ``closest`` lists the points that break the fewest, by how far.
+    Points whose objective is within the measured spread of the best (QPS interquartile
+    ranges or p99 spreads that overlap; recall, memory and build within ``RECALL_TIE``,
+    ``MEMORY_TIE``, ``BUILD_TIE``) are ties: the simplest, smallest index among them wins and
+    the others are listed as indistinguishable. When nothing meets the constraints,
+    ``closest`` lists the points nearest the budget, by how far relative to each limit they
+    break it. Probes (short measurements taken while searching) are never picked.
     """
+    if optimize not in OBJECTIVES:
+        raise AnnbenchError(
+            f"Objective '{optimize}' not valid. Use one of: {', '.join(OBJECTIVES)}"
+        )
+    if optimize != "recall" and constraints.min_recall is None:
+        raise AnnbenchError(
+            f"--optimize {optimize} needs a recall target (--min-recall R), "
+            "or use --optimize recall to get the best recall within the other limits"
+        )
     column, higher = OBJECTIVES[optimize]
     ok = successful(frame)
     if ok.empty:
@@ -173,19 +265,75 @@ def recommend(
     broken = ok.apply(constraints.violations, axis=1)
     fits = ok[broken.map(len) == 0]
     if fits.empty:
-        closest = ok.assign(violations=broken.map("; ".join), n_violations=broken.map(len))
+        distance = ok.apply(constraints.relative_violation, axis=1)
+        closest = ok.assign(
+            violations=broken.map("; ".join), n_violations=broken.map(len), distance=distance
+        )
         closest = closest.sort_values(
-            ["n_violations", "recall", "qps"], ascending=[True, False, False]
+            ["distance", "recall", "qps"], ascending=[True, False, False], kind="stable"
         )
         return Recommendation(None, fits, objective=optimize, closest=closest.head(top))
-    ordered = fits.sort_values(
-        [column, "recall", "memory_footprint"], ascending=[not higher, False, True]
+    fits = fits.assign(
+        complexity=[
+            complexity(b, p) for b, p in zip(fits["backend"], fits["build_params"], strict=True)
+        ]
     )
-    choice = ordered.iloc[0]
+    ordered = fits.sort_values(
+        [column, "recall", "memory_footprint", "complexity"],
+        ascending=[not higher, False, True, True],
+        kind="stable",
+    )
+    best = ordered.iloc[0]
+    tied = ordered[[_tied(optimize, best, row) for _, row in ordered.iterrows()]]
+    simplest = tied.sort_values(
+        ["complexity", "memory_footprint", "qps"], ascending=[True, True, False], kind="stable"
+    )
+    choice = simplest.iloc[0]
+    others = ordered.drop(index=choice.name)
     binding = _binding(choice, ok, broken, column, higher)
     return Recommendation(
-        choice, ordered.iloc[1 : 1 + top], binding, objective=optimize, candidates=len(fits)
+        choice,
+        others.head(top),
+        binding,
+        objective=optimize,
+        candidates=len(fits),
+        indistinguishable=tied.drop(index=choice.name),
+        best_by_objective=None if best.name == choice.name else best,
     )
+
+
+def _tied(objective: str, best: pd.Series, row: pd.Series) -> bool:
+    """Whether ``row`` is within the measured spread of ``best`` on ``objective``."""
+    if objective == "qps":
+        return (
+            _interval(row["qps"], row.get("qps_spread"))[1]
+            >= _interval(best["qps"], best.get("qps_spread"))[0]
+        )
+    if objective == "latency":
+        return (
+            _interval(row["latency_p99_ms"], row["p99_spread"])[0]
+            <= _interval(best["latency_p99_ms"], best["p99_spread"])[1]
+        )
+    if objective == "recall":
+        return row["recall"] >= best["recall"] - RECALL_TIE
+    if objective == "memory":
+        return row["memory_footprint"] <= best["memory_footprint"] * (1 + MEMORY_TIE)
+    return row["build_s"] <= best["build_s"] * (1 + BUILD_TIE)
+
+
+def _interval(value: float, spread: float | None) -> tuple[float, float]:
+    """``value`` plus and minus half its relative spread."""
+    half = 0.0 if spread is None or pd.isna(spread) else float(spread) / 2
+    return value * (1 - half), value * (1 + half)
+
+
+def complexity(backend: str, build_params: dict) -> int:
+    """How many moving parts an index has: components of a faiss factory string (a flat
+    index is 1), else the build parameters it takes, plus one."""
+    factory = build_params.get("factory") if isinstance(build_params, dict) else None
+    if isinstance(factory, str):
+        return len(re.findall(r"[A-Za-z]+", factory.replace("Flat", "")) or []) + 1
+    return len(build_params or {}) + 1
 
 
 def _binding(
@@ -194,7 +342,7 @@ def _binding(
     """Constraints that shaped the answer: relaxing one alone would allow a better objective."""
     out = []
     better = ok[column] > choice[column] if higher else ok[column] < choice[column]
-    for name in ("recall", "p99", "memory", "build"):
+    for name in ("recall", "mean latency", "p99", "memory", "build"):
         only_this = broken.map(lambda v, n=name: len(v) == 1 and v[0].startswith(n))
         gain = ok[only_this & better]
         if len(gain):
@@ -210,6 +358,8 @@ def _show(column: str, value: float) -> str:
     """An objective's value with its unit."""
     if column == "qps":
         return f"{value:,.0f} QPS"
+    if column == "recall":
+        return f"recall {value:.4f}"
     if column == "memory_footprint":
         return f"{value / 1e6:,.1f} MB of memory"
     if column == "build_s":

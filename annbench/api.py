@@ -88,6 +88,7 @@ def run(
     results: str | Path | None = None,
     progress: bool | Progress = True,
     filters: str | Sequence[str] | None = None,
+    runbook: str | Path | None = None,
 ) -> pd.DataFrame:
     """Build each index configuration once in its own worker process, sweep its search
     parameters, store every record; returns the records of this sweep (already stored ones
@@ -100,14 +101,16 @@ def run(
     for Dask; ``progress``: a bar (True), nothing (False) or an ``annbench.progress.Progress``;
     ``filters``: filter workloads to sweep (``"label"``, ``"range:0.01,0.1"``, ``"none"`` for
     the unfiltered sweep; see ``annbench.workloads``), each swept separately.
+    ``runbook``: replay this runbook (a shipped name or a YAML file) of inserts, deletes and
+    searches per build configuration instead of one static build (one record per step).
 
     Scripts must call it under ``if __name__ == "__main__":`` (workers are spawned and import
     the script again); notebooks need nothing.
     """
     from annbench.datasets import DEFAULT_DATASET, read_dataset, resolve_dataset
-    from annbench.progress import as_progress
+    from annbench.progress import as_progress, notice
     from annbench.record import params_label
-    from annbench.runner import pending_runs, plan_sweep
+    from annbench.runner import job_records, pending_runs, plan_sweep
     from annbench.store import ResultStore
     from annbench.workloads import parse_filters
 
@@ -116,14 +119,30 @@ def run(
     names = _backend_names(backends)
     limit = _memory_limit(memory_limit)
     _check_positive("timeout", timeout)
-    if scheduler is not None and scheduler != "local" and not scheduler.startswith("tcp://"):
-        raise AnnbenchError(f"scheduler must be 'local' or tcp://HOST:PORT, got '{scheduler}'")
+    if scheduler is not None:
+        from annbench.distributed import check_scheduler_address
+
+        check_scheduler_address(scheduler)
     if not isinstance(workers, int) or workers < 1:
         raise AnnbenchError(f"workers must be a whole number of at least 1, got {workers}")
     given = as_progress(progress)
-    data = read_dataset(resolve_dataset(str(dataset or DEFAULT_DATASET), progress=log.info))
+    tell = given.message if given is not None else notice
+    data = read_dataset(
+        resolve_dataset(str(DEFAULT_DATASET if dataset is None else dataset), progress=tell)
+    )
     if build_threads is None and scheduler is not None:
         build_threads = 1  # one core per worker slot
+    plan = None
+    if runbook is not None and any(w != "plain" for w in workloads):
+        raise AnnbenchError(
+            "runbook and filters measure different workloads; run them as separate sweeps"
+        )
+    if runbook is not None:
+        from annbench.runbooks import prepare_runbook
+
+        plan, computed = prepare_runbook(data, str(runbook))
+        if computed:
+            log.info("computed the ground truth of runbook %s", plan.runbook.name)
     jobs = plan_sweep(
         data,
         names,
@@ -135,8 +154,9 @@ def run(
         build_threads=build_threads,
         min_seconds=min_time,
         workloads=workloads,
+        runbook=plan,
     )
-    keys = {r.key for job in jobs for s in job.search_configs for r in job.records(s)}
+    keys = {r.key for job in jobs for r in job_records(job)}
     with ResultStore(_store_path(results)) as store:
         total = pending_runs(jobs, store, force)
         header = (
@@ -171,12 +191,17 @@ def run(
             except KeyboardInterrupt:
                 raise Interrupted(store.count(), store.path) from None
         for record in summary.failed:
-            log.warning(
+            log.info(
                 "failed: %s [%s] [%s]: %s",
                 record.backend,
                 params_label(record.build_params),
                 params_label(record.search_params),
                 record.error,
+            )
+        if summary.failed:
+            log.warning(
+                "%d runs failed; their reasons are in the status and error columns",
+                len(summary.failed),
             )
         frame = store.dataframe(data.name)
         store_path = store.path
@@ -205,29 +230,46 @@ def summary(frame: pd.DataFrame, latency_budget_ms: float | None = None) -> pd.D
     point's build time, memory and configuration; with a budget, the best recall whose p99
     latency fits it."""
     from annbench.analysis import summary as summarize
+    from annbench.runbook_analysis import without_runbooks
 
-    return summarize(with_dicts(frame), latency_budget_ms=latency_budget_ms)
+    return summarize(with_dicts(without_runbooks(frame)), latency_budget_ms=latency_budget_ms)
+
+
+def runbook_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per runbook, configuration and search setting: the worst recall over the runbook's
+    search steps (and its step), recall and QPS at the last step, median QPS, inserts and
+    deletes per second after the initial build, rebuilds and the initial build time."""
+    from annbench.runbook_analysis import runbook_summary as summarize
+
+    return summarize(with_dicts(frame))
 
 
 def recommend(
     frame: pd.DataFrame,
-    min_recall: float,
+    min_recall: float | None = None,
     max_p99_ms: float | None = None,
     max_memory: str | float | None = None,
     max_build_s: float | None = None,
-    optimize: str = "qps",
+    optimize: str | None = None,
+    max_latency_ms: float | None = None,
 ) -> Recommendation:
     """The configuration meeting every constraint with the best ``optimize`` objective
-    (``qps``, ``memory``, ``build`` or ``latency``), its runners-up and what bound the choice;
-    ``choice`` is None (and ``closest`` lists the nearest misses) when nothing fits."""
+    (``recall``, ``qps``, ``memory``, ``build`` or ``latency``; default ``qps`` given
+    ``min_recall``, else ``recall``), its runners-up and what bound the choice; ``choice`` is
+    None (and ``closest`` lists the misses nearest the budget) when nothing fits. The same
+    choice as ``annbench recommend`` (``annbench.recommend.recommend_index`` also measures)."""
     from annbench.analysis import OBJECTIVES, Constraints
     from annbench.analysis import recommend as choose
+    from annbench.recommend import default_objective
 
-    if not 0 < min_recall <= 1:
+    if min_recall is not None and not 0 < min_recall <= 1:
         raise AnnbenchError(f"min_recall must be in (0, 1], got {min_recall}")
+    constraints = Constraints(
+        min_recall, max_p99_ms, _memory_limit(max_memory), max_build_s, max_latency_ms
+    )
+    optimize = optimize or default_objective(constraints)
     if optimize not in OBJECTIVES:
         raise AnnbenchError(f"optimize '{optimize}' not valid. Use one of: {', '.join(OBJECTIVES)}")
-    constraints = Constraints(min_recall, max_p99_ms, _memory_limit(max_memory), max_build_s)
     return choose(with_dicts(frame), constraints, optimize)
 
 
@@ -302,32 +344,29 @@ def _store_path(path: str | Path | None) -> Path:
 
 
 def _backend_names(backends: str | Sequence[str]) -> list[str]:
-    from annbench.registry import backend_names, load_backend
+    from annbench.registry import runnable_backends
 
     given = [backends] if isinstance(backends, str) else list(backends)
     if not given:
         raise AnnbenchError("Name at least one backend, or 'all'; see 'annbench backends'")
     if "all" not in given:
         return list(dict.fromkeys(given))
-    names = []
-    for name in backend_names():
-        try:
-            load_backend(name)
-        except AnnbenchError:  # its library is not installed
-            continue
-        names.append(name)
-    return names
+    names, skipped = runnable_backends()  # installed, with a grid that gives all they need
+    for name, reason in skipped.items():
+        log.info("'all' skips %s: %s", name, reason)
+    # the others are still checked: '-b all -b nosuch' reports nosuch
+    return list(dict.fromkeys([*(name for name in given if name != "all"), *names]))
 
 
 def _grid_overrides(grid: Mapping[str, Any] | Iterable[str] | None) -> dict[str, list[Any]]:
-    from annbench.grids import parse_override
+    from annbench.grids import parse_overrides
 
     if grid is None:
         return {}
     if isinstance(grid, str):
         grid = [grid]
     if not isinstance(grid, Mapping):
-        return dict(parse_override(text) for text in grid)
+        return parse_overrides(list(grid))
     out = {}
     for key, value in grid.items():
         values = list(value) if isinstance(value, (list, tuple, range)) else [value]
@@ -418,6 +457,7 @@ __all__ = [
     "pareto_frontier",
     "recommend",
     "run",
+    "runbook_summary",
     "summary",
     "with_dicts",
     "write_parquet",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from annbench import cli_types as types
 from annbench.analysis import NOISY_SPREAD
 from annbench.cli_base import AnnbenchGroup, grid_option, results_option
 from annbench.cli_datasets import datasets
+from annbench.cli_types import quiet_option
 from annbench.datasets import (
     DEFAULT_DATASET,
     Dataset,
@@ -21,25 +23,21 @@ from annbench.datasets import (
     resolve_dataset,
 )
 from annbench.errors import AnnbenchError
-from annbench.grids import default_grid, parse_override
-from annbench.index import build_param_names, search_param_names
+from annbench.grids import parse_overrides
 from annbench.measure import MIN_SECONDS
-from annbench.paths import results_dir
+from annbench.paths import check_output_dir, check_output_file, results_dir, writing
+from annbench.recommend import DEFAULT_TIME_BUDGET_S, EXIT_NOTHING_FITS, FULL_PROTOCOL
 from annbench.record import MODES, PLAIN, params_label
-from annbench.registry import backend_names, load_backend
+from annbench.registry import capability_table, runnable_backends
 from annbench.store import ResultStore, check_not_store
-from annbench.workloads import BadFilter, check_filter, parse_filters, workload_hash
-
-quiet_option = click.option(
-    "--quiet", "-q", is_flag=True, help="No progress display (errors and results still shown)."
-)
+from annbench.workloads import BadFilter, check_filter, parse_filters
 
 
 @click.group(
     cls=AnnbenchGroup,
     epilog="""\b
 Examples:
-  annbench run -b hnswlib -b faiss-ivf -d tiny
+  annbench run -b hnswlib -b faiss-ivf -d clustered-10k-64-angular
   annbench report --neighbours
   annbench recommend --min-recall 0.95 --max-p99-ms 1
 """,
@@ -54,7 +52,7 @@ def main(debug: bool) -> None:
     epilog="""\b
 Examples:
   annbench run -b hnswlib -b faiss-ivf
-  annbench run -b hnswlib -d tiny -g M=16 -g ef=16,64,256 --runs 5
+  annbench run -b hnswlib -d clustered-10k-64-angular -g M=16 -g ef=16,64,256 --runs 5
   annbench run -b all --mode batch --threads 1,2,4 --scheduler local --workers 2
 """
 )
@@ -137,6 +135,13 @@ Examples:
     help="Filter workload to sweep: label, range:0.01,0.1,0.5 (one per selectivity), "
     "range:ATTRIBUTE:0.1 or none (unfiltered); repeat for several [default: none].",
 )
+@click.option(
+    "--runbook",
+    default=None,
+    metavar="NAME|FILE",
+    help="Replay a runbook of inserts, deletes and searches (shipped: grow, sliding-window; "
+    "or a YAML file) instead of one static build.",
+)
 @click.option("--force", is_flag=True, help="Re-measure runs already in the store.")
 @quiet_option
 @results_option
@@ -155,6 +160,7 @@ def run(
     scheduler: str | None,
     workers: int,
     filters: tuple[str, ...],
+    runbook: str | None,
     force: bool,
     quiet: bool,
     results_path: Path | None,
@@ -162,8 +168,15 @@ def run(
     """Build each index configuration once, sweep its search parameters, store the results."""
     from annbench import api
 
-    if scheduler is not None and scheduler != "local" and not scheduler.startswith("tcp://"):
-        raise AnnbenchError(f"--scheduler must be 'local' or tcp://HOST:PORT, got '{scheduler}'")
+    if scheduler is not None:
+        from annbench.distributed import check_scheduler_address
+
+        check_scheduler_address(scheduler)
+    if "all" in backends:
+        skipped = runnable_backends()[1]
+        if skipped:
+            reasons = "; ".join(f"{name} ({why})" for name, why in skipped.items())
+            click.echo(f"Skipping {len(skipped)} backends: {reasons}", err=True)
     try:
         frame = api.run(
             backends,
@@ -183,6 +196,7 @@ def run(
             results=results_path,
             progress=not quiet,
             filters=filters,
+            runbook=runbook,
         )
     except BadFilter as exc:  # a usage error: exit code 2
         raise click.BadParameter(str(exc), param_hint="--filter") from None
@@ -200,17 +214,21 @@ def run(
             f"[{params_label(_params(row.search_params))}]: {row.error}",
             err=True,
         )
-    if len(frame):
+    if runbook is not None:
+        table = api.runbook_summary(frame)
+        if len(table):
+            click.echo(_runbook_table(table))
+    elif len(frame):
         click.echo(_table(frame))
 
 
 @main.command(
     epilog="""\b
 Examples:
-  annbench results -d tiny
+  annbench results -d clustered-10k-64-angular
   annbench results --failed
   annbench results --csv runs.csv --parquet runs.parquet
-  annbench results --export ann-benchmarks -d tiny --out ab-results
+  annbench results --export ann-benchmarks -d clustered-10k-64-angular --out ab-results
 """
 )
 @click.option("--dataset", "-d", default=None, help="Only this dataset.")
@@ -240,6 +258,9 @@ Examples:
     help="Write per-run files in another tool's layout (needs --dataset and --out).",
 )
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder for --export.")
+@click.option(
+    "--library-version", default=None, help="Only runs measured with this library version."
+)
 @results_option
 def results(
     dataset: str | None,
@@ -249,6 +270,7 @@ def results(
     parquet_path: Path | None,
     export_format: str | None,
     out: Path | None,
+    library_version: str | None,
     results_path: Path | None,
 ) -> None:
     """List stored results, or export them to CSV, parquet or ann-benchmarks' result files.
@@ -262,19 +284,24 @@ def results(
 
         if dataset is None or out is None:
             raise AnnbenchError("--export ann-benchmarks needs --dataset NAME and --out DIR")
+        check_output_dir(out, "--out")
         check_not_store(out, results_path or results_dir())
         data = read_dataset(resolve_dataset(dataset))
         with ResultStore.open_existing(results_path or results_dir()) as store:
             records = store.records(data.name, with_raw=True)
-        written = export_ann_benchmarks(records, data, out)
+        with writing(out, "--out"):
+            written = export_ann_benchmarks(records, data, out)
         if not written:
             raise AnnbenchError(f"No successful runs of {data.name} (this content) to export")
         click.echo(f"Wrote {len(written)} ann-benchmarks result files under {out / data.name}")
         return
-    for output in (csv_path, parquet_path):
+    for output, option in ((csv_path, "--csv"), (parquet_path, "--parquet")):
         if output is not None:
+            check_output_file(output, option)
             check_not_store(output, results_path or results_dir())
     frame = api.load_results(results_path, dataset, history=history)
+    if library_version is not None:
+        frame = frame[frame["library_version"].astype(str) == library_version]
     if failed:
         frame = frame[frame["status"] != "ok"]
         if frame.empty:
@@ -282,10 +309,12 @@ def results(
             return
     if csv_path is not None or parquet_path is not None:
         if csv_path is not None:
-            frame.to_csv(csv_path, index=False)
+            with writing(csv_path, "--csv"):
+                frame.to_csv(csv_path, index=False)
             click.echo(f"Wrote {len(frame)} results to {csv_path}")
         if parquet_path is not None:
-            api.write_parquet(frame, parquet_path)
+            with writing(parquet_path, "--parquet"):
+                api.write_parquet(frame, parquet_path)
             click.echo(f"Wrote {len(frame)} results to {parquet_path}")
         return
     if frame.empty:
@@ -297,9 +326,10 @@ def results(
 @main.command(
     epilog="""\b
 Examples:
-  annbench plot -d tiny --out tiny.png
-  annbench plot -d tiny --mode batch --k 10
-  annbench plot -d tiny --threads
+  annbench plot -d clustered-10k-64-angular --out recall-qps.png
+  annbench plot -d clustered-10k-64-angular --mode batch --k 10
+  annbench plot -d clustered-10k-64-angular --threads
+  annbench plot -d tiny --runbook sliding-window
 """
 )
 @click.option(
@@ -315,6 +345,12 @@ Examples:
     is_flag=True,
     help="Plot QPS vs search threads (batch runs measured with --threads 1,2,...).",
 )
+@click.option(
+    "--runbook",
+    default=None,
+    metavar="NAME",
+    help="Plot recall and QPS against step for the runs of this runbook.",
+)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="PNG file to write.")
 @results_option
 def plot(
@@ -322,19 +358,27 @@ def plot(
     mode: str,
     k: int | None,
     scaling: bool,
+    runbook: str | None,
     out: Path | None,
     results_path: Path | None,
 ) -> None:
     """Plot recall vs queries per second as a PNG for papers, one pareto frontier per backend
-    (or thread scaling); the interactive plots are in 'annbench report'."""
+    (or thread scaling, or recall and QPS per runbook step); the interactive plots are in
+    'annbench report'."""
     from annbench.plot import recall_qps_figure, save_png, threads_figure
+    from annbench.runbook_analysis import without_runbooks
 
     mode = "batch" if scaling else mode
     if out is not None:
+        check_output_file(out, "--out")
         check_not_store(out, results_path or results_dir())
     with ResultStore.open_existing(results_path or results_dir()) as store:
         frame = store.dataframe(dataset)
         store_path = store.path
+    if runbook is not None:
+        _plot_runbook(frame, dataset, runbook, mode, k, out, store_path)
+        return
+    frame = without_runbooks(frame)
     frame = frame[(frame["mode"] == mode) & (frame["status"] == "ok")]
     if frame.empty:
         raise AnnbenchError(
@@ -354,7 +398,36 @@ def plot(
     else:
         figure = recall_qps_figure(frame, f"{dataset}: recall@{k} vs QPS ({mode} mode)")
         out = out or store_path.parent / f"{dataset}-{mode}-k{k}.png"
-    save_png(figure, out)
+    with writing(out, "--out"):
+        save_png(figure, out)
+    click.echo(f"Wrote {out}")
+
+
+def _plot_runbook(
+    frame: pd.DataFrame,
+    dataset: str,
+    runbook: str,
+    mode: str,
+    k: int | None,
+    out: Path | None,
+    store_path: Path,
+) -> None:
+    from annbench.plot import runbook_figure, save_png
+
+    frame = frame[(frame["workload"] == f"runbook:{runbook}") & (frame["mode"] == mode)]
+    k = k or (int(frame["k"].mode().iloc[0]) if len(frame) else 10)
+    try:
+        figure = runbook_figure(
+            frame[frame["k"] == k], f"{dataset}: runbook {runbook} (k={k}, {mode} mode)"
+        )
+    except ValueError as exc:
+        raise AnnbenchError(
+            f"No successful {mode}-mode runs of runbook {runbook} on '{dataset}' in "
+            f"{store_path}; run 'annbench run -d {dataset} --runbook {runbook} -b ...' first"
+        ) from exc
+    out = out or store_path.parent / f"{dataset}-runbook-{runbook}-k{k}.png"
+    with writing(out, "--out"):
+        save_png(figure, out)
     click.echo(f"Wrote {out}")
 
 
@@ -363,7 +436,7 @@ def plot(
     epilog="""\b
 Examples:
   annbench report
-  annbench report -d tiny --out site --latency-budget-ms 0.5
+  annbench report -d clustered-10k-64-angular --out site --latency-budget-ms 0.5
   annbench report --neighbours --queries 3,17,42
 """,
 )
@@ -381,22 +454,103 @@ Examples:
     show_default=True,
     help="Report the best recall whose p99 latency fits this budget.",
 )
+@click.option(
+    "--neighbours",
+    is_flag=True,
+    help="Also write a neighbours page per dataset: sample queries, their exact top-k and what "
+    "each backend returned (texts or thumbnails where the dataset has them).",
+)
+@click.option(
+    "--queries",
+    type=types.IntList(0, None, "ID[,ID...]"),
+    default=None,
+    help="With --neighbours: these query ids [default: 5 drawn with --seed].",
+)
+@click.option(
+    "--seed",
+    type=types.SEED,
+    default=0,
+    show_default=True,
+    help="With --neighbours: seed of the sample queries.",
+)
+@quiet_option
 @results_option
 def report_command(
-    out: Path | None, dataset: str | None, latency_budget_ms: float, results_path: Path | None
+    out: Path | None,
+    dataset: str | None,
+    latency_budget_ms: float,
+    neighbours: bool,
+    queries: tuple[int, ...] | None,
+    seed: int,
+    quiet: bool,
+    results_path: Path | None,
 ) -> None:
-    """Write a self-contained HTML report (plots, summaries, every run); works from file://."""
+    """Write a self-contained HTML report (interactive plots, summaries, every run, and with
+    --neighbours what each backend returned for sample queries); works offline from file://."""
+    from annbench.progress import progress_bar
     from annbench.report import write_report
 
+    if queries is not None and not neighbours:
+        raise click.UsageError("--queries goes with --neighbours")
     if out is not None:
+        check_output_dir(out, "--out")
         check_not_store(out, results_path or results_dir())
+    name = Path(dataset).stem if dataset and dataset.endswith((".hdf5", ".h5")) else dataset
     with ResultStore.open_existing(results_path or results_dir()) as store:
-        frame = store.dataframe(dataset)
+        frame = store.dataframe(name)
         store_path = store.path
     if frame.empty:
         raise AnnbenchError("No results stored" + (f" for dataset {dataset}" if dataset else ""))
-    path = write_report(frame, out or store_path.parent / "report", latency_budget_ms)
+    folder = out or store_path.parent / "report"
+    targets = [dataset] if dataset else sorted(frame["dataset"].unique())
+    with (
+        writing(folder, "report"),
+        progress_bar(
+            frame["dataset"].nunique() + (len(targets) if neighbours else 0), "Report", quiet=quiet
+        ) as shown,
+    ):
+        links = []
+        if neighbours:
+            links = _neighbour_pages(targets, folder, store_path, queries, seed, shown, dataset)
+        path = write_report(frame, folder, latency_budget_ms, links, progress=shown)
+    for page, _ in links:
+        click.echo(f"Wrote {folder / page}")
     click.echo(f"Wrote {path}")
+
+
+def _neighbour_pages(
+    targets: list[str],
+    folder: Path,
+    store_path: Path,
+    queries: tuple[int, ...] | None,
+    seed: int,
+    shown: Any,
+    required: str | None,
+) -> list[tuple[str, str]]:
+    """Write one neighbours page per dataset; returns (file name, link text) pairs. A stored
+    dataset whose file cannot be found by name is skipped with a note, unless it was asked for."""
+    from annbench.neighbours import neighbours_page
+
+    folder.mkdir(parents=True, exist_ok=True)
+    links = []
+    for spec in targets:
+        shown.status(f"neighbours of {spec}")
+        try:
+            data = read_dataset(resolve_dataset(spec))
+        except AnnbenchError as exc:
+            if required:
+                raise
+            shown.message(f"No neighbours page for {spec}: {exc}")
+            shown.update(1)
+            continue
+        with ResultStore.open_existing(store_path) as store:
+            records = store.records(data.name, with_raw=True)
+        page = f"neighbours-{data.name}.html"
+        text = neighbours_page(data, records, list(queries) if queries else None, seed=seed)
+        (folder / page).write_text(text, encoding="utf-8")
+        links.append((page, f"neighbours: {data.name}"))
+        shown.update(1)
+    return links
 
 
 @main.command(
@@ -404,7 +558,7 @@ def report_command(
     epilog="""\b
 Examples:
   annbench summary
-  annbench summary -d tiny --latency-budget-ms 0.5
+  annbench summary -d clustered-10k-64-angular --latency-budget-ms 0.5
 """,
 )
 @click.option("--dataset", "-d", default=None, help="Only this dataset.")
@@ -429,20 +583,28 @@ def summary_command(
     results_path: Path | None,
 ) -> None:
     """Per backend and workload: best QPS at recall >= 0.8/0.9/0.95/0.99, with build time and
-    memory (filtered workloads show their selectivity)."""
+    memory (filtered workloads show their selectivity); for runbooks, the worst recall over the
+    runbook at each search setting."""
     from annbench import api
 
     frame = api.load_results(results_path, dataset)
     if filters:
         frame = frame[frame["workload"].isin(_workloads(filters))]
     table = api.summary(frame, latency_budget_ms)
-    if table.empty:
+    runbooks = api.runbook_summary(frame)
+    if table.empty and runbooks.empty:
         raise AnnbenchError("No successful results stored" + (f" for {dataset}" if dataset else ""))
-    for (name, workload, mode, k), rows in table.groupby(["dataset", "workload", "mode", "k"]):
+    groups = table.groupby(["dataset", "workload", "mode", "k"]) if len(table) else ()
+    for (name, workload, mode, k), rows in groups:
         selectivity = rows["selectivity"].iloc[0]
         shown = "" if workload == PLAIN else f", filter {workload}, selectivity {selectivity:.3g}"
         click.echo(f"\n{name} ({mode} mode, k={k}{shown})")
         click.echo(_summary_table(rows, latency_budget_ms))
+    for (name, runbook, mode, k), rows in (
+        runbooks.groupby(["dataset", "runbook", "mode", "k"]) if len(runbooks) else ()
+    ):
+        click.echo(f"\n{name}, runbook {runbook} ({mode} mode, k={k})")
+        click.echo(_runbook_table(rows))
 
 
 @main.command(
@@ -450,32 +612,56 @@ def summary_command(
     epilog="""\b
 Examples:
   annbench recommend --min-recall 0.95
-  annbench recommend -d tiny --min-recall 0.9 --max-p99-ms 1 --max-memory 500MB
+  annbench recommend -d clustered-10k-64-angular --min-recall 0.9 --max-p99-ms 1 --max-memory 1GB
+  annbench recommend --max-latency-ms 0.3 --max-memory 12MB --measure --emit python
   annbench recommend --min-recall 0.99 --optimize memory --measure -b hnswlib
 """,
 )
 @click.option("--dataset", "-d", default=DEFAULT_DATASET, show_default=True)
 @click.option(
-    "--min-recall", type=types.RECALL, required=True, help="Recall@k the choice must reach."
+    "--min-recall",
+    type=types.RECALL,
+    default=None,
+    help="Recall@k the choice must reach (needed unless --optimize recall).",
 )
 @click.option(
-    "--max-p99-ms", type=types.MILLISECONDS, default=None, help="Largest p99 latency allowed (ms)."
+    "--max-latency-ms",
+    type=types.MILLISECONDS,
+    default=None,
+    help="Largest mean latency per query (ms).",
 )
+@click.option("--max-p99-ms", type=types.MILLISECONDS, default=None, help="Largest p99 (ms).")
 @click.option(
-    "--max-memory", type=types.SIZE, default=None, help="Largest index memory, e.g. 500MB or 2GB."
+    "--max-memory",
+    default=None,
+    metavar="SIZE",
+    callback=lambda ctx, param, value: _size_text(ctx, param, value),
+    help="Largest serving memory (the loaded index), e.g. 40MB (10^6 bytes) or 38MiB (2^20).",
 )
 @click.option(
     "--max-build-s", type=types.SECONDS, default=None, help="Longest build time allowed (s)."
 )
 @click.option(
     "--optimize",
-    type=click.Choice(["qps", "memory", "build", "latency"]),
-    default="qps",
-    show_default=True,
-    help="What to make best among what fits.",
+    type=click.Choice(["recall", "qps", "memory", "build", "latency"]),
+    default=None,
+    help="What to make best among what fits (latency: p99) "
+    "[default: qps with --min-recall, else recall].",
 )
 @click.option("--k", type=types.K, default=10, show_default=True)
-@click.option("--mode", type=click.Choice(MODES), default="single", show_default=True)
+@click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    default="single",
+    show_default=True,
+    help="Query mode the limits are for: single (one query per call, one thread) or batch.",
+)
+@click.option(
+    "--threads",
+    type=types.THREADS,
+    default=None,
+    help="Batch mode: search threads [default: all cores].",
+)
 @click.option(
     "--filter",
     "filter_spec",
@@ -487,125 +673,219 @@ Examples:
 @click.option(
     "--measure",
     is_flag=True,
-    help="First measure what is missing: bisect each build configuration's search "
-    "parameter for the recall target, then re-measure the chosen point.",
+    help="First measure: index structures sized to --max-memory (or the grids of -b "
+    "backends), bisecting each one's search parameter, within --time-budget.",
 )
 @click.option(
     "--backend",
     "-b",
     "backends",
     multiple=True,
-    help="With --measure: backends to search [default: all].",
+    help="With --measure: bisect these backends' grids instead of proposing structures.",
 )
-@grid_option("With --measure: grid overrides, as for run.")
+@grid_option("With --measure -b: grid overrides, as for run.")
+@click.option(
+    "--time-budget",
+    "time_budget_s",
+    type=types.SECONDS,
+    default=DEFAULT_TIME_BUDGET_S,
+    show_default=True,
+    help="With --measure: seconds to spend building and measuring.",
+)
 @click.option(
     "--runs",
-    default=3,
+    default=FULL_PROTOCOL.runs,
     show_default=True,
     type=types.RUNS,
-    help="With --measure: repeats when re-measuring the chosen point.",
+    help="With --measure: timed repeats of every full measurement (probes take one).",
+)
+@click.option(
+    "--min-time",
+    "min_seconds",
+    default=FULL_PROTOCOL.min_seconds,
+    show_default=True,
+    type=types.MIN_TIME,
+    help="With --measure: repeat a full measurement until its repeats add up to this (s).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON on stdout.")
+@click.option(
+    "--emit",
+    type=click.Choice(["python"]),
+    default=None,
+    help="Print a runnable snippet that builds and queries the pick with its library.",
+)
+@click.option(
+    "--save-index",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Build the pick on the dataset and save it here, with PATH.json describing it.",
 )
 @results_option
 def recommend_command(
     dataset: str,
-    min_recall: float,
+    min_recall: float | None,
+    max_latency_ms: float | None,
     max_p99_ms: float | None,
     max_memory: float | None,
     max_build_s: float | None,
-    optimize: str,
+    optimize: str | None,
     k: int,
     mode: str,
+    threads: int | None,
     filter_spec: str,
     measure: bool,
     backends: tuple[str, ...],
     grid_overrides: tuple[str, ...],
+    time_budget_s: float,
     runs: int,
+    min_seconds: float,
+    as_json: bool,
+    emit: str | None,
+    save_index: Path | None,
     results_path: Path | None,
 ) -> None:
-    """Pick the configuration that meets every constraint with the best objective."""
-    from annbench import api
+    """Pick the configuration that meets every limit with the best objective.
 
-    data = read_dataset(resolve_dataset(dataset, progress=click.echo))
+    Exit status: 0 with a pick, 3 when nothing meets the targets (the closest misses are
+    listed, nearest the budget first), 1 on errors, 2 on usage errors.
+    """
+    import json
+
+    from annbench.analysis import Constraints, describe_bytes
+    from annbench.deploy import emit_python
+    from annbench.deploy import save_index as save_index_to
+    from annbench.recommend import MeasurementPolicy, recommend_index
+
+    if as_json and emit:
+        raise click.UsageError("--json and --emit both print to stdout; use one of them")
+    memory_bytes = types.SIZE.convert(max_memory, None, None) if max_memory else None
+    constraints = Constraints(
+        min_recall=min_recall,
+        max_p99_ms=max_p99_ms,
+        max_memory_bytes=memory_bytes,
+        max_build_s=max_build_s,
+        max_latency_ms=max_latency_ms,
+    )
+    quiet = as_json or emit is not None  # stdout carries only the JSON or the snippet
+
+    def say(text: str) -> None:
+        click.echo(text, err=quiet)
+
+    data = read_dataset(resolve_dataset(dataset, progress=lambda t: click.echo(t, err=True)))
     workloads = _workloads((filter_spec,), data)
     if len(workloads) != 1:
         raise click.BadParameter("give one workload, e.g. range:0.01", param_hint="--filter")
+    overrides = parse_overrides(grid_overrides)
     location = results_path or results_dir()
     with ResultStore(location) if measure else ResultStore.open_existing(location) as store:
         if measure:
-            _measure_adaptively(
-                store, data, backends, grid_overrides, k, mode, runs, min_recall, workloads
-            )
-        frame = store.dataframe(data.name)
-    # only runs on exactly this content: a regenerated dataset of the same name does not count
-    frame = frame[(frame["k"] == k) & (frame["mode"] == mode)]
-    frame = frame[frame["workload"] == workloads[0]]
-    wanted = data.content_hash if workloads[0] == PLAIN else workload_hash(data, workloads[0])
-    frame = frame[frame["dataset_hash"] == wanted]
-    result = api.recommend(
-        frame,
-        min_recall,
-        max_p99_ms=max_p99_ms,
-        max_memory=max_memory,
-        max_build_s=max_build_s,
-        optimize=optimize,
-    )
+            say(_limits_line(constraints, max_memory, mode, threads))
+        outcome = recommend_index(
+            data,
+            store,
+            constraints,
+            optimize,
+            k=k,
+            mode=mode,
+            threads=threads,
+            measure=measure,
+            backends=list(backends) or None,
+            overrides=overrides or None,
+            time_budget_s=time_budget_s,
+            policy=MeasurementPolicy(runs, min_seconds),
+            progress=say,
+            workload=workloads[0],
+        )
+    result = outcome.recommendation
+    if as_json:
+        payload = outcome.to_dict()
+        if max_memory:
+            payload["constraints"]["max_memory"] = describe_bytes(max_memory)
+        click.echo(json.dumps(payload, indent=2, default=str))
+    if not measure:
+        say(_limits_line(constraints, max_memory, mode, outcome.threads))
     if result.choice is None:
-        click.echo(f"Nothing stored for {data.name} (k={k}, {mode} mode) meets the constraints.")
+        say(f"Nothing stored for {data.name} (k={k}, {outcome.query_mode}) meets the constraints.")
         if result.closest is not None and len(result.closest):
-            click.echo("Closest points:")
+            say("Closest misses, nearest the budget first:")
             for _, row in result.closest.iterrows():
-                click.echo(
-                    f"  {row['config']}: recall {row['recall']:.4f}, "
-                    f"{row['qps']:,.0f} QPS - breaks {row['violations']}"
-                )
-        click.echo("Measure more with --measure, or relax a constraint.")
-        sys.exit(2)
+                say(f"  {row['config']}: {_figures(row)} - breaks {row['violations']}")
+        say("Measure more with --measure, or relax a constraint.")
+        sys.exit(EXIT_NOTHING_FITS)
     choice = result.choice
-    noisy = "  [noisy: wide spread across repeats]" if choice["noisy"] else ""
-    click.echo(f"Recommended: {choice['config']}")
-    click.echo(
-        f"  recall {choice['recall']:.4f}, {choice['qps']:,.0f} QPS, "
-        f"p99 {_num(choice['latency_p99_ms'], '.3f')} ms, "
-        f"memory {choice['memory_footprint'] / 1e6:.1f} MB, build {choice['build_s']:.2f} s{noisy}"
+    say(f"Recommended: {choice['config']}")
+    say(f"  {_figures(choice)}{_noisy(choice)}")
+    say(
+        f"  best {outcome.objective} of {result.candidates} stored configurations meeting "
+        f"every constraint; figures for {outcome.query_mode}"
     )
-    click.echo(
-        f"  best {optimize} of {result.candidates} stored configurations meeting every constraint"
-    )
+    if result.indistinguishable is not None and len(result.indistinguishable):
+        others = "; ".join(result.indistinguishable["config"].head(3))
+        say(
+            f"  indistinguishable within the measured spread from: {others} "
+            "(picked the simpler, smaller index)"
+        )
     for reason in result.binding:
-        click.echo(f"  bound by {reason}")
+        say(f"  bound by {reason}")
     if len(result.runners_up):
-        click.echo("Runners-up:")
+        say("Runners-up:")
         for _, row in result.runners_up.iterrows():
-            click.echo(
-                f"  {row['config']}: recall {row['recall']:.4f}, {row['qps']:,.0f} QPS, "
-                f"memory {row['memory_footprint'] / 1e6:.1f} MB"
-            )
+            say(f"  {row['config']}: {_figures(row)}")
+    if emit == "python":
+        click.echo(emit_python(choice, data, k), nl=False)
+    if save_index is not None:
+        meta = save_index_to(choice, data, save_index, k, outcome.query_mode)
+        say(f"Saved the index to {save_index} and its description to {meta}")
 
 
-def _measure_adaptively(
-    store: ResultStore,
-    data: Dataset,
-    backends: tuple[str, ...],
-    grid_overrides: tuple[str, ...],
-    k: int,
-    mode: str,
-    runs: int,
-    target: float,
-    workloads: list[str],
-) -> None:
-    from annbench.runner import adaptive_jobs, pending_runs, plan_sweep, run_sweep
+def _size_text(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A memory size checked as one (a usage error if not), kept as typed to echo its unit."""
+    if value is not None:
+        types.SIZE.convert(value, param, ctx)
+    return value
 
-    names = list(dict.fromkeys(backends)) if backends else _installed_backends()
-    overrides = dict(parse_override(text) for text in grid_overrides)
-    jobs = plan_sweep(
-        data, names, k=k, mode=mode, runs=runs, overrides=overrides, workloads=workloads
+
+def _limits_line(constraints: Any, max_memory: str | None, mode: str, threads: int | None) -> str:
+    """The limits as understood, memory in both MB and MiB."""
+    from annbench.analysis import describe_bytes
+    from annbench.recommend import query_mode
+
+    parts = []
+    if constraints.min_recall is not None:
+        parts.append(f"recall >= {constraints.min_recall:g}")
+    if constraints.max_latency_ms is not None:
+        parts.append(f"mean latency <= {constraints.max_latency_ms:g} ms")
+    if constraints.max_p99_ms is not None:
+        parts.append(f"p99 <= {constraints.max_p99_ms:g} ms")
+    if max_memory:
+        parts.append(f"serving memory <= {describe_bytes(max_memory)}")
+    if constraints.max_build_s is not None:
+        parts.append(f"build <= {constraints.max_build_s:g} s")
+    mode_text = query_mode(mode, threads or (1 if mode == "single" else os.cpu_count() or 1))
+    return f"Limits: {', '.join(parts) or 'none'}; query mode: {mode_text}"
+
+
+def _figures(row: pd.Series) -> str:
+    """A point's recall, latencies, QPS, memory and build time in one line."""
+    memory = "serving memory" if pd.notna(row.get("serving_memory_bytes")) else "memory"
+    size = row.get("index_bytes")
+    return (
+        f"recall {row['recall']:.4f}, mean {_num(row.get('latency_mean_ms'), '.3f')} ms, "
+        f"p99 {_num(row.get('latency_p99_ms'), '.3f')} ms, {row['qps']:,.0f} QPS, "
+        f"{memory} {row['memory_footprint'] / 1e6:.1f} MB"
+        + (f", file {size / 1e6:.1f} MB" if pd.notna(size) and size else "")
+        + f", build {row['build_s']:.2f} s"
     )
-    jobs = adaptive_jobs(jobs, target)
-    total = pending_runs(jobs, store)
-    click.echo(f"Measuring: {len(jobs)} build configurations, at most {total} runs")
-    with click.progressbar(length=total, label="Searching", file=sys.stderr) as bar:
-        summary = run_sweep(jobs, store, progress=lambda _: bar.update(1))
-    click.echo(f"Measured {summary.stored} runs ({len(summary.failed)} failed)")
+
+
+def _noisy(row: pd.Series) -> str:
+    """Why a pick's figures are unstable across repeats, if they are."""
+    reasons = []
+    if row.get("qps_noisy"):
+        reasons.append(f"QPS spread {row['qps_spread']:.0%}")
+    if row.get("p99_noisy"):
+        reasons.append(f"p99 spread {row['p99_spread']:.0%}")
+    return f"  [noisy: {', '.join(reasons)} across repeats]" if reasons else ""
 
 
 def _workloads(specs: tuple[str, ...], data: Dataset | None = None) -> list[str]:
@@ -621,41 +901,25 @@ def _workloads(specs: tuple[str, ...], data: Dataset | None = None) -> list[str]
 
 
 def _installed_backends() -> list[str]:
-    """Registered backends whose library is installed."""
-    names = []
-    for name in backend_names():
-        try:
-            load_backend(name)
-        except AnnbenchError:
-            continue
-        names.append(name)
-    return names
+    """Registered backends whose library is installed and that have a usable grid."""
+    return runnable_backends()[0]
 
 
 @main.command(
     epilog="""\b
 Examples:
   annbench backends
-  annbench run -b all -d tiny
+  annbench run -b all -d clustered-10k-64-angular
 """
 )
 def backends() -> None:
-    """List registered backends with their metrics and parameters."""
-    for name in backend_names():
-        try:
-            cls = load_backend(name)
-        except AnnbenchError as exc:
-            click.echo(f"{name:12s} unavailable: {exc}")
-            continue
-        metrics = ",".join(sorted(m.value for m in cls.metrics))
-        build = ",".join(build_param_names(cls)) or "-"
-        search = ",".join(search_param_names(cls)) or "-"
-        click.echo(f"{name:12s} metrics={metrics}  build: {build}  search: {search}")
-        try:
-            grid = default_grid(name)
-            click.echo(f"{'':12s} default grid: build {grid.build} search {grid.search}")
-        except AnnbenchError as exc:
-            click.echo(f"{'':12s} {exc}")
+    """Table of registered backends: installed, version, metrics, capabilities, grid size."""
+    table = capability_table().fillna("-")
+    click.echo(table.to_string(index=False))
+    click.echo(
+        "filter: native = the library filters during search, post only = annbench filters a "
+        "larger result; grid: build x search configurations of the default grid"
+    )
 
 
 def _params(value: Any) -> dict[str, Any]:
@@ -692,6 +956,31 @@ def _summary_table(rows: pd.DataFrame, latency_budget_ms: float | None) -> str:
     return view.to_string(index=False)
 
 
+def _runbook_table(rows: pd.DataFrame) -> str:
+    """Runbook summary rows: worst and last recall per search setting, update costs."""
+    view = pd.DataFrame(
+        {
+            "backend": rows["backend"],
+            "build": rows["build"],
+            "search": rows["search"],
+            "worst_recall": rows["worst_recall"].map(lambda v: _num(v, ".4f")),
+            "at_step": rows["worst_step"],
+            "last_recall": rows["last_recall"].map(lambda v: _num(v, ".4f")),
+            "median_qps": rows["median_qps"].map(lambda v: _num(v, ",.0f")),
+            "insert/s": rows["insert_per_s"].map(lambda v: _num(v, ",.0f") or "-"),
+            "delete/s": rows["delete_per_s"].map(lambda v: _num(v, ",.0f") or "-"),
+            "rebuilds": rows["rebuilds"],
+            "build_s": rows["build_s"].map(lambda v: _num(v, ".2f")),
+        }
+    )
+    return view.to_string(index=False)
+
+
+def _megabytes(frame: pd.DataFrame, column: str) -> pd.Series:
+    """``column`` of byte counts in MB, blank where missing."""
+    return (pd.to_numeric(frame[column], errors="coerce") / 1e6).map(lambda v: _num(v, ".1f"))
+
+
 def _table(frame: pd.DataFrame) -> str:
     view = pd.DataFrame(
         {
@@ -710,8 +999,13 @@ def _table(frame: pd.DataFrame) -> str:
             "p99_ms": frame["latency_p99_ms"].map(lambda v: _num(v, ".3f")),
             "build_s": frame["build_s"].map(lambda v: _num(v, ".2f")),
             "index_MB": (frame["index_bytes"] / 1e6).map(lambda v: _num(v, ".1f")),
+            "serving_MB": _megabytes(frame, "serving_memory_bytes"),
+            "build_peak_MB": _megabytes(frame, "peak_rss_bytes"),
         }
     )
+    if frame["step"].notna().any():  # runbook steps: say which
+        view.insert(2, "workload", frame["workload"])
+        view.insert(3, "step", frame["step"].map(lambda v: "" if pd.isna(v) else int(v)))
     if "last_failure" in frame and frame["last_failure"].notna().any():
         view["last_failure"] = frame["last_failure"].fillna("")
     if "probe" in frame and frame["probe"].any():

@@ -29,14 +29,24 @@ class AnnbenchGroup(click.Group):
         except AnnbenchError as exc:
             if ctx.find_root().params.get("debug"):
                 raise
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(one_line(str(exc))) from None
+        except KeyboardInterrupt:  # Ctrl-C before a command's own handler: exit 130 too
+            error = click.ClickException("Interrupted")
+            error.exit_code = 130
+            raise error from None
         except Exception as exc:  # a bug or an unforeseen failure: still one line
             if ctx.find_root().params.get("debug"):
                 raise
-            text = " ".join(str(exc).split())
+            text = one_line(str(exc))
             raise click.ClickException(
                 f"unexpected {type(exc).__name__}: {text} (rerun with --debug for the traceback)"
             ) from None
+
+
+def one_line(text: str) -> str:
+    """A message folded onto one line (library errors such as pyarrow schemas or Hugging Face
+    hub messages span several), with runs of whitespace made single spaces."""
+    return " ".join(text.split())
 
 
 def usage_error(exc: click.UsageError) -> click.ClickException:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -27,7 +25,8 @@ from annbench.datasets import (
 )
 from annbench.errors import AnnbenchError
 from annbench.metrics import Metric
-from annbench.paths import data_dir
+from annbench.paths import check_output_file, data_dir
+from annbench.progress import Stages, progress_bar
 
 
 @click.group(
@@ -35,7 +34,7 @@ from annbench.paths import data_dir
     epilog="""\b
 Examples:
   annbench datasets list
-  annbench datasets info tiny
+  annbench datasets info clustered-10k-64-angular
   annbench datasets create mini --n 5000 --d 32
 """,
 )
@@ -91,19 +90,20 @@ Examples:
     default=None,
     help="Mirror base URL [default: $ANNBENCH_DATASET_URL or ann-benchmarks.com].",
 )
-def datasets_fetch(name: str, url: str | None) -> None:
+@types.quiet_option
+def datasets_fetch(name: str, url: str | None, quiet: bool) -> None:
     """Download a standard ann-benchmarks dataset (resumable, verified) into the data folder."""
     from annbench.download import STANDARD, fetch_standard
 
+    if url is not None and not url.strip():
+        raise AnnbenchError("--url is empty; give a mirror's base URL or leave --url out")
     spec = STANDARD.get(name)
     if spec is not None:
         click.echo(f"{name}: {spec.description}, about {spec.size_mb} MB")
-    with click.progressbar(length=0, label="Downloading", file=sys.stderr) as bar:
+    with Stages(quiet) as stages:
 
         def progress(received: int, total: int | None) -> None:
-            if total and bar.length != total:
-                bar.length = total
-            bar.update(received - bar.pos)
+            stages("downloading", received, total or 0)
 
         path = fetch_standard(name, data_dir(), base_url=url, progress=progress)
     click.echo(f"Ready: {path}")
@@ -153,6 +153,7 @@ Examples:
     "to the vectors.",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
+@types.quiet_option
 def datasets_import(
     source: Path,
     name: str,
@@ -166,6 +167,7 @@ def datasets_import(
     column: str | None,
     random_attr: str | None,
     force: bool,
+    quiet: bool,
 ) -> None:
     """Import your own embeddings (.npy, .fvecs/.ivecs/.bvecs, .parquet, .hdf5) with exact
     ground truth; files larger than memory are processed in chunks."""
@@ -176,34 +178,21 @@ def datasets_import(
     labels = None
     if labels_path is not None:
         labels = read_labels(labels_path, open_vectors(source, key, column).shape[0])
-    stages: dict[str, Any] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage not in stages:
-            for bar in stages.values():
-                bar.render_finish()
-            stages[stage] = click.progressbar(
-                length=total, label=stage.capitalize(), file=sys.stderr
-            )
-        bar = stages[stage]
-        bar.update(done - bar.pos)
-
-    import_vectors(
-        source,
-        path,
-        parsed,
-        queries,
-        queries_file,
-        labels,
-        normalize,
-        seed,
-        key,
-        column,
-        progress,
-        random_attr=random_attr,
-    )
-    for bar in stages.values():
-        bar.render_finish()
+    with Stages(quiet) as progress:
+        import_vectors(
+            source,
+            path,
+            parsed,
+            queries,
+            queries_file,
+            labels,
+            normalize,
+            seed,
+            key,
+            column,
+            progress,
+            random_attr=random_attr,
+        )
     data = read_dataset(path)
     click.echo(
         f"Wrote {path}: {len(data.train)} base vectors, {len(data.test)} queries, "
@@ -215,7 +204,7 @@ def datasets_import(
     "info",
     epilog="""\b
 Examples:
-  annbench datasets info tiny
+  annbench datasets info clustered-10k-64-angular
   annbench datasets info debian-packages-384-angular
 """,
 )
@@ -234,6 +223,36 @@ def datasets_info(name: str) -> None:
     click.echo(f"hash:       {data.content_hash}")
     for key, value in sorted(data.attrs.items()):
         click.echo(f"attr {key}: {value}")
+
+
+@datasets.command(
+    "runbook",
+    epilog="""\b
+Examples:
+  annbench datasets runbook debian-packages-384-angular sliding-window
+  annbench datasets runbook my-import path/to/my-runbook.yaml --force
+""",
+)
+@click.argument("name")
+@click.argument("runbook")
+@click.option("--force", is_flag=True, help="Recompute even if the ground truth is cached.")
+def datasets_runbook(name: str, runbook: str, force: bool) -> None:
+    """Exact ground truth of every search step of RUNBOOK (a shipped name or a YAML file)."""
+    from annbench.runbooks import prepare_runbook
+
+    data = read_dataset(resolve_dataset(name, progress=click.echo))
+    with Stages() as stages:
+
+        def progress(done: int, total: int) -> None:
+            stages("ground truth", done, total)
+
+        plan, computed = prepare_runbook(data, runbook, recompute=force, progress=progress)
+    steps = plan.runbook.search_steps()
+    state = "computed" if computed else "already cached"
+    click.echo(
+        f"{plan.runbook.name}: {len(plan.runbook.steps)} steps, ground truth of {len(steps)} "
+        f"search steps {state} in {plan.truth_path} (fewest live rows: {plan.min_live})"
+    )
 
 
 @datasets.command(
@@ -371,6 +390,7 @@ Examples:
     "to the vectors.",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
+@types.quiet_option
 def datasets_embed(
     source: Path,
     name: str,
@@ -384,20 +404,30 @@ def datasets_embed(
     attr_columns: tuple[str, ...],
     random_attr: str | None,
     force: bool,
+    quiet: bool,
 ) -> None:
     """Embed texts (a .txt file, or CSV/TSV with a text column) or a folder of images (one
     sub-folder per class) into a labelled angular dataset. Needs the [embed] extra."""
-    from annbench.embed import embed, load_corpus, model_provenance, numeric_columns
+    from annbench.embed import (
+        check_embedding,
+        embed,
+        load_corpus,
+        load_model,
+        model_provenance,
+        numeric_columns,
+    )
 
     path = _new_dataset_path(name, force)
     corpus = load_corpus(source, text_column, label_column)
-    with click.progressbar(length=len(corpus.items), label="Embedding", file=sys.stderr) as bar:
-        vectors = embed(corpus, model, batch_size, progress=bar.update)
+    check_embedding(corpus, queries, batch_size)  # all before the model is loaded
+    columns = numeric_columns(source, attr_columns)
+    encoder = load_model(model)
+    with progress_bar(len(corpus.items), "Embedding", quiet=quiet) as bar:
+        vectors = embed(corpus, model, batch_size, progress=bar.update, encoder=encoder)
     train, test, train_labels, test_labels = split_queries(vectors, corpus.labels, queries, seed)
     train_rows, test_rows = held_out_rows(len(vectors), queries, seed)
     numeric = {
-        column: (values[train_rows], values[test_rows])
-        for column, values in numeric_columns(source, attr_columns).items()
+        column: (values[train_rows], values[test_rows]) for column, values in columns.items()
     }
     if random_attr:
         numeric[random_attr] = random_attribute(len(train), len(test), seed)
@@ -412,24 +442,54 @@ def datasets_embed(
         "embedding": json.dumps(model_provenance(model)),
         "label_names": json.dumps(corpus.label_names),
     }
-    write_dataset(
-        path,
-        train,
-        test,
-        Metric.ANGULAR,
-        train_labels,
-        test_labels,
-        attrs,
-        float16=float16,
-        numeric_attrs=numeric or None,
-    )
+    if corpus.kind == "text":  # how rows map back to texts, for 'annbench report --neighbours'
+        attrs["texts"] = json.dumps(
+            {"file": source.name, "text_column": text_column, "queries": queries, "seed": seed}
+        )
+    with Stages(quiet) as stages:
+        write_dataset(
+            path,
+            train,
+            test,
+            Metric.ANGULAR,
+            train_labels,
+            test_labels,
+            attrs,
+            float16=float16,
+            numeric_attrs=numeric or None,
+            progress=stages,
+        )
     click.echo(f"Wrote {path}: {len(train)} base vectors, {len(test)} queries, d={train.shape[1]}")
 
 
 def _new_dataset_path(name: str, force: bool) -> Path:
-    if not name or "/" in name or name.startswith("."):
-        raise AnnbenchError(f"Dataset name '{name}' must be a plain file name")
-    path = data_dir() / f"{name}.hdf5"
+    from annbench.download import STANDARD
+
+    for suffix in (".hdf5", ".h5"):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            name = name[: -len(suffix)]  # 'x.hdf5' means the dataset x, not x.hdf5.hdf5
+            click.echo(f"Dataset name: {name} (annbench adds the .hdf5 suffix)", err=True)
+    plain = name.strip() == name and not name.startswith(".")
+    if not name or not plain or "/" in name or "\\" in name:
+        raise AnnbenchError(
+            f"Dataset name '{name}' must be a plain file name (no slashes, no leading dot or "
+            "spaces)"
+        )
+    shadowed = (
+        "the bundled dataset"
+        if name in BUNDLED
+        else "a built-in dataset"
+        if name in BUILTIN
+        else "a standard ann-benchmarks dataset"
+        if name in STANDARD
+        else None
+    )
+    if shadowed:
+        raise AnnbenchError(
+            f"Dataset name '{name}' is taken by {shadowed}; writing it would hide that one, "
+            "so choose another name"
+        )
+    path = check_output_file(data_dir() / f"{name}.hdf5", "Dataset")
     if path.exists() and not force:
         raise AnnbenchError(f"Dataset {path} exists; pass --force to overwrite it")
     return path

@@ -115,6 +115,10 @@ class IntList(click.ParamType):
         return self.metavar
 
 
+quiet_option = click.option(
+    "--quiet", "-q", is_flag=True, help="No progress display (errors and results still shown)."
+)
+
 #: Common bounds: absurd values fail early instead of half an hour into a sweep.
 RUNS = click.IntRange(1, 1000)
 K = click.IntRange(1, 10_000)

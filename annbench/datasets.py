@@ -30,7 +30,7 @@ from annbench.fingerprint import (
 )
 from annbench.groundtruth import GT_K, block_rows, exact_knn
 from annbench.metrics import Metric, normalize_rows
-from annbench.paths import data_dir
+from annbench.paths import check_input_file, data_dir
 from annbench.synthetic import clustered_gaussian
 from annbench.truthcheck import check_ground_truth, check_truth_layout
 
@@ -130,9 +130,7 @@ def read_dataset(path: Path, probe: bool = True, verify: bool = True) -> Dataset
     With ``verify`` the ground truth is checked against a recomputed sample on first use (the
     verdict is cached with the file's hash); without, only its layout is checked.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AnnbenchError(f"Dataset file {path} not found")
+    path = check_input_file(path, "Dataset file")
     if probe:
         probe_hdf5(path)
     signature = file_signature(path)
@@ -447,10 +445,10 @@ def resolve_dataset(spec: str, progress: Callable[[str], None] | None = None) ->
     """Path of the dataset named ``spec`` (a file path, a file in the data folder, or a
     built-in name, generated on first use)."""
     candidate = Path(spec).expanduser()
+    if not spec.strip():
+        raise AnnbenchError("Dataset name is empty; give a name or a path to an HDF5 file")
     if candidate.suffix in (".hdf5", ".h5") or os.sep in spec:
-        if not candidate.is_file():
-            raise AnnbenchError(f"Dataset file {candidate} not found")
-        return candidate
+        return check_input_file(candidate, "Dataset file")
     stored = data_dir() / f"{spec}.hdf5"
     if stored.is_file():
         return stored

@@ -11,7 +11,9 @@ fatal); Dask workers must therefore be allowed children::
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -22,7 +24,58 @@ from annbench.record import RunRecord
 from annbench.runner import Progress, SweepSummary, pending_jobs, run_in_worker
 from annbench.store import ResultStore
 
+log = logging.getLogger(__name__)
+
 RESOURCE = "annbench"
+#: Seconds to wait for a suitable worker to join before the sweep is refused.
+WORKER_WAIT_SECONDS = 10.0
+WORKER_COMMAND = (
+    "DASK_DISTRIBUTED__WORKER__DAEMON=False dask worker {scheduler} --nthreads 1 "
+    "--resources annbench=1"
+)
+
+
+def check_scheduler_address(scheduler: str) -> str:
+    """``scheduler`` if it is 'local' or a well-formed ``tcp://HOST:PORT``, else one line."""
+    if scheduler == "local":
+        return scheduler
+    rest = scheduler[len("tcp://") :] if scheduler.startswith("tcp://") else None
+    host, sep, port = (rest or "").rpartition(":")
+    valid = bool(rest) and bool(sep) and bool(host.strip("[]")) and port.isdigit()
+    if not valid or not 0 < int(port) < 65536 or any(c.isspace() for c in scheduler):
+        raise AnnbenchError(
+            f"--scheduler must be 'local' or tcp://HOST:PORT (port 1-65535), got '{scheduler}'"
+        )
+    return scheduler
+
+
+def check_cluster(client: Any, scheduler: str, wait: float | None = None) -> None:
+    """Refuse, within ``wait`` seconds, a cluster where no worker offers the ``annbench``
+    resource and allows child processes: its jobs would wait forever."""
+    deadline = time.monotonic() + (WORKER_WAIT_SECONDS if wait is None else wait)
+    while True:
+        workers = client.scheduler_info().get("workers", {})
+        offering = [a for a, info in workers.items() if info.get("resources", {}).get(RESOURCE)]
+        if offering or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    fix = f"start one with: {WORKER_COMMAND.format(scheduler=scheduler)}"
+    if not offering:
+        found = f"{len(workers)} worker(s), none" if workers else "no workers, so none"
+        raise AnnbenchError(
+            f"The Dask cluster at {scheduler} has {found} offering the '{RESOURCE}' resource; {fix}"
+        )
+    daemonic = client.run(_is_daemon, workers=offering)
+    if all(daemonic.values()):
+        raise AnnbenchError(
+            f"The Dask workers at {scheduler} offering '{RESOURCE}' run as daemons, which may "
+            f"not start the process each measurement runs in; {fix}"
+        )
+    log.info("%d Dask worker(s) offer the '%s' resource", len(offering), RESOURCE)
+
+
+def _is_daemon() -> bool:
+    return multiprocessing.current_process().daemon
 
 
 @contextmanager
@@ -33,6 +86,7 @@ def dask_client(scheduler: str, workers: int = 2) -> Iterator[Any]:
         from distributed import Client, LocalCluster
     except ImportError as exc:
         raise AnnbenchError("--scheduler needs Dask: pip install 'dask[distributed]'") from exc
+    check_scheduler_address(scheduler)
     if scheduler == "local":
         with dask.config.set({"distributed.worker.daemon": False}):
             cluster = LocalCluster(
@@ -50,6 +104,7 @@ def dask_client(scheduler: str, workers: int = 2) -> Iterator[Any]:
     except (OSError, TimeoutError) as exc:
         raise AnnbenchError(f"Cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
     with client:
+        check_cluster(client, scheduler)
         yield client
 
 

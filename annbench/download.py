@@ -137,7 +137,11 @@ def fetch_standard(
             f"Unknown standard dataset '{name}'. Available: {', '.join(sorted(STANDARD))}"
         )
     spec = STANDARD[name]
+    if base_url is not None and not base_url.strip():
+        raise AnnbenchError("--url is empty; give a mirror's base URL or leave --url out")
     base = base_url or os.environ.get("ANNBENCH_DATASET_URL") or ANN_BENCHMARKS_URL
+    if not base.lower().startswith(("http://", "https://", "file://")):
+        raise AnnbenchError(f"Dataset URL '{base}' must start with http://, https:// or file://")
     dest = Path(dest_dir) / f"{name}.hdf5"
     if dest.is_file():
         verify_standard(spec, dest)

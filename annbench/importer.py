@@ -14,6 +14,7 @@ import numpy as np
 from annbench.datasets import ArrayLike, held_out_rows, random_attribute, write_dataset
 from annbench.errors import AnnbenchError
 from annbench.metrics import Metric
+from annbench.paths import check_input_file
 
 _TEXMEX = {".fvecs": np.float32, ".ivecs": np.int32, ".bvecs": np.uint8}
 SUFFIXES = (".npy", *_TEXMEX, ".parquet", ".hdf5", ".h5")
@@ -25,9 +26,7 @@ def open_vectors(path: Path, key: str | None = None, column: str | None = None) 
     ``key`` names the HDF5 dataset (default: 'train', else the only 2-D one); ``column`` names
     the parquet column holding one list/array per row (default: the only such column).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AnnbenchError(f"{path} not found")
+    path = check_input_file(path, "Input")
     if path.stat().st_size == 0:
         raise AnnbenchError(f"{path.name} is empty")
     suffix = path.suffix.lower()
@@ -53,9 +52,7 @@ def open_vectors(path: Path, key: str | None = None, column: str | None = None) 
 
 def read_labels(path: Path, expected: int) -> np.ndarray:
     """Labels from a .npy file or a text file with one label per line."""
-    path = Path(path)
-    if not path.is_file():
-        raise AnnbenchError(f"Labels file {path} not found")
+    path = check_input_file(path, "Labels file")
     if path.suffix == ".npy":
         labels = np.load(path, allow_pickle=False)
     else:
@@ -136,6 +133,11 @@ class _Rows:
 def _texmex(path: Path, dtype: Any) -> np.ndarray:
     """TEXMEX vecs: each row is an int32 dimension followed by that many values."""
     size = path.stat().st_size
+    if size < 4 + np.dtype(dtype).itemsize:
+        raise AnnbenchError(
+            f"{path.name} has {size} bytes, too few for one {path.suffix} row (a 4-byte "
+            "dimension and its values); the file is truncated"
+        )
     d = int(np.fromfile(path, dtype=np.int32, count=1)[0])
     item = np.dtype(dtype).itemsize
     row_bytes = 4 + d * item
@@ -154,6 +156,7 @@ def _texmex(path: Path, dtype: Any) -> np.ndarray:
 
 def _parquet(path: Path, column: str | None) -> np.ndarray:
     try:
+        import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as exc:
         raise AnnbenchError("Importing parquet needs pyarrow: pip install pyarrow") from exc
@@ -173,6 +176,19 @@ def _parquet(path: Path, column: str | None) -> np.ndarray:
                 f"{', '.join(candidates) or 'none'})"
             )
         column = candidates[0]
+    if column not in table.column_names:
+        raise AnnbenchError(
+            f"{path.name} has no column '{column}'; it has: {', '.join(table.column_names)}"
+        )
+    kind = table.schema.field(column).type
+    value_kind = getattr(kind, "value_type", None)
+    if value_kind is None or not (
+        pa.types.is_floating(value_kind) or pa.types.is_integer(value_kind)
+    ):
+        raise AnnbenchError(
+            f"{path.name}: column '{column}' holds {kind}, not vectors (a list of numbers per "
+            "row); name the vector column with --column"
+        )
     values = table.column(column).to_pylist()
     if any(v is None for v in values):
         raise AnnbenchError(f"{path.name}: column '{column}' has empty rows")
@@ -197,4 +213,9 @@ def _hdf5(path: Path, key: str | None) -> h5py.Dataset:
             )
     if key not in f:
         raise AnnbenchError(f"{path.name} has no dataset '{key}'; it has: {', '.join(f.keys())}")
+    if not isinstance(f[key], h5py.Dataset):
+        raise AnnbenchError(
+            f"{path.name}: '{key}' is an HDF5 group, not an array; name the array inside it "
+            f"with --key (it holds: {', '.join(f[key].keys()) or 'nothing'})"
+        )
     return f[key]

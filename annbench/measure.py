@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psutil
@@ -25,7 +25,11 @@ from annbench.metrics import label_metrics, recall_at_k, true_distances
 from annbench.provenance import provenance
 from annbench.record import PLAIN, RunRecord, params_label
 from annbench.registry import load_backend
+from annbench.serving import Serving, measure_serving
 from annbench.workloads import is_filter, load_workload
+
+if TYPE_CHECKING:
+    from annbench.runbooks import RunbookPlan
 
 
 @dataclass(frozen=True)
@@ -43,10 +47,24 @@ class BuildJob:
     runs: int
     threads: tuple[int, ...]  # search thread counts, each measured on the same built index
     target_recall: float | None = None  # adaptive: bisect the ladder of search_configs
+    #: adaptive: bisect for the last rung whose mean latency per query fits (ms), not recall
+    max_latency_ms: float | None = None
+    max_p99_ms: float | None = None  # adaptive, with max_latency_ms: p99 must fit too
     build_threads: int | None = None  # None: every core
     min_seconds: float = 0.0  # repeat past ``runs`` until the timed repeats add up to this
     library_version: str | None = None  # of the backend's library, part of every record's key
     workload: str = PLAIN  # "plain", a filter ("label", "range:0.01") or "runbook:NAME"
+    runbook: RunbookPlan | None = None  # replay this runbook (annbench.replay), not one build
+
+    @property
+    def latency_bound(self) -> bool:
+        """Whether an adaptive job bisects for a latency limit (else for recall)."""
+        return self.max_latency_ms is not None or self.max_p99_ms is not None
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the search settings are a ladder to bisect rather than a grid to sweep."""
+        return self.target_recall is not None or self.latency_bound
 
     def record(
         self, search_params: dict[str, Any], threads: int | None = None, **fields: Any
@@ -78,6 +96,7 @@ class Timing:
     qps: list[float]  # one per repeat
     ids: np.ndarray  # (nq, k) from the median repeat
     latencies_ns: np.ndarray | None  # (nq,) from the median repeat, single mode only
+    p99_ms: list[float] | None = None  # p99 latency of each repeat, single mode only
 
 
 def run_build_job(
@@ -87,32 +106,64 @@ def run_build_job(
 ) -> None:
     """Build the index of ``job`` once and emit one record per search setting measured.
 
-    With ``job.target_recall`` the search settings are a ladder ordered by one monotone
-    parameter, and only the ones a bisection needs are measured (one repeat each); the
-    cheapest setting reaching the target is then re-measured with ``job.runs`` repeats.
+    An adaptive job's search settings are a ladder ordered by one monotone parameter, and
+    only the rungs a bisection needs are measured, as probes (one repeat, no minimum time,
+    ``probe=True``): with ``job.max_latency_ms`` or ``max_p99_ms`` the last rung whose latency
+    fits, else the first rung reaching ``job.target_recall``. The rung found is then measured
+    under the full protocol (``job.runs`` repeats, ``job.min_seconds``); if a latency-bound
+    rung no longer fits when measured fully, the rung below it is measured fully too.
     ``status`` hears each step: ``building``, ``searching ef=64``.
     """
     tell = status or (lambda text: None)
     tell("building")
-    measurer = _Measurer(job)
-    if job.target_recall is None:
+    measurer = _Measurer(job, tell)
+    if not job.adaptive:
         for search_params in job.search_configs:
             for threads in job.threads:
                 on = f" on {threads} threads" if len(job.threads) > 1 else ""
                 tell(f"searching {params_label(search_params)}{on}")
                 emit(measurer.measure(search_params, job.runs, threads, job.min_seconds))
         return
-    tell(f"bisecting the search parameter for recall {job.target_recall:g}")
-    chosen = bisect_ladder(
-        len(job.search_configs),
-        lambda i: _meets(
-            measurer.measure(job.search_configs[i], 1, job.threads[0]), job.target_recall, emit
-        ),
-    )
-    if chosen is not None and job.runs > 1:
-        emit(
-            measurer.measure(job.search_configs[chosen], job.runs, job.threads[0], job.min_seconds)
-        )
+
+    def probe(i: int) -> RunRecord:
+        tell(f"probing {params_label(job.search_configs[i])}")
+        record = measurer.measure(job.search_configs[i], 1, job.threads[0])
+        record.probe = True
+        emit(record)
+        return record
+
+    def full(i: int) -> RunRecord:
+        tell(f"measuring {params_label(job.search_configs[i])}")
+        record = measurer.measure(job.search_configs[i], job.runs, job.threads[0], job.min_seconds)
+        emit(record)
+        return record
+
+    size = len(job.search_configs)
+    if job.latency_bound:
+        too_slow = bisect_ladder(size, lambda i: not _latency_fits(probe(i), job))
+        chosen = size - 1 if too_slow is None else too_slow - 1
+        if chosen < 0:
+            return
+        if not _latency_fits(full(chosen), job) and chosen > 0:
+            full(chosen - 1)
+        return
+    chosen = bisect_ladder(size, lambda i: _recall_meets(probe(i), job.target_recall))
+    if chosen is not None:
+        full(chosen)
+
+
+def _recall_meets(record: RunRecord, target: float) -> bool:
+    return record.status == "ok" and record.recall is not None and record.recall >= target
+
+
+def _latency_fits(record: RunRecord, job: BuildJob) -> bool:
+    """Mean time per query (1 / QPS) and p99 within the job's limits; a failed run does not."""
+    if record.status != "ok" or not record.qps:
+        return False
+    if job.max_latency_ms is not None and 1e3 / record.qps > job.max_latency_ms:
+        return False
+    p99 = record.latency_p99_ms
+    return job.max_p99_ms is None or (p99 is not None and p99 <= job.max_p99_ms)
 
 
 def bisect_ladder(size: int, meets: Callable[[int], bool]) -> int | None:
@@ -135,15 +186,10 @@ def max_probes(size: int) -> int:
     return 1 + math.ceil(math.log2(size)) if size > 1 else size
 
 
-def _meets(record: RunRecord, target: float, emit: Callable[[RunRecord], None]) -> bool:
-    emit(record)
-    return record.status == "ok" and record.recall is not None and record.recall >= target
-
-
 class _Measurer:
     """Builds the job's index once, then measures search settings on it."""
 
-    def __init__(self, job: BuildJob) -> None:
+    def __init__(self, job: BuildJob, tell: Callable[[str], None] = lambda text: None) -> None:
         self.job = job
         # the parent read this file already; this worker is itself isolated and timed
         self.dataset = dataset = read_dataset(Path(job.dataset_path), probe=False)
@@ -159,9 +205,14 @@ class _Measurer:
             "build_s": time.perf_counter() - start,
             "peak_rss_bytes": peak_rss_bytes(),
             "memory_bytes": self.index.memory_bytes() or max(rss_bytes() - before, 0),
-            "index_bytes": _serialized_size(self.index),
-            "provenance": provenance(build_threads),
         }
+        tell("saving, and loading in a fresh process (serving memory)")
+        saved = _saved_and_served(job, self.index, dataset.metric.value, dataset.test)
+        note = saved.pop("serving_note")
+        checked = {"ground_truth_check": dataset.attrs.get("ground_truth_check")}
+        self.build |= saved | {"provenance": provenance(build_threads) | checked}
+        if note:  # the record says why its serving memory is missing
+            self.build["provenance"]["serving_memory"] = note
         self.xq = dataset.test
         self.filter = load_workload(dataset, job.workload) if is_filter(job.workload) else None
 
@@ -231,6 +282,7 @@ class _Measurer:
             latency_p95_ms=_float(percentiles[1]),
             latency_p99_ms=_float(percentiles[2]),
             latency_p999_ms=_float(percentiles[3]),
+            latency_p99_spread=_relative_iqr(timing.p99_ms),
             n_queries=len(self.xq),
             ids=timing.ids,
             latencies_ns=latencies,
@@ -322,7 +374,20 @@ def _repeat(runs: int, min_seconds: float, once: Callable[[], Timing]) -> Timing
         timed += len(repeats[-1].ids) / repeats[-1].qps[0]
     qps = [r.qps[0] for r in repeats]
     median = repeats[int(np.argsort(qps)[len(qps) // 2])]
-    return Timing(qps=qps, ids=median.ids, latencies_ns=median.latencies_ns)
+    p99 = [
+        float(np.percentile(r.latencies_ns, 99)) / 1e6
+        for r in repeats
+        if r.latencies_ns is not None
+    ]
+    return Timing(qps=qps, ids=median.ids, latencies_ns=median.latencies_ns, p99_ms=p99 or None)
+
+
+def _relative_iqr(values: list[float] | None) -> float | None:
+    """Interquartile range / median of ``values`` (None for fewer than two)."""
+    if not values or len(values) < 2:
+        return None
+    q1, median, q3 = np.percentile(values, [25, 50, 75])
+    return float((q3 - q1) / median) if median > 0 else None
 
 
 def _time_single(index: Index, xq: np.ndarray, k: int) -> Timing:
@@ -347,14 +412,27 @@ def _time_batch(index: Index, xq: np.ndarray, k: int) -> Timing:
     return Timing(qps=[len(xq) / (elapsed / 1e9)], ids=result.ids, latencies_ns=None)
 
 
-def _serialized_size(index: Index) -> int | None:
+def _saved_and_served(job: BuildJob, index: Index, metric: str, xq: np.ndarray) -> dict[str, Any]:
+    """``index_bytes`` (file size), ``serving_memory_bytes`` and ``load_s`` (the file loaded
+    cold in a fresh process); None where they cannot be measured, with ``serving_note``
+    saying why."""
     with tempfile.TemporaryDirectory(prefix="annbench-") as folder:
         path = Path(folder) / "index"
         try:
             index.save(path)
         except NotImplementedError:
-            return None
-        return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+            served = Serving(None, None, f"not measured: {job.backend} cannot save an index")
+            size = None
+        else:
+            size = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+            warm = job.search_configs[-1] if job.search_configs else {}
+            served = measure_serving(job.backend, metric, job.build_params, path, xq, warm, job.k)
+    return {
+        "index_bytes": size,
+        "serving_memory_bytes": served.memory_bytes,
+        "load_s": served.load_s,
+        "serving_note": served.note,
+    }
 
 
 def _float(value: Any) -> float | None:

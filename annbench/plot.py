@@ -344,3 +344,110 @@ def interactive_threads_figure(frame: pd.DataFrame, title: str, most: int = 8) -
         legend={"title": {"text": "configuration (dashed: linear scaling)"}, "font": {"size": 10}},
     )
     return figure
+
+
+def runbook_figure(frame: pd.DataFrame, title: str, most: int = 12) -> Figure:
+    """Recall (top) and QPS (bottom) against runbook step, one line per configuration (see
+    ``runbook_lines`` for which when there are more than ``most``)."""
+    lines, title = runbook_lines(frame, title, most)
+    figure = Figure(figsize=(8, 7.5), layout="constrained")
+    recall_axes, qps_axes = figure.subplots(2, 1, sharex=True)
+    for config, runs in lines:
+        line = recall_axes.plot(runs["step"], runs["recall"], marker="o", ms=3, label=config)
+        qps_axes.plot(runs["step"], runs["qps"], marker="o", ms=3, color=line[0].get_color())
+    k = _single_k(lines)
+    recall_axes.set_ylabel(f"Recall@{k}" if k else "Recall@k")
+    recall_axes.set_title(title)
+    recall_axes.grid(True, alpha=0.3)
+    recall_axes.legend(fontsize="x-small", title="configuration")
+    qps_axes.set_yscale("log")
+    qps_axes.set_ylabel("Queries per second (log scale)")
+    qps_axes.set_xlabel("Runbook step")
+    qps_axes.grid(True, which="both", alpha=0.3)
+    return figure
+
+
+def interactive_runbook_figure(frame: pd.DataFrame, title: str, most: int = 12) -> Any:
+    """A plotly figure of recall (top) and QPS (bottom) against runbook step, one line per
+    configuration; hover shows the step, live rows, recall, QPS and p99 latency; a legend
+    entry hides or shows a configuration in both panels."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    lines, title = runbook_lines(frame, title, most)
+    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06)
+    hover = (
+        "<b>%{customdata[0]}</b><br>step %{x} (%{customdata[1]:,} live rows)<br>"
+        "recall %{customdata[2]:.4f}<br>QPS %{customdata[3]:,.0f}<br>"
+        "p99 %{customdata[4]} ms<extra></extra>"
+    )
+    for i, (config, runs) in enumerate(lines):
+        color = _PALETTE[i % len(_PALETTE)]
+        data = [
+            [config, int(live), recall, qps, "-" if pd.isna(p99) else f"{p99:.3f}"]
+            for live, recall, qps, p99 in zip(
+                runs["live_size"], runs["recall"], runs["qps"], runs["latency_p99_ms"], strict=True
+            )
+        ]
+        for row, column in ((1, "recall"), (2, "qps")):
+            figure.add_trace(
+                go.Scatter(
+                    x=_values(runs["step"]),
+                    y=_values(runs[column]),
+                    mode="lines+markers",
+                    name=config,
+                    legendgroup=config,
+                    showlegend=row == 1,
+                    line={"color": color},
+                    marker={"size": 5},
+                    customdata=data,
+                    hovertemplate=hover,
+                ),
+                row=row,
+                col=1,
+            )
+    k = _single_k(lines)
+    figure.update_yaxes(title_text=f"Recall@{k}" if k else "Recall@k", row=1, col=1)
+    figure.update_yaxes(title_text="Queries per second", type="log", row=2, col=1)
+    figure.update_xaxes(title_text="Runbook step", row=2, col=1)
+    figure.update_layout(
+        title={"text": title, "x": 0.01},
+        template="plotly_white",
+        height=560,
+        legend={"title": {"text": "configuration"}, "font": {"size": 10}},
+    )
+    return figure
+
+
+def runbook_lines(
+    frame: pd.DataFrame, title: str, most: int = 12
+) -> tuple[list[tuple[str, pd.DataFrame]], str]:
+    """The search steps of each configuration to draw, by step, and the title: every
+    configuration, or with more than ``most`` one per build configuration (its fastest search
+    setting whose worst recall over the runbook is >= 0.9, else its most accurate)."""
+    from annbench.runbook_analysis import runbook_rows, runbook_summary
+
+    table = runbook_summary(frame)
+    if table.empty:
+        raise ValueError("no successful runbook search steps to plot")
+    if len(table) > most:
+        table = (
+            table.assign(good=table["worst_recall"] >= 0.9)
+            .sort_values(["good", "median_qps", "worst_recall"], ascending=False)
+            .groupby(["backend", "build"], sort=False)
+            .head(1)
+        )
+        title += " (per build: fastest setting with worst recall >= 0.9)"
+    rows = runbook_rows(frame)
+    rows = rows[(rows["step_kind"] == "search") & (rows["status"] == "ok")]
+    table = table.sort_values(["backend", "build", "worst_recall"])
+    lines = [
+        (config, rows[rows["config"] == config].sort_values("step"))
+        for config in dict.fromkeys(table["config"])
+    ]
+    return lines, title
+
+
+def _single_k(lines: list[tuple[str, pd.DataFrame]]) -> int | None:
+    ks = {int(k) for _, runs in lines for k in runs["k"]}
+    return ks.pop() if len(ks) == 1 else None

@@ -110,17 +110,66 @@ def progress_bar(
 ) -> Iterator[Progress]:
     """A progress display for one long step of ``total`` units (None or 0: unknown);
     ``unit="B"`` counts bytes. Closed (with a final line) when the block ends."""
-    out = file if file is not None else sys.stderr
-    if quiet:
-        progress: Progress = Progress()
-    elif interactive(out):
-        progress = _Bar(total, label, unit, out)
-    else:
-        progress = _Lines(total, label, unit, out)
+    progress = open_progress(total, label, quiet=quiet, unit=unit, file=file)
     try:
         yield progress
     finally:
         progress.close()
+
+
+def open_progress(
+    total: int | None,
+    label: str,
+    *,
+    quiet: bool = False,
+    unit: str = "it",
+    file: TextIO | None = None,
+) -> Progress:
+    """The display ``progress_bar`` uses; the caller closes it."""
+    out = file if file is not None else sys.stderr
+    if quiet:
+        return Progress()
+    if interactive(out):
+        return _Bar(total, label, unit, out)
+    return _Lines(total, label, unit, out)
+
+
+class Stages:
+    """A display per stage for callbacks of the form ``(stage, done, total)`` (dataset
+    writing, ground truth ...): a stage's display closes when the next one starts."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.stage: str | None = None
+        self.progress: Progress | None = None
+        self.done = 0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        """``done`` of ``total`` units of ``stage`` are finished."""
+        if stage != self.stage:
+            self.close()
+            self.stage, self.done = stage, 0
+            self.progress = open_progress(total, stage.capitalize(), quiet=self.quiet)
+        assert self.progress is not None
+        self.progress.update(done - self.done)
+        self.done = done
+
+    def close(self) -> None:
+        """Close the current stage's display."""
+        if self.progress is not None:
+            self.progress.close()
+        self.progress, self.stage = None, None
+
+    def __enter__(self) -> Stages:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def notice(text: str, file: TextIO | None = None) -> None:
+    """A one-off line of progress (``Generating built-in dataset ...``) where displays go."""
+    print(text, file=file if file is not None else sys.stderr, flush=True)
 
 
 def as_progress(value: Any) -> Progress | None:

@@ -54,6 +54,7 @@ class RunRecord:
     latency_p95_ms: float | None = None
     latency_p99_ms: float | None = None
     latency_p999_ms: float | None = None
+    latency_p99_spread: float | None = None  # IQR / median of the repeats' p99 (single mode)
     build_s: float | None = None
     index_bytes: int | None = None  # serialized index size (file size)
     memory_bytes: int | None = None  # resident memory the worker grew by while building
@@ -61,6 +62,13 @@ class RunRecord:
     serving_memory_bytes: int | None = None  # resident memory the index adds when loaded fresh
     load_s: float | None = None  # cold load of the saved index in a fresh process
     selectivity: float | None = None  # filters: mean fraction of the base a query may return
+    step_kind: str | None = None  # runbooks: insert, delete, replace or search
+    live_size: int | None = None  # runbooks: base rows live in the index after the step
+    update_s: float | None = None  # runbooks: wall time of an insert/delete/replace step
+    vectors_per_s: float | None = None  # runbooks: rows inserted + deleted per second
+    rebuilt: bool | None = None  # runbooks: the step rebuilt the index from the live set
+    rebuild_s: float | None = None  # runbooks: time of that rebuild (part of update_s)
+    not_live: int | None = None  # runbooks: returned ids not live at the step (misses)
     n_queries: int | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())

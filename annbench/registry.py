@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from importlib import import_module, metadata
+from typing import TYPE_CHECKING, Any
 
 from annbench.errors import AnnbenchError, BackendUnavailable, MissingDependency
-from annbench.index import Index
+from annbench.index import Index, build_param_names, search_param_names
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 GROUP = "annbench.backends"
 
@@ -31,9 +35,11 @@ def load_backend(name: str) -> type[Index]:
     try:
         cls = getattr(import_module(module_name), attr)
     except MissingDependency as exc:
-        raise BackendUnavailable(
+        error = BackendUnavailable(
             f"Install {exc.package} to use the {name} backend (pip install {exc.package})"
-        ) from exc
+        )
+        error.package = exc.package  # type: ignore[attr-defined]
+        raise error from exc
     except (ImportError, AttributeError) as exc:
         raise BackendUnavailable(
             f"Backend '{name}' could not be loaded from {target}: {exc}"
@@ -41,6 +47,86 @@ def load_backend(name: str) -> type[Index]:
     if not (isinstance(cls, type) and issubclass(cls, Index)):
         raise BackendUnavailable(f"Backend '{name}' ({target}) is not an annbench Index class")
     return cls
+
+
+def name_of(cls: type[Index]) -> str | None:
+    """The name ``cls`` is registered under, if it is."""
+    target = f"{cls.__module__}:{cls.__qualname__}"
+    for name, value in _entry_points().items():
+        if value.replace(" ", "") == target:
+            return name
+    return None
+
+
+def runnable_backends() -> tuple[list[str], dict[str, str]]:
+    """What ``-b all`` runs: installed backends whose default grid gives every parameter they
+    need; and the others with the reason each is skipped."""
+    from annbench.grids import check_grid, default_grid
+
+    names, skipped = [], {}
+    for name in backend_names():
+        try:
+            cls = load_backend(name)
+            check_grid(name, cls, default_grid(name, cls))
+        except BackendUnavailable as exc:
+            package = getattr(exc, "package", None)
+            skipped[name] = f"pip install {package}" if package else str(exc)
+            continue
+        except AnnbenchError as exc:
+            skipped[name] = f"no usable default grid ({exc})"
+            continue
+        names.append(name)
+    return names, skipped
+
+
+def capability_table() -> pd.DataFrame:
+    """One row per registered backend: installed, library version, metrics, filtered search,
+    add/remove, save/load and default grid size (build x search configurations)."""
+    import pandas as pd
+
+    from annbench.grids import default_grid
+
+    rows = []
+    for name in backend_names():
+        row: dict[str, Any] = {"backend": name}
+        try:
+            cls = load_backend(name)
+        except BackendUnavailable as exc:
+            package = getattr(exc, "package", None)
+            row["installed"] = f"no: pip install {package}" if package else f"no: {exc}"
+            cls = None
+        else:
+            row["installed"] = "yes"
+        try:
+            row["grid"] = default_grid(name, cls).size()
+        except AnnbenchError:
+            row["grid"] = None
+        if cls is not None:
+            row.update(
+                library=cls.library or "-",
+                version=cls.library_version(),
+                metrics=",".join(sorted(m.value for m in cls.metrics)),
+                filter="native" if cls.native_filter else "post only",
+                add="yes" if cls.supports_add else "no",
+                remove="yes" if cls.supports_remove else "no",
+                save_load="yes" if _overrides(cls, "save") and _overrides(cls, "load") else "no",
+                parameters="; ".join(
+                    f"{kind}: {','.join(names)}"
+                    for kind, names in (
+                        ("build", build_param_names(cls)),
+                        ("search", search_param_names(cls)),
+                    )
+                    if names
+                ),
+            )
+        rows.append(row)
+    columns = ["backend", "installed", "library", "version", "metrics", "filter", "add"]
+    columns += ["remove", "save_load", "grid", "parameters"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _overrides(cls: type[Index], method: str) -> bool:
+    return getattr(cls, method) is not getattr(Index, method)
 
 
 def _entry_points() -> dict[str, str]:

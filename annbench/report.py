@@ -15,6 +15,7 @@ import pandas as pd
 
 from annbench import __version__
 from annbench.analysis import NOISY_SPREAD, RECALL_LEVELS, successful, summary
+from annbench.progress import Progress
 from annbench.record import PLAIN, params_label
 
 _STYLE = """
@@ -25,7 +26,7 @@ h3 { margin-top: 1.6em; }
 table.data { border-collapse: collapse; font-size: 0.8em; margin: 0.6em 0 1.2em; }
 table.data th, table.data td { border: 1px solid #ddd; padding: 2px 5px; text-align: right;
        vertical-align: top; }
-table.data th { background: #f3f3f3; position: sticky; top: 0; }
+table.data th { background: #f3f3f3; position: sticky; top: 0; text-align: center; }
 table.data td.text { text-align: left; max-width: 22em; overflow-wrap: anywhere; }
 table.data td.noisy { background: #fff4e0; } table.data td.failed { color: #a00; }
 .levels { display: grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr));
@@ -68,7 +69,7 @@ _PAGE = """<!DOCTYPE html>
 """
 
 _SECTION = """<h2 id="{{ anchor }}">{{ name }}</h2>
-{% if not groups %}<p>No successful runs of this dataset yet.</p>{% endif %}
+{% if not groups and not runbooks %}<p>No successful runs of this dataset yet.</p>{% endif %}
 {% for group in groups %}
 <h3>{{ group.label }}</h3>
 {% if group.plot %}<div class="plot">{{ group.plot }}</div>
@@ -85,6 +86,7 @@ its parameters; click a legend entry to hide a backend, double-click to show onl
 <h3>Every run ({{ group.label }})</h3>
 {{ group.runs }}
 {% endfor %}
+{{ runbooks }}
 """
 
 
@@ -100,8 +102,10 @@ def write_report(
     out_dir: Path,
     latency_budget_ms: float = 1.0,
     extra_links: list[tuple[str, str]] | None = None,
+    progress: Progress | None = None,
 ) -> Path:
-    """Write ``out_dir/index.html`` for every dataset in ``frame``; returns its path."""
+    """Write ``out_dir/index.html`` for every dataset in ``frame`` (linking ``extra_links``,
+    (href, text) pairs); ``progress`` hears of each dataset done. Returns its path."""
     from markupsafe import Markup
 
     from annbench.columns import with_dicts
@@ -111,12 +115,13 @@ def write_report(
     env = environment()
     state = {"plotlyjs": True}  # the plotly library is inlined once, with the first plot
     datasets = sorted(frame["dataset"].unique())
-    sections = [
-        Markup(
-            _dataset_section(env, name, frame[frame["dataset"] == name], latency_budget_ms, state)
-        )
-        for name in datasets
-    ]
+    shown = progress or Progress()
+    sections = []
+    for name in datasets:
+        shown.status(f"plots and tables of {name}")
+        part = frame[frame["dataset"] == name]
+        sections.append(Markup(_dataset_section(env, name, part, latency_budget_ms, state)))
+        shown.update(1)
     if not datasets:
         sections.append(Markup("<p>No results stored yet.</p>"))
     links = [(f"#{name}", name) for name in datasets] + list(extra_links or [])
@@ -147,7 +152,10 @@ def _dataset_section(
     from markupsafe import Markup
 
     from annbench.plot import interactive_figure, interactive_threads_figure
+    from annbench.runbook_analysis import without_runbooks
 
+    runbooks = Markup(_runbook_sections(env, name, frame, state))
+    frame = without_runbooks(frame)  # runbook steps are no static sweep
     ok = successful(frame)
     groups = []
     # one group per workload: the unfiltered sweep first, then each filter beside it
@@ -180,13 +188,72 @@ def _dataset_section(
         )
     groups = [g for g in groups if g["plot"] is not None or len(g["runs"])]
     return env.from_string(_SECTION).render(
-        anchor=name, name=name, groups=groups, budget_ms=f"{latency_budget_ms:g}"
+        anchor=name,
+        name=name,
+        groups=groups,
+        budget_ms=f"{latency_budget_ms:g}",
+        runbooks=runbooks,
     )
 
 
 def _plain_first(group: tuple[tuple[str, str, int], pd.DataFrame]) -> tuple[bool, str, str, int]:
     (workload, mode, k), _ = group
     return workload != PLAIN, workload, mode, k
+
+
+_RUNBOOK = """{% for part in parts %}
+<h3>Runbook {{ part.runbook }} ({{ part.label }})</h3>
+<div class="plot">{{ part.plot }}</div>
+<p class="note">Recall and QPS at each search step of the runbook, one line per configuration;
+hover a point for its step, live rows and figures. Inserts and deletes per second exclude the
+initial build and include rebuilds from the live rows where the backend cannot add or remove.
+</p>
+{{ part.table }}
+{% endfor %}
+"""
+
+
+def _runbook_sections(env: Any, name: str, frame: pd.DataFrame, state: dict[str, bool]) -> str:
+    """Per runbook: recall and QPS against step, and a table of insert and delete throughput
+    and recall at the last step per configuration ('' when there are no runbook runs)."""
+    from markupsafe import Markup
+
+    from annbench.plot import interactive_runbook_figure
+    from annbench.runbook_analysis import runbook_rows, runbook_summary
+
+    parts = []
+    for (runbook, mode, k), runs in runbook_rows(frame).groupby(["runbook", "mode", "k"]):
+        table = runbook_summary(runs)
+        if table.empty:
+            continue
+        label = f"{mode} mode, k={k}"
+        figure = interactive_runbook_figure(runs, f"{name}, runbook {runbook}, {label}")
+        view = pd.DataFrame(
+            {
+                "backend": table["backend"],
+                "build": table["build"],
+                "search": table["search"],
+                "inserts/s": table["insert_per_s"],
+                "deletes/s": table["delete_per_s"],
+                "rebuilds": table["rebuilds"].astype(float),
+                "build s": table["build_s"],
+                "worst recall": table["worst_recall"],
+                "at step": table["worst_step"].astype(float),
+                "recall at last step": table["last_recall"],
+                "QPS at last step": table["last_qps"],
+                "memory MB at end": table["last_memory_MB"],
+            }
+        )
+        div = f"runbook-{name}-{runbook}-{mode}-{k}"
+        parts.append(
+            {
+                "runbook": runbook,
+                "label": label,
+                "plot": Markup(_figure_html(figure, div, state)),
+                "table": Markup(html_table(view, div + "-table")),
+            }
+        )
+    return env.from_string(_RUNBOOK).render(parts=parts) if parts else ""
 
 
 def _figure_html(figure: Any, div_id: str, state: dict[str, bool]) -> str:
@@ -262,7 +329,7 @@ def _runs_table(frame: pd.DataFrame) -> str:
             "label acc": frame["label_top_k_accuracy"],
             "label mAP": frame["label_map"],
             "QPS": frame["qps"],
-            "spread": frame["qps_spread"],
+            "spread %": frame["qps_spread"] * 100,
             "p50 ms": frame["latency_p50_ms"],
             "p99 ms": frame["latency_p99_ms"],
             "build s": frame["build_s"],

@@ -6,12 +6,16 @@ reason, and the sweep goes on with the next configuration.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
 import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -24,6 +28,13 @@ from annbench.grids import check_grid, check_overrides, default_grid, with_overr
 from annbench.measure import MIN_SECONDS, BuildJob, max_probes, run_build_job
 from annbench.record import MODES, PLAIN, RunRecord, params_label
 from annbench.registry import load_backend
+from annbench.replay import (
+    pending_runbook_job,
+    run_runbook_job,
+    runbook_records,
+    runbook_run_count,
+)
+from annbench.runbooks import RunbookPlan
 from annbench.store import ResultStore
 from annbench.workloads import check_filter, expected_selectivity, is_filter, workload_hash
 
@@ -61,12 +72,14 @@ def plan_sweep(
     build_threads: int | None = None,
     min_seconds: float = MIN_SECONDS,
     workloads: Sequence[str] = (PLAIN,),
+    runbook: RunbookPlan | None = None,
 ) -> list[BuildJob]:
     """Every build job of the sweep, with all parameters checked before anything runs.
 
     Each workload (``plain`` or a filter, see ``annbench.workloads``) gets its own build jobs;
     a filter workload's search settings add ``filter_strategy`` (and ``overfetch`` for
-    ``post``), which ``overrides`` may set like any search parameter."""
+    ``post``), which ``overrides`` may set like any search parameter. With ``runbook`` (see
+    ``annbench.runbooks.prepare_runbook``) each job replays it instead (no filters then)."""
     n, d = dataset.train.shape
     if mode not in MODES:
         raise AnnbenchError(f"Mode '{mode}' not valid. Use one of: {', '.join(MODES)}")
@@ -95,11 +108,20 @@ def plan_sweep(
     overrides = dict(overrides or {})
     filtering = {key: overrides.pop(key) for key in FILTER_PARAMS if key in overrides}
     workloads = list(dict.fromkeys(workloads)) or [PLAIN]
+    if runbook is not None and workloads != [PLAIN]:
+        raise AnnbenchError(
+            "--runbook and --filter measure different workloads; run them as separate sweeps"
+        )
     for workload in workloads:
         check_filter(dataset, workload)
     if filtering and not any(is_filter(w) for w in workloads):
         raise AnnbenchError(
             f"{' and '.join(filtering)} apply to filtered searches; add --filter (e.g. label)"
+        )
+    if runbook is not None and k > runbook.min_live:
+        raise AnnbenchError(
+            f"k={k} exceeds the {runbook.min_live} rows live at a search step of runbook "
+            f"{runbook.runbook.name}; use --k {runbook.min_live} or less"
         )
     classes = {name: load_backend(name) for name in backends}
     check_overrides(classes, overrides)
@@ -111,7 +133,7 @@ def plan_sweep(
         for build_params in grid.build_configs():
             searches = tuple(grid.search_configs(build_params))
             index = cls(dataset.metric, **build_params)  # an unbuilt index checks values
-            index.check(n, d)
+            index.check(runbook.min_live if runbook else n, d)  # a runbook builds on fewer
             for search_params in searches:
                 index.set_search_params(**search_params)
             for workload in workloads:
@@ -131,7 +153,7 @@ def plan_sweep(
                     BuildJob(
                         dataset_path=str(dataset.path),
                         dataset=dataset.name,
-                        dataset_hash=dataset.content_hash,
+                        dataset_hash=runbook.workload_hash if runbook else dataset.content_hash,
                         backend=name,
                         build_params=build_params,
                         search_configs=configs,
@@ -142,7 +164,8 @@ def plan_sweep(
                         build_threads=build_threads,
                         min_seconds=min_seconds,
                         library_version=cls.library_version(),
-                        workload=workload,
+                        workload=runbook.runbook.workload if runbook else workload,
+                        runbook=runbook,
                     )
                 )
     # filter records are keyed on the workload's ground truth too (computed here if missing)
@@ -163,14 +186,57 @@ def run_sweep(
     ``status`` hears what is being worked on (``hnswlib [M=16]: building``)."""
     summary = SweepSummary()
     todo, summary.skipped = pending_jobs(jobs, store, force)
-    for job in todo:
-        on_status = None
-        if status is not None:
-            label = f"{job.backend} [{params_label(job.build_params)}]"
-            on_status = lambda text, label=label: status(f"{label}: {text}")  # noqa: E731
-        for record in run_in_worker(job, timeout, memory_limit, on_status):
-            summary.keep(record, store, progress)
+    with interrupts_noticed():
+        for job in todo:
+            on_status = None
+            if status is not None:
+                label = f"{job.backend} [{params_label(job.build_params)}]"
+                on_status = lambda text, label=label: status(f"{label}: {text}")  # noqa: E731
+            for record in run_in_worker(job, timeout, memory_limit, on_status):
+                summary.keep(record, store, progress)
+            check_interrupted()
     return summary
+
+
+_interrupted = threading.Event()
+
+
+@contextmanager
+def interrupts_noticed() -> Iterator[None]:
+    """Make Ctrl-C (and a SIGTERM the caller turned into KeyboardInterrupt) sticky while a
+    sweep runs: the handler still raises KeyboardInterrupt, and also sets a flag the sweep
+    checks, so an interrupt whose exception landed in a finaliser (where Python only prints
+    "Exception ignored") still stops the sweep. Only the main thread can install handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _interrupted.clear()
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if callable(handler):  # the default KeyboardInterrupt, or the caller's own handler
+            previous[signum] = handler
+            signal.signal(signum, _sticky(handler))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        _interrupted.clear()
+
+
+def _sticky(handler: Callable[..., Any]) -> Callable[..., Any]:
+    def noticed(signum: int, frame: Any) -> Any:
+        _interrupted.set()
+        return handler(signum, frame)
+
+    return noticed
+
+
+def check_interrupted() -> None:
+    """Raise KeyboardInterrupt if an interrupt arrived during the sweep (see above)."""
+    if _interrupted.is_set():
+        raise KeyboardInterrupt
 
 
 def pending_jobs(
@@ -181,7 +247,13 @@ def pending_jobs(
     done = set() if force else store.completed_keys()
     todo, skipped = [], 0
     for job in jobs:
-        if job.target_recall is not None:  # an adaptive search needs its whole ladder
+        if job.runbook is not None:
+            narrowed, stored = pending_runbook_job(job, done)
+            skipped += stored
+            if narrowed is not None:
+                todo.append(narrowed)
+            continue
+        if job.adaptive:  # an adaptive search needs its whole ladder
             todo.append(job)
             continue
         remaining = tuple(
@@ -193,24 +265,46 @@ def pending_jobs(
     return todo, skipped
 
 
-def adaptive_jobs(jobs: list[BuildJob], target_recall: float, step: float = 1.25) -> list[BuildJob]:
-    """Jobs that bisect for ``target_recall`` instead of sweeping the whole grid.
+def adaptive_jobs(
+    jobs: list[BuildJob],
+    target_recall: float | None = None,
+    step: float = 1.25,
+    max_latency_ms: float | None = None,
+) -> list[BuildJob]:
+    """Jobs that bisect instead of sweeping the whole grid: for ``target_recall``, or with
+    ``max_latency_ms`` for the last setting whose mean latency per query fits.
 
     A job whose search grid has one integer parameter gets a geometric ladder (ratio
     ``step``) from its smallest to its largest grid value; other jobs keep their full grid.
     """
     out = []
     for job in jobs:
-        names = {name for params in job.search_configs for name in params}
-        values = [params[name] for params in job.search_configs for name in names]
-        if len(names) != 1 or not all(isinstance(v, int) and v > 0 for v in values):
+        ladder = search_ladder(job.search_configs, step)
+        if ladder is None:
             out.append(job)
             continue
-        (name,) = names
-        ladder = geometric_ladder(min(values), max(values), step)
-        configs = tuple({name: value} for value in ladder)
-        out.append(replace(job, search_configs=configs, target_recall=target_recall))
+        out.append(
+            replace(
+                job,
+                search_configs=ladder,
+                target_recall=target_recall,
+                max_latency_ms=max_latency_ms,
+            )
+        )
     return out
+
+
+def search_ladder(
+    configs: tuple[dict[str, Any], ...], step: float = 1.25
+) -> tuple[dict[str, Any], ...] | None:
+    """A geometric ladder over the one positive integer parameter of ``configs`` (its smallest
+    to its largest value), or None when the settings do not vary one such parameter."""
+    names = {name for params in configs for name in params}
+    values = [params[name] for params in configs for name in names]
+    if len(names) != 1 or not all(isinstance(v, int) and v > 0 for v in values):
+        return None
+    (name,) = names
+    return tuple({name: value} for value in geometric_ladder(min(values), max(values), step))
 
 
 def geometric_ladder(low: int, high: int, step: float) -> list[int]:
@@ -225,11 +319,20 @@ def pending_runs(jobs: list[BuildJob], store: ResultStore, force: bool = False) 
     """How many runs (records) the sweep will measure; for adaptive jobs, at most."""
     todo, _ = pending_jobs(jobs, store, force)
     return sum(
-        max_probes(len(job.search_configs)) + (job.runs > 1)
-        if job.target_recall is not None
+        runbook_run_count(job)
+        if job.runbook is not None
+        else max_probes(len(job.search_configs)) + (2 if job.latency_bound else 1)
+        if job.adaptive
         else len(job.search_configs) * len(job.threads)
         for job in todo
     )
+
+
+def job_records(job: BuildJob, **fields: Any) -> list[RunRecord]:
+    """Every record ``job`` produces when all goes well, with ``fields`` (keys, failures)."""
+    if job.runbook is not None:
+        return runbook_records(job, **fields)
+    return [record for params in job.search_configs for record in job.records(params, **fields)]
 
 
 def run_in_worker(
@@ -243,16 +346,17 @@ def run_in_worker(
     reason for the settings it did not measure. The worker is killed if it must be stopped."""
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
-    worker = context.Process(target=_worker_main, args=(job, sender), daemon=True)
-    worker.start()
-    sender.close()
-    deadline = time.monotonic() + timeout if timeout else None
+    worker = context.Process(target=_worker_main, args=(job, sender, os.getpid()), daemon=True)
     finished: set[str] = set()
     error: str | None = None
     completed = False
     kill = True  # unless the loop ends normally: an exception in the consumer kills at once
     try:
+        _start(worker)
+        sender.close()
+        deadline = time.monotonic() + timeout if timeout else None
         while True:
+            check_interrupted()
             if deadline is not None and time.monotonic() > deadline:
                 error = f"timed out after {timeout:g} s"
                 break
@@ -286,16 +390,16 @@ def run_in_worker(
                 break
         kill = error is not None
     finally:
+        sender.close()
         _stop(worker, kill)
         receiver.close()
     if completed:
         return
     if error is None:
         error = _exit_reason(worker.exitcode)
-    for search_params in job.search_configs:
-        for record in job.records(search_params, status="failed", error=error):
-            if record.key not in finished:
-                yield record
+    for record in job_records(job, status="failed", error=error):
+        if record.key not in finished:
+            yield record
 
 
 def _resident_bytes(pid: int | None) -> int:
@@ -305,26 +409,85 @@ def _resident_bytes(pid: int | None) -> int:
         return 0
 
 
-def _worker_main(job: BuildJob, sender: Any) -> None:
-    """Entry point of a worker process."""
+def _start(worker: multiprocessing.process.BaseProcess) -> None:
+    """Start ``worker`` with SIGINT blocked, so the child inherits it blocked: a Ctrl-C that
+    reaches the whole process group while the child is still starting up cannot kill it with
+    a traceback (the parent handles Ctrl-C and stops the worker). The parent's own SIGINT
+    stays pending while blocked and is delivered as soon as the worker is started."""
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            worker.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    else:
+        worker.start()
+
+
+def _worker_main(job: BuildJob, sender: Any, parent: int | None = None) -> None:
+    """Entry point of a worker process: measure ``job``, send records to the parent process
+    ``parent``, and exit at once (quietly) if that parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    if parent is not None:
+        exit_with_parent(parent)
+
+    def send(message: tuple[str, Any]) -> None:
+        try:
+            sender.send(message)
+        except (BrokenPipeError, ConnectionError, EOFError):  # the parent is gone: no traceback
+            os._exit(EXIT_ORPHANED)
+
     try:
-        run_build_job(
+        run = run_runbook_job if job.runbook is not None else run_build_job
+        run(
             job,
-            lambda record: sender.send(("record", record)),
-            status=lambda text: sender.send(("status", text)),
+            lambda record: send(("record", record)),
+            status=lambda text: send(("status", text)),
         )
-        sender.send(("done", None))
+        send(("done", None))
     except Exception as exc:  # reported to the parent, which records the failure
         text = " ".join(str(exc).split())
-        sender.send(
-            ("error", text if isinstance(exc, AnnbenchError) else f"{type(exc).__name__}: {text}")
-        )
+        send(("error", text if isinstance(exc, AnnbenchError) else f"{type(exc).__name__}: {text}"))
     finally:
-        sender.close()
+        try:
+            sender.close()
+        except OSError:
+            pass
+
+
+#: Exit status of a worker that found its parent gone.
+EXIT_ORPHANED = 3
+#: Seconds between the watchdog's checks that the parent is still there.
+WATCHDOG_SECONDS = 0.5
+_PR_SET_PDEATHSIG = 1
+
+
+def exit_with_parent(parent: int, death_signal: bool = True) -> None:
+    """End this process as soon as ``parent`` is gone: the kernel sends SIGKILL when it dies
+    (Linux ``prctl(PR_SET_PDEATHSIG)``), and a watchdog thread polling ``os.getppid()`` covers
+    other systems and a parent that died before this ran."""
+    if death_signal and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError) as exc:
+            log.debug("prctl(PR_SET_PDEATHSIG) unavailable: %s", exc)
+    if os.getppid() != parent:  # died before the death signal was armed
+        os._exit(EXIT_ORPHANED)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(WATCHDOG_SECONDS)
+        os._exit(EXIT_ORPHANED)
+
+    threading.Thread(target=watch, name="annbench-parent-watchdog", daemon=True).start()
 
 
 def _stop(worker: multiprocessing.process.BaseProcess, kill: bool) -> None:
+    if worker.pid is None:  # interrupted before it started
+        return
     if kill:
         worker.kill()
     worker.join(timeout=5)
@@ -342,4 +505,6 @@ def _exit_reason(exitcode: int | None) -> str:
         except ValueError:
             name = f"signal {-exitcode}"
         return f"worker killed by {name}"
+    if exitcode == EXIT_ORPHANED:
+        return "worker stopped: its parent process was gone"
     return f"worker exited with code {exitcode} before finishing"

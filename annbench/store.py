@@ -48,6 +48,9 @@ _COLUMN_TYPES = {
     "n_queries": "INTEGER",
     "step": "INTEGER",
     "probe": "INTEGER",
+    "live_size": "INTEGER",
+    "rebuilt": "INTEGER",
+    "not_live": "INTEGER",
 }
 
 # Per key: the attempt shown (latest ok non-probe, else latest ok probe when probes are asked
@@ -373,6 +376,7 @@ _TEXT = {
     "created_at",
     "workload",
     "library_version",
+    "step_kind",
 }
 
 
@@ -399,6 +403,7 @@ def _row(record: RunRecord) -> dict[str, Any]:
 def _record(row: dict[str, Any]) -> RunRecord:
     values = {name: row.get(name) for name in SCALAR_FIELDS}
     values["probe"] = bool(values["probe"])
+    values["rebuilt"] = None if values["rebuilt"] is None else bool(values["rebuilt"])
     values["workload"] = values["workload"] or PLAIN
     values["status"] = values["status"] or "ok"
     values.update({name: json.loads(row[name]) if row.get(name) else {} for name in JSON_FIELDS})

@@ -30,13 +30,76 @@ def ab_file(path, **overrides):
         "distances": np.zeros((2, 3), np.float32),
     }
     distance = overrides.pop("distance", "euclidean")
+    label_names = overrides.pop("label_names", None)
     arrays.update(overrides)
     with h5py.File(path, "w") as f:
         f.attrs["distance"] = distance
+        if label_names is not None:
+            f.attrs["label_names"] = label_names
         for key, value in arrays.items():
-            if value is not None:
+            if isinstance(value, dict):
+                group = f.create_group(key)
+                for sub, array in value.items():
+                    group[sub] = array
+            elif value is not None:
                 f[key] = value
     return str(path)
+
+
+def tampered(path, change):
+    """A copy of the tiny dataset with its ground truth changed by ``change(ids, dists)``."""
+
+    def make(tmp, tiny):
+        copy = tmp / path
+        copy.write_bytes(tiny.read_bytes())
+        with h5py.File(copy, "r+") as f:
+            ids, dists = change(f["neighbors"][()], f["distances"][()])
+            del f["neighbors"], f["distances"]
+            f["neighbors"], f["distances"] = ids, dists
+        return str(copy)
+
+    return make
+
+
+def fifo(tmp, _):
+    os.mkfifo(tmp / "pipe.hdf5")
+    return str(tmp / "pipe.hdf5")
+
+
+def folder(tmp, _):
+    (tmp / "folder.hdf5").mkdir()
+    return str(tmp / "folder.hdf5")
+
+
+def parquet_of_strings(tmp, _):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"v": ["a", "b", "c"]}), tmp / "s.parquet")
+    return str(tmp / "s.parquet")
+
+
+def texts(tmp, count=10):
+    path = tmp / "texts.txt"
+    path.write_text("".join(f"text number {i}\n" for i in range(count)))
+    return str(path)
+
+
+def importing(make_source, *extra):
+    return lambda t, tiny: [
+        "datasets",
+        "import",
+        make_source(t, tiny),
+        "--name",
+        "x",
+        "--metric",
+        "l2",
+        *extra,
+    ]
+
+
+def embedding(make_source, *extra):
+    return lambda t, tiny: ["datasets", "embed", make_source(t), "--name", "x", *extra]
 
 
 def looping_hdf5(tmp, tiny):
@@ -275,6 +338,153 @@ CASES = {
         lambda t, tiny: ["recommend", "-d", str(tiny), "--min-recall", "1.5"],
         "Invalid value for '--min-recall': 1.5 is not a finite number > 0 and <= 1",
         2,
+    ),
+    "labels of the wrong length in the file": (
+        run_on(lambda t, _: ab_file(t / "l.hdf5", train_labels=np.arange(9))),
+        "'train_labels' has shape (9,) but there are 10 base vectors",
+        1,
+    ),
+    "NaN labels": (
+        run_on(lambda t, _: ab_file(t / "l.hdf5", train_labels=np.r_[np.nan, np.ones(9)])),
+        "'train_labels' has NaN or infinite labels",
+        1,
+    ),
+    "label names that do not match": (
+        run_on(lambda t, _: ab_file(t / "l.hdf5", train_labels=np.arange(10), label_names='["a"]')),
+        "the label-name table does not match the labels",
+        1,
+    ),
+    "attributes of the wrong shape": (
+        run_on(lambda t, _: ab_file(t / "a.hdf5", train_attrs=np.zeros((3, 2)))),
+        "'train_attrs' has shape (3, 2) but there are 10 base vectors",
+        1,
+    ),
+    "ground truth shuffled between queries": (
+        run_on(tampered("s.hdf5", lambda i, d: (i[::-1], d))),
+        "stored distances disagree with the stored neighbours' actual distances",
+        1,
+    ),
+    "ground truth all one id": (
+        run_on(tampered("o.hdf5", lambda i, d: (np.zeros_like(i), d))),
+        "lists the same neighbour id twice",
+        1,
+    ),
+    "NaN distances": (
+        run_on(tampered("n.hdf5", lambda i, d: (i, np.full_like(d, np.nan)))),
+        "are NaN or infinite",
+        1,
+    ),
+    "distances as strings": (
+        run_on(tampered("t.hdf5", lambda i, d: (i, d.astype("S8")))),
+        "distances must be numbers",
+        1,
+    ),
+    "HDF5 group where an array is expected": (
+        run_on(lambda t, _: ab_file(t / "g.hdf5", neighbors={"ids": np.zeros(3)})),
+        "'neighbors' is an HDF5 group, but an array (dataset) is expected",
+        1,
+    ),
+    "dataset path is a directory": (run_on(folder), "is a directory, not a regular file", 1),
+    "dataset path is a FIFO": (run_on(fifo), "is a FIFO (named pipe), not a regular file", 1),
+    "output path is a directory": (
+        lambda t, tiny: ["results", "--csv", str(t)],
+        "is a directory; give a file name",
+        1,
+    ),
+    "output path is a device": (
+        lambda t, tiny: ["results", "--csv", "/dev/null"],
+        "--csv /dev/null is a character device, not a regular file",
+        1,
+    ),
+    "output path under a file": (
+        lambda t, tiny: ["plot", "-d", "tiny", "--out", _write(t / "f", b"x") + "/p.png"],
+        "cannot be written: ",
+        1,
+    ),
+    "output path empty": (
+        lambda t, tiny: ["results", "--csv", ""],  # click reads '' as '.'
+        "is a directory; give a file name",
+        1,
+    ),
+    "output path too long": (
+        lambda t, tiny: ["results", "--csv", str(t / ("x" * 300))],
+        "path is too long for the file system",
+        1,
+    ),
+    "report folder is a file": (
+        lambda t, tiny: ["report", "--out", _write(t / "f", b"x")],
+        "is a file; give a folder",
+        1,
+    ),
+    "grid key given twice": (
+        run_tiny("-b", "hnswlib", "-g", "ef=10", "-g", "ef=20"),
+        "Grid key 'ef' is given twice; give all its values once: --grid ef=10,20",
+        1,
+    ),
+    "grid value beyond the C integer range": (
+        run_tiny("-b", "hnswlib", "-g", "ef=3000000000"),
+        "ef=3000000000 for 'hnswlib' is beyond the integer range",
+        1,
+    ),
+    "unknown backend beside all": (
+        run_tiny("-b", "all", "-b", "nosuch"),
+        "Unknown backend 'nosuch'",
+        1,
+    ),
+    "import source is a directory": (
+        importing(lambda t, _: str(t)),
+        "is a directory, not a regular file",
+        1,
+    ),
+    "tiny .fvecs": (
+        importing(lambda t, _: _write(t / "x.fvecs", b"\x04\0")),
+        "too few for one .fvecs row",
+        1,
+    ),
+    "HDF5 group named as the vectors": (
+        importing(lambda t, _: ab_file(t / "g.hdf5", emb={"a": np.ones((3, 2))}), "--key", "emb"),
+        "'emb' is an HDF5 group, not an array",
+        1,
+    ),
+    "parquet column of strings": (
+        importing(parquet_of_strings, "--column", "v"),
+        "column 'v' holds string, not vectors",
+        1,
+    ),
+    "float64 beyond float32": (
+        importing(lambda t, _: npy(t, "big.npy", np.full((20, 3), 1e39)), "--queries", "3"),
+        "beyond float32's largest value",
+        1,
+    ),
+    "dataset name of a bundled dataset": (
+        lambda t, tiny: ["datasets", "create", "debian-packages-384-angular", "--n", "100"],
+        "is taken by the bundled dataset",
+        1,
+    ),
+    "more queries than texts to embed": (
+        embedding(texts, "--queries", "50"),
+        "--queries must be between 1 and 9 for 10 texts",
+        1,
+    ),
+    "binary file to embed": (
+        embedding(lambda t: _write(t / "b.txt", os.urandom(2000) + b"\0")),
+        "is not text",
+        1,
+    ),
+    "unknown embedding model": (
+        embedding(texts, "--queries", "2", "--model", "no-such-model"),
+        "Embedding model 'no-such-model' is neither a model folder nor in the Hugging Face cache",
+        1,
+    ),
+    "malformed scheduler address": (
+        run_tiny("-b", "faiss-flat", "--scheduler", "tcp://host:99999"),
+        "--scheduler must be 'local' or tcp://HOST:PORT",
+        1,
+    ),
+    "empty --url": (
+        lambda t, tiny: ["datasets", "fetch", "gist-960-euclidean", "--url", ""],
+        "--url is empty",
+        1,
     ),
 }
 

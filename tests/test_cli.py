@@ -1,4 +1,5 @@
 import csv
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -183,3 +184,81 @@ def test_backends_lists_every_backend(cli):
     output = cli("backends").output
     for name in ("faiss-flat", "faiss-ivf", "faiss-ivfpq", "faiss-hnsw", "hnswlib", "annoy"):
         assert name in output
+
+
+def test_sweep_progress_names_backend_configuration_and_step(tiny_path, isolated_folders):
+    args = ["run", "-b", "hnswlib", "-d", str(tiny_path), "--runs", "1", "--min-time", "0"]
+    args += ["-g", "M=8", "-g", "ef_construction=20", "-g", "ef=10,40"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "Measuring [0/2] hnswlib [M=8 ef_construction=20]: building" in lines
+    assert "Measuring [0/2] hnswlib [M=8 ef_construction=20]: searching ef=10" in lines
+    assert "Measuring [1/2] hnswlib [M=8 ef_construction=20]: searching ef=40" in lines
+    assert any(line.startswith("Measuring: 2/2 in ") for line in lines)
+    assert "\r" not in result.output  # single lines when output is not a terminal
+    quiet = CliRunner().invoke(main, [*args, "--force", "--quiet"])
+    assert quiet.exit_code == 0 and "Measuring" not in quiet.output
+    assert "Stored 2 results" in quiet.output
+
+
+def test_progress_on_a_terminal_is_a_bar_with_counts_and_time_left():
+    import io
+
+    from annbench.progress import progress_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Terminal()
+    with progress_bar(4, "Measuring", file=out) as shown:
+        shown.update(1)
+        shown.status("hnswlib [M=8]: building")
+        shown.update(3)
+    text = out.getvalue()
+    assert "\r" in text and "4/4" in text and "hnswlib [M=8]: building" in text
+    assert re.search(r"<\d\d:\d\d", text)  # time left
+
+
+def test_results_lists_both_recalls_only_where_they_differ(cli, isolated_folders):
+    from tests_helpers import a_record
+
+    with ResultStore(isolated_folders / "results") as store:
+        store.put(a_record(ef=16, recall=0.9, ann_benchmarks_recall=0.9))
+    same = cli("results")
+    assert "ab_recall" not in same.output and "0.9000" in same.output
+    with ResultStore(isolated_folders / "results") as store:
+        store.put(a_record(ef=32, recall=0.8303, ann_benchmarks_recall=0.8408))
+    both = cli("results")
+    assert "ab_recall" in both.output and "0.8408" in both.output
+
+
+def test_every_numeric_option_is_bounded_and_finite():
+    import click
+
+    from annbench.cli_types import FiniteFloat
+
+    for path in commands():
+        command = main
+        for name in path:
+            command = command.commands[name]
+        for param in command.params:
+            kind = param.type
+            if isinstance(kind, click.types.FloatParamType):  # FLOAT and FloatRange take nan
+                raise AssertionError(f"{' '.join(path)} {param.name}: use cli_types.FiniteFloat")
+            if isinstance(kind, click.types.IntParamType):
+                assert isinstance(kind, click.IntRange), f"{' '.join(path)} {param.name}"
+                assert kind.min is not None and kind.max is not None, param.name
+            assert not isinstance(kind, FiniteFloat) or None not in (kind.min, kind.max)
+
+
+def test_load_results_history_keeps_every_attempt(tiny_path, isolated_folders):
+    import annbench
+
+    args = dict(dataset=tiny_path, grid={"M": 8, "ef": 10}, runs=1, min_time=0, progress=False)
+    annbench.run("hnswlib", **args)
+    annbench.run("hnswlib", force=True, **args)
+    assert len(annbench.load_results()) == 1
+    history = annbench.load_results(history=True)
+    assert len(history) == 2 and (history["build.M"] == 8).all()

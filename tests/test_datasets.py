@@ -362,3 +362,28 @@ def test_float64_beyond_float32_is_reported_as_overflow(tmp_path, rng):
     train[9, 1] = 1e39
     with pytest.raises(AnnbenchError, match="row 9 holds 1e.39, beyond float32"):
         write_dataset(tmp_path / "big.hdf5", train, train[:3], Metric.EUCLIDEAN)
+
+
+def test_dataset_name_ending_in_hdf5_is_corrected(isolated_folders):
+    from click.testing import CliRunner
+
+    from annbench.cli import main
+    from annbench.paths import data_dir
+
+    result = CliRunner().invoke(
+        main, ["datasets", "create", "mine.hdf5", "--n", "200", "--nq", "10", "--d", "4"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (data_dir() / "mine.hdf5").is_file() and not (data_dir() / "mine.hdf5.hdf5").exists()
+    assert "Dataset name: mine" in result.output
+
+
+def test_records_say_the_ground_truth_was_checked(tiny_path, tmp_path):
+    from annbench.runner import plan_sweep, run_sweep
+    from annbench.store import ResultStore
+
+    jobs = plan_sweep(read_dataset(tiny_path), ["faiss-flat"], runs=1)
+    with ResultStore(tmp_path) as store:
+        run_sweep(jobs, store)
+        (record,) = store.records()
+    assert record.provenance["ground_truth_check"].startswith("passed")

@@ -58,3 +58,48 @@ def test_unreachable_scheduler_is_one_line(tiny_path, tmp_path):
     assert "Cannot reach the Dask scheduler at tcp://127.0.0.1:9" in result.output
     bad = run(tiny_path, tmp_path, "-b", "faiss-flat", "--scheduler", "nowhere")
     assert bad.exit_code == 1 and "--scheduler must be 'local' or tcp://HOST:PORT" in bad.output
+
+
+@pytest.mark.parametrize(
+    "address", ["tcp://", "tcp://host", "tcp://host:0", "tcp://host:99999", "tcp://:8786", ""]
+)
+def test_malformed_scheduler_address_is_refused_before_anything_runs(tiny_path, tmp_path, address):
+    bad = run(tiny_path, tmp_path, "-b", "faiss-flat", "--scheduler", address)
+    assert bad.exit_code == 1 and "--scheduler must be 'local' or tcp://HOST:PORT" in bad.output
+    assert "Measuring" not in bad.output and not (tmp_path / "annbench.sqlite").exists()
+
+
+def test_newcomer_cluster_without_the_resource_fails_in_seconds(tiny_path, tmp_path, monkeypatch):
+    """A plain 'dask worker' (no --resources annbench=1) used to leave the sweep waiting."""
+    from distributed import LocalCluster
+
+    from annbench import distributed
+
+    monkeypatch.setattr(distributed, "WORKER_WAIT_SECONDS", 1.0)
+    with LocalCluster(
+        n_workers=1, processes=False, protocol="tcp://", dashboard_address=None
+    ) as cluster:
+        address = cluster.scheduler_address
+        result = run(tiny_path, tmp_path, "-b", "faiss-flat", "--scheduler", address)
+    assert result.exit_code == 1, result.output
+    assert "none offering the 'annbench' resource" in result.output
+    assert f"dask worker {address} --nthreads 1 --resources annbench=1" in result.output
+    assert "DASK_DISTRIBUTED__WORKER__DAEMON=False" in result.output
+
+
+def test_daemonic_workers_are_refused_with_the_command(tiny_path, tmp_path):
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=True,
+        resources={"annbench": 1},
+        dashboard_address=None,
+    )
+    with cluster:
+        result = run(
+            tiny_path, tmp_path, "-b", "faiss-flat", "--scheduler", cluster.scheduler_address
+        )
+    assert result.exit_code == 1, result.output
+    assert "run as daemons" in result.output and "DAEMON=False dask worker" in result.output

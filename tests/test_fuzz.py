@@ -130,3 +130,51 @@ def test_arbitrary_arrays_in_ann_benchmarks_layout(tmp_path, train, distance):
         read_dataset(path)
     except AnnbenchError as exc:
         assert "\n" not in str(exc)
+
+
+def _bad_cli_inputs(tmp, tiny):
+    """Command lines made of bad inputs of many kinds (seeded), none of them valid."""
+    rng = np.random.default_rng(9)
+    (tmp / "file").write_bytes(b"x")
+    cases = []
+    for suffix in (".npy", ".fvecs", ".ivecs", ".bvecs", ".parquet", ".hdf5", ".txt", ".csv"):
+        for size in (0, 1, 3, 5, 64, 4096):
+            path = tmp / f"r{size}{suffix}"
+            path.write_bytes(rng.bytes(size))
+            cases.append(["datasets", "import", str(path), "--name", "x", "--metric", "l2"])
+            if suffix == ".hdf5":
+                cases.append(["run", "-b", "faiss-flat", "-d", str(path)])
+            if suffix in (".txt", ".csv"):
+                cases.append(["datasets", "embed", str(path), "--name", "x", "--queries", "1"])
+    for grid in (
+        "=", "a=", "=1", "ef=1,,2", "ef=[1]", "ef={a: 1}", "ef=1e400", "ef=-1e400", "ef=nan",
+        "ef=.inf", "M=99999999999999999999", "ef=1.5", "ef=x", "M=-3",
+    ):  # fmt: skip
+        cases.append(["run", "-d", str(tiny), "-b", "hnswlib", "-g", grid])
+    for name in ("", " x", ".hidden", "a/b", "x" * 300, "sift-128-euclidean", "../up"):
+        cases.append(["datasets", "create", name, "--n", "50", "--nq", "5", "--d", "2"])
+    for out in ("", ".", "/", "/dev/null", "/proc/version", str(tmp / "file" / "x"), "x" * 5000):
+        cases.append(["results", "--csv", out])
+        cases.append(["plot", "-d", "tiny", "--out", out])
+        cases.append(["report", "--out", out])
+    for scheduler in ("tcp://", "tcp://:1", "udp://x:1", "tcp://h:p", "tcp://h:-1", " local"):
+        cases.append(["run", "-d", str(tiny), "-b", "faiss-flat", "--scheduler", scheduler])
+    for spec in (str(tmp), "/dev/null", str(tmp / "file" / "x.hdf5"), "", " "):
+        cases.append(["run", "-b", "faiss-flat", "-d", spec])
+        cases.append(["datasets", "info", spec])
+    return cases
+
+
+def test_no_bad_input_ends_in_the_catch_all_message(tiny_path, tmp_path, isolated_folders):
+    """Every bad input is a missing check if it reaches the 'unexpected <Exception>' line."""
+    from click.testing import CliRunner
+
+    from annbench.cli import main
+    from annbench.datasets import PROBE_SECONDS  # noqa: F401 - the probe stays in use
+
+    unexpected = []
+    for args in _bad_cli_inputs(tmp_path, tiny_path):
+        result = CliRunner().invoke(main, args)
+        if "unexpected" in result.output or "Traceback" in result.output or result.exit_code == 0:
+            unexpected.append((args, result.exit_code, result.output.strip()[-300:]))
+    assert not unexpected, "\n".join(map(str, unexpected))

@@ -42,6 +42,8 @@ def test_wheel_contains_every_grid_file(wheel):
     assert any(n.endswith("entry_points.txt") for n in names)
     assert "annbench/bundled/debian-packages-384-angular.hdf5" in names
     assert "annbench/bundled/debian-packages.tsv.gz" in names
+    shipped = list((ROOT / "annbench" / "runbook_files").glob("*.yaml"))
+    assert shipped and all(f"annbench/runbook_files/{rb.name}" in names for rb in shipped)
 
 
 def test_installed_wheel_loads_grids_from_elsewhere(wheel, tmp_path):

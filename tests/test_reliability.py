@@ -159,3 +159,65 @@ def test_two_sweeps_into_one_store_at_once(tiny_path, tmp_path):
     assert all(r.status == "ok" for r in records)
     with sqlite3.connect(tmp_path / "annbench.sqlite") as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def spawned_workers(process: subprocess.Popen, seconds: float = 60) -> list[psutil.Process]:
+    """The measuring workers (spawned) of an annbench process, once one is running."""
+    found: list[psutil.Process] = []
+
+    def started() -> bool:
+        found[:] = [
+            child
+            for child in psutil.Process(process.pid).children()
+            if "spawn_main" in command(child)
+        ]
+        return bool(found)
+
+    wait_for(started, seconds)
+    return found
+
+
+def test_worker_exits_at_once_when_its_parent_is_killed(tiny_path, tmp_path):
+    # test-hang's search sleeps an hour: without a parent, only the death signal ends it
+    process = annbench(tiny_path, tmp_path, "-b", "test-hang", "--runs", "1", "-g", "level=2")
+    workers = spawned_workers(process)
+    time.sleep(1.5)  # well into the hanging search
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    start = time.monotonic()
+    wait_gone(workers, seconds=10)
+    assert not [w for w in workers if alive(w)]
+    assert time.monotonic() - start < 10
+    err = process.stderr.read()  # the worker shares the pipe: it printed no traceback
+    assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+def test_watchdog_ends_an_orphan_where_no_death_signal_exists(tmp_path):
+    """The portable fallback: a thread polling getppid() (prctl disabled here)."""
+    marker = tmp_path / "pid"
+    code = (
+        "import os, time; from annbench.runner import exit_with_parent; "
+        "exit_with_parent(os.getppid(), death_signal=False); "
+        f"open({str(marker)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    )
+    shell = subprocess.Popen(
+        ["sh", "-c", f'"{sys.executable}" -c "{code}" & sleep 30'], stdout=subprocess.DEVNULL
+    )
+    wait_for(lambda: marker.exists() and marker.read_text() != "", 60)
+    orphan = psutil.Process(int(marker.read_text()))
+    shell.kill()
+    shell.wait()
+    orphan.wait(timeout=10)  # raises TimeoutExpired if the orphan lives on
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.2, 0.5, 1.0])
+def test_ctrl_c_shortly_after_a_worker_starts_always_stops_the_sweep(tiny_path, tmp_path, delay):
+    process = annbench(tiny_path, tmp_path, *SLOW, start_new_session=True)
+    workers = spawned_workers(process)
+    time.sleep(delay)
+    os.killpg(process.pid, signal.SIGINT)  # as a terminal does: the whole process group
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Interrupted" in err and "Traceback" not in err
+    wait_gone(workers, seconds=10)
+    assert not [w for w in workers if alive(w)]

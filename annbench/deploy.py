@@ -1,0 +1,232 @@
+"""A recommended configuration made usable: a runnable snippet with the library itself, or the
+index built on the dataset and saved with a JSON description beside it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from annbench.datasets import Dataset
+from annbench.errors import AnnbenchError
+from annbench.metrics import Metric
+from annbench.registry import load_backend
+
+log = logging.getLogger(__name__)
+
+_FAISS_METRIC = {
+    Metric.EUCLIDEAN: "faiss.METRIC_L2",
+    Metric.ANGULAR: "faiss.METRIC_INNER_PRODUCT",
+    Metric.DOT: "faiss.METRIC_INNER_PRODUCT",
+}
+_HNSWLIB_SPACE = {Metric.EUCLIDEAN: "l2", Metric.ANGULAR: "cosine", Metric.DOT: "ip"}
+_ANNOY_METRIC = {Metric.EUCLIDEAN: "euclidean", Metric.ANGULAR: "angular", Metric.DOT: "dot"}
+#: faiss ParameterSpace names of the faiss-factory search parameters.
+_FAISS_SEARCH = {"nprobe": "nprobe", "efSearch": "efSearch", "k_factor": "k_factor_rf"}
+
+
+def faiss_factory(backend: str, build_params: Mapping[str, Any]) -> str | None:
+    """The faiss ``index_factory`` string of a faiss backend's configuration (None if not)."""
+    if backend == "faiss-factory":
+        return str(build_params["factory"])
+    if backend == "faiss-flat":
+        return "Flat"
+    if backend == "faiss-ivf":
+        return f"IVF{build_params['nlist']},Flat"
+    if backend == "faiss-ivfpq":
+        return f"IVF{build_params['nlist']},PQ{build_params['m']}x{build_params.get('nbits', 8)}"
+    if backend == "faiss-hnsw":
+        return f"HNSW{build_params['M']},Flat"
+    return None
+
+
+def emit_python(choice: Mapping[str, Any], dataset: Dataset, k: int) -> str:
+    """A short, runnable Python snippet that builds and queries ``choice`` (a recommended row:
+    backend, build_params, search_params) on ``dataset`` with the library itself, printing
+    its recall@k; it imports numpy, h5py and the library, never annbench."""
+    backend, build, search = choice["backend"], choice["build_params"], choice["search_params"]
+    header = [
+        f"# {choice.get('config', backend)} on {dataset.name}",
+        f"# annbench measured recall@{k} {choice['recall']:.4f} on these held-out queries",
+        "import h5py",
+        "import numpy as np",
+    ]
+    load = [
+        f"with h5py.File({str(Path(dataset.path).resolve())!r}, 'r') as f:",
+        "    xb = np.ascontiguousarray(f['train'][:], dtype='float32')",
+        "    xq = np.ascontiguousarray(f['test'][:], dtype='float32')",
+        f"    gt = f['neighbors'][:, :{k}]",
+    ]
+    factory = faiss_factory(backend, build)
+    if factory is not None:
+        body = _faiss(dataset.metric, factory, backend, build, search, k)
+    elif backend == "hnswlib":
+        body = _hnswlib(dataset.metric, build, search, k)
+    elif backend == "annoy":
+        body = _annoy(dataset.metric, build, search, k)
+    else:
+        raise AnnbenchError(
+            f"--emit python knows the faiss backends, hnswlib and annoy, not '{backend}'; "
+            "use --save-index or --json for this pick"
+        )
+    imports, code = body
+    tail = [
+        f"recall = np.mean([len(set(found) & set(truth)) / {k} for found, truth in zip(ids, gt)])",
+        f"print(f'recall@{k} = {{recall:.4f}}')",
+    ]
+    return "\n".join(header + imports + [""] + load + code + tail) + "\n"
+
+
+def _faiss(
+    metric: Metric,
+    factory: str,
+    backend: str,
+    build: Mapping[str, Any],
+    search: Mapping[str, Any],
+    k: int,
+) -> tuple[list[str], list[str]]:
+    code = []
+    if metric is Metric.ANGULAR:
+        code += ["faiss.normalize_L2(xb)", "faiss.normalize_L2(xq)"]
+    code.append(f"index = faiss.index_factory(xb.shape[1], {factory!r}, {_FAISS_METRIC[metric]})")
+    if backend == "faiss-hnsw":
+        code.append(f"index.hnsw.efConstruction = {int(build['efConstruction'])}")
+    code += ["index.train(xb)", "index.add(xb)"]
+    params = ",".join(
+        f"{_FAISS_SEARCH.get(name, name)}={value}"
+        for name, value in search.items()
+        if value is not None
+    )
+    if params:
+        code.append(f"faiss.ParameterSpace().set_index_parameters(index, {params!r})")
+    code.append(f"_, ids = index.search(xq, {k})")
+    return ["import faiss"], code
+
+
+def _hnswlib(
+    metric: Metric, build: Mapping[str, Any], search: Mapping[str, Any], k: int
+) -> tuple[list[str], list[str]]:
+    code = [
+        f"index = hnswlib.Index(space={_HNSWLIB_SPACE[metric]!r}, dim=xb.shape[1])",
+        f"index.init_index(max_elements=len(xb), M={int(build['M'])}, "
+        f"ef_construction={int(build['ef_construction'])}, random_seed=100)",
+        "index.add_items(xb, np.arange(len(xb)))",
+        f"index.set_ef({int(search['ef'])})",
+        f"ids, _ = index.knn_query(xq, k={k})",
+    ]
+    return ["import hnswlib"], code
+
+
+def _annoy(
+    metric: Metric, build: Mapping[str, Any], search: Mapping[str, Any], k: int
+) -> tuple[list[str], list[str]]:
+    code = [
+        f"index = AnnoyIndex(xb.shape[1], {_ANNOY_METRIC[metric]!r})",
+        "index.set_seed(42)",
+        "for i, vector in enumerate(xb):",
+        "    index.add_item(i, vector)",
+        f"index.build({int(build['n_trees'])})",
+        f"ids = [index.get_nns_by_vector(q, {k}, {int(search['search_k'])}) for q in xq]",
+    ]
+    return ["from annoy import AnnoyIndex"], code
+
+
+def load_hint(backend: str, metric: Metric, d: int, path: Path) -> str:
+    """A Python expression that loads the saved index with the library itself."""
+    if backend.startswith("faiss-"):
+        return f"faiss.read_index({str(path)!r})"
+    if backend == "hnswlib":
+        return (
+            f"hnswlib.Index(space={_HNSWLIB_SPACE[metric]!r}, dim={d}); "
+            f"index.load_index({str(path)!r})"
+        )
+    if backend == "annoy":
+        return f"AnnoyIndex({d}, {_ANNOY_METRIC[metric]!r}); index.load({str(path)!r})"
+    return f"annbench.registry.load_backend({backend!r})(metric, **build_params).load(path)"
+
+
+def save_index(
+    choice: Mapping[str, Any], dataset: Dataset, path: Path, k: int, query_mode: str = ""
+) -> Path:
+    """Build ``choice`` on ``dataset``, save it to ``path`` and write ``<path>.json`` beside it
+    (library, version, parameters, metric, measured recall/latency/memory, dataset hash).
+    Returns the JSON's path."""
+    path = Path(path)
+    meta_path = path.with_name(path.name + ".json")
+    if path.is_dir():
+        raise AnnbenchError(f"--save-index {path} is a directory; give a file path")
+    if not path.parent.is_dir():
+        raise AnnbenchError(f"--save-index {path}: folder {path.parent} does not exist")
+    backend = str(choice["backend"])
+    cls = load_backend(backend)
+    index = cls(dataset.metric, **choice["build_params"])
+    index.check(*dataset.train.shape)
+    start = time.perf_counter()
+    index.build(dataset.train)
+    build_s = time.perf_counter() - start
+    index.set_search_params(**choice["search_params"])
+    try:
+        index.save(path)
+    except NotImplementedError as exc:
+        raise AnnbenchError(f"The {backend} backend cannot save its index") from exc
+    except OSError as exc:
+        raise AnnbenchError(f"Cannot write --save-index {path}: {exc.strerror or exc}") from exc
+    size = path.stat().st_size if path.is_file() else None
+    meta = {
+        "backend": backend,
+        "library": cls.library,
+        "library_version": cls.library_version(),
+        "build_params": choice["build_params"],
+        "search_params": choice["search_params"],
+        "faiss_factory": faiss_factory(backend, choice["build_params"]),
+        "metric": dataset.metric.value,
+        "normalize_queries": dataset.metric is Metric.ANGULAR,
+        "k": k,
+        "query_mode": query_mode,
+        "measured": {
+            name: _plain(choice.get(name))
+            for name in (
+                "recall",
+                "qps",
+                "latency_mean_ms",
+                "latency_p50_ms",
+                "latency_p99_ms",
+                "serving_memory_bytes",
+                "memory_footprint",
+                "index_bytes",
+                "peak_rss_bytes",
+                "build_s",
+                "runs",
+            )
+        },
+        "dataset": dataset.name,
+        "dataset_hash": dataset.content_hash,
+        "dataset_path": str(Path(dataset.path).resolve()),
+        "n": int(dataset.train.shape[0]),
+        "d": int(dataset.train.shape[1]),
+        "file": path.name,
+        "file_bytes": size,
+        "build_s_here": round(build_s, 3),
+        "load": load_hint(backend, dataset.metric, int(dataset.train.shape[1]), path),
+        "created_at": datetime.now(timezone.utc).isoformat(),
+    }
+    try:
+        meta_path.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    except OSError as exc:
+        raise AnnbenchError(f"Cannot write {meta_path}: {exc.strerror or exc}") from exc
+    log.info("Saved %s (%d bytes) and %s", path, size, meta_path)
+    return meta_path
+
+
+def _plain(value: Any) -> Any:
+    if value is None:
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value != value:  # NaN
+        return None
+    return value

@@ -1,0 +1,378 @@
+"""The neighbours page: what "recall 0.83" looks like. For a few sample queries, the query and
+its exact top-k beside the top-k that each chosen configuration returned, hits and misses
+marked, labels compared with the query's; texts for text datasets, thumbnails for pixel
+datasets.
+
+Row ids map back to the items they were made from through the dataset's attributes: a dataset
+made by ``annbench datasets embed`` records its corpus (``texts``: file, columns, query split),
+or, for files made before that attribute, the command that made it; a dataset of pixels records
+``image_shape`` (or is recognised as 8x8 or 28x28 non-negative pixels).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import shlex
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from annbench.datasets import Dataset, held_out_rows
+from annbench.errors import AnnbenchError
+from annbench.metrics import TIE_ATOL, TIE_RTOL, true_distances
+from annbench.record import RunRecord, params_label
+
+log = logging.getLogger(__name__)
+
+#: Configurations shown per backend: its lowest-, middle- and highest-recall runs.
+PER_BACKEND = 3
+TEXT_CHARS = 110
+
+
+@dataclass
+class Items:
+    """How to show base and query rows: texts, thumbnails or plain ids."""
+
+    kind: str  # "text", "image" or "id"
+    train: list[str] = field(default_factory=list)  # texts, or PNG data URIs
+    test: list[str] = field(default_factory=list)
+    titles_train: list[str] = field(default_factory=list)  # e.g. the package name of a text
+    titles_test: list[str] = field(default_factory=list)
+
+
+def choose_queries(nq: int, count: int = 5, seed: int = 0) -> list[int]:
+    """``count`` query ids out of ``nq``, drawn with ``seed``, ascending."""
+    count = min(count, nq)
+    return sorted(np.random.default_rng(seed).choice(nq, size=count, replace=False).tolist())
+
+
+def dataset_items(dataset: Dataset) -> Items:
+    """Texts or thumbnails of the dataset's base and query rows, where it says how to get
+    them; else plain ids."""
+    texts = _text_source(dataset)
+    if texts is not None:
+        try:
+            return _texts(dataset, **texts)
+        except AnnbenchError as exc:
+            log.warning("texts of %s not shown: %s", dataset.name, exc)
+    shape = _image_shape(dataset)
+    if shape is not None:
+        return Items(
+            "image",
+            [_thumbnail(row, shape) for row in dataset.train],
+            [_thumbnail(row, shape) for row in dataset.test],
+        )
+    return Items("id")
+
+
+def chosen_records(records: list[RunRecord], dataset: Dataset, k: int) -> list[RunRecord]:
+    """Successful records of ``dataset``'s content with stored ids at ``k``: per backend, its
+    lowest-, middle- and highest-recall configurations."""
+    usable = [
+        r
+        for r in records
+        if r.status == "ok"
+        and r.ids is not None
+        and r.k == k
+        and r.dataset_hash == dataset.content_hash
+        and r.recall is not None
+        and r.workload == "plain"
+        and len(r.ids) == len(dataset.test)
+    ]
+    by_backend: dict[str, list[RunRecord]] = {}
+    for record in usable:
+        by_backend.setdefault(record.backend, []).append(record)
+    out = []
+    for backend in sorted(by_backend):
+        runs = sorted(by_backend[backend], key=lambda r: (r.recall, -(r.qps or 0)))
+        picks = sorted({0, len(runs) // 2, len(runs) - 1})[:PER_BACKEND]
+        out += [runs[i] for i in picks]
+    return out
+
+
+def neighbours_page(
+    dataset: Dataset,
+    records: list[RunRecord],
+    queries: list[int] | None = None,
+    k: int | None = None,
+    seed: int = 0,
+) -> str:
+    """The HTML page (self-contained) for ``dataset``'s sample queries."""
+    from markupsafe import Markup
+
+    from annbench.report import environment
+
+    if k is None:
+        ks = [r.k for r in records if r.status == "ok" and r.ids is not None]
+        k = max(set(ks), key=ks.count) if ks else 10
+    k = min(k, dataset.neighbors.shape[1])
+    nq = len(dataset.test)
+    queries = choose_queries(nq, seed=seed) if queries is None else list(queries)
+    bad = [q for q in queries if not 0 <= q < nq]
+    if bad:
+        raise AnnbenchError(
+            f"Query ids {', '.join(map(str, bad))} are outside 0..{nq - 1} of {dataset.name}"
+        )
+    chosen = chosen_records(records, dataset, k)
+    items = dataset_items(dataset)
+    names = _label_names(dataset)
+    blocks = []
+    for q in queries:
+        truth = dataset.neighbors[q, :k]
+        columns = [_column("exact top-k", "", truth, [True] * len(truth), dataset, q, items, names)]
+        for record in chosen:
+            ids = np.asarray(record.ids[q, :k])
+            hits = _hits(dataset, q, ids, k)
+            title = f"{record.backend}"
+            detail = (
+                f"{params_label(record.build_params)} | {params_label(record.search_params)} | "
+                f"recall {record.recall:.3f} overall, {int(hits.sum())}/{k} here"
+            )
+            columns.append(_column(title, detail, ids, hits.tolist(), dataset, q, items, names))
+        blocks.append(
+            {
+                "id": q,
+                "query": _item(items, "test", q),
+                "query_title": _title(items, "test", q),
+                "label": _label(dataset.test_labels, q, names),
+                "columns": columns,
+            }
+        )
+    env = environment()
+    return env.from_string(_PAGE).render(
+        dataset=dataset.name,
+        k=k,
+        kind=items.kind,
+        blocks=blocks,
+        shown=len(chosen),
+        has_labels=dataset.train_labels is not None,
+        style=Markup(_STYLE),
+    )
+
+
+def _column(
+    title: str,
+    detail: str,
+    ids: np.ndarray,
+    hits: list[bool],
+    dataset: Dataset,
+    q: int,
+    items: Items,
+    names: list[str] | None,
+) -> dict[str, Any]:
+    query_label = None if dataset.test_labels is None else int(dataset.test_labels[q])
+    rows = []
+    for rank, (i, hit) in enumerate(zip(ids.tolist(), hits, strict=True), start=1):
+        if i < 0 or i >= len(dataset.train):
+            rows.append({"rank": rank, "id": "-", "item": "(nothing returned)", "hit": False})
+            continue
+        label = None if dataset.train_labels is None else int(dataset.train_labels[i])
+        rows.append(
+            {
+                "rank": rank,
+                "id": i,
+                "item": _item(items, "train", i),
+                "title": _title(items, "train", i),
+                "name": items.titles_train[i] if items.titles_train else "",
+                "hit": hit,
+                "label": _label(dataset.train_labels, i, names),
+                "same_label": None if label is None else label == query_label,
+            }
+        )
+    return {"title": title, "detail": detail, "rows": rows}
+
+
+def _hits(dataset: Dataset, q: int, ids: np.ndarray, k: int) -> np.ndarray:
+    """Which returned ids count as hits in annbench's recall: in the true top-k or tying the
+    k-th true distance, first occurrence only."""
+    found = true_distances(dataset.metric, dataset.train, dataset.test[q : q + 1], ids[None, :])[0]
+    kth = float(dataset.distances[q, k - 1])
+    truth = set(dataset.neighbors[q, :k].tolist())
+    seen: set[int] = set()
+    out = np.zeros(len(ids), dtype=bool)
+    for j, (i, d) in enumerate(zip(ids.tolist(), found.tolist(), strict=True)):
+        if i >= 0 and i not in seen:
+            out[j] = i in truth or d <= kth + TIE_RTOL * abs(kth) + TIE_ATOL
+        seen.add(i)
+    return out
+
+
+def _item(items: Items, part: str, i: int) -> str:
+    values = items.train if part == "train" else items.test
+    if items.kind == "text":
+        text = values[i]
+        return text if len(text) <= TEXT_CHARS else text[: TEXT_CHARS - 1].rstrip() + "…"
+    return values[i] if values else f"#{i}"
+
+
+def _title(items: Items, part: str, i: int) -> str:
+    titles = items.titles_train if part == "train" else items.titles_test
+    full = (items.train if part == "train" else items.test) if items.kind == "text" else []
+    head = titles[i] if titles else ""
+    return f"{head}: {full[i]}" if full and head else (full[i] if full else head)
+
+
+def _label(labels: np.ndarray | None, i: int, names: list[str] | None) -> str | None:
+    if labels is None:
+        return None
+    code = int(labels[i])
+    return names[code] if names and 0 <= code < len(names) else str(code)
+
+
+def _label_names(dataset: Dataset) -> list[str] | None:
+    raw = dataset.attrs.get("label_names")
+    if not raw:
+        return None
+    try:
+        names = json.loads(raw) if isinstance(raw, str) else list(raw)
+    except ValueError:
+        return None
+    return [str(n) for n in names]
+
+
+def _text_source(dataset: Dataset) -> dict[str, Any] | None:
+    """Where the dataset's texts are: its ``texts`` attribute, or the embed command it records."""
+    raw = dataset.attrs.get("texts")
+    if raw:
+        return json.loads(raw) if isinstance(raw, str) else dict(raw)
+    command = dataset.attrs.get("command")
+    if not isinstance(command, str) or not command.startswith("annbench datasets embed "):
+        return None
+    words = shlex.split(command)[3:]
+    source: dict[str, Any] = {"file": words[0], "text_column": "text", "queries": 1000, "seed": 0}
+    options = {"--text-column": "text_column", "--queries": "queries", "--seed": "seed"}
+    for option, key in options.items():
+        if option in words[:-1]:
+            value = words[words.index(option) + 1]
+            source[key] = int(value) if key in ("queries", "seed") else value
+    return source
+
+
+def _texts(dataset: Dataset, file: str, text_column: str, queries: int, seed: int) -> Items:
+    """The corpus rows of the base and queries, split as ``datasets embed`` split them."""
+    import pandas as pd
+
+    path = _find_corpus(dataset, file)
+    suffixes = [s for s in path.suffixes if s != ".gz"]
+    if suffixes and suffixes[-1] in (".csv", ".tsv"):
+        sep = "\t" if suffixes[-1] == ".tsv" else ","
+        table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+        if text_column not in table:
+            raise AnnbenchError(f"{path.name} has no column '{text_column}'")
+        texts = table[text_column].tolist()
+        first = table.columns[0]
+        titles = table[first].tolist() if first != text_column else []
+    else:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
+        texts, titles = [t for t in lines if t], []
+    if len(texts) != len(dataset.train) + len(dataset.test):
+        raise AnnbenchError(
+            f"{path.name} holds {len(texts)} texts, the dataset "
+            f"{len(dataset.train) + len(dataset.test)} rows"
+        )
+    base, held = held_out_rows(len(texts), queries, seed)
+
+    def pick(values: list[str], rows: np.ndarray) -> list[str]:
+        return [values[i] for i in rows] if values else []
+
+    return Items(
+        "text", pick(texts, base), pick(texts, held), pick(titles, base), pick(titles, held)
+    )
+
+
+def _find_corpus(dataset: Dataset, file: str) -> Path:
+    """The corpus file: beside the dataset, or shipped in the package with the bundled one."""
+    name = Path(file).name
+    for candidate in (Path(dataset.path).parent / name, Path(file)):
+        if candidate.is_file():
+            return candidate
+    bundled = resources.files("annbench.bundled") / name
+    if bundled.is_file():
+        return Path(str(bundled))
+    raise AnnbenchError(f"corpus {name} not found beside {dataset.path}")
+
+
+def _image_shape(dataset: Dataset) -> tuple[int, int] | None:
+    """Height and width when the vectors are pixels."""
+    raw = dataset.attrs.get("image_shape")
+    if raw is not None:
+        shape = json.loads(raw) if isinstance(raw, str) else list(raw)
+        return int(shape[0]), int(shape[1])
+    side = {64: 8, 784: 28}.get(dataset.train.shape[1])
+    sample = dataset.train[:200]
+    if side and sample.min() >= 0 and np.allclose(sample, np.round(sample)):
+        return side, side
+    return None
+
+
+def _thumbnail(row: np.ndarray, shape: tuple[int, int]) -> str:
+    """A PNG data URI of ``row`` drawn as a grayscale image (dark = high)."""
+    from matplotlib.image import imsave
+
+    pixels = np.asarray(row, dtype=np.float64).reshape(shape)
+    top = pixels.max() or 1.0
+    buffer = io.BytesIO()
+    imsave(buffer, pixels / top, cmap="gray_r", vmin=0, vmax=1, format="png")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1240px;
+       padding: 0 12px; color: #222; }
+.query { border-top: 2px solid #888; margin-top: 1.5em; padding-top: 0.5em; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(290px, 1fr));
+        gap: 0.8em; }
+.card { border: 1px solid #ddd; border-radius: 4px; padding: 0.4em; font-size: 0.8em; }
+.card h4 { margin: 0; font-size: 1em; } .card p { margin: 0 0 0.3em; color: #555; }
+.card ol { margin: 0; padding-left: 2.2em; }
+.card li { margin: 1px 0; overflow-wrap: anywhere; }
+li.hit::marker { color: #080; } li.miss { background: #fde8e8; }
+.mark { font-weight: bold; } li.hit .mark { color: #080; } li.miss .mark { color: #b00; }
+.label { color: #555; font-size: 0.9em; } .label.same { color: #080; }
+.label.other { color: #b00; }
+img.thumb { width: 40px; height: 40px; image-rendering: pixelated; vertical-align: middle;
+            border: 1px solid #ccc; }
+img.query { width: 96px; height: 96px; image-rendering: pixelated; border: 1px solid #888; }
+.note { color: #555; font-size: 0.9em; max-width: 60em; }
+"""
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>annbench neighbours: {{ dataset }}</title><style>{{ style }}</style></head><body>
+<h1>Neighbours: {{ dataset }}</h1>
+<p class="note">For each sample query: its exact top-{{ k }} and the top-{{ k }} that
+{{ shown }} configurations returned (per backend its lowest-, middle- and highest-recall
+runs). <span class="mark">✓</span> a hit (a true top-{{ k }} neighbour, or one as near as the
+{{ k }}-th), <span class="mark">✗</span> a miss, highlighted.{% if has_labels %} The label
+after each item is green when it agrees with the query's, red when not.{% endif %}
+<a href="index.html">Back to the report</a>.</p>
+{% for block in blocks %}
+<section class="query" id="query-{{ block.id }}">
+<h2>Query {{ block.id }}{% if block.label %}
+<span class="label">[{{ block.label }}]</span>{% endif %}</h2>
+{% if kind == "image" %}<img class="query" alt="query {{ block.id }}" src="{{ block.query }}">
+{% elif kind == "text" %}<p title="{{ block.query_title }}">{{ block.query_title }}</p>
+{% endif %}
+<div class="grid">{% for column in block.columns %}
+<div class="card"><h4>{{ column.title }}</h4><p>{{ column.detail }}</p><ol>
+{% for row in column.rows %}
+<li class="{{ 'hit' if row.hit else 'miss' }}" title="{{ row.title or '' }}">
+<span class="mark">{{ '✓' if row.hit else '✗' }}</span>
+{% if kind == "image" and row.id != '-' %}
+<img class="thumb" alt="{{ row.id }}" src="{{ row.item }}">
+{% else %}{% if row.name %}<b>{{ row.name }}</b> {% endif %}{{ row.item }}{% endif %}
+<span class="label">#{{ row.id }}</span>
+{% if row.label %}
+<span class="label {{ 'same' if row.same_label else 'other' }}">[{{ row.label }}]</span>
+{% endif %}
+</li>{% endfor %}</ol></div>{% endfor %}
+</div></section>
+{% endfor %}
+</body></html>
+"""

@@ -1,0 +1,131 @@
+"""The neighbours page: texts for text datasets, thumbnails for pixel datasets, hits and
+misses, label agreement, seeded or chosen queries."""
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from annbench.cli import main
+from annbench.datasets import (
+    held_out_rows,
+    read_dataset,
+    resolve_dataset,
+    split_queries,
+    write_dataset,
+)
+from annbench.metrics import Metric
+from annbench.neighbours import choose_queries, dataset_items, neighbours_page
+from annbench.runner import plan_sweep, run_sweep
+from annbench.store import ResultStore
+
+WORDS = "red green blue cat dog fish tree rock star moon sun rain snow wind fire".split()
+
+
+def sweep(data, folder, backends, grid):
+    with ResultStore(folder) as store:
+        run_sweep(plan_sweep(data, backends, runs=1, min_seconds=0, overrides=grid), store)
+        return store.records(data.name, with_raw=True)
+
+
+@pytest.fixture(scope="module")
+def text_dataset(tmp_path_factory):
+    """A corpus file and a dataset made from it the way 'datasets embed' makes one."""
+    folder = tmp_path_factory.mktemp("texts")
+    rng = np.random.default_rng(0)
+    n = 400
+    sections = rng.choice(["games", "math", "mail"], size=n)
+    texts = [" ".join(rng.choice(WORDS, size=6)) + f" item {i}" for i in range(n)]
+    corpus = pd.DataFrame({"package": [f"pkg{i}" for i in range(n)], "section": sections})
+    corpus["text"] = texts
+    corpus.to_csv(folder / "corpus.tsv", sep="\t", index=False)
+    vectors = rng.normal(size=(n, 16)).astype(np.float32)
+    codes = np.array([["games", "mail", "math"].index(s) for s in sections], dtype=np.int32)
+    train, test, train_labels, test_labels = split_queries(vectors, codes, 40, seed=3)
+    attrs = {
+        "texts": json.dumps(
+            {"file": "corpus.tsv", "text_column": "text", "queries": 40, "seed": 3}
+        ),
+        "label_names": json.dumps(["games", "mail", "math"]),
+    }
+    path = folder / "words.hdf5"
+    write_dataset(path, train, test, Metric.ANGULAR, train_labels, test_labels, attrs)
+    return read_dataset(path)
+
+
+def test_text_page_shows_the_texts_the_vectors_were_made_from(text_dataset, tmp_path):
+    records = sweep(text_dataset, tmp_path, ["faiss-ivf"], {"nlist": [8], "nprobe": [1, 8]})
+    html = neighbours_page(text_dataset, records, queries=[0, 7], k=10)
+    _, held = held_out_rows(400, 40, 3)
+    assert f"pkg{held[7]}: " in html and f"item {held[7]}" in html  # query 7 is corpus row held[7]
+    assert html.count('<section class="query"') == 2
+    assert html.count('<div class="card">') == 2 * 3  # exact + lowest/highest of one backend
+    assert "✗" in html and "✓" in html  # nprobe=1 misses some
+    assert re.search(r'class="label (same|other)">\[(games|mail|math)\]', html)
+    truth = text_dataset.neighbors[7, 0]
+    base, _ = held_out_rows(400, 40, 3)
+    assert f"item {base[truth]}" in html  # the true nearest neighbour's own text
+
+
+def test_bundled_dataset_texts_line_up_with_its_labels():
+    data = read_dataset(resolve_dataset("debian-packages-384-angular"))
+    items = dataset_items(data)
+    assert items.kind == "text"
+    assert len(items.train) == len(data.train) and len(items.test) == len(data.test)
+    names = json.loads(data.attrs["label_names"])
+    corpus = pd.read_csv(
+        resolve_dataset("debian-packages-384-angular").parent / "debian-packages.tsv.gz",
+        sep="\t",
+        dtype=str,
+        keep_default_na=False,
+    )
+    section = dict(zip(corpus["package"], corpus["section"], strict=True))
+    for i in (0, 1234, len(data.train) - 1):
+        assert section[items.titles_train[i]] == names[data.train_labels[i]]
+    for i in (0, 500, len(data.test) - 1):
+        assert section[items.titles_test[i]] == names[data.test_labels[i]]
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """scikit-learn's bundled 8x8 digits: pixels as vectors, offline."""
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    bunch = sklearn_datasets.load_digits()
+    vectors, labels = bunch.data.astype(np.float32), bunch.target.astype(np.int32)
+    train, test, train_labels, test_labels = split_queries(vectors, labels, 100, seed=0)
+    path = tmp_path_factory.mktemp("digits") / "digits.hdf5"
+    write_dataset(path, train, test, Metric.EUCLIDEAN, train_labels, test_labels)
+    return read_dataset(path)
+
+
+def test_image_page_draws_thumbnails_from_the_pixels(digits, tmp_path):
+    records = sweep(digits, tmp_path, ["faiss-ivf"], {"nlist": [16], "nprobe": [1, 16]})
+    html = neighbours_page(digits, records, seed=5)
+    queries = choose_queries(len(digits.test), seed=5)
+    assert len(queries) == 5 and queries == choose_queries(len(digits.test), seed=5)
+    for q in queries:
+        assert f'id="query-{q}"' in html
+    thumbs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(thumbs) == 5 * (1 + 3 * 10)  # each query, and 10 per card of 3 cards
+    import base64
+
+    assert base64.b64decode(thumbs[0])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 'class="label same">[' in html  # digits near a digit mostly share its label
+
+
+def test_cli_neighbours_pages_linked_from_the_report(digits, tmp_path):
+    sweep(digits, tmp_path, ["hnswlib"], {"M": [8], "ef_construction": [20], "ef": [10, 40]})
+    out = tmp_path / "site"
+    args = ["report", "--results", str(tmp_path), "--out", str(out), "-d", str(digits.path)]
+    result = CliRunner().invoke(main, [*args, "--neighbours", "--queries", "3,99"])
+    assert result.exit_code == 0, result.output
+    page = (out / "neighbours-digits.html").read_text()
+    assert 'id="query-3"' in page and 'id="query-99"' in page and "hnswlib" in page
+    assert 'href="neighbours-digits.html"' in (out / "index.html").read_text()
+    bad = CliRunner().invoke(main, [*args, "--neighbours", "--queries", "100"])
+    assert bad.exit_code == 1 and "outside 0..99" in bad.output
+    alone = CliRunner().invoke(main, [*args, "--queries", "1"])
+    assert alone.exit_code == 2 and "--queries goes with --neighbours" in alone.output
