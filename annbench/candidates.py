@@ -229,10 +229,43 @@ def other_candidates(n: int, d: int, budget: float | None, installed: set[str]) 
     return out
 
 
+def usearch_bytes(n: int, d: int, m: int, dtype: str) -> int:
+    """Estimated memory of a usearch graph: compressed vectors, 2M level-0 links and upper
+    levels (4-byte ids), a key and a level per node."""
+    per_scalar = {"i8": 1, "f16": 2, "f32": 4}[dtype]
+    return int(n * (d * per_scalar + (2 * m + 2) * 4 + 16) + HEADER_BYTES)
+
+
+def _usearch_candidate(n: int, d: int, budget: float | None, metric: str) -> Candidate | None:
+    """usearch with compressed storage (i8 under cosine, else f16), M sized to ``budget``."""
+    dtype = "i8" if metric == "angular" else "f16"
+    sizes = [m for m in HNSW_M if budget is None or usearch_bytes(n, d, m, dtype) <= budget]
+    if not sizes:
+        return None
+    m = min(sizes[0], 32)
+    return Candidate(
+        "usearch",
+        {"connectivity": m, "expansion_add": EF_CONSTRUCTION, "dtype": dtype},
+        usearch_bytes(n, d, m, dtype),
+        math.ceil((usearch_bytes(n, d, m, dtype) - HEADER_BYTES) / max(n, 1)),
+        "expansion_search",
+        tuple(geometric_ladder(EF_RANGE[0], EF_RANGE[1], 1.5)),
+    )
+
+
 def propose(
-    n: int, d: int, budget: float | None = None, installed: set[str] | frozenset[str] = frozenset()
+    n: int,
+    d: int,
+    budget: float | None = None,
+    installed: set[str] | frozenset[str] = frozenset(),
+    metric: str = "euclidean",
 ) -> list[Candidate]:
     """Every candidate that fits ``budget`` bytes, most promising first: faiss factory
-    strings when the ``faiss-factory`` backend is installed, then other libraries' graphs."""
+    strings when the ``faiss-factory`` backend is installed, then other libraries' graphs
+    (hnswlib; usearch with compressed vectors)."""
     out = faiss_candidates(n, d, budget) if "faiss-factory" in installed else []
-    return out + other_candidates(n, d, budget, set(installed))
+    out += other_candidates(n, d, budget, set(installed))
+    if "usearch" in installed:
+        candidate = _usearch_candidate(n, d, budget, metric)
+        out += [candidate] if candidate is not None else []
+    return out

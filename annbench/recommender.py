@@ -414,7 +414,7 @@ def _jobs(
         )
     n, d = dataset.train.shape
     installed = set(installed_backends())
-    candidates = propose(n, d, constraints.max_memory_bytes, installed)
+    candidates = propose(n, d, constraints.max_memory_bytes, installed, dataset.metric.value)
     if not candidates:
         raise AnnbenchError(
             "No index structure annbench knows fits "
@@ -527,6 +527,8 @@ def _outcome(job: BuildJob, records: list[RunRecord]) -> str:
     full = [r for r in records if r.status == "ok" and not r.probe]
     probes = sum(r.probe for r in records)
     if not full:
+        if failures and (failures[0].error or "").startswith("timed out"):
+            return f"stopped by the time budget ({failures[0].error})"
         if failures:
             return f"failed: {failures[0].error}"
         if job.latency_bound:

@@ -217,8 +217,8 @@ def test_memory_sizes_accept_mb_and_mib():
 @pytest.mark.parametrize("d", [32, 100, 384, 768])
 @pytest.mark.parametrize("budget", [1e6, 6e6, 12e6, 40e6, 1e9])
 def test_candidates_never_exceed_the_budget(n, d, budget):
-    installed = {"faiss-factory", "hnswlib"}
-    for candidate in propose(n, d, budget, installed):
+    installed = {"faiss-factory", "hnswlib", "usearch"}
+    for candidate in propose(n, d, budget, installed, "angular"):
         assert candidate.estimated_bytes <= budget, candidate.label
         assert n * candidate.code_bytes <= budget, candidate.label
 
@@ -415,7 +415,7 @@ def test_cli_measure_tries_budget_fitted_structures_within_time(tiny, tiny_path,
     assert measured and all(step["seconds"] > 0 and step["outcome"] for step in measured)
     assert "[1/" in out.stderr and " s)" in out.stderr  # each step and how long it took
     n, d = tiny.train.shape
-    proposed = propose(n, d, budget, set(installed_backends()))
+    proposed = propose(n, d, budget, set(installed_backends()), tiny.metric.value)
     tried = [step["config"] for step in measured] + payload["skipped_for_time"]
     assert tried == [c.label for c in proposed]
     assert all(c.estimated_bytes <= budget for c in proposed)
