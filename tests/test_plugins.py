@@ -175,3 +175,27 @@ def test_all_skips_backends_without_a_grid_or_library_and_says_why(test_backends
     assert {"faiss-factory", "hnswlib", "annoy"} <= set(names)
     assert skipped["test-missing"] == "pip install a-library-that-is-not-installed"
     assert skipped["test-crash"].startswith("no usable default grid (Backend 'test-crash' needs")
+
+
+def test_run_all_names_what_it_skips_on_one_line(test_backends):
+    from click.testing import CliRunner
+
+    from annbench.cli import main
+
+    result = CliRunner().invoke(main, ["run", "-b", "all", "-d", "no-such-dataset"])
+    skipping = [line for line in result.output.splitlines() if line.startswith("Skipping")]
+    assert len(skipping) == 1, result.output
+    assert "test-missing (pip install a-library-that-is-not-installed)" in skipping[0]
+    assert "hnswlib" not in skipping[0]
+
+
+def test_backends_prints_one_capability_table(test_backends):
+    from click.testing import CliRunner
+
+    from annbench.cli import main
+
+    lines = CliRunner().invoke(main, ["backends"]).output.splitlines()
+    assert lines[0].split()[:4] == ["backend", "installed", "library", "version"]
+    rows = {line.split()[0]: line for line in lines[1:] if line.split()}
+    assert "no: pip install a-library-that-is-not-installed" in rows["test-missing"]
+    assert " native " in rows["hnswlib"] and " post only " in rows["annoy"]
