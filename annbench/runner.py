@@ -410,26 +410,25 @@ def _resident_bytes(pid: int | None) -> int:
 
 
 def _start(worker: multiprocessing.process.BaseProcess) -> None:
-    """Start ``worker`` with SIGINT blocked, so the child inherits it blocked: a Ctrl-C that
+    """Start ``worker`` with Ctrl-C ignored, so the child starts ignoring it: a Ctrl-C that
     reaches the whole process group while the child is still starting up cannot kill it with
-    a traceback (the parent handles Ctrl-C and stops the worker). The parent's own SIGINT
-    stays pending while blocked and is delivered as soon as the worker is started."""
-    if threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
-            worker.start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    else:
+    a traceback (the parent handles Ctrl-C and stops the worker). Blocking SIGINT instead does
+    not reach the child: starting a spawned process clears the signal mask (CPython 3.11).
+    A Ctrl-C within the few milliseconds of the start itself is not seen."""
+    if threading.current_thread() is not threading.main_thread():
         worker.start()
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        worker.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _worker_main(job: BuildJob, sender: Any, parent: int | None = None) -> None:
     """Entry point of a worker process: measure ``job``, send records to the parent process
     ``parent``, and exit at once (quietly) if that parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if parent is not None:
         exit_with_parent(parent)
 
