@@ -25,6 +25,7 @@ _FAISS_METRIC = {
 }
 _HNSWLIB_SPACE = {Metric.EUCLIDEAN: "l2", Metric.ANGULAR: "cosine", Metric.DOT: "ip"}
 _ANNOY_METRIC = {Metric.EUCLIDEAN: "euclidean", Metric.ANGULAR: "angular", Metric.DOT: "dot"}
+_USEARCH_METRIC = {Metric.EUCLIDEAN: "l2sq", Metric.ANGULAR: "cos", Metric.DOT: "ip"}
 #: faiss ParameterSpace names of the faiss-factory search parameters.
 _FAISS_SEARCH = {"nprobe": "nprobe", "efSearch": "efSearch", "k_factor": "k_factor_rf"}
 
@@ -68,9 +69,12 @@ def emit_python(choice: Mapping[str, Any], dataset: Dataset, k: int) -> str:
         body = _hnswlib(dataset.metric, build, search, k)
     elif backend == "annoy":
         body = _annoy(dataset.metric, build, search, k)
+    elif backend == "usearch":
+        body = _usearch(dataset.metric, build, search, k)
     else:
         raise AnnbenchError(
-            f"--emit python knows the faiss backends, hnswlib and annoy, not '{backend}'; "
+            f"--emit python knows the faiss backends, hnswlib, annoy and usearch, not "
+            f"'{backend}'; "
             "use --save-index or --json for this pick"
         )
     imports, code = body
@@ -135,6 +139,26 @@ def _annoy(
     return ["from annoy import AnnoyIndex"], code
 
 
+def _usearch(
+    metric: Metric, build: Mapping[str, Any], search: Mapping[str, Any], k: int
+) -> tuple[list[str], list[str]]:
+    code = []
+    if metric is Metric.ANGULAR:  # as annbench does: cosine on unit vectors
+        code += [
+            "xb /= np.maximum(np.linalg.norm(xb, axis=1, keepdims=True), 1e-30)",
+            "xq /= np.maximum(np.linalg.norm(xq, axis=1, keepdims=True), 1e-30)",
+        ]
+    code += [
+        f"index = Index(ndim=xb.shape[1], metric={_USEARCH_METRIC[metric]!r}, "
+        f"dtype={build.get('dtype', 'f32')!r}, connectivity={int(build['connectivity'])}, "
+        f"expansion_add={int(build['expansion_add'])})",
+        "index.add(np.arange(len(xb)), xb)",
+        f"index.expansion_search = {int(search['expansion_search'])}",
+        f"ids = index.search(xq, {k}).keys",
+    ]
+    return ["from usearch.index import Index"], code
+
+
 def load_hint(backend: str, metric: Metric, d: int, path: Path) -> str:
     """A Python expression that loads the saved index with the library itself."""
     if backend.startswith("faiss-"):
@@ -146,6 +170,8 @@ def load_hint(backend: str, metric: Metric, d: int, path: Path) -> str:
         )
     if backend == "annoy":
         return f"AnnoyIndex({d}, {_ANNOY_METRIC[metric]!r}); index.load({str(path)!r})"
+    if backend == "usearch":
+        return f"usearch.index.Index.restore({str(path)!r})"
     return f"annbench.registry.load_backend({backend!r})(metric, **build_params).load(path)"
 
 

@@ -337,6 +337,24 @@ def test_emitted_snippet_reproduces_the_recall(swept, tiny, tmp_path):
         assert abs(recall - choice["recall"]) <= 0.01, (backend, recall, choice["recall"])
 
 
+def test_emitted_usearch_snippet_reproduces_the_recall(tiny, tmp_path):
+    pytest.importorskip("usearch")
+    grid = {"connectivity": [16], "expansion_add": [64], "dtype": ["f32"], "expansion_search": [32]}
+    jobs = plan_sweep(tiny, ["usearch"], runs=1, overrides=grid, min_seconds=0.0)
+    with ResultStore(tmp_path / "store") as store:
+        run_sweep(jobs, store)
+        (choice,) = successful(store.dataframe()).to_dict("records")
+    script = tmp_path / "snippet_usearch.py"
+    script.write_text(emit_python(choice, tiny, 10))
+    assert "annbench" not in script.read_text().split("\n", 2)[2]  # past the two comment lines
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    recall = float(done.stdout.strip().rsplit("=", 1)[1])
+    assert abs(recall - choice["recall"]) <= 0.01, (recall, choice["recall"])
+
+
 def test_saved_index_loads_and_searches(swept, tiny, tmp_path):
     faiss = pytest.importorskip("faiss")
     choice = _best(swept, tiny).recommendation.choice
