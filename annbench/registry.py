@@ -36,9 +36,10 @@ def load_backend(name: str) -> type[Index]:
         cls = getattr(import_module(module_name), attr)
     except MissingDependency as exc:
         error = BackendUnavailable(
-            f"Install {exc.package} to use the {name} backend (pip install {exc.package})"
+            f"Install {exc.package} to use the {name} backend ({exc.install_command})"
         )
         error.package = exc.package  # type: ignore[attr-defined]
+        error.install_command = exc.install_command  # type: ignore[attr-defined]
         raise error from exc
     except (ImportError, AttributeError) as exc:
         raise BackendUnavailable(
@@ -69,8 +70,8 @@ def runnable_backends() -> tuple[list[str], dict[str, str]]:
             cls = load_backend(name)
             check_grid(name, cls, default_grid(name, cls))
         except BackendUnavailable as exc:
-            package = getattr(exc, "package", None)
-            skipped[name] = f"pip install {package}" if package else str(exc)
+            command = getattr(exc, "install_command", None)
+            skipped[name] = command or str(exc)
             continue
         except AnnbenchError as exc:
             skipped[name] = f"no usable default grid ({exc})"
@@ -92,8 +93,8 @@ def capability_table() -> pd.DataFrame:
         try:
             cls = load_backend(name)
         except BackendUnavailable as exc:
-            package = getattr(exc, "package", None)
-            row["installed"] = f"no: pip install {package}" if package else f"no: {exc}"
+            command = getattr(exc, "install_command", None)
+            row["installed"] = f"no: {command}" if command else f"no: {exc}"
             cls = None
         else:
             row["installed"] = "yes"

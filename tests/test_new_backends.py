@@ -260,6 +260,19 @@ def test_missing_library_names_the_extra(name, monkeypatch):
     assert caught.value.install_command == f'pip install "annbench[{name}]"'
 
 
+def test_registry_says_which_extra_to_install(monkeypatch):
+    from annbench.errors import BackendUnavailable
+    from annbench.registry import load_backend
+
+    monkeypatch.delitem(sys.modules, "annbench.backends.scann_backend", raising=False)
+    monkeypatch.setitem(sys.modules, "scann", None)  # importing scann now fails
+    with pytest.raises(BackendUnavailable) as caught:
+        load_backend("scann")
+    assert str(caught.value) == (
+        'Install scann to use the scann backend (pip install "annbench[scann]")'
+    )
+
+
 def test_missing_dependency_without_extra_keeps_the_old_form():
     exc = MissingDependency("hnswlib")
     assert (exc.package, exc.extra, str(exc)) == ("hnswlib", None, "install hnswlib")
