@@ -24,16 +24,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from annbench.columns import JSON_COLUMNS, as_dict, flatten, with_dicts
 from annbench.errors import AnnbenchError
-from annbench.measure import MIN_SECONDS
+from annbench.results.columns import JSON_COLUMNS, as_dict, flatten, with_dicts
+from annbench.sweep.measure import MIN_SECONDS
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from annbench.analysis import Recommendation
-    from annbench.datasets import Dataset
+    from annbench.data.datasets import Dataset
     from annbench.progress import Progress
+    from annbench.results.analysis import Recommendation
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def load_results(
     """Stored results as a DataFrame (parameters as ``build.*``/``search.*`` columns) from the
     store at ``path`` (folder or .sqlite file; default ``$ANNBENCH_RESULTS`` or results/),
     optionally of one dataset; ``history=True`` gives every attempt, not only the latest."""
-    from annbench.store import ResultStore
+    from annbench.results.store import ResultStore
 
     with ResultStore.open_existing(_store_path(path)) as store:
         frame = store.dataframe(dataset, history=history)
@@ -65,7 +65,7 @@ def load_results(
 def load_dataset(name_or_path: str | Path) -> Dataset:
     """A dataset by name (``annbench datasets list``) or HDF5 path, with its vectors
     (``train`` (n, d), ``test`` (nq, d)), exact ground truth, labels and attributes."""
-    from annbench.datasets import read_dataset, resolve_dataset
+    from annbench.data.datasets import read_dataset, resolve_dataset
 
     return read_dataset(resolve_dataset(str(name_or_path), progress=log.info))
 
@@ -100,19 +100,19 @@ def run(
     ``memory_limit``: bytes or ``"8GB"``; ``scheduler``: ``"local"`` or ``tcp://HOST:PORT``
     for Dask; ``progress``: a bar (True), nothing (False) or an ``annbench.progress.Progress``;
     ``filters``: filter workloads to sweep (``"label"``, ``"range:0.01,0.1"``, ``"none"`` for
-    the unfiltered sweep; see ``annbench.workloads``), each swept separately.
+    the unfiltered sweep; see ``annbench.data.workloads``), each swept separately.
     ``runbook``: replay this runbook (a shipped name or a YAML file) of inserts, deletes and
     searches per build configuration instead of one static build (one record per step).
 
     Scripts must call it under ``if __name__ == "__main__":`` (workers are spawned and import
     the script again); notebooks need nothing.
     """
-    from annbench.datasets import DEFAULT_DATASET, read_dataset, resolve_dataset
+    from annbench.data.datasets import DEFAULT_DATASET, read_dataset, resolve_dataset
+    from annbench.data.workloads import parse_filters
     from annbench.progress import as_progress, notice
     from annbench.record import params_label
-    from annbench.runner import job_records, pending_runs, plan_sweep
-    from annbench.store import ResultStore
-    from annbench.workloads import parse_filters
+    from annbench.results.store import ResultStore
+    from annbench.sweep.runner import job_records, pending_runs, plan_sweep
 
     check_spawn_safe()
     workloads = parse_filters([filters] if isinstance(filters, str) else filters or [])
@@ -120,7 +120,7 @@ def run(
     limit = _memory_limit(memory_limit)
     _check_positive("timeout", timeout)
     if scheduler is not None:
-        from annbench.distributed import check_scheduler_address
+        from annbench.sweep.distributed import check_scheduler_address
 
         check_scheduler_address(scheduler)
     if not isinstance(workers, int) or workers < 1:
@@ -138,7 +138,7 @@ def run(
             "runbook and filters measure different workloads; run them as separate sweeps"
         )
     if runbook is not None:
-        from annbench.runbooks import prepare_runbook
+        from annbench.data.runbooks import prepare_runbook
 
         plan, computed = prepare_runbook(data, str(runbook))
         if computed:
@@ -169,7 +169,7 @@ def run(
             shown.message(header)
             try:
                 if scheduler is None:
-                    from annbench.runner import run_sweep
+                    from annbench.sweep.runner import run_sweep
 
                     summary = run_sweep(
                         jobs,
@@ -181,7 +181,7 @@ def run(
                         status=shown.status,
                     )
                 else:
-                    from annbench.distributed import dask_client, run_sweep_dask
+                    from annbench.sweep.distributed import dask_client, run_sweep_dask
 
                     shown.status(f"{len(jobs)} build configurations dispatched to Dask")
                     with dask_client(scheduler, workers) as client:
@@ -218,8 +218,8 @@ def run(
 def pareto_frontier(frame: pd.DataFrame, x: str = "recall", y: str = "qps") -> pd.DataFrame:
     """Successful runs not beaten on both ``x`` and ``y`` (higher is better for both), by
     ascending ``x``; one frontier over every row given (group by backend for one each)."""
-    from annbench.analysis import pareto_frontier as frontier
-    from annbench.analysis import successful
+    from annbench.results.analysis import pareto_frontier as frontier
+    from annbench.results.analysis import successful
 
     ok = successful(with_dicts(frame))
     return flatten(frontier(ok, x, y)) if len(ok) else flatten(ok)
@@ -229,8 +229,8 @@ def summary(frame: pd.DataFrame, latency_budget_ms: float | None = None) -> pd.D
     """Per dataset, backend, mode and k: best QPS at recall 0.8/0.9/0.95/0.99 with that
     point's build time, memory and configuration; with a budget, the best recall whose p99
     latency fits it."""
-    from annbench.analysis import summary as summarize
-    from annbench.runbook_analysis import without_runbooks
+    from annbench.results.analysis import summary as summarize
+    from annbench.results.runbook_analysis import without_runbooks
 
     return summarize(with_dicts(without_runbooks(frame)), latency_budget_ms=latency_budget_ms)
 
@@ -239,7 +239,7 @@ def runbook_summary(frame: pd.DataFrame) -> pd.DataFrame:
     """Per runbook, configuration and search setting: the worst recall over the runbook's
     search steps (and its step), recall and QPS at the last step, median QPS, inserts and
     deletes per second after the initial build, rebuilds and the initial build time."""
-    from annbench.runbook_analysis import runbook_summary as summarize
+    from annbench.results.runbook_analysis import runbook_summary as summarize
 
     return summarize(with_dicts(frame))
 
@@ -257,10 +257,11 @@ def recommend(
     (``recall``, ``qps``, ``memory``, ``build`` or ``latency``; default ``qps`` given
     ``min_recall``, else ``recall``), its runners-up and what bound the choice; ``choice`` is
     None (and ``closest`` lists the misses nearest the budget) when nothing fits. The same
-    choice as ``annbench recommend`` (``annbench.recommender.recommend_index`` also measures)."""
-    from annbench.analysis import OBJECTIVES, Constraints
-    from annbench.analysis import recommend as choose
+    choice as ``annbench recommend`` (``annbench.recommender.recommend_index`` also
+    measures)."""
     from annbench.recommender import default_objective
+    from annbench.results.analysis import OBJECTIVES, Constraints
+    from annbench.results.analysis import recommend as choose
 
     if min_recall is not None and not 0 < min_recall <= 1:
         raise AnnbenchError(f"min_recall must be in (0, 1], got {min_recall}")
@@ -359,7 +360,7 @@ def _backend_names(backends: str | Sequence[str]) -> list[str]:
 
 
 def _grid_overrides(grid: Mapping[str, Any] | Iterable[str] | None) -> dict[str, list[Any]]:
-    from annbench.grids import parse_overrides
+    from annbench.sweep.grids import parse_overrides
 
     if grid is None:
         return {}
@@ -377,7 +378,7 @@ def _grid_overrides(grid: Mapping[str, Any] | Iterable[str] | None) -> dict[str,
 
 
 def _memory_limit(value: str | float | None) -> float | None:
-    from annbench.analysis import parse_bytes
+    from annbench.results.analysis import parse_bytes
 
     if value is None:
         return None

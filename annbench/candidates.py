@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from annbench.runner import geometric_ladder
+from annbench.sweep.runner import geometric_ladder
 
 #: HNSW graphs try these M (links per node), the largest that fits first.
 HNSW_M = (64, 48, 32, 24, 16, 12, 8)

@@ -12,19 +12,17 @@ import pandas as pd
 
 from annbench import __version__
 from annbench import cli_types as types
-from annbench.analysis import NOISY_SPREAD
 from annbench.cli_base import AnnbenchGroup, grid_option, results_option
 from annbench.cli_datasets import datasets
 from annbench.cli_types import quiet_option
-from annbench.datasets import (
+from annbench.data.datasets import (
     DEFAULT_DATASET,
     Dataset,
     read_dataset,
     resolve_dataset,
 )
+from annbench.data.workloads import BadFilter, check_filter, parse_filters
 from annbench.errors import AnnbenchError
-from annbench.grids import parse_overrides
-from annbench.measure import MIN_SECONDS
 from annbench.paths import (
     check_output_dir,
     check_output_file,
@@ -35,8 +33,10 @@ from annbench.paths import (
 from annbench.recommender import DEFAULT_TIME_BUDGET_S, EXIT_NOTHING_FITS, FULL_PROTOCOL
 from annbench.record import MODES, PLAIN, params_label
 from annbench.registry import backend_names, capability_table, load_backend, runnable_backends
-from annbench.store import ResultStore, check_not_store
-from annbench.workloads import BadFilter, check_filter, parse_filters
+from annbench.results.analysis import NOISY_SPREAD
+from annbench.results.store import ResultStore, check_not_store
+from annbench.sweep.grids import parse_overrides
+from annbench.sweep.measure import MIN_SECONDS
 
 
 @click.group(
@@ -175,7 +175,7 @@ def run(
     from annbench import api
 
     if scheduler is not None:
-        from annbench.distributed import check_scheduler_address
+        from annbench.sweep.distributed import check_scheduler_address
 
         check_scheduler_address(scheduler)
     if "all" in backends:
@@ -289,7 +289,7 @@ def results(
     from annbench import api
 
     if export_format is not None:
-        from annbench.export import export_ann_benchmarks
+        from annbench.report.export import export_ann_benchmarks
 
         if dataset is None or out is None:
             raise AnnbenchError("--export ann-benchmarks needs --dataset NAME and --out DIR")
@@ -376,8 +376,8 @@ def plot(
     """Plot recall vs queries per second as a PNG for papers, one pareto frontier per backend
     (or thread scaling, or recall and QPS per runbook step); the interactive plots are in
     'annbench report'."""
-    from annbench.plot import recall_qps_figure, save_png, threads_figure
-    from annbench.runbook_analysis import without_runbooks
+    from annbench.report.plot import recall_qps_figure, save_png, threads_figure
+    from annbench.results.runbook_analysis import without_runbooks
 
     mode = "batch" if scaling else mode
     if out is not None:
@@ -424,7 +424,7 @@ def _plot_runbook(
     out: Path | None,
     store_path: Path,
 ) -> None:
-    from annbench.plot import runbook_figure, save_png
+    from annbench.report.plot import runbook_figure, save_png
 
     frame = frame[(frame["workload"] == f"runbook:{runbook}") & (frame["mode"] == mode)]
     k = k or (int(frame["k"].mode().iloc[0]) if len(frame) else 10)
@@ -500,7 +500,7 @@ def report_command(
     """Write a self-contained HTML report (interactive plots, summaries, every run, and with
     --neighbours what each backend returned for sample queries); works offline from file://."""
     from annbench.progress import progress_bar
-    from annbench.report import write_report
+    from annbench.report.html import write_report
 
     if queries is not None and not neighbours:
         raise click.UsageError("--queries goes with --neighbours")
@@ -542,7 +542,7 @@ def _neighbour_pages(
 ) -> list[tuple[str, str]]:
     """Write one neighbours page per dataset; returns (file name, link text) pairs. A stored
     dataset whose file cannot be found by name is skipped with a note, unless it was asked for."""
-    from annbench.neighbours import neighbours_page
+    from annbench.report.neighbours import neighbours_page
 
     folder.mkdir(parents=True, exist_ok=True)
     links = []
@@ -771,10 +771,10 @@ def recommend_command(
     """
     import json
 
-    from annbench.analysis import Constraints, describe_bytes
-    from annbench.deploy import emit_python
-    from annbench.deploy import save_index as save_index_to
     from annbench.recommender import MeasurementPolicy, recommend_index
+    from annbench.results.analysis import Constraints, describe_bytes
+    from annbench.results.deploy import emit_python
+    from annbench.results.deploy import save_index as save_index_to
 
     if as_json and emit:
         raise click.UsageError("--json and --emit both print to stdout; use one of them")
@@ -868,8 +868,8 @@ def _size_text(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
 def _limits_line(constraints: Any, max_memory: str | None, mode: str, threads: int | None) -> str:
     """The limits as understood, memory in both MB and MiB."""
-    from annbench.analysis import describe_bytes
     from annbench.recommender import query_mode
+    from annbench.results.analysis import describe_bytes
 
     parts = []
     if constraints.min_recall is not None:
@@ -945,7 +945,7 @@ def backends() -> None:
 
 def _params(value: Any) -> dict[str, Any]:
     """A parameter dict, whether the frame holds dicts or their JSON text."""
-    from annbench.columns import as_dict
+    from annbench.results.columns import as_dict
 
     return as_dict(value)
 
@@ -961,7 +961,7 @@ def _spread(value: Any) -> str:
 
 
 def _summary_table(rows: pd.DataFrame, latency_budget_ms: float | None) -> str:
-    from annbench.analysis import RECALL_LEVELS
+    from annbench.results.analysis import RECALL_LEVELS
 
     view = pd.DataFrame({"backend": rows["backend"]})
     for level in RECALL_LEVELS:

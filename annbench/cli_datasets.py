@@ -9,7 +9,7 @@ import click
 
 from annbench import cli_types as types
 from annbench.cli_base import AnnbenchGroup
-from annbench.datasets import (
+from annbench.data.datasets import (
     BUILTIN,
     BUNDLED,
     DEFAULT_DATASET,
@@ -66,7 +66,7 @@ def datasets_list() -> None:
         )
         default = " (default)" if name == DEFAULT_DATASET else ""
         click.echo(f"  {name}{default}: {state}{'; ' + note if note else ''}")
-    from annbench.download import STANDARD
+    from annbench.data.download import STANDARD
 
     click.echo("Standard ann-benchmarks datasets (annbench datasets fetch NAME):")
     for name, spec in sorted(STANDARD.items()):
@@ -93,7 +93,7 @@ Examples:
 @types.quiet_option
 def datasets_fetch(name: str, url: str | None, quiet: bool) -> None:
     """Download a standard ann-benchmarks dataset (resumable, verified) into the data folder."""
-    from annbench.download import STANDARD, fetch_standard
+    from annbench.data.download import STANDARD, fetch_standard
 
     if url is not None and not url.strip():
         raise AnnbenchError("--url is empty; give a mirror's base URL or leave --url out")
@@ -171,7 +171,7 @@ def datasets_import(
 ) -> None:
     """Import your own embeddings (.npy, .fvecs/.ivecs/.bvecs, .parquet, .hdf5) with exact
     ground truth; files larger than memory are processed in chunks."""
-    from annbench.importer import import_vectors, open_vectors, read_labels
+    from annbench.data.importer import import_vectors, open_vectors, read_labels
 
     path = _new_dataset_path(name, force)
     parsed = Metric.parse(metric)
@@ -238,7 +238,7 @@ Examples:
 @click.option("--force", is_flag=True, help="Recompute even if the ground truth is cached.")
 def datasets_runbook(name: str, runbook: str, force: bool) -> None:
     """Exact ground truth of every search step of RUNBOOK (a shipped name or a YAML file)."""
-    from annbench.runbooks import prepare_runbook
+    from annbench.data.runbooks import prepare_runbook
 
     data = read_dataset(resolve_dataset(name, progress=click.echo))
     with Stages() as stages:
@@ -408,7 +408,7 @@ def datasets_embed(
 ) -> None:
     """Embed texts (a .txt file, or CSV/TSV with a text column) or a folder of images (one
     sub-folder per class) into a labelled angular dataset. Needs the [embed] extra."""
-    from annbench.embed import (
+    from annbench.data.embed import (
         check_embedding,
         embed,
         load_corpus,
@@ -468,7 +468,7 @@ def datasets_embed(
 
 
 def _new_dataset_path(name: str, force: bool) -> Path:
-    from annbench.download import STANDARD
+    from annbench.data.download import STANDARD
 
     for suffix in (".hdf5", ".h5"):
         if name.lower().endswith(suffix) and len(name) > len(suffix):

@@ -71,7 +71,7 @@ class ByteSize(click.ParamType):
         if isinstance(value, (int, float)):
             amount = float(value)
         else:
-            from annbench.analysis import parse_bytes
+            from annbench.results.analysis import parse_bytes
 
             try:
                 amount = parse_bytes(str(value))

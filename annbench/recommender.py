@@ -17,14 +17,14 @@ from typing import Any
 
 import pandas as pd
 
-from annbench.analysis import OBJECTIVES, Constraints, Recommendation, recommend
 from annbench.candidates import Candidate, propose
-from annbench.datasets import Dataset
+from annbench.data.datasets import Dataset
 from annbench.errors import AnnbenchError
-from annbench.measure import MIN_SECONDS, BuildJob
 from annbench.record import MODES, PLAIN, RunRecord, params_label
 from annbench.registry import backend_names, load_backend
-from annbench.store import ResultStore
+from annbench.results.analysis import OBJECTIVES, Constraints, Recommendation, recommend
+from annbench.results.store import ResultStore
+from annbench.sweep.measure import MIN_SECONDS, BuildJob
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +324,7 @@ def _hash(dataset: Dataset, workload: str) -> str:
     """What records of ``workload`` on ``dataset`` are keyed on."""
     if workload == PLAIN:
         return dataset.content_hash
-    from annbench.workloads import workload_hash
+    from annbench.data.workloads import workload_hash
 
     return workload_hash(dataset, workload)
 
@@ -377,7 +377,7 @@ def _jobs(
 ) -> list[tuple[str, BuildJob]]:
     """Labelled jobs to measure: named backends' grids, else budget-fitted candidates, each
     bisecting for a latency limit (objective recall) or for the recall target."""
-    from annbench.runner import adaptive_jobs, plan_sweep
+    from annbench.sweep.runner import adaptive_jobs, plan_sweep
 
     if optimize == "recall" or constraints.min_recall is None:
         # best recall within the latency limits: the last rung that fits (the top without one)
@@ -490,7 +490,7 @@ def _measure(
 ) -> tuple[list[Step], list[str]]:
     """Run each job in a worker while time remains (one may take at most half of what
     remains while others wait); store its records; one step each."""
-    from annbench.runner import run_in_worker
+    from annbench.sweep.runner import run_in_worker
 
     steps: list[Step] = []
     skipped: list[str] = []

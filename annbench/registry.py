@@ -62,7 +62,7 @@ def name_of(cls: type[Index]) -> str | None:
 def runnable_backends() -> tuple[list[str], dict[str, str]]:
     """What ``-b all`` runs: installed backends whose default grid gives every parameter they
     need; and the others with the reason each is skipped."""
-    from annbench.grids import check_grid, default_grid
+    from annbench.sweep.grids import check_grid, default_grid
 
     names, skipped = [], {}
     for name in backend_names():
@@ -85,7 +85,7 @@ def capability_table() -> pd.DataFrame:
     add/remove, save/load and default grid size (build x search configurations)."""
     import pandas as pd
 
-    from annbench.grids import default_grid
+    from annbench.sweep.grids import default_grid
 
     rows = []
     for name in backend_names():

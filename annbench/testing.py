@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from annbench.data.groundtruth import exact_knn
+from annbench.data.synthetic import clustered_gaussian
 from annbench.errors import AnnbenchError
-from annbench.grids import Params, check_grid, grid_for_class
-from annbench.groundtruth import exact_knn
 from annbench.index import Index, Neighbors
 from annbench.metrics import Metric, recall_at_k, true_distances
-from annbench.synthetic import clustered_gaussian
+from annbench.sweep.grids import Params, check_grid, grid_for_class
 
 log = logging.getLogger(__name__)
 

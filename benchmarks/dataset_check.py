@@ -34,8 +34,8 @@ def timed(fn, *args) -> float:
 def measure(name: str, path: Path) -> None:
     import faiss  # noqa: F401 - imported once, outside the timings
 
-    from annbench import fingerprint
-    from annbench.datasets import read_dataset
+    from annbench.data import fingerprint
+    from annbench.data.datasets import read_dataset
 
     fingerprint.RACY_NS = 0  # a file written just now is cached too (measuring, not racing)
     cache = fingerprint._cache_path()
@@ -58,8 +58,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["ANNBENCH_DATA"] = tmp
-        from annbench.datasets import resolve_dataset
-        from annbench.importer import import_vectors
+        from annbench.data.datasets import resolve_dataset
+        from annbench.data.importer import import_vectors
         from annbench.metrics import Metric
 
         bundled = "debian-packages-384-angular"

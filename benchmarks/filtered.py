@@ -21,12 +21,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from annbench.datasets import DEFAULT_DATASET, read_dataset, resolve_dataset
+from annbench.data.datasets import DEFAULT_DATASET, read_dataset, resolve_dataset
+from annbench.data.workloads import expected_selectivity
 from annbench.errors import AnnbenchError
 from annbench.registry import load_backend
-from annbench.runner import plan_sweep, run_sweep
-from annbench.store import ResultStore
-from annbench.workloads import expected_selectivity
+from annbench.results.store import ResultStore
+from annbench.sweep.runner import plan_sweep, run_sweep
 
 #: One build configuration per backend, a short ladder of its search parameter.
 GRIDS = {

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from annbench.groundtruth import exact_knn, filtered_knn
+from annbench.data.groundtruth import exact_knn, filtered_knn
 from annbench.metrics import Metric
 
 

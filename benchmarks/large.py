@@ -11,11 +11,11 @@ import argparse
 import time
 from pathlib import Path
 
-from annbench.datasets import read_dataset, write_dataset
+from annbench.data.datasets import read_dataset, write_dataset
+from annbench.data.synthetic import ClusteredGaussianRows
 from annbench.metrics import Metric
-from annbench.runner import plan_sweep, run_sweep
-from annbench.store import ResultStore
-from annbench.synthetic import ClusteredGaussianRows
+from annbench.results.store import ResultStore
+from annbench.sweep.runner import plan_sweep, run_sweep
 
 
 def main() -> None:

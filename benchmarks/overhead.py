@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from annbench.datasets import read_dataset, resolve_dataset
+from annbench.data.datasets import read_dataset, resolve_dataset
 from annbench.errors import AnnbenchError
-from annbench.measure import time_search
 from annbench.metrics import Metric, normalize_rows
 from annbench.registry import backend_names, load_backend
+from annbench.sweep.measure import time_search
 
 # backend -> build parameters, search parameters (mid-recall settings on the bundled data)
 CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {

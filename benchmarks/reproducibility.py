@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from annbench.datasets import DEFAULT_DATASET, read_dataset, resolve_dataset
-from annbench.grids import default_grid
+from annbench.data.datasets import DEFAULT_DATASET, read_dataset, resolve_dataset
 from annbench.metrics import Metric, normalize_rows
 from annbench.record import RunRecord
-from annbench.store import ResultStore
+from annbench.results.store import ResultStore
+from annbench.sweep.grids import default_grid
 
 
 def main() -> None:

@@ -13,12 +13,12 @@ import argparse
 import time
 from pathlib import Path
 
-from annbench.datasets import DEFAULT_DATASET, read_dataset, resolve_dataset
+from annbench.data.datasets import DEFAULT_DATASET, read_dataset, resolve_dataset
 from annbench.index import search_param_names
 from annbench.record import params_label
 from annbench.registry import load_backend
-from annbench.runner import plan_sweep, run_sweep
-from annbench.store import ResultStore
+from annbench.results.store import ResultStore
+from annbench.sweep.runner import plan_sweep, run_sweep
 
 DEFAULTS = ["faiss-ivfpq", "faiss-hnsw", "faiss-ivf", "hnswlib", "annoy", "faiss-flat"]
 # the last value of each default search grid: the warm-up search touches the most pages

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from annbench.datasets import DEFAULT_DATASET, read_dataset, resolve_dataset
+from annbench.data.datasets import DEFAULT_DATASET, read_dataset, resolve_dataset
+from annbench.data.runbooks import prepare_runbook, read_truth
 from annbench.metrics import recall_at_k, true_distances
 from annbench.registry import load_backend
-from annbench.runbook_analysis import runbook_summary
-from annbench.runbooks import prepare_runbook, read_truth
-from annbench.runner import plan_sweep, run_sweep
-from annbench.store import ResultStore
+from annbench.results.runbook_analysis import runbook_summary
+from annbench.results.store import ResultStore
+from annbench.sweep.runner import plan_sweep, run_sweep
 
 CASES = {
     "hnswlib": ({"M": 16, "ef_construction": 100}, {"ef": 64}),

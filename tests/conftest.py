@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from annbench.datasets import create_synthetic, read_dataset
+from annbench.data.datasets import create_synthetic, read_dataset
 from annbench.metrics import Metric
 
 PLUGIN_DIR = Path(__file__).parent / "plugin"

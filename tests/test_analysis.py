@@ -5,12 +5,12 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from annbench.analysis import pareto_frontier, parse_bytes, summary
 from annbench.cli import main
 from annbench.errors import AnnbenchError
-from annbench.measure import bisect_ladder, max_probes
-from annbench.runner import adaptive_jobs, geometric_ladder, plan_sweep, run_sweep
-from annbench.store import ResultStore
+from annbench.results.analysis import pareto_frontier, parse_bytes, summary
+from annbench.results.store import ResultStore
+from annbench.sweep.measure import bisect_ladder, max_probes
+from annbench.sweep.runner import adaptive_jobs, geometric_ladder, plan_sweep, run_sweep
 
 GRID = {
     "M": [8],

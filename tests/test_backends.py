@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from annbench.datasets import create_synthetic, read_dataset
+from annbench.data.datasets import create_synthetic, read_dataset
 from annbench.errors import AnnbenchError, BackendUnavailable
-from annbench.grids import default_grid
 from annbench.index import Index
 from annbench.metrics import Metric, recall_at_k, true_distances
 from annbench.registry import backend_names, load_backend
+from annbench.sweep.grids import default_grid
 
 STRONG = {
     "faiss-flat": ({}, {}, 1.0),

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from tests_helpers import a_record
 
 from annbench.cli import main
-from annbench.datasets import create_synthetic
+from annbench.data.datasets import create_synthetic
 from annbench.metrics import Metric
-from annbench.store import ResultStore
+from annbench.results.store import ResultStore
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -113,7 +113,7 @@ def looping_hdf5(tmp, tiny):
 
 @pytest.fixture(autouse=True)
 def quick_probe(monkeypatch):
-    from annbench import datasets
+    from annbench.data import datasets
 
     monkeypatch.setattr(datasets, "PROBE_SECONDS", 3.0)
 

@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from annbench.cli import main
-from annbench.store import ResultStore
+from annbench.results.store import ResultStore
 
 
 @pytest.fixture

@@ -6,15 +6,15 @@ import h5py
 import numpy as np
 import pytest
 
-from annbench.datasets import (
+from annbench.data.datasets import (
     BUILTIN,
     DEFAULT_DATASET,
     read_dataset,
     resolve_dataset,
     write_dataset,
 )
+from annbench.data.groundtruth import exact_knn
 from annbench.errors import AnnbenchError
-from annbench.groundtruth import exact_knn
 from annbench.metrics import Metric
 
 
@@ -171,7 +171,7 @@ def test_unknown_dataset_lists_the_valid_ones():
 def test_file_that_makes_libhdf5_loop_is_reported_corrupt(tiny_path, tmp_path, monkeypatch):
     """Zeroing one attribute's stored value makes libhdf5 loop forever reading it (found by
     fuzzing); the forked metadata probe turns that into an error."""
-    from annbench import datasets
+    from annbench.data import datasets
 
     blob = bytearray(tiny_path.read_bytes())
     with h5py.File(tiny_path, "r") as f:
@@ -241,7 +241,7 @@ def test_workload_arrays_change_only_their_workload_hash(tiny_path, tmp_path):
 
 
 def test_cached_hash_is_not_trusted_once_the_file_changes(tiny_path, tmp_path, monkeypatch):
-    from annbench import fingerprint
+    from annbench.data import fingerprint
 
     monkeypatch.setattr(fingerprint, "RACY_NS", 0)  # cache even a file written just now
     path = _copy(tiny_path, tmp_path / "c.hdf5")
@@ -299,7 +299,7 @@ def test_wrong_ground_truth_is_refused_with_the_fix(tiny_path, tmp_path, change,
 
 
 def test_ground_truth_verdict_is_cached_with_the_hash(tiny_path, tmp_path, monkeypatch):
-    from annbench import datasets, fingerprint
+    from annbench.data import datasets, fingerprint
 
     monkeypatch.setattr(fingerprint, "RACY_NS", 0)
     path = _copy(tiny_path, tmp_path / "checked.hdf5")
@@ -343,16 +343,16 @@ def test_zero_vectors_under_cosine_are_counted_and_warned(tmp_path, rng, caplog)
     test = rng.normal(size=(20, 8)).astype(np.float32)
     train[[3, 50]] = 0
     test[5] = 0
-    with caplog.at_level("WARNING", logger="annbench.datasets"):
+    with caplog.at_level("WARNING", logger="annbench.data.datasets"):
         path = write_dataset(tmp_path / "z.hdf5", train, test, Metric.ANGULAR)
     assert "2 base vectors and 1 queries have zero length" in caplog.text
     assert "of 20 queries affected" in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="annbench.datasets"):
+    with caplog.at_level("WARNING", logger="annbench.data.datasets"):
         read_dataset(path)
     assert "2 base vectors and 1 queries have zero length; under cosine" in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="annbench.datasets"):
+    with caplog.at_level("WARNING", logger="annbench.data.datasets"):
         write_dataset(tmp_path / "e.hdf5", train, test, Metric.EUCLIDEAN)
     assert not caplog.text  # only cosine makes zero vectors meaningless
 
@@ -379,8 +379,8 @@ def test_dataset_name_ending_in_hdf5_is_corrected(isolated_folders):
 
 
 def test_records_say_the_ground_truth_was_checked(tiny_path, tmp_path):
-    from annbench.runner import plan_sweep, run_sweep
-    from annbench.store import ResultStore
+    from annbench.results.store import ResultStore
+    from annbench.sweep.runner import plan_sweep, run_sweep
 
     jobs = plan_sweep(read_dataset(tiny_path), ["faiss-flat"], runs=1)
     with ResultStore(tmp_path) as store:

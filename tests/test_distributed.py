@@ -4,7 +4,7 @@ import pytest
 from click.testing import CliRunner
 
 from annbench.cli import main
-from annbench.store import ResultStore
+from annbench.results.store import ResultStore
 
 pytest.importorskip("distributed")
 
@@ -73,7 +73,7 @@ def test_newcomer_cluster_without_the_resource_fails_in_seconds(tiny_path, tmp_p
     """A plain 'dask worker' (no --resources annbench=1) used to leave the sweep waiting."""
     from distributed import LocalCluster
 
-    from annbench import distributed
+    from annbench.sweep import distributed
 
     monkeypatch.setattr(distributed, "WORKER_WAIT_SECONDS", 1.0)
     with LocalCluster(

@@ -6,11 +6,11 @@ import threading
 import pytest
 from click.testing import CliRunner
 
-from annbench import download
 from annbench.cli import main
-from annbench.datasets import read_dataset
-from annbench.download import StandardDataset, fetch_standard
-from annbench.download import download as download_url
+from annbench.data import download
+from annbench.data.datasets import read_dataset
+from annbench.data.download import StandardDataset, fetch_standard
+from annbench.data.download import download as download_url
 from annbench.errors import AnnbenchError
 from annbench.metrics import Metric
 

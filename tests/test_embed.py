@@ -7,8 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from annbench.cli import main
-from annbench.datasets import read_dataset
-from annbench.embed import embed, load_corpus
+from annbench.data.datasets import read_dataset
+from annbench.data.embed import embed, load_corpus
 from annbench.errors import AnnbenchError
 
 pytest.importorskip("sentence_transformers")

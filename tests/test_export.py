@@ -7,7 +7,7 @@ import numpy as np
 from click.testing import CliRunner
 
 from annbench.cli import main
-from annbench.store import ResultStore
+from annbench.results.store import ResultStore
 
 
 def ann_benchmarks_recall(dataset_distances, run_distances, count, epsilon=1e-3):

@@ -9,21 +9,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from annbench.cli import main
-from annbench.datasets import create_synthetic, read_dataset, resolve_dataset, write_dataset
-from annbench.errors import AnnbenchError
-from annbench.filtering import FilteredSearch, check_strategy, keep_allowed
-from annbench.groundtruth import filtered_knn
-from annbench.metrics import Metric, pair_distances
-from annbench.registry import backend_names, load_backend
-from annbench.runner import pending_jobs, plan_sweep, run_sweep
-from annbench.store import ResultStore
-from annbench.workloads import (
+from annbench.data.datasets import create_synthetic, read_dataset, resolve_dataset, write_dataset
+from annbench.data.groundtruth import filtered_knn
+from annbench.data.workloads import (
     FilterWorkload,
     compute_workload,
     load_workload,
     parse_filters,
     prepare_workloads,
 )
+from annbench.errors import AnnbenchError
+from annbench.metrics import Metric, pair_distances
+from annbench.registry import backend_names, load_backend
+from annbench.results.store import ResultStore
+from annbench.sweep.filtering import FilteredSearch, check_strategy, keep_allowed
+from annbench.sweep.runner import pending_jobs, plan_sweep, run_sweep
 
 
 @pytest.fixture(scope="module")
@@ -188,8 +188,8 @@ SMALL_BUILD = {
 @pytest.fixture(scope="module")
 def built(attr_data):
     """Every installed backend built once on the small dataset (small parameters)."""
-    from annbench.grids import default_grid
     from annbench.index import build_param_names
+    from annbench.sweep.grids import default_grid
 
     indexes = {}
     for name, cls in _installed():

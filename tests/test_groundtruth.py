@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from annbench.groundtruth import exact_knn
+from annbench.data.groundtruth import exact_knn
 from annbench.metrics import Metric, pair_distances
 
 
@@ -34,7 +34,7 @@ def test_exact_knn_accepts_blocks_and_orders_ties_by_id(rng):
 
 
 def test_chunked_synthetic_rows_do_not_depend_on_slicing():
-    from annbench.synthetic import ClusteredGaussianRows
+    from annbench.data.synthetic import ClusteredGaussianRows
 
     rows = ClusteredGaussianRows(1000, 8, n_clusters=5, seed=2, chunk=128)
     whole = rows[0:1000]

@@ -4,10 +4,10 @@ import pytest
 from click.testing import CliRunner
 
 from annbench.cli import main
-from annbench.datasets import read_dataset
+from annbench.data.datasets import read_dataset
+from annbench.data.groundtruth import exact_knn
+from annbench.data.importer import import_vectors, open_vectors
 from annbench.errors import AnnbenchError
-from annbench.groundtruth import exact_knn
-from annbench.importer import import_vectors, open_vectors
 from annbench.metrics import Metric
 
 
@@ -83,7 +83,7 @@ def test_import_holds_out_queries_and_computes_exact_truth(tmp_path, vectors):
 
 
 def test_import_in_chunks_matches_in_memory(tmp_path, rng, monkeypatch):
-    from annbench import datasets
+    from annbench.data import datasets
 
     x = rng.normal(size=(1000, 6)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)

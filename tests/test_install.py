@@ -42,12 +42,16 @@ def wheel(tmp_path_factory) -> Path:
 
 def _not_sources(folder: str, names: list[str]) -> set[str]:
     """What a wheel is not built from: VCS, venv, build output, results, cached datasets."""
-    skipped = shutil.ignore_patterns(
-        ".git", ".venv", "build", "*.egg-info", "results", "__pycache__", ".*_cache", "docs"
-    )(folder, names)
+    skipped = set(
+        shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache")(
+            folder, names
+        )
+    )
+    if Path(folder) == ROOT:  # the top-level results and docs folders (not annbench/results)
+        skipped |= {"results", "docs"} & set(names)
     if Path(folder) == ROOT / "datasets":  # only the bundled data ships
         skipped |= {name for name in names if name not in ("bundled", "README.md")}
-    return set(skipped)
+    return skipped
 
 
 def test_wheel_contains_every_grid_file(wheel):
@@ -79,12 +83,12 @@ def test_installed_wheel_loads_grids_from_elsewhere(wheel, tmp_path):
         capture_output=True,
     )
     script = (
-        "import annbench, annbench.grids as g, annbench.registry as r\n"
+        "import annbench, annbench.sweep.grids as g, annbench.registry as r\n"
         f"assert annbench.__file__.startswith({str(target)!r}), annbench.__file__\n"
         "for name in ['faiss-flat','faiss-ivf','faiss-ivfpq','faiss-hnsw','hnswlib','annoy']:\n"
         "    r.load_backend(name); grid = g.default_grid(name)\n"
         "    assert name == 'faiss-flat' or grid.search, name\n"
-        "from annbench.datasets import DEFAULT_DATASET, read_dataset, resolve_dataset\n"
+        "from annbench.data.datasets import DEFAULT_DATASET, read_dataset, resolve_dataset\n"
         f"path = resolve_dataset(DEFAULT_DATASET); assert str(path).startswith({str(target)!r})\n"
         "assert read_dataset(path).train.shape == (21000, 384)\n"
         "print('ok')\n"

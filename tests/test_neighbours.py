@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from annbench.cli import main
-from annbench.datasets import (
+from annbench.data.datasets import (
     held_out_rows,
     read_dataset,
     resolve_dataset,
@@ -18,9 +18,9 @@ from annbench.datasets import (
     write_dataset,
 )
 from annbench.metrics import Metric
-from annbench.neighbours import choose_queries, dataset_items, neighbours_page
-from annbench.runner import plan_sweep, run_sweep
-from annbench.store import ResultStore
+from annbench.report.neighbours import choose_queries, dataset_items, neighbours_page
+from annbench.results.store import ResultStore
+from annbench.sweep.runner import plan_sweep, run_sweep
 
 WORDS = "red green blue cat dog fish tree rock star moon sun rain snow wind fire".split()
 
@@ -133,7 +133,7 @@ def test_cli_neighbours_pages_linked_from_the_report(digits, tmp_path):
 
 def test_image_files_a_dataset_was_embedded_from_become_thumbnails(tmp_path):
     image = pytest.importorskip("PIL.Image")
-    from annbench.embed import load_corpus
+    from annbench.data.embed import load_corpus
 
     folder = tmp_path / "photos"
     rng = np.random.default_rng(1)

@@ -10,11 +10,11 @@ import sys
 import numpy as np
 import pytest
 
-from annbench.datasets import create_synthetic, read_dataset
+from annbench.data.datasets import create_synthetic, read_dataset
 from annbench.errors import AnnbenchError, MissingDependency
-from annbench.grids import check_grid, default_grid
 from annbench.metrics import Metric, recall_at_k, true_distances
 from annbench.registry import backend_names, load_backend
+from annbench.sweep.grids import check_grid, default_grid
 
 #: build parameters, search parameters at a generous setting, recall floor
 STRONG = {

@@ -11,7 +11,10 @@ import pytest
 from annbench.backends.faiss_backend import FaissHNSW
 from annbench.backends.hnswlib_backend import Hnswlib
 from annbench.errors import AnnbenchError
-from annbench.grids import (
+from annbench.index import Index, Neighbors
+from annbench.metrics import Metric
+from annbench.registry import capability_table, load_backend, runnable_backends
+from annbench.sweep.grids import (
     check_grid,
     check_overrides,
     default_grid,
@@ -19,9 +22,6 @@ from annbench.grids import (
     parse_override,
     with_overrides,
 )
-from annbench.index import Index, Neighbors
-from annbench.metrics import Metric
-from annbench.registry import capability_table, load_backend, runnable_backends
 from annbench.testing import check_backend
 
 PACKAGE = Path(__file__).parent / "plugin_package"

@@ -11,7 +11,16 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from annbench.analysis import (
+from annbench.candidates import estimate_bytes, nlist_for, propose, vector_code_bytes
+from annbench.cli import main
+from annbench.errors import AnnbenchError
+from annbench.recommender import (
+    EXIT_NOTHING_FITS,
+    MeasurementPolicy,
+    installed_backends,
+    recommend_index,
+)
+from annbench.results.analysis import (
     BUILD_TIE,
     MEMORY_TIE,
     RECALL_TIE,
@@ -23,18 +32,9 @@ from annbench.analysis import (
     successful,
     summary,
 )
-from annbench.candidates import estimate_bytes, nlist_for, propose, vector_code_bytes
-from annbench.cli import main
-from annbench.deploy import emit_python, save_index
-from annbench.errors import AnnbenchError
-from annbench.recommender import (
-    EXIT_NOTHING_FITS,
-    MeasurementPolicy,
-    installed_backends,
-    recommend_index,
-)
-from annbench.runner import plan_sweep, run_sweep
-from annbench.store import ResultStore
+from annbench.results.deploy import emit_python, save_index
+from annbench.results.store import ResultStore
+from annbench.sweep.runner import plan_sweep, run_sweep
 
 GRID = {
     "M": [8, 16],

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from conftest import PLUGIN_DIR
 
 from annbench.cli import main
-from annbench.runner import plan_sweep, run_sweep
-from annbench.store import ResultStore
+from annbench.results.store import ResultStore
+from annbench.sweep.runner import plan_sweep, run_sweep
 
 SLOW = ["-b", "test-slow", "--mode", "batch", "--runs", "1", "-g", "level=3,4,5,6,7,8,9,10"]
 
@@ -196,7 +196,7 @@ def test_watchdog_ends_an_orphan_where_no_death_signal_exists(tmp_path):
     """The portable fallback: a thread polling getppid() (prctl disabled here)."""
     marker = tmp_path / "pid"
     code = (
-        "import os, time; from annbench.runner import exit_with_parent; "
+        "import os, time; from annbench.sweep.runner import exit_with_parent; "
         "exit_with_parent(os.getppid(), death_signal=False); "
         f"open({str(marker)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
     )

@@ -9,8 +9,8 @@ from browser import CHROMIUM, Browser
 from click.testing import CliRunner
 
 from annbench.cli import main
-from annbench.runner import plan_sweep, run_sweep
-from annbench.store import ResultStore
+from annbench.results.store import ResultStore
+from annbench.sweep.runner import plan_sweep, run_sweep
 
 GRID = {"M": [8], "ef_construction": [40], "ef": [10, 40], "nlist": [16], "nprobe": [1, 8]}
 

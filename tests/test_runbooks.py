@@ -13,14 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from annbench.cli import main
-from annbench.datasets import create_synthetic, read_dataset, resolve_dataset
-from annbench.errors import AnnbenchError, BackendUnavailable
-from annbench.grids import default_grid
-from annbench.metrics import Metric
-from annbench.registry import backend_names, load_backend
-from annbench.replay import ReplayIndex
-from annbench.runbook_analysis import runbook_summary
-from annbench.runbooks import (
+from annbench.data.datasets import create_synthetic, read_dataset, resolve_dataset
+from annbench.data.runbooks import (
     compute_truth,
     load_runbook,
     parse_runbook,
@@ -30,8 +24,14 @@ from annbench.runbooks import (
     shipped_runbooks,
     truth_path,
 )
-from annbench.runner import pending_runs, plan_sweep, run_sweep
-from annbench.store import ResultStore
+from annbench.errors import AnnbenchError, BackendUnavailable
+from annbench.metrics import Metric
+from annbench.registry import backend_names, load_backend
+from annbench.results.runbook_analysis import runbook_summary
+from annbench.results.store import ResultStore
+from annbench.sweep.grids import default_grid
+from annbench.sweep.replay import ReplayIndex
+from annbench.sweep.runner import pending_runs, plan_sweep, run_sweep
 
 PLUGIN = Path(__file__).parent / "runbook_plugin"
 SMALL_PARAMS = {
@@ -186,7 +186,7 @@ def test_ground_truth_is_cached_in_the_file_and_recomputed_when_the_runbook_chan
 def test_read_only_or_bundled_dataset_gets_a_sidecar(small, monkeypatch, isolated_folders):
     bundled = read_dataset(resolve_dataset("debian-packages-384-angular"))
     assert truth_path(bundled).parent == isolated_folders / "data"  # the shipped file stays
-    monkeypatch.setattr("annbench.runbooks.os.access", lambda path, mode: False)
+    monkeypatch.setattr("annbench.data.runbooks.os.access", lambda path, mode: False)
     path = truth_path(small)
     assert path.parent == isolated_folders / "data" and small.content_hash in path.name
     rb = load_runbook("grow", len(small.train))

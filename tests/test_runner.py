@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from annbench.errors import AnnbenchError
-from annbench.measure import MAX_REPEATS, Timing, _repeat
-from annbench.runner import pending_runs, plan_sweep, run_sweep
-from annbench.store import ResultStore
+from annbench.results.store import ResultStore
+from annbench.sweep.measure import MAX_REPEATS, Timing, _repeat
+from annbench.sweep.runner import pending_runs, plan_sweep, run_sweep
 
 SMALL = {"M": [8], "ef_construction": [40], "ef": [10, 40]}
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from annbench.analysis import successful
-from annbench.datasets import create_synthetic, read_dataset
-from annbench.memory import drop_from_page_cache
+from annbench.data.datasets import create_synthetic, read_dataset
 from annbench.metrics import Metric
-from annbench.runner import plan_sweep, run_sweep
-from annbench.store import ResultStore
+from annbench.results.analysis import successful
+from annbench.results.store import ResultStore
+from annbench.sweep.memory import drop_from_page_cache
+from annbench.sweep.runner import plan_sweep, run_sweep
 
 SERVING_PLUGIN = Path(__file__).parent / "serving_plugin"
 

@@ -5,7 +5,7 @@ import pytest
 from tests_helpers import a_record
 
 from annbench.errors import AnnbenchError
-from annbench.store import ResultStore, _pack
+from annbench.results.store import ResultStore, _pack
 
 make_record = a_record
 
@@ -147,7 +147,7 @@ def _v1_store(path, records):
     """A store as schema 1 wrote it: one row per key in ``results``, arrays in ``raw``."""
     import sqlite3
 
-    from annbench.store import _row, _types
+    from annbench.results.store import _row, _types
 
     db = sqlite3.connect(path)
     columns = ", ".join(f"{n} {t}" for n, t in _types().items())
@@ -249,7 +249,7 @@ def test_a_results_table_without_annbench_columns_is_foreign(tmp_path):
 
 
 def test_an_output_path_that_is_the_store_is_refused(tmp_path):
-    from annbench.store import check_not_store
+    from annbench.results.store import check_not_store
 
     with ResultStore(tmp_path / "results") as store:
         store.put(make_record())
@@ -280,7 +280,7 @@ def test_disk_full_mid_append_keeps_every_earlier_attempt(tmp_path):
         "sys.path.insert(0, sys.argv[2])\n"
         "from tests_helpers import a_record\n"
         "from annbench.errors import AnnbenchError\n"
-        "from annbench.store import ResultStore\n"
+        "from annbench.results.store import ResultStore\n"
         "store = ResultStore(sys.argv[1])\n"
         "store.put(a_record(recall=0.5))\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, resource.RLIM_INFINITY))\n"

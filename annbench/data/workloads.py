@@ -31,10 +31,10 @@ import h5py
 import numpy as np
 
 from annbench import __version__
-from annbench.datasets import Dataset
+from annbench.data.datasets import Dataset
+from annbench.data.fingerprint import Fingerprint, fingerprint
+from annbench.data.groundtruth import GT_K, filtered_knn
 from annbench.errors import AnnbenchError
-from annbench.fingerprint import Fingerprint, fingerprint
-from annbench.groundtruth import GT_K, filtered_knn
 from annbench.metrics import RecallResult, recall_at_k, true_distances
 from annbench.paths import data_dir
 from annbench.record import PLAIN

@@ -14,9 +14,9 @@ from typing import Any
 import pandas as pd
 
 from annbench import __version__
-from annbench.analysis import NOISY_SPREAD, RECALL_LEVELS, successful, summary
 from annbench.progress import Progress
 from annbench.record import PLAIN, params_label
+from annbench.results.analysis import NOISY_SPREAD, RECALL_LEVELS, successful, summary
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1240px;
@@ -108,7 +108,7 @@ def write_report(
     (href, text) pairs); ``progress`` hears of each dataset done. Returns its path."""
     from markupsafe import Markup
 
-    from annbench.columns import with_dicts
+    from annbench.results.columns import with_dicts
 
     frame = with_dicts(frame)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -151,8 +151,8 @@ def _dataset_section(
 ) -> str:
     from markupsafe import Markup
 
-    from annbench.plot import interactive_figure, interactive_threads_figure
-    from annbench.runbook_analysis import without_runbooks
+    from annbench.report.plot import interactive_figure, interactive_threads_figure
+    from annbench.results.runbook_analysis import without_runbooks
 
     runbooks = Markup(_runbook_sections(env, name, frame, state))
     frame = without_runbooks(frame)  # runbook steps are no static sweep
@@ -218,8 +218,8 @@ def _runbook_sections(env: Any, name: str, frame: pd.DataFrame, state: dict[str,
     and recall at the last step per configuration ('' when there are no runbook runs)."""
     from markupsafe import Markup
 
-    from annbench.plot import interactive_runbook_figure
-    from annbench.runbook_analysis import runbook_rows, runbook_summary
+    from annbench.report.plot import interactive_runbook_figure
+    from annbench.results.runbook_analysis import runbook_rows, runbook_summary
 
     parts = []
     for (runbook, mode, k), runs in runbook_rows(frame).groupby(["runbook", "mode", "k"]):

@@ -9,8 +9,8 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from annbench.analysis import pareto_frontier, successful
 from annbench.record import PLAIN
+from annbench.results.analysis import pareto_frontier, successful
 
 
 def save_png(figure: Figure, out: Path) -> Path:
@@ -425,7 +425,7 @@ def runbook_lines(
     """The search steps of each configuration to draw, by step, and the title: every
     configuration, or with more than ``most`` one per build configuration (its fastest search
     setting whose worst recall over the runbook is >= 0.9, else its most accurate)."""
-    from annbench.runbook_analysis import runbook_rows, runbook_summary
+    from annbench.results.runbook_analysis import runbook_rows, runbook_summary
 
     table = runbook_summary(frame)
     if table.empty:

@@ -19,16 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from annbench.datasets import read_dataset
+from annbench.data.datasets import read_dataset
+from annbench.data.runbooks import Runbook, RunbookTruth, Step, read_truth
 from annbench.errors import AnnbenchError
 from annbench.index import Index
-from annbench.measure import BuildJob, time_search
-from annbench.memory import rss_bytes
 from annbench.metrics import Metric, recall_at_k, true_distances
 from annbench.provenance import provenance
 from annbench.record import RunRecord
 from annbench.registry import load_backend
-from annbench.runbooks import Runbook, RunbookTruth, Step, read_truth
+from annbench.sweep.measure import BuildJob, time_search
+from annbench.sweep.memory import rss_bytes
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Build-time resident memory mostly measures what the build allocated and freed; what a
 deployment pays is the memory the index takes once loaded from its file. A fresh interpreter
-(``python -m annbench.serving``) imports the backend, drops the file from the page cache,
+(``python -m annbench.sweep.serving``) imports the backend, drops the file from the page cache,
 times ``load(path)`` and reads its resident memory before the load and after a short warm-up
 search, so pages a library maps lazily count too. Resident memory here is the process's own:
 anonymous pages plus pages mapped from the index file, not the shared library code the first
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from annbench.memory import drop_from_page_cache, owned_rss_bytes
+from annbench.sweep.memory import drop_from_page_cache, owned_rss_bytes
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def measure_serving(
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # as the worker sees it
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "annbench.serving", json.dumps(spec)],
+            [sys.executable, "-m", "annbench.sweep.serving", json.dumps(spec)],
             capture_output=True,
             text=True,
             env=env,
@@ -130,7 +130,7 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """``python -m annbench.serving SPEC_JSON``: print the measurement after a marker."""
+    """``python -m annbench.sweep.serving SPEC_JSON``: print the measurement after a marker."""
     spec = json.loads(argv[1])
     _exit_with_parent(spec["parent"])
     print(_MARK + json.dumps(_serve(spec)), flush=True)

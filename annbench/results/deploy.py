@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from annbench.datasets import Dataset
+from annbench.data.datasets import Dataset
 from annbench.errors import AnnbenchError
 from annbench.metrics import Metric
 from annbench.registry import load_backend

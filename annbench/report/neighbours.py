@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from annbench.datasets import Dataset, held_out_rows
+from annbench.data.datasets import Dataset, held_out_rows
 from annbench.errors import AnnbenchError
 from annbench.metrics import TIE_ATOL, TIE_RTOL, true_distances
 from annbench.record import RunRecord, params_label
@@ -111,7 +111,7 @@ def neighbours_page(
     """The HTML page (self-contained) for ``dataset``'s sample queries."""
     from markupsafe import Markup
 
-    from annbench.report import environment
+    from annbench.report.html import environment
 
     if k is None:
         ks = [r.k for r in records if r.status == "ok" and r.ids is not None]
@@ -305,7 +305,7 @@ def _texts(dataset: Dataset, file: str, text_column: str, queries: int, seed: in
 def _image_files(dataset: Dataset, folder: str, queries: int, seed: int) -> Items:
     """Thumbnails of the image files a dataset was embedded from (``datasets embed FOLDER``),
     split as it split them."""
-    from annbench.embed import load_corpus
+    from annbench.data.embed import load_corpus
 
     if not Path(folder).is_dir():
         raise AnnbenchError(f"image folder {folder} not found")

@@ -34,9 +34,9 @@ import h5py
 import numpy as np
 import yaml
 
-from annbench.datasets import Dataset
+from annbench.data.datasets import Dataset
+from annbench.data.groundtruth import GT_K, exact_knn
 from annbench.errors import AnnbenchError
-from annbench.groundtruth import GT_K, exact_knn
 from annbench.paths import data_dir
 
 log = logging.getLogger(__name__)

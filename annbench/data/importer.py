@@ -11,7 +11,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from annbench.datasets import ArrayLike, held_out_rows, random_attribute, write_dataset
+from annbench.data.datasets import ArrayLike, held_out_rows, random_attribute, write_dataset
 from annbench.errors import AnnbenchError
 from annbench.metrics import Metric
 from annbench.paths import check_input_file

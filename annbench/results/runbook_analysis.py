@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from annbench.data.runbooks import WORKLOAD_PREFIX
 from annbench.record import params_label
-from annbench.runbooks import WORKLOAD_PREFIX
 
 #: What identifies one replayed configuration in the store.
 CONFIG = ["dataset", "workload", "backend", "build", "mode", "k"]

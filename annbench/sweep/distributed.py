@@ -19,10 +19,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from annbench.errors import AnnbenchError
-from annbench.measure import BuildJob
 from annbench.record import RunRecord
-from annbench.runner import Progress, SweepSummary, pending_jobs, run_in_worker
-from annbench.store import ResultStore
+from annbench.results.store import ResultStore
+from annbench.sweep.measure import BuildJob
+from annbench.sweep.runner import Progress, SweepSummary, pending_jobs, run_in_worker
 
 log = logging.getLogger(__name__)
 

@@ -16,20 +16,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import psutil
 
-from annbench.datasets import read_dataset
+from annbench.data.datasets import read_dataset
+from annbench.data.workloads import is_filter, load_workload
 from annbench.errors import AnnbenchError
-from annbench.filtering import FilteredSearch, split_filter_params
 from annbench.index import Index
-from annbench.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
 from annbench.metrics import label_metrics, recall_at_k, true_distances
 from annbench.provenance import provenance
 from annbench.record import PLAIN, RunRecord, params_label
 from annbench.registry import load_backend
-from annbench.serving import Serving, measure_serving
-from annbench.workloads import is_filter, load_workload
+from annbench.sweep.filtering import FilteredSearch, split_filter_params
+from annbench.sweep.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
+from annbench.sweep.serving import Serving, measure_serving
 
 if TYPE_CHECKING:
-    from annbench.runbooks import RunbookPlan
+    from annbench.data.runbooks import RunbookPlan
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class BuildJob:
     min_seconds: float = 0.0  # repeat past ``runs`` until the timed repeats add up to this
     library_version: str | None = None  # of the backend's library, part of every record's key
     workload: str = PLAIN  # "plain", a filter ("label", "range:0.01") or "runbook:NAME"
-    runbook: RunbookPlan | None = None  # replay this runbook (annbench.replay), not one build
+    runbook: RunbookPlan | None = None  # replay this runbook (annbench.sweep.replay), not one build
 
     @property
     def latency_bound(self) -> bool:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from annbench.data.groundtruth import exact_knn
 from annbench.errors import AnnbenchError
-from annbench.groundtruth import exact_knn
 from annbench.metrics import Metric, true_distances
 
 #: Queries whose exact top-k is recomputed (seeded sample) on a dataset's first use.

@@ -18,8 +18,7 @@ import h5py
 import numpy as np
 
 from annbench import __version__
-from annbench.errors import AnnbenchError
-from annbench.fingerprint import (
+from annbench.data.fingerprint import (
     Fingerprint,
     cached,
     file_signature,
@@ -28,11 +27,12 @@ from annbench.fingerprint import (
     keep,
     remember,
 )
-from annbench.groundtruth import GT_K, block_rows, exact_knn
+from annbench.data.groundtruth import GT_K, block_rows, exact_knn
+from annbench.data.synthetic import clustered_gaussian
+from annbench.data.truthcheck import check_ground_truth, check_truth_layout
+from annbench.errors import AnnbenchError
 from annbench.metrics import Metric, normalize_rows
 from annbench.paths import check_input_file, data_dir
-from annbench.synthetic import clustered_gaussian
-from annbench.truthcheck import check_ground_truth, check_truth_layout
 
 log = logging.getLogger(__name__)
 
@@ -461,7 +461,7 @@ def resolve_dataset(spec: str, progress: Callable[[str], None] | None = None) ->
         if progress is not None:
             progress(f"Generating built-in dataset {spec} into {stored}")
         return create_builtin(spec, stored)
-    from annbench.download import STANDARD
+    from annbench.data.download import STANDARD
 
     if spec in STANDARD:
         raise AnnbenchError(

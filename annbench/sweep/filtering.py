@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from annbench.data.workloads import FilterWorkload, post_filter_k
 from annbench.errors import AnnbenchError
 from annbench.index import Index
 from annbench.metrics import Metric, normalize_rows
-from annbench.workloads import FilterWorkload, post_filter_k
 
 STRATEGIES = ("native", "post", "brute")
 FILTER_PARAMS = ("filter_strategy", "overfetch")

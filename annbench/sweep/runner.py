@@ -21,22 +21,22 @@ from typing import Any
 
 import psutil
 
-from annbench.datasets import Dataset
+from annbench.data.datasets import Dataset
+from annbench.data.runbooks import RunbookPlan
+from annbench.data.workloads import check_filter, expected_selectivity, is_filter, workload_hash
 from annbench.errors import AnnbenchError
-from annbench.filtering import FILTER_PARAMS, default_overfetch, filter_search_configs
-from annbench.grids import check_grid, check_overrides, default_grid, with_overrides
-from annbench.measure import MIN_SECONDS, BuildJob, max_probes, run_build_job
 from annbench.record import MODES, PLAIN, RunRecord, params_label
 from annbench.registry import load_backend
-from annbench.replay import (
+from annbench.results.store import ResultStore
+from annbench.sweep.filtering import FILTER_PARAMS, default_overfetch, filter_search_configs
+from annbench.sweep.grids import check_grid, check_overrides, default_grid, with_overrides
+from annbench.sweep.measure import MIN_SECONDS, BuildJob, max_probes, run_build_job
+from annbench.sweep.replay import (
     pending_runbook_job,
     run_runbook_job,
     runbook_records,
     runbook_run_count,
 )
-from annbench.runbooks import RunbookPlan
-from annbench.store import ResultStore
-from annbench.workloads import check_filter, expected_selectivity, is_filter, workload_hash
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,10 @@ def plan_sweep(
 ) -> list[BuildJob]:
     """Every build job of the sweep, with all parameters checked before anything runs.
 
-    Each workload (``plain`` or a filter, see ``annbench.workloads``) gets its own build jobs;
+    Each workload (``plain`` or a filter, see ``annbench.data.workloads``) gets its own build jobs;
     a filter workload's search settings add ``filter_strategy`` (and ``overfetch`` for
     ``post``), which ``overrides`` may set like any search parameter. With ``runbook`` (see
-    ``annbench.runbooks.prepare_runbook``) each job replays it instead (no filters then)."""
+    ``annbench.data.runbooks.prepare_runbook``) each job replays it instead (no filters then)."""
     n, d = dataset.train.shape
     if mode not in MODES:
         raise AnnbenchError(f"Mode '{mode}' not valid. Use one of: {', '.join(MODES)}")

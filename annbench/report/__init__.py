@@ -1,0 +1,1 @@
+"""Reports: the HTML report, plots, the neighbours page, exports."""

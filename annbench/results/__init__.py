@@ -1,0 +1,1 @@
+"""Results: the record, the store, analyses, recommendation, deployment output."""
