@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,9 @@ class AnnbenchGroup(click.Group):
             if ctx.find_root().params.get("debug"):
                 raise
             raise click.ClickException(one_line(str(exc))) from None
+        except BrokenPipeError:  # the reader went away (``annbench results | head``): say nothing
+            _silence_stdout()
+            raise click.exceptions.Exit(EXIT_BROKEN_PIPE) from None
         except KeyboardInterrupt:  # Ctrl-C before a command's own handler: exit 130 too
             error = click.ClickException("Interrupted")
             error.exit_code = 130
@@ -41,6 +46,19 @@ class AnnbenchGroup(click.Group):
             raise click.ClickException(
                 f"unexpected {type(exc).__name__}: {text} (rerun with --debug for the traceback)"
             ) from None
+
+
+#: Exit status when the reader of our output closed it early, as a shell reports SIGPIPE.
+EXIT_BROKEN_PIPE = 141
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so flushing it at exit cannot fail a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor behind stdout (tests, notebooks)
+        pass
 
 
 def one_line(text: str) -> str:

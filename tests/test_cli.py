@@ -262,3 +262,18 @@ def test_load_results_history_keeps_every_attempt(tiny_path, isolated_folders):
     assert len(annbench.load_results()) == 1
     history = annbench.load_results(history=True)
     assert len(history) == 2 and (history["build.M"] == 8).all()
+
+
+def test_output_cut_short_by_its_reader_is_no_error():
+    """``annbench backends | head -1``: the reader closes the pipe; no message, no traceback."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "annbench.cli", "backends"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.close()  # before annbench writes anything
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 141 and err == b"", err.decode()
