@@ -172,11 +172,6 @@ def run(
         from annbench.distributed import check_scheduler_address
 
         check_scheduler_address(scheduler)
-    if "all" in backends:
-        skipped = runnable_backends()[1]
-        if skipped:
-            reasons = "; ".join(f"{name} ({why})" for name, why in skipped.items())
-            click.echo(f"Skipping {len(skipped)} backends: {reasons}", err=True)
     try:
         frame = api.run(
             backends,
@@ -208,6 +203,10 @@ def run(
         f"Stored {sweep['stored']} results ({sweep['skipped']} already stored, "
         f"{sweep['failed']} failed) in {sweep['store']}"
     )
+    skipped = runnable_backends()[1] if "all" in backends else {}
+    if skipped:  # after the sweep, so that an error stays the only line
+        reasons = "; ".join(f"{name} ({why})" for name, why in skipped.items())
+        click.echo(f"'all' skipped {len(skipped)} backends: {reasons}", err=True)
     for row in frame[frame["status"] != "ok"].itertuples():
         click.echo(
             f"  failed: {row.backend} [{params_label(_params(row.build_params))}] "
