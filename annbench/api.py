@@ -257,10 +257,10 @@ def recommend(
     (``recall``, ``qps``, ``memory``, ``build`` or ``latency``; default ``qps`` given
     ``min_recall``, else ``recall``), its runners-up and what bound the choice; ``choice`` is
     None (and ``closest`` lists the misses nearest the budget) when nothing fits. The same
-    choice as ``annbench recommend`` (``annbench.recommend.recommend_index`` also measures)."""
+    choice as ``annbench recommend`` (``annbench.recommender.recommend_index`` also measures)."""
     from annbench.analysis import OBJECTIVES, Constraints
     from annbench.analysis import recommend as choose
-    from annbench.recommend import default_objective
+    from annbench.recommender import default_objective
 
     if min_recall is not None and not 0 < min_recall <= 1:
         raise AnnbenchError(f"min_recall must be in (0, 1], got {min_recall}")

@@ -161,6 +161,8 @@ def faiss_candidates(n: int, d: int, budget: float | None) -> list[Candidate]:
             )
         )
 
+    # ranks: most promising first, and among compressed codes the quick to train first, so a
+    # time budget that runs out leaves the slow trainings (8-bit PQ, OPQ) unmeasured
     for storage, rank in (("Flat", 0), ("SQ8", 3)):
         sizes = [m for m in HNSW_M if fits(f"HNSW{m},{storage}")]
         if sizes:
@@ -168,8 +170,8 @@ def faiss_candidates(n: int, d: int, budget: float | None) -> list[Candidate]:
             largest = min(sizes[0], 32)
             add(rank, f"HNSW{largest},{storage}", "efSearch", ef)
             if largest != 16 and 16 in sizes:
-                add(rank + 4, f"HNSW16,{storage}", "efSearch", ef)
-    for storage, rank in (("Flat", 1), ("SQ8", 2), ("SQ4", 8)):
+                add(4 if storage == "Flat" else 5, f"HNSW16,{storage}", "efSearch", ef)
+    for storage, rank in (("Flat", 1), ("SQ8", 2), ("SQ4", 6)):
         if fits(f"IVF{nlist},{storage}"):
             add(rank, f"IVF{nlist},{storage}", "nprobe", nprobe)
     pq = [m for m in pq_sizes(d) if fits(f"IVF{nlist},PQ{m}x8np")]
@@ -179,15 +181,15 @@ def faiss_candidates(n: int, d: int, budget: float | None) -> list[Candidate]:
             fitting = [m for m in pq if m <= 64 and fits(f"IVF{nlist},PQ{m}x8np,{refine}")]
             if fitting:
                 factory = f"IVF{nlist},PQ{fitting[0]}x8np,{refine}"
-                add(4, factory, "nprobe", nprobe, k_factor=K_FACTOR)
+                add(9, factory, "nprobe", nprobe, k_factor=K_FACTOR)
                 break
-        add(5, f"IVF{nlist},PQ{best}x8np", "nprobe", nprobe)
+        add(8, f"IVF{nlist},PQ{best}x8np", "nprobe", nprobe)
         opq = [m for m in pq if m <= 64 and fits(f"OPQ{m},IVF{nlist},PQ{m}x8np")]
         if opq:
-            add(9, f"OPQ{opq[0]},IVF{nlist},PQ{opq[0]}x8np", "nprobe", nprobe)
+            add(10, f"OPQ{opq[0]},IVF{nlist},PQ{opq[0]}x8np", "nprobe", nprobe)
         fast = [m for m in pq if m % 2 == 0 and fits(f"IVF{nlist},PQ{m}x4fs")]
         if fast:
-            add(10, f"IVF{nlist},PQ{fast[0]}x4fs", "nprobe", nprobe)
+            add(7, f"IVF{nlist},PQ{fast[0]}x4fs", "nprobe", nprobe)
     if fits("Flat"):
         add(11, "Flat", None, ())
     order = sorted(range(len(out)), key=lambda i: ranked[i])

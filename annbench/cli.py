@@ -25,8 +25,14 @@ from annbench.datasets import (
 from annbench.errors import AnnbenchError
 from annbench.grids import parse_overrides
 from annbench.measure import MIN_SECONDS
-from annbench.paths import check_output_dir, check_output_file, results_dir, writing
-from annbench.recommend import DEFAULT_TIME_BUDGET_S, EXIT_NOTHING_FITS, FULL_PROTOCOL
+from annbench.paths import (
+    check_output_dir,
+    check_output_file,
+    check_path_name,
+    results_dir,
+    writing,
+)
+from annbench.recommender import DEFAULT_TIME_BUDGET_S, EXIT_NOTHING_FITS, FULL_PROTOCOL
 from annbench.record import MODES, PLAIN, params_label
 from annbench.registry import capability_table, runnable_backends
 from annbench.store import ResultStore, check_not_store
@@ -283,8 +289,9 @@ def results(
 
         if dataset is None or out is None:
             raise AnnbenchError("--export ann-benchmarks needs --dataset NAME and --out DIR")
-        check_output_dir(out, "--out")
+        check_path_name(out, "--out")
         check_not_store(out, results_path or results_dir())
+        check_output_dir(out, "--out")
         data = read_dataset(resolve_dataset(dataset))
         with ResultStore.open_existing(results_path or results_dir()) as store:
             records = store.records(data.name, with_raw=True)
@@ -296,8 +303,9 @@ def results(
         return
     for output, option in ((csv_path, "--csv"), (parquet_path, "--parquet")):
         if output is not None:
-            check_output_file(output, option)
+            check_path_name(output, option)
             check_not_store(output, results_path or results_dir())
+            check_output_file(output, option)
     frame = api.load_results(results_path, dataset, history=history)
     if library_version is not None:
         frame = frame[frame["library_version"].astype(str) == library_version]
@@ -369,8 +377,9 @@ def plot(
 
     mode = "batch" if scaling else mode
     if out is not None:
-        check_output_file(out, "--out")
+        check_path_name(out, "--out")
         check_not_store(out, results_path or results_dir())
+        check_output_file(out, "--out")
     with ResultStore.open_existing(results_path or results_dir()) as store:
         frame = store.dataframe(dataset)
         store_path = store.path
@@ -492,8 +501,9 @@ def report_command(
     if queries is not None and not neighbours:
         raise click.UsageError("--queries goes with --neighbours")
     if out is not None:
-        check_output_dir(out, "--out")
+        check_path_name(out, "--out")
         check_not_store(out, results_path or results_dir())
+        check_output_dir(out, "--out")
     name = Path(dataset).stem if dataset and dataset.endswith((".hdf5", ".h5")) else dataset
     with ResultStore.open_existing(results_path or results_dir()) as store:
         frame = store.dataframe(name)
@@ -692,6 +702,12 @@ Examples:
     help="With --measure: seconds to spend building and measuring.",
 )
 @click.option(
+    "--build-threads",
+    type=types.THREADS,
+    default=None,
+    help="With --measure: threads for building [default: all cores].",
+)
+@click.option(
     "--runs",
     default=FULL_PROTOCOL.runs,
     show_default=True,
@@ -736,6 +752,7 @@ def recommend_command(
     backends: tuple[str, ...],
     grid_overrides: tuple[str, ...],
     time_budget_s: float,
+    build_threads: int | None,
     runs: int,
     min_seconds: float,
     as_json: bool,
@@ -753,7 +770,7 @@ def recommend_command(
     from annbench.analysis import Constraints, describe_bytes
     from annbench.deploy import emit_python
     from annbench.deploy import save_index as save_index_to
-    from annbench.recommend import MeasurementPolicy, recommend_index
+    from annbench.recommender import MeasurementPolicy, recommend_index
 
     if as_json and emit:
         raise click.UsageError("--json and --emit both print to stdout; use one of them")
@@ -794,6 +811,7 @@ def recommend_command(
             policy=MeasurementPolicy(runs, min_seconds),
             progress=say,
             workload=workloads[0],
+            build_threads=build_threads,
         )
     result = outcome.recommendation
     if as_json:
@@ -847,7 +865,7 @@ def _size_text(ctx: click.Context, param: click.Parameter, value: str | None) ->
 def _limits_line(constraints: Any, max_memory: str | None, mode: str, threads: int | None) -> str:
     """The limits as understood, memory in both MB and MiB."""
     from annbench.analysis import describe_bytes
-    from annbench.recommend import query_mode
+    from annbench.recommender import query_mode
 
     parts = []
     if constraints.min_recall is not None:

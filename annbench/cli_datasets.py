@@ -442,9 +442,14 @@ def datasets_embed(
         "embedding": json.dumps(model_provenance(model)),
         "label_names": json.dumps(corpus.label_names),
     }
-    if corpus.kind == "text":  # how rows map back to texts, for 'annbench report --neighbours'
+    # how rows map back to texts or image files, for 'annbench report --neighbours'
+    if corpus.kind == "text":
         attrs["texts"] = json.dumps(
             {"file": source.name, "text_column": text_column, "queries": queries, "seed": seed}
+        )
+    else:
+        attrs["images"] = json.dumps(
+            {"folder": str(source.resolve()), "queries": queries, "seed": seed}
         )
     with Stages(quiet) as stages:
         write_dataset(

@@ -188,7 +188,7 @@ def save_index(
         "k": k,
         "query_mode": query_mode,
         "measured": {
-            name: _plain(choice.get(name))
+            name: _plain(choice.get(name), whole=name.endswith("bytes") or name == "runs")
             for name in (
                 "recall",
                 "qps",
@@ -222,11 +222,12 @@ def save_index(
     return meta_path
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: Any, whole: bool = False) -> Any:
+    """A plain JSON value: numpy scalars unwrapped, NaN as None, counts as ints."""
     if value is None:
         return None
     if hasattr(value, "item"):
         value = value.item()
     if isinstance(value, float) and value != value:  # NaN
         return None
-    return value
+    return int(value) if whole and isinstance(value, float) else value

@@ -10,8 +10,20 @@ class BackendUnavailable(AnnbenchError):
 
 
 class MissingDependency(ImportError):
-    """Raised by a backend module at import time when its library is missing."""
+    """Raised by a backend module at import time when its library is missing.
 
-    def __init__(self, package: str) -> None:
+    ``package`` is the pip name of the library; ``extra`` the annbench extra that installs it
+    (``pip install "annbench[extra]"``), when there is one.
+    """
+
+    def __init__(self, package: str, extra: str | None = None) -> None:
         super().__init__(f"install {package}")
         self.package = package
+        self.extra = extra
+
+    @property
+    def install_command(self) -> str:
+        """The pip command that installs the missing library."""
+        if self.extra:
+            return f'pip install "annbench[{self.extra}]"'
+        return f"pip install {self.package}"

@@ -5,8 +5,10 @@ datasets.
 
 Row ids map back to the items they were made from through the dataset's attributes: a dataset
 made by ``annbench datasets embed`` records its corpus (``texts``: file, columns, query split),
-or, for files made before that attribute, the command that made it; a dataset of pixels records
-``image_shape`` (or is recognised as 8x8 or 28x28 non-negative pixels).
+or, for files made before that attribute, the command that made it; one embedded from image
+files records their folder (``images``); a dataset of pixels records ``image_shape`` (or is
+recognised as 8x8 or 28x28 non-negative whole-number pixels). Thumbnails are drawn only for the
+rows shown.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import io
 import json
 import logging
 import shlex
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -37,13 +40,12 @@ TEXT_CHARS = 110
 
 @dataclass
 class Items:
-    """How to show base and query rows: texts, thumbnails or plain ids."""
+    """How to show base (``"train"``) and query (``"test"``) rows: texts, thumbnails (PNG data
+    URIs, drawn only for the rows shown) or plain ids."""
 
     kind: str  # "text", "image" or "id"
-    train: list[str] = field(default_factory=list)  # texts, or PNG data URIs
-    test: list[str] = field(default_factory=list)
-    titles_train: list[str] = field(default_factory=list)  # e.g. the package name of a text
-    titles_test: list[str] = field(default_factory=list)
+    show: Callable[[str, int], str] = lambda part, i: f"#{i}"
+    name: Callable[[str, int], str] = lambda part, i: ""  # e.g. the package name of a text
 
 
 def choose_queries(nq: int, count: int = 5, seed: int = 0) -> list[int]:
@@ -61,13 +63,16 @@ def dataset_items(dataset: Dataset) -> Items:
             return _texts(dataset, **texts)
         except AnnbenchError as exc:
             log.warning("texts of %s not shown: %s", dataset.name, exc)
+    images = dataset.attrs.get("images")
+    if images:
+        try:
+            return _image_files(dataset, **json.loads(images))
+        except AnnbenchError as exc:
+            log.warning("images of %s not shown: %s", dataset.name, exc)
     shape = _image_shape(dataset)
     if shape is not None:
-        return Items(
-            "image",
-            [_thumbnail(row, shape) for row in dataset.train],
-            [_thumbnail(row, shape) for row in dataset.test],
-        )
+        rows = {"train": dataset.train, "test": dataset.test}
+        return Items("image", _cached(lambda part, i: _thumbnail(rows[part][i], shape)))
     return Items("id")
 
 
@@ -179,7 +184,7 @@ def _column(
                 "id": i,
                 "item": _item(items, "train", i),
                 "title": _title(items, "train", i),
-                "name": items.titles_train[i] if items.titles_train else "",
+                "name": items.name("train", i),
                 "hit": hit,
                 "label": _label(dataset.train_labels, i, names),
                 "same_label": None if label is None else label == query_label,
@@ -204,18 +209,29 @@ def _hits(dataset: Dataset, q: int, ids: np.ndarray, k: int) -> np.ndarray:
 
 
 def _item(items: Items, part: str, i: int) -> str:
-    values = items.train if part == "train" else items.test
-    if items.kind == "text":
-        text = values[i]
-        return text if len(text) <= TEXT_CHARS else text[: TEXT_CHARS - 1].rstrip() + "…"
-    return values[i] if values else f"#{i}"
+    shown = items.show(part, i)
+    if items.kind == "text" and len(shown) > TEXT_CHARS:
+        return shown[: TEXT_CHARS - 1].rstrip() + "…"
+    return shown
 
 
 def _title(items: Items, part: str, i: int) -> str:
-    titles = items.titles_train if part == "train" else items.titles_test
-    full = (items.train if part == "train" else items.test) if items.kind == "text" else []
-    head = titles[i] if titles else ""
-    return f"{head}: {full[i]}" if full and head else (full[i] if full else head)
+    head = items.name(part, i)
+    if items.kind != "text":
+        return head
+    return f"{head}: {items.show(part, i)}" if head else items.show(part, i)
+
+
+def _cached(render: Callable[[str, int], str]) -> Callable[[str, int], str]:
+    """``render`` computed once per row."""
+    done: dict[tuple[str, int], str] = {}
+
+    def show(part: str, i: int) -> str:
+        if (part, i) not in done:
+            done[part, i] = render(part, i)
+        return done[part, i]
+
+    return show
 
 
 def _label(labels: np.ndarray | None, i: int, names: list[str] | None) -> str | None:
@@ -278,12 +294,51 @@ def _texts(dataset: Dataset, file: str, text_column: str, queries: int, seed: in
         )
     base, held = held_out_rows(len(texts), queries, seed)
 
-    def pick(values: list[str], rows: np.ndarray) -> list[str]:
-        return [values[i] for i in rows] if values else []
-
+    rows = {"train": base, "test": held}
     return Items(
-        "text", pick(texts, base), pick(texts, held), pick(titles, base), pick(titles, held)
+        "text",
+        lambda part, i: texts[rows[part][i]],
+        lambda part, i: titles[rows[part][i]] if titles else "",
     )
+
+
+def _image_files(dataset: Dataset, folder: str, queries: int, seed: int) -> Items:
+    """Thumbnails of the image files a dataset was embedded from (``datasets embed FOLDER``),
+    split as it split them."""
+    from annbench.embed import load_corpus
+
+    if not Path(folder).is_dir():
+        raise AnnbenchError(f"image folder {folder} not found")
+    paths = load_corpus(Path(folder)).items
+    if len(paths) != len(dataset.train) + len(dataset.test):
+        raise AnnbenchError(
+            f"{folder} holds {len(paths)} images, the dataset "
+            f"{len(dataset.train) + len(dataset.test)} rows"
+        )
+    base, held = held_out_rows(len(paths), queries, seed)
+    rows = {"train": base, "test": held}
+    return Items(
+        "image",
+        _cached(lambda part, i: _file_thumbnail(Path(paths[rows[part][i]]))),
+        lambda part, i: Path(paths[rows[part][i]]).name,
+    )
+
+
+def _file_thumbnail(path: Path, size: int = 96) -> str:
+    """A PNG data URI of the image file at ``path``, at most ``size`` pixels a side."""
+    try:
+        from PIL import Image
+    except ImportError as exc:
+        raise AnnbenchError("Thumbnails of image files need Pillow: pip install pillow") from exc
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            image.thumbnail((size, size))
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+    except OSError as exc:
+        raise AnnbenchError(f"Cannot read image {path}: {exc}") from exc
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def _find_corpus(dataset: Dataset, file: str) -> Path:
@@ -357,6 +412,7 @@ after each item is green when it agrees with the query's, red when not.{% endif 
 <h2>Query {{ block.id }}{% if block.label %}
 <span class="label">[{{ block.label }}]</span>{% endif %}</h2>
 {% if kind == "image" %}<img class="query" alt="query {{ block.id }}" src="{{ block.query }}">
+{{ block.query_title }}
 {% elif kind == "text" %}<p title="{{ block.query_title }}">{{ block.query_title }}</p>
 {% endif %}
 <div class="grid">{% for column in block.columns %}

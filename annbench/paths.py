@@ -80,7 +80,7 @@ def check_input_file(path: Path, what: str) -> Path:
 def check_output_file(path: Path | str, what: str) -> Path:
     """``path`` if a file can be written there, else one line saying why not: empty, too long,
     a directory or device, under a file, in a folder that cannot be written."""
-    path = _check_name(path, what)
+    path = check_path_name(path, what)
     kind = kind_of(path)
     if kind == "a directory":
         raise AnnbenchError(f"{what} {path} is a directory; give a file name")
@@ -94,7 +94,7 @@ def check_output_file(path: Path | str, what: str) -> Path:
 
 def check_output_dir(path: Path | str, what: str) -> Path:
     """``path`` if it is a folder, or one can be created there, else one line saying why not."""
-    path = _check_name(path, what)
+    path = check_path_name(path, what)
     kind = kind_of(path)
     if kind == "a directory":
         if not os.access(path, os.W_OK | os.X_OK):
@@ -116,7 +116,8 @@ def writing(path: Path, what: str) -> Iterator[None]:
         raise AnnbenchError(f"Cannot write {what} {path}: {reason}") from exc
 
 
-def _check_name(path: Path | str, what: str) -> Path:
+def check_path_name(path: Path | str, what: str) -> Path:
+    """``path`` as a Path if it is not empty and not too long for the file system."""
     text = str(path)
     if not text.strip():
         raise AnnbenchError(f"{what} path is empty; give a file or folder name")

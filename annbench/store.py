@@ -85,9 +85,12 @@ def check_not_store(out: Path, store: Path) -> None:
 
 
 def _same_file(a: Path, b: Path) -> bool:
-    if a.exists() and b.exists():
-        return os.path.samefile(a, b)
-    return a.resolve() == b.resolve()
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return a.resolve() == b.resolve()
+    except OSError:  # a path the system cannot even look up (too long, ...) is not the store
+        return False
 
 
 class ResultStore:

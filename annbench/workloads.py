@@ -18,7 +18,6 @@ them in a side file in the data folder instead.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -411,20 +410,3 @@ def _read_only(path: Path) -> bool:
 def post_filter_k(k: int, overfetch: float, n: int) -> int:
     """Neighbours to ask for before dropping disallowed ones: ceil(k * overfetch), at most n."""
     return min(n, max(k, math.ceil(k * overfetch)))
-
-
-def describe(workload: str, dataset: Dataset) -> str:
-    """One line on what ``workload`` allows, for messages."""
-    spec = parse_workload(workload)
-    if spec is None:
-        return workload
-    if spec.kind == "label":
-        return "same label as the query"
-    column = dataset.attr_names[_attribute_column(dataset, spec)]
-    return f"{spec.selectivity:g} of the base by '{column}' value range"
-
-
-def workload_json(workload: str) -> str:
-    """The workload as JSON, for provenance."""
-    spec = parse_workload(workload)
-    return json.dumps(None if spec is None else spec.__dict__)

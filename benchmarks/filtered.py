@@ -32,7 +32,7 @@ from annbench.workloads import expected_selectivity
 GRIDS = {
     "hnswlib": {"M": [16], "ef_construction": [100], "ef": [16, 64, 256]},
     "faiss-hnsw": {"M": [16], "efConstruction": [100], "efSearch": [16, 64, 256]},
-    "faiss-ivf": {"nlist": [256], "nprobe": [4, 16, 64]},
+    "faiss-ivf": {"nlist": [256], "nprobe": [4, 16, 64, 256]},
     "annoy": {"n_trees": [50], "search_k": [1000, 10000, 50000]},
     "faiss-flat": {},
 }

@@ -5,7 +5,7 @@ real CLI on a fresh results store (so everything is measured, nothing reused) an
 pick with its measured recall@10, mean and p99 latency, serving memory, file size, and the wall
 time recommend took, as a markdown table for the README.
 
-    python benchmarks/recommend.py [--time-budget 300] [--dataset NAME]
+    python benchmarks/recommend.py [--time-budget 300] [--build-threads 1] [--dataset NAME]
 """
 
 from __future__ import annotations
@@ -22,7 +22,12 @@ BUDGETS = [(0.15, "40MB"), (0.3, "12MB"), (2.0, "6MB")]
 
 
 def run_budget(
-    dataset: str, latency_ms: float, memory: str, time_budget: float, store: Path
+    dataset: str,
+    latency_ms: float,
+    memory: str,
+    time_budget: float,
+    store: Path,
+    build_threads: int | None,
 ) -> tuple[dict, float]:
     """The CLI's JSON answer for one budget and the wall time it took."""
     command = [
@@ -45,6 +50,8 @@ def run_budget(
         str(store),
         "--json",
     ]
+    if build_threads:
+        command += ["--build-threads", str(build_threads)]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -76,6 +83,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="debian-packages-384-angular")
     parser.add_argument("--time-budget", type=float, default=300.0)
+    parser.add_argument(
+        "--build-threads",
+        type=int,
+        default=None,
+        help="passed to recommend (1 on an oversubscribed host, where OpenMP teams spin)",
+    )
     args = parser.parse_args()
     lines = [
         "| budget (mean latency, serving memory) | pick | recall@10 | mean ms | p99 ms "
@@ -85,7 +98,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="annbench-recommend-") as folder:
         for number, (latency_ms, memory) in enumerate(BUDGETS):
             store = Path(folder) / f"store{number}"
-            answer, wall = run_budget(args.dataset, latency_ms, memory, args.time_budget, store)
+            answer, wall = run_budget(
+                args.dataset, latency_ms, memory, args.time_budget, store, args.build_threads
+            )
             lines.append(row(latency_ms, memory, answer, wall))
             print(lines[-1], flush=True)
     print()

@@ -63,7 +63,7 @@ def test_text_page_shows_the_texts_the_vectors_were_made_from(text_dataset, tmp_
     assert f"pkg{held[7]}: " in html and f"item {held[7]}" in html  # query 7 is corpus row held[7]
     assert html.count('<section class="query"') == 2
     assert html.count('<div class="card">') == 2 * 3  # exact + lowest/highest of one backend
-    assert "✗" in html and "✓" in html  # nprobe=1 misses some
+    assert '<li class="miss"' in html and '<li class="hit"' in html  # nprobe=1 misses
     assert re.search(r'class="label (same|other)">\[(games|mail|math)\]', html)
     truth = text_dataset.neighbors[7, 0]
     base, _ = held_out_rows(400, 40, 3)
@@ -74,7 +74,6 @@ def test_bundled_dataset_texts_line_up_with_its_labels():
     data = read_dataset(resolve_dataset("debian-packages-384-angular"))
     items = dataset_items(data)
     assert items.kind == "text"
-    assert len(items.train) == len(data.train) and len(items.test) == len(data.test)
     names = json.loads(data.attrs["label_names"])
     corpus = pd.read_csv(
         resolve_dataset("debian-packages-384-angular").parent / "debian-packages.tsv.gz",
@@ -84,9 +83,10 @@ def test_bundled_dataset_texts_line_up_with_its_labels():
     )
     section = dict(zip(corpus["package"], corpus["section"], strict=True))
     for i in (0, 1234, len(data.train) - 1):
-        assert section[items.titles_train[i]] == names[data.train_labels[i]]
+        assert section[items.name("train", i)] == names[data.train_labels[i]]
     for i in (0, 500, len(data.test) - 1):
-        assert section[items.titles_test[i]] == names[data.test_labels[i]]
+        assert section[items.name("test", i)] == names[data.test_labels[i]]
+    assert items.name("test", 17) == "audmes"  # as in docs/neighbours.png
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +129,40 @@ def test_cli_neighbours_pages_linked_from_the_report(digits, tmp_path):
     assert bad.exit_code == 1 and "outside 0..99" in bad.output
     alone = CliRunner().invoke(main, [*args, "--queries", "1"])
     assert alone.exit_code == 2 and "--queries goes with --neighbours" in alone.output
+
+
+def test_image_files_a_dataset_was_embedded_from_become_thumbnails(tmp_path):
+    image = pytest.importorskip("PIL.Image")
+    from annbench.embed import load_corpus
+
+    folder = tmp_path / "photos"
+    rng = np.random.default_rng(1)
+    for label, colour in (("red", (200, 30, 30)), ("blue", (30, 30, 200))):
+        (folder / label).mkdir(parents=True)
+        for i in range(30):
+            shade = tuple(int(c * rng.uniform(0.6, 1.0)) for c in colour)
+            image.new("RGB", (120, 80), shade).save(folder / label / f"{label}{i:02}.png")
+    corpus = load_corpus(folder)  # the order 'datasets embed' embeds the files in
+    colours = np.array([np.asarray(image.open(p)).mean(axis=(0, 1)) for p in corpus.items])
+    train, test, train_labels, test_labels = split_queries(
+        colours.astype(np.float32), corpus.labels, 6, seed=2
+    )
+    attrs = {
+        "images": json.dumps({"folder": str(folder), "queries": 6, "seed": 2}),
+        "label_names": json.dumps(corpus.label_names),
+    }
+    path = tmp_path / "photos.hdf5"
+    write_dataset(path, train, test, Metric.EUCLIDEAN, train_labels, test_labels, attrs, gt_k=20)
+    data = read_dataset(path)
+    records = sweep(data, tmp_path / "store", ["faiss-flat"], {})
+    html = neighbours_page(data, records, queries=[0, 5], k=10)
+    _, held = held_out_rows(60, 6, 2)
+    assert corpus.items[held[5]].name in html and corpus.items[held[0]].name in html
+    thumbs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(thumbs) == 2 * (1 + 2 * 10)  # each query; exact top-10 and faiss-flat's
+    import base64
+    import io
+
+    first = image.open(io.BytesIO(base64.b64decode(thumbs[0])))
+    assert first.size == (96, 64)  # at most 96 px a side, aspect kept
+    assert 'class="miss"' not in html and 'class="label other"' not in html  # exact, 2 colours

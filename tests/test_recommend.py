@@ -27,7 +27,7 @@ from annbench.candidates import estimate_bytes, nlist_for, propose, vector_code_
 from annbench.cli import main
 from annbench.deploy import emit_python, save_index
 from annbench.errors import AnnbenchError
-from annbench.recommend import (
+from annbench.recommender import (
     EXIT_NOTHING_FITS,
     MeasurementPolicy,
     installed_backends,

@@ -41,6 +41,7 @@ SMALL_PARAMS = {
     "annoy": {"n_trees": 4},
     "faiss-factory": {"factory": "IVF4,Flat"},
     "faiss-ivfpq": {"nlist": 4, "m": 4, "nbits": 4},
+    "scann": {"num_leaves": 4, "avq_threshold": 0.2, "dims_per_block": 2},
 }
 SMALL_SEARCH = {"faiss-factory": {"nprobe": 2}}
 

@@ -206,6 +206,7 @@ def recommend_index(
     policy: MeasurementPolicy = FULL_PROTOCOL,
     progress: Callable[[str], None] | None = None,
     workload: str = PLAIN,
+    build_threads: int | None = None,
 ) -> Outcome:
     """The configuration of ``dataset`` meeting ``constraints`` with the best ``optimize``.
 
@@ -213,10 +214,13 @@ def recommend_index(
     ``backends``' grids, or else index structures proposed to fit the memory budget. Only
     full measurements (``policy``) of this exact dataset content, ``workload`` (plain or a
     filter), k, mode and thread count are picked from; a pick measured with fewer repeats
-    than ``policy`` is re-measured first.
+    than ``policy`` is re-measured first. ``build_threads`` as for ``annbench run`` (None:
+    every core).
     """
     optimize = optimize or default_objective(constraints)
-    threads = _check(dataset, constraints, optimize, k, mode, threads, time_budget_s, policy)
+    threads = _check(
+        dataset, constraints, optimize, k, mode, threads, time_budget_s, policy, build_threads
+    )
     say = progress or log.info
     steps: list[Step] = []
     skipped: list[str] = []
@@ -225,6 +229,7 @@ def recommend_index(
         jobs = _jobs(
             dataset, constraints, optimize, k, mode, threads, backends, overrides, policy, workload
         )
+        jobs = [(label, replace(job, build_threads=build_threads)) for label, job in jobs]
         start = time.monotonic()
         steps, skipped = _measure(jobs, store, time_budget_s, say)
         spent = time.monotonic() - start
@@ -235,7 +240,9 @@ def recommend_index(
     if measure and choice is not None and (choice["runs"] or 0) < policy.runs:
         say(f"Re-measuring the pick under the full protocol: {choice['config']}")
         job = _job_for_row(dataset, choice, k, mode, threads, policy)
-        job = replace(job, dataset_hash=dataset_hash, workload=workload)
+        job = replace(
+            job, dataset_hash=dataset_hash, workload=workload, build_threads=build_threads
+        )
         more, _ = _measure([(choice["config"], job)], store, math.inf, say)
         steps += more
         frame = _frame(store, dataset, dataset_hash, workload, k, mode, threads)
@@ -264,6 +271,7 @@ def _check(
     threads: int | None,
     time_budget_s: float,
     policy: MeasurementPolicy,
+    build_threads: int | None = None,
 ) -> int:
     """Validate everything before anything runs; the thread count the figures are for."""
     if optimize not in OBJECTIVES:
@@ -285,6 +293,8 @@ def _check(
     ):
         if value is not None and not (0 < value < math.inf):
             raise AnnbenchError(f"{name} must be positive and finite, got {value:g}")
+    if build_threads is not None and build_threads < 1:
+        raise AnnbenchError(f"--build-threads must be at least 1, got {build_threads}")
     if not 0 < time_budget_s < math.inf:
         raise AnnbenchError(f"--time-budget must be positive and finite, got {time_budget_s:g}")
     if policy.runs < 1 or not policy.min_seconds >= 0:
@@ -478,7 +488,8 @@ def _measure(
     time_budget_s: float,
     say: Callable[[str], None],
 ) -> tuple[list[Step], list[str]]:
-    """Run each job in a worker while time remains; store its records; one step each."""
+    """Run each job in a worker while time remains (one may take at most half of what
+    remains while others wait); store its records; one step each."""
     from annbench.runner import run_in_worker
 
     steps: list[Step] = []
@@ -493,7 +504,8 @@ def _measure(
         start = time.monotonic()
         records: list[RunRecord] = []
         failed = False
-        timeout = None if math.isinf(remaining) else remaining
+        share = remaining if number == len(jobs) else remaining / 2
+        timeout = None if math.isinf(share) else share
         for record in run_in_worker(job, timeout):
             if record.status != "ok":
                 if failed:  # one failure per build tells why; the rest say the same
