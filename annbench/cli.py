@@ -32,7 +32,7 @@ from annbench.paths import (
 )
 from annbench.recommender import DEFAULT_TIME_BUDGET_S, EXIT_NOTHING_FITS, FULL_PROTOCOL
 from annbench.record import MODES, PLAIN, params_label
-from annbench.registry import backend_names, capability_table, load_backend, runnable_backends
+from annbench.registry import capability_table, runnable_backends
 from annbench.results.analysis import NOISY_SPREAD
 from annbench.results.store import ResultStore, check_not_store
 from annbench.sweep.grids import parse_overrides
@@ -178,14 +178,6 @@ def run(
         from annbench.sweep.distributed import check_scheduler_address
 
         check_scheduler_address(scheduler)
-    if "all" in backends:
-        for name in backends:  # a name beside 'all' that is not a backend is the error to show
-            if name != "all" and name not in backend_names():
-                load_backend(name)
-        skipped = runnable_backends()[1]
-        if skipped:
-            reasons = "; ".join(f"{name} ({why})" for name, why in skipped.items())
-            click.echo(f"Skipping {len(skipped)} backends: {reasons}", err=True)
     try:
         frame = api.run(
             backends,
@@ -217,6 +209,10 @@ def run(
         f"Stored {sweep['stored']} results ({sweep['skipped']} already stored, "
         f"{sweep['failed']} failed) in {sweep['store']}"
     )
+    skipped = runnable_backends()[1] if "all" in backends else {}
+    if skipped:  # after the sweep, so that an error stays the only line
+        reasons = "; ".join(f"{name} ({why})" for name, why in skipped.items())
+        click.echo(f"'all' skipped {len(skipped)} backends: {reasons}", err=True)
     for row in frame[frame["status"] != "ok"].itertuples():
         click.echo(
             f"  failed: {row.backend} [{params_label(_params(row.build_params))}] "

@@ -62,19 +62,24 @@ def name_of(cls: type[Index]) -> str | None:
 def runnable_backends() -> tuple[list[str], dict[str, str]]:
     """What ``-b all`` runs: installed backends whose default grid gives every parameter they
     need; and the others with the reason each is skipped."""
-    from annbench.sweep.grids import check_grid, default_grid
+    from annbench.sweep.grids import check_grid, default_grid, missing_params
 
     names, skipped = [], {}
     for name in backend_names():
         try:
             cls = load_backend(name)
-            check_grid(name, cls, default_grid(name, cls))
+            grid = default_grid(name, cls)
+            missing = missing_params(cls, grid)
+            if missing:
+                skipped[name] = f"its default grid lacks {', '.join(missing)}"
+                continue
+            check_grid(name, cls, grid)
         except BackendUnavailable as exc:
             command = getattr(exc, "install_command", None)
             skipped[name] = command or str(exc)
             continue
         except AnnbenchError as exc:
-            skipped[name] = f"no usable default grid ({exc})"
+            skipped[name] = f"bad default grid: {exc}"
             continue
         names.append(name)
     return names, skipped

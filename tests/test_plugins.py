@@ -174,19 +174,25 @@ def test_all_skips_backends_without_a_grid_or_library_and_says_why(test_backends
     names, skipped = runnable_backends()
     assert {"faiss-factory", "hnswlib", "annoy"} <= set(names)
     assert skipped["test-missing"] == "pip install a-library-that-is-not-installed"
-    assert skipped["test-crash"].startswith("no usable default grid (Backend 'test-crash' needs")
+    assert skipped["test-crash"] == "its default grid lacks level"
 
 
-def test_run_all_names_what_it_skips_on_one_line(test_backends):
+def test_run_all_names_what_it_skips_on_one_line(test_backends, tiny_path, monkeypatch):
     from click.testing import CliRunner
 
+    import annbench.registry
     from annbench.cli import main
 
-    result = CliRunner().invoke(main, ["run", "-b", "all", "-d", "no-such-dataset"])
-    skipping = [line for line in result.output.splitlines() if line.startswith("Skipping")]
-    assert len(skipping) == 1, result.output
-    assert "test-missing (pip install a-library-that-is-not-installed)" in skipping[0]
-    assert "hnswlib" not in skipping[0]
+    names, skipped = runnable_backends()
+    monkeypatch.setattr(annbench.registry, "runnable_backends", lambda: (["faiss-flat"], skipped))
+    monkeypatch.setattr("annbench.cli.runnable_backends", lambda: (["faiss-flat"], skipped))
+    result = CliRunner().invoke(main, ["run", "-b", "all", "-d", str(tiny_path), "--runs", "1"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "skipped" in line]
+    assert len(lines) == 1 and lines[0].startswith("'all' skipped 8 backends: "), result.output
+    assert "test-missing (pip install a-library-that-is-not-installed)" in lines[0]
+    assert "test-crash (its default grid lacks level)" in lines[0]
+    assert "faiss-flat" in result.output.split(lines[0])[-1]  # the results table
 
 
 def test_backends_prints_one_capability_table(test_backends):

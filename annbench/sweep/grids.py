@@ -150,7 +150,6 @@ def check_grid(backend: str, cls: type[Index], grid: Grid) -> None:
     """Raise AnnbenchError naming every parameter ``cls`` does not take or needs and lacks."""
     build_names, search_names = build_param_names(cls), search_param_names(cls)
     check_values(backend, grid)
-    required = _required_params(cls.__init__) | _required_params(cls.set_search_params)
     for block in grid.blocks():
         for kind, given, known in (
             ("build", block.build, build_names),
@@ -162,14 +161,25 @@ def check_grid(backend: str, cls: type[Index], grid: Grid) -> None:
                     f"Backend '{backend}' has no {kind} parameter {', '.join(unknown)}; "
                     f"its {kind} parameters are: {', '.join(known) or '(none)'}"
                 )
-        missing = [n for n in build_names + search_names if n in required]
-        missing = [n for n in missing if n not in block.build and n not in block.search]
+        missing = _missing(cls, block)
         if missing:
             passes = " ".join(f"--grid {name}=VALUE" for name in missing)
             raise AnnbenchError(
                 f"Backend '{backend}' needs parameter{'s' if len(missing) > 1 else ''} "
                 f"{', '.join(missing)} that its grid does not give; pass {passes}"
             )
+
+
+def missing_params(cls: type[Index], grid: Grid) -> list[str]:
+    """Parameters without a default that some block of ``grid`` does not give."""
+    missing = [name for block in grid.blocks() for name in _missing(cls, block)]
+    return list(dict.fromkeys(missing))
+
+
+def _missing(cls: type[Index], block: Grid) -> list[str]:
+    required = _required_params(cls.__init__) | _required_params(cls.set_search_params)
+    names = build_param_names(cls) + search_param_names(cls)
+    return [n for n in names if n in required and n not in block.build and n not in block.search]
 
 
 def check_overrides(classes: dict[str, type[Index]], overrides: dict[str, list[Any]]) -> None:
