@@ -257,12 +257,6 @@ class _Measurer:
                 "label_precision": float(by_label.precision.mean()),
                 "label_map": float(by_label.average_precision.mean()),
             }
-        latencies = timing.latencies_ns
-        percentiles = (
-            np.percentile(latencies, [50, 95, 99, 99.9]) / 1e6
-            if latencies is not None
-            else [None] * 4
-        )
         return job.record(
             search_params,
             threads,
@@ -272,22 +266,36 @@ class _Measurer:
             missing=recall.missing,
             **labels,
             **workload_fields,
-            qps=float(np.median(timing.qps)),
-            qps_min=float(min(timing.qps)),
-            qps_max=float(max(timing.qps)),
-            qps_q1=float(np.percentile(timing.qps, 25)),
-            qps_q3=float(np.percentile(timing.qps, 75)),
-            runs=len(timing.qps),
-            latency_p50_ms=_float(percentiles[0]),
-            latency_p95_ms=_float(percentiles[1]),
-            latency_p99_ms=_float(percentiles[2]),
-            latency_p999_ms=_float(percentiles[3]),
+            **timing_fields(timing),
             latency_p99_spread=_relative_iqr(timing.p99_ms),
             n_queries=len(self.xq),
             ids=timing.ids,
-            latencies_ns=latencies,
+            latencies_ns=timing.latencies_ns,
             **self.build,
         )
+
+
+def timing_fields(timing: Timing) -> dict[str, Any]:
+    """A record's speed figures from ``timing``: QPS median, extremes and quartiles over the
+    repeats, their number, and the latency percentiles (ms) of the median repeat."""
+    latencies = timing.latencies_ns
+    percentiles = (
+        [float(x) for x in np.percentile(latencies, [50, 95, 99, 99.9]) / 1e6]
+        if latencies is not None
+        else [None] * 4
+    )
+    return {
+        "qps": float(np.median(timing.qps)),
+        "qps_min": float(min(timing.qps)),
+        "qps_max": float(max(timing.qps)),
+        "qps_q1": float(np.percentile(timing.qps, 25)),
+        "qps_q3": float(np.percentile(timing.qps, 75)),
+        "runs": len(timing.qps),
+        "latency_p50_ms": percentiles[0],
+        "latency_p95_ms": percentiles[1],
+        "latency_p99_ms": percentiles[2],
+        "latency_p999_ms": percentiles[3],
+    }
 
 
 def time_search(
@@ -433,10 +441,6 @@ def _saved_and_served(job: BuildJob, index: Index, metric: str, xq: np.ndarray) 
         "load_s": served.load_s,
         "serving_note": served.note,
     }
-
-
-def _float(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -27,7 +27,7 @@ from annbench.metrics import Metric, recall_at_k, true_distances
 from annbench.provenance import provenance
 from annbench.record import RunRecord
 from annbench.registry import load_backend
-from annbench.sweep.measure import BuildJob, time_search
+from annbench.sweep.measure import BuildJob, time_search, timing_fields
 from annbench.sweep.memory import rss_bytes
 
 log = logging.getLogger(__name__)
@@ -200,12 +200,6 @@ def _measure(
     found = true_distances(dataset.metric, dataset.train, dataset.test, ids)
     gt_ids, gt_distances = truth.steps[i]
     recall = recall_at_k(ids, found, gt_ids, gt_distances, job.k)
-    latencies = timing.latencies_ns
-    percentiles = (
-        [float(x) for x in np.percentile(latencies, [50, 95, 99, 99.9]) / 1e6]
-        if latencies is not None
-        else [None] * 4
-    )
     return job.record(
         search_params,
         threads,
@@ -214,20 +208,11 @@ def _measure(
         duplicates=recall.duplicates,
         missing=recall.missing - not_live,
         not_live=not_live,
-        qps=float(np.median(timing.qps)),
-        qps_min=float(min(timing.qps)),
-        qps_max=float(max(timing.qps)),
-        qps_q1=float(np.percentile(timing.qps, 25)),
-        qps_q3=float(np.percentile(timing.qps, 75)),
-        runs=len(timing.qps),
-        latency_p50_ms=percentiles[0],
-        latency_p95_ms=percentiles[1],
-        latency_p99_ms=percentiles[2],
-        latency_p999_ms=percentiles[3],
+        **timing_fields(timing),
         n_queries=len(dataset.test),
         memory_bytes=_memory(replay, before),
         ids=ids,
-        latencies_ns=latencies,
+        latencies_ns=timing.latencies_ns,
         **common,
     )
 
