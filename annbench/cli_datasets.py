@@ -28,6 +28,15 @@ from annbench.metrics import Metric
 from annbench.paths import check_output_file, data_dir
 from annbench.progress import Stages, progress_bar
 
+#: ``--random-attr NAME`` of create, import and embed.
+random_attr_option = click.option(
+    "--random-attr",
+    default=None,
+    metavar="NAME",
+    help="Add a uniform random numeric attribute NAME (seeded), for range filters unrelated "
+    "to the vectors.",
+)
+
 
 @click.group(
     cls=AnnbenchGroup,
@@ -145,13 +154,7 @@ Examples:
 @click.option("--seed", default=0, show_default=True, type=types.SEED, help="Query split seed.")
 @click.option("--key", default=None, help="HDF5 dataset holding the vectors.")
 @click.option("--column", default=None, help="Parquet column holding the vectors.")
-@click.option(
-    "--random-attr",
-    default=None,
-    metavar="NAME",
-    help="Add a uniform random numeric attribute NAME (seeded), for range filters unrelated "
-    "to the vectors.",
-)
+@random_attr_option
 @click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
 @types.quiet_option
 def datasets_import(
@@ -311,13 +314,7 @@ Examples:
     help="Gaussian clusters.",
 )
 @click.option("--seed", default=0, show_default=True, type=types.SEED)
-@click.option(
-    "--random-attr",
-    default=None,
-    metavar="NAME",
-    help="Add a uniform random numeric attribute NAME (seeded), for range filters unrelated "
-    "to the vectors.",
-)
+@random_attr_option
 @click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
 def datasets_create(
     name: str,
@@ -382,13 +379,7 @@ Examples:
     metavar="COLUMN",
     help="CSV/TSV column of numbers to keep as a numeric attribute (for range filters).",
 )
-@click.option(
-    "--random-attr",
-    default=None,
-    metavar="NAME",
-    help="Add a uniform random numeric attribute NAME (seeded), for range filters unrelated "
-    "to the vectors.",
-)
+@random_attr_option
 @click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
 @types.quiet_option
 def datasets_embed(
