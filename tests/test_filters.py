@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from annbench.cli import main
+from annbench.data import groundtruth
 from annbench.data.datasets import create_synthetic, read_dataset, resolve_dataset, write_dataset
 from annbench.data.groundtruth import filtered_knn
 from annbench.data.workloads import (
@@ -69,8 +70,12 @@ def test_parse_filters_expands_selectivities_and_rejects_bad_specs():
         assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("path", ["numpy", "faiss"])
 @pytest.mark.parametrize("metric", list(Metric))
-def test_filtered_knn_matches_numpy_with_ties_and_short_filters(metric, rng):
+def test_filtered_knn_matches_numpy_with_ties_and_short_filters(metric, path, rng, monkeypatch):
+    if path == "faiss":  # as groups with many queries and allowed rows are searched
+        monkeypatch.setattr(groundtruth, "SMALL_PRODUCT", 0)
+        monkeypatch.setattr(groundtruth, "SMALL_BASE_PER_KEEP", 0)
     base = rng.normal(size=(300, 8)).astype(np.float32)
     xb = np.concatenate([base, base[:40]])  # rows 300.. repeat rows 0..39: exact ties
     xq = rng.normal(size=(30, 8)).astype(np.float32)
@@ -88,6 +93,22 @@ def test_filtered_knn_matches_numpy_with_ties_and_short_filters(metric, rng):
     np.testing.assert_allclose(got_d, want_d, rtol=1e-6, atol=1e-9)
     assert (got_i[group == 2] == -1).all()
     assert ((got_i >= 0).sum(axis=1)[group == 3] == 3).all()
+
+
+@pytest.mark.parametrize("metric", list(Metric))
+def test_filtered_knn_with_narrow_filters_mixes_small_and_large_groups(metric, rng, monkeypatch):
+    # narrow filters (the base is prepared per group, not whole) and a group large enough for
+    # faiss beside small ones searched in threads
+    monkeypatch.setattr(groundtruth, "SMALL_PRODUCT", 4000)
+    monkeypatch.setattr(groundtruth, "SMALL_BASE_PER_KEEP", 1)
+    xb = rng.normal(size=(2000, 8)).astype(np.float32) * 3
+    xq = rng.normal(size=(60, 8)).astype(np.float32)
+    masks = [np.arange(len(xb)) % 10 == r for r in range(3)]  # 200 rows each
+    group = np.r_[np.zeros(50, int), np.ones(5, int), np.full(5, 2)]
+    got_d, got_i = filtered_knn(xb, xq, 15, metric, group, masks)
+    want_d, want_i = reference_knn(xb, xq, 15, metric, [masks[g] for g in group])
+    np.testing.assert_array_equal(got_i, want_i)
+    np.testing.assert_allclose(got_d, want_d, rtol=1e-6, atol=1e-9)
 
 
 def test_workload_ground_truth_selectivity_and_missing(attr_data):

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from annbench.data import groundtruth
 from annbench.data.groundtruth import exact_knn
 from annbench.metrics import Metric, pair_distances
 
@@ -11,8 +12,20 @@ def brute_force(xb, xq, k, metric):
     return np.take_along_axis(d, ids, axis=1), ids
 
 
+@pytest.fixture(params=["numpy", "faiss"])
+def candidate_path(request, monkeypatch):
+    """Candidates found by numpy's product and partition, or by faiss' k-NN (as large
+    products are), whatever the size."""
+    if request.param == "faiss":
+        monkeypatch.setattr(groundtruth, "SMALL_PRODUCT", 0)
+        monkeypatch.setattr(groundtruth, "SMALL_BASE_PER_KEEP", 0)
+    else:
+        monkeypatch.setattr(groundtruth, "SMALL_PRODUCT", 1 << 40)
+    return request.param
+
+
 @pytest.mark.parametrize("metric", list(Metric))
-def test_exact_knn_matches_brute_force_in_chunks(metric, rng):
+def test_exact_knn_matches_brute_force_in_chunks(metric, rng, candidate_path):
     xb = rng.normal(size=(700, 12)).astype(np.float32)
     xq = rng.normal(size=(25, 12)).astype(np.float32)
     want_d, want_i = brute_force(xb, xq, 10, metric)
@@ -22,7 +35,7 @@ def test_exact_knn_matches_brute_force_in_chunks(metric, rng):
         np.testing.assert_allclose(got_d, want_d, rtol=1e-6, atol=1e-9)
 
 
-def test_exact_knn_accepts_blocks_and_orders_ties_by_id(rng):
+def test_exact_knn_accepts_blocks_and_orders_ties_by_id(rng, candidate_path):
     xb = np.repeat(rng.normal(size=(50, 6)).astype(np.float32), 3, axis=0)  # every row thrice
     xq = rng.normal(size=(5, 6)).astype(np.float32)
     blocks = (xb[i : i + 40] for i in range(0, len(xb), 40))
@@ -31,6 +44,20 @@ def test_exact_knn_accepts_blocks_and_orders_ties_by_id(rng):
     assert seen[-1] == len(xb)
     assert (ids[:, 0] < ids[:, 1]).all() and (ids[:, 1] < ids[:, 2]).all()
     np.testing.assert_allclose(d[:, 0], d[:, 2])
+
+
+def test_faiss_settings_are_restored_after_a_search(rng):
+    import faiss
+
+    names = (
+        "distance_compute_blas_query_bs",
+        "distance_compute_blas_database_bs",
+        "distance_compute_blas_threshold",
+    )
+    before = [getattr(faiss.cvar, name) for name in names]
+    xb = rng.normal(size=(3000, 8)).astype(np.float32)
+    exact_knn(xb, rng.normal(size=(400, 8)).astype(np.float32), 5, Metric.DOT)
+    assert [getattr(faiss.cvar, name) for name in names] == before
 
 
 def test_chunked_synthetic_rows_do_not_depend_on_slicing():
