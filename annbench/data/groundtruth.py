@@ -223,8 +223,13 @@ def _rerank(
     (reported as ``ids + offset``; -1 is no candidate) and the earlier ``best_*``, sorted by
     (distance, id). Distances are exact, from the vectors as given; query chunks run in
     ``threads`` threads (default: one per CPU; numpy releases the GIL)."""
+    from threadpoolctl import threadpool_limits
+
     nq, m = ids.shape
     width = min(k, m + (0 if best_d is None else best_d.shape[1]))
+    # angular: norms of the whole base once, where that is less work than one per candidate
+    threads = threads or _threads()
+    norms = _row_norms(xb, threads) if metric is Metric.ANGULAR and len(xb) <= ids.size else None
     out_d = np.full((nq, width), np.inf, dtype=np.float64)
     out_i = np.full((nq, width), -1, dtype=np.int64)
 
@@ -232,7 +237,8 @@ def _rerank(
         span = slice(start, start + DISTANCE_CHUNK)
         rows = ids[span]
         valid = rows >= 0
-        distances = np.where(valid, _exact(metric, xq[span], xb, np.where(valid, rows, 0)), np.inf)
+        safe = np.where(valid, rows, 0)
+        distances = np.where(valid, _exact(metric, xq[span], xb, safe, norms), np.inf)
         found = np.where(valid, rows + offset, -1)
         if best_d is not None:
             distances = np.hstack([best_d[span], distances])
@@ -242,35 +248,63 @@ def _rerank(
         out_i[span] = np.take_along_axis(found, order, axis=1)
 
     starts = range(0, nq, DISTANCE_CHUNK)
-    threads = threads or _threads()
     if threads == 1 or len(starts) == 1:
-        for start in starts:
-            chunk(start)
+        _each(chunk, starts, 1)
     else:
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(chunk, starts))
+        # single-threaded BLAS in our threads: idle BLAS threads would spin beside them
+        with threadpool_limits(1, user_api="blas"):
+            _each(chunk, starts, threads)
     return out_d, out_i
 
 
 #: Queries per re-ranking chunk: their candidate rows stay in cache.
-DISTANCE_CHUNK = 64
+DISTANCE_CHUNK = 32
 
 
-def _exact(metric: Metric, xq: np.ndarray, xb: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """float64 distance (nq, m) from each query ``xq[q]`` to ``xb[rows[q]]``."""
+def _exact(
+    metric: Metric,
+    xq: np.ndarray,
+    xb: np.ndarray,
+    rows: np.ndarray,
+    norms: np.ndarray | None = None,
+) -> np.ndarray:
+    """float64 distance (nq, m) from each query ``xq[q]`` to ``xb[rows[q]]``; ``norms``: the
+    float64 norms of ``xb``'s rows, if known (angular)."""
     near = np.take(xb, rows, axis=0).astype(np.float64)
     query = np.asarray(xq, dtype=np.float64)
     if metric is Metric.EUCLIDEAN:
         near -= query[:, None, :]
         return np.sqrt(np.einsum("qmd,qmd->qm", near, near))
-    dots = np.einsum("qmd,qd->qm", near, query)
+    dots = np.matmul(near, query[:, :, None])[:, :, 0]
     if metric is Metric.DOT:
         return -dots
-    scale = np.sqrt(
-        np.einsum("qmd,qmd->qm", near, near) * np.einsum("qd,qd->q", query, query)[:, None]
-    )
+    near_norms = norms[rows] if norms is not None else np.sqrt(np.einsum("qmd,qmd->qm", near, near))
+    scale = near_norms * np.sqrt(np.einsum("qd,qd->q", query, query))[:, None]
     scale[scale == 0] = 1.0
     return 1.0 - dots / scale
+
+
+def _row_norms(x: np.ndarray, threads: int) -> np.ndarray:
+    """float64 L2 norm of every row of ``x``, blocks of rows in ``threads`` threads."""
+    out = np.empty(len(x), dtype=np.float64)
+    step = 8192
+
+    def block(start: int) -> None:
+        rows = np.asarray(x[start : start + step], dtype=np.float64)
+        out[start : start + step] = np.sqrt(np.einsum("nd,nd->n", rows, rows))
+
+    _each(block, range(0, len(x), step), threads)
+    return out
+
+
+def _each(func: Callable[[int], None], starts: range, threads: int) -> None:
+    """``func(start)`` for every start, in ``threads`` threads."""
+    if threads == 1 or len(starts) == 1:
+        for start in starts:
+            func(start)
+        return
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(func, starts))
 
 
 def _blocks(xb: np.ndarray | Iterable[np.ndarray], size: int | None) -> Iterable[np.ndarray]:
