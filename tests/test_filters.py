@@ -317,6 +317,8 @@ def test_sweep_with_filters_resumes(attr_data, isolated_folders):
         assert filtered["selectivity"].between(0, 0.5).all()
         assert frame[frame["workload"] == "plain"]["selectivity"].isna().all()
         assert (filtered["recall"] > 0.8).all(), filtered["recall"]
+        # serving memory is measured under filters too (the warm-up drops filter parameters)
+        assert filtered["serving_memory_bytes"].notna().all(), filtered["provenance"].tolist()
         todo, skipped = pending_jobs(jobs, store)
         assert todo == [] and skipped == 10
 

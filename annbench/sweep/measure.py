@@ -433,7 +433,8 @@ def _saved_and_served(job: BuildJob, index: Index, metric: str, xq: np.ndarray) 
             size = None
         else:
             size = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
-            warm = job.search_configs[-1] if job.search_configs else {}
+            # the index's own parameters: a filter strategy is not the index's to set
+            warm, _ = split_filter_params(job.search_configs[-1] if job.search_configs else {})
             served = measure_serving(job.backend, metric, job.build_params, path, xq, warm, job.k)
     return {
         "index_bytes": size,
