@@ -90,15 +90,22 @@ def filtered_knn(
     whole = sum(len(allowed) for _, allowed in searched) >= len(xb)
     base = _prepared(metric, xb) if whole else None
 
-    def candidates(rows: np.ndarray, allowed: np.ndarray) -> np.ndarray:
-        """Positions in ``allowed`` of the candidates of queries ``rows``."""
-        subset = np.take(base, allowed, axis=0) if whole else _prepared(metric, xb[allowed])
+    def candidates(
+        rows: np.ndarray, allowed: np.ndarray, raw: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Positions in ``allowed`` of the candidates of queries ``rows`` (``raw``: the
+        allowed vectors, if already gathered)."""
+        if whole:
+            subset = np.take(base, allowed, axis=0)
+        else:
+            subset = _prepared(metric, xb[allowed] if raw is None else raw)
         return _candidates(queries[rows], subset, min(k + MARGIN, len(allowed)), metric)
 
     def search_small(rows: np.ndarray, allowed: np.ndarray) -> None:
         # exact distances from the group's own rows (in cache); allowed ascends, so ties
         # ordered by position there are ordered by id
-        d, i = _rerank(metric, xq[rows], xb[allowed], candidates(rows, allowed), k, threads=1)
+        raw = xb[allowed]
+        d, i = _rerank(metric, xq[rows], raw, candidates(rows, allowed, raw), k, threads=1)
         out_d[rows, : d.shape[1]] = d
         out_i[rows, : i.shape[1]] = np.where(i >= 0, allowed[i], -1)
 
@@ -113,10 +120,11 @@ def filtered_knn(
         # one re-ranking pass after all faiss calls (its idle threads spin for a while)
         rows = np.concatenate([rows for rows, _ in large])
         out_d[rows], out_i[rows] = _rerank(metric, xq[rows], xb, ids[rows], k)
-    # small groups: a group per thread, each with single-threaded BLAS (idle BLAS threads
-    # would otherwise spin beside ours)
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(_threads()) as pool:
-        list(pool.map(lambda pair: search_small(*pair), compress(searched, small)))
+    if any(small):
+        # a group per thread, each with single-threaded BLAS (idle BLAS threads would
+        # otherwise spin beside ours)
+        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(_threads()) as pool:
+            list(pool.map(lambda pair: search_small(*pair), compress(searched, small)))
     return out_d, out_i
 
 
@@ -135,8 +143,8 @@ NUMPY_SCORES = 1 << 22
 
 @contextmanager
 def _blas_settings(faiss: Any) -> Iterator[None]:
-    """faiss' k-NN with our block sizes, and BLAS for any number of queries (faiss >= 1.9
-    multiplies fewer than 1000 queries of 128 dimensions pair by pair, 4x slower)."""
+    """faiss' k-NN with our block sizes, and BLAS for any number of queries (faiss 1.15
+    computes a batch with nq * d under 128,000 pair by pair: 4x slower per score)."""
     cvar = faiss.cvar
     names = (
         "distance_compute_blas_query_bs",
