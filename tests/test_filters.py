@@ -323,6 +323,39 @@ def test_sweep_with_filters_resumes(attr_data, isolated_folders):
         assert todo == [] and skipped == 10
 
 
+def test_serving_memory_is_measured_when_brute_force_comes_last(attr_data, isolated_folders):
+    jobs = plan_sweep(
+        attr_data,
+        ["hnswlib"],
+        k=10,
+        mode="batch",
+        runs=1,
+        overrides={"M": [8], "ef": [32], "filter_strategy": ["native", "brute"]},
+        workloads=["range:0.1"],
+    )
+    assert jobs[0].search_configs[-1] == {"filter_strategy": "brute"}
+    with ResultStore(isolated_folders / "results") as store:
+        summary = run_sweep(jobs, store)
+        assert summary.stored == 2 and not summary.failed
+        frame = store.dataframe()
+    assert frame["serving_memory_bytes"].notna().all(), frame["provenance"].tolist()
+
+
+def test_adaptive_search_keeps_filtered_grids_whole():
+    from annbench.sweep.runner import search_ladder
+
+    assert search_ladder(({"ef": 16}, {"ef": 64})) == tuple(
+        {"ef": v} for v in (16, 20, 25, 31, 39, 49, 61, 64)
+    )
+    filtered = (
+        {"ef": 16, "filter_strategy": "native"},
+        {"ef": 16, "filter_strategy": "post", "overfetch": 2.0},
+        {"filter_strategy": "brute"},
+    )
+    assert search_ladder(filtered) is None
+    assert search_ladder(({"filter_strategy": "brute"},)) is None
+
+
 def test_native_strategy_is_refused_at_planning_for_backends_without_it(attr_data):
     with pytest.raises(AnnbenchError, match="annoy.*no native filtered search"):
         plan_sweep(

@@ -433,15 +433,23 @@ def _saved_and_served(job: BuildJob, index: Index, metric: str, xq: np.ndarray) 
             size = None
         else:
             size = sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
-            # the index's own parameters: a filter strategy is not the index's to set
-            warm, _ = split_filter_params(job.search_configs[-1] if job.search_configs else {})
-            served = measure_serving(job.backend, metric, job.build_params, path, xq, warm, job.k)
+            served = _served(job, metric, path, xq)
     return {
         "index_bytes": size,
         "serving_memory_bytes": served.memory_bytes,
         "load_s": served.load_s,
         "serving_note": served.note,
     }
+
+
+def _served(job: BuildJob, metric: str, path: Path, xq: np.ndarray) -> Serving:
+    """Serving memory of the index saved at ``path``, warmed up with the last settings that
+    search it (its own parameters: a filter strategy is not the index's to set)."""
+    searching = [p for p in job.search_configs if p.get("filter_strategy") != "brute"]
+    if job.search_configs and not searching:
+        return Serving(None, None, "not measured: brute force searches no index")
+    warm, _ = split_filter_params(searching[-1] if searching else {})
+    return measure_serving(job.backend, metric, job.build_params, path, xq, warm, job.k)
 
 
 def _one_line(exc: BaseException) -> str:

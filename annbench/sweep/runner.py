@@ -300,10 +300,12 @@ def search_ladder(
     """A geometric ladder over the one positive integer parameter of ``configs`` (its smallest
     to its largest value), or None when the settings do not vary one such parameter."""
     names = {name for params in configs for name in params}
-    values = [params[name] for params in configs for name in names]
-    if len(names) != 1 or not all(isinstance(v, int) and v > 0 for v in values):
+    if len(names) != 1:  # several parameters (a filter strategy among them), or none
         return None
     (name,) = names
+    values = [params.get(name) for params in configs]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+        return None
     return tuple({name: value} for value in geometric_ladder(min(values), max(values), step))
 
 
