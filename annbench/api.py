@@ -265,6 +265,7 @@ def recommend(
 
     if min_recall is not None and not 0 < min_recall <= 1:
         raise AnnbenchError(f"min_recall must be in (0, 1], got {min_recall}")
+    _check_comparable(frame)
     constraints = Constraints(
         min_recall, max_p99_ms, _memory_limit(max_memory), max_build_s, max_latency_ms
     )
@@ -272,6 +273,25 @@ def recommend(
     if optimize not in OBJECTIVES:
         raise AnnbenchError(f"optimize '{optimize}' not valid. Use one of: {', '.join(OBJECTIVES)}")
     return choose(with_dicts(frame), constraints, optimize)
+
+
+#: What ``recommend`` compares like with like on: a frame must hold one value of each.
+COMPARED_ON = ("dataset", "workload", "mode", "k", "threads")
+
+
+def _check_comparable(frame: pd.DataFrame) -> None:
+    """Refuse a frame whose results answer different questions (two datasets, filters,
+    modes, k or thread counts): a pick across them would compare unlike numbers."""
+    for column in COMPARED_ON:
+        if column not in frame:
+            continue
+        values = sorted(frame[column].dropna().unique().tolist(), key=str)
+        if len(values) > 1:
+            shown = ", ".join(map(str, values))
+            raise AnnbenchError(
+                f"recommend compares like with like, and these results hold several {column} "
+                f"values ({shown}); pass one, e.g. frame[frame['{column}'] == {values[0]!r}]"
+            )
 
 
 def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:

@@ -602,7 +602,10 @@ def summary_command(
     table = api.summary(frame, latency_budget_ms)
     runbooks = api.runbook_summary(frame)
     if table.empty and runbooks.empty:
-        raise AnnbenchError("No successful results stored" + (f" for {dataset}" if dataset else ""))
+        where = f" for {dataset}" if dataset else ""
+        if filters:
+            where += f" under {', '.join(_workloads(filters))}"
+        raise AnnbenchError(f"No successful results stored{where}")
     groups = table.groupby(["dataset", "workload", "mode", "k"]) if len(table) else ()
     for (name, workload, mode, k), rows in groups:
         selectivity = rows["selectivity"].iloc[0]
@@ -822,7 +825,11 @@ def recommend_command(
     if not measure:
         say(_limits_line(constraints, max_memory, mode, outcome.threads))
     if result.choice is None:
-        say(f"Nothing stored for {data.name} (k={k}, {outcome.query_mode}) meets the constraints.")
+        under = "" if workloads[0] == PLAIN else f", filter {workloads[0]}"
+        say(
+            f"Nothing stored for {data.name} (k={k}, {outcome.query_mode}{under}) meets the "
+            "constraints."
+        )
         if result.closest is not None and len(result.closest):
             say("Closest misses, nearest the budget first:")
             for _, row in result.closest.iterrows():

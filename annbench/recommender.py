@@ -233,6 +233,14 @@ def recommend_index(
         start = time.monotonic()
         steps, skipped = _measure(jobs, store, time_budget_s, say)
         spent = time.monotonic() - start
+    if not measure and workload != PLAIN:
+        from annbench.data.workloads import is_prepared
+
+        if not is_prepared(dataset, workload):  # read-only: nothing computed, nothing written
+            raise AnnbenchError(
+                f"Nothing measured on {dataset.name} under filter {workload}; measure it with "
+                f"'annbench run -d {dataset.name} --filter {workload}', or add --measure"
+            )
     dataset_hash = _hash(dataset, workload)
     frame = _frame(store, dataset, dataset_hash, workload, k, mode, threads)
     result = recommend(frame, constraints, optimize)

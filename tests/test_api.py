@@ -100,6 +100,9 @@ def test_load_results_and_the_analyses(swept, tmp_path):
     assert annbench.recommend(frame, min_recall=1.0, max_p99_ms=1e-9).choice is None
     with pytest.raises(AnnbenchError, match=r"min_recall must be in \(0, 1\]"):
         annbench.recommend(frame, min_recall=0)
+    mixed = frame.assign(workload=["plain", "label"] * (len(frame) // 2))
+    with pytest.raises(AnnbenchError, match=r"several workload values \(label, plain\)"):
+        annbench.recommend(mixed, min_recall=0.5)
 
 
 def test_csv_and_parquet_exports_carry_the_same_columns(swept, tmp_path):

@@ -383,6 +383,16 @@ def test_cli_run_with_filters_then_summary_recommend_and_resume(cli, attr_path, 
     summary = cli("summary", "-d", "attr", "--filter", "range:u:0.2")
     assert summary.exit_code == 0 and "filter range:u:0.2, selectivity 0.2" in summary.output
     assert "label" not in summary.output
+    nothing = cli("summary", "-d", "attr", "--filter", "range:0.7")
+    assert nothing.exit_code == 1 and "Traceback" not in nothing.output
+    assert nothing.output.strip() == "Error: No successful results stored for attr under range:0.7"
+    before = attr_path.read_bytes()
+    unmeasured = cli(
+        "recommend", "-d", str(attr_path), "--min-recall", "0.5", "--filter", "range:0.33"
+    )
+    assert unmeasured.exit_code == 1, unmeasured.output
+    assert "Nothing measured on attr under filter range:0.33; measure it with" in unmeasured.output
+    assert attr_path.read_bytes() == before  # read-only: no ground truth computed or written
     chosen = cli("recommend", "-d", str(attr_path), "--min-recall", "0.5", "--filter", "label")
     assert chosen.exit_code == 0, chosen.output
     assert "filter_strategy=" in chosen.output

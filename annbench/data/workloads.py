@@ -329,6 +329,11 @@ def prepare_workloads(
             store_workload(dataset, workload, compute_workload(dataset, workload))
 
 
+def is_prepared(dataset: Dataset, workload: str) -> bool:
+    """Whether the ground truth of filter ``workload`` is stored (nothing is computed)."""
+    return _stored(dataset, workload) is not None
+
+
 def workload_hash(dataset: Dataset, workload: str) -> str:
     """What records of filter ``workload`` are keyed on: the dataset's content plus the
     workload's arrays, wherever they are stored (computed first if they are not yet)."""

@@ -18,6 +18,8 @@ CONFIG = ["dataset", "workload", "backend", "build", "mode", "k"]
 def runbook_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """Only records of runbooks, with ``build``/``search`` labels and a ``config`` column."""
     rows = frame[frame["workload"].fillna("").str.startswith(WORKLOAD_PREFIX)].copy()
+    if rows.empty:
+        return rows.assign(build="", search="", config="", runbook="")
     rows["build"] = rows["build_params"].map(params_label)
     rows["search"] = rows["search_params"].map(params_label)
     rows["config"] = rows["backend"] + " [" + rows["build"] + "] [" + rows["search"] + "]"
