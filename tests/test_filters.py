@@ -339,6 +339,12 @@ def test_serving_memory_is_measured_when_brute_force_comes_last(attr_data, isola
         assert summary.stored == 2 and not summary.failed
         frame = store.dataframe()
     assert frame["serving_memory_bytes"].notna().all(), frame["provenance"].tolist()
+    # brute force is its own row in the summary, not hnswlib's best
+    import annbench
+
+    table = annbench.summary(frame)
+    assert sorted(table["backend"]) == ["brute force", "hnswlib"]
+    assert table.set_index("backend").loc["brute force", "qps@0.99"] > 0
 
 
 def test_adaptive_search_keeps_filtered_grids_whole():

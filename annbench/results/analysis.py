@@ -50,6 +50,20 @@ def successful(frame: pd.DataFrame) -> pd.DataFrame:
     return ok
 
 
+#: How ``summary`` names the exact search over a filter's allowed rows (``filter_strategy``
+#: ``brute``), whichever backend's sweep measured it.
+BRUTE_FORCE = "brute force"
+
+
+def _brute(frame: pd.DataFrame) -> pd.Series:
+    """Rows measured with ``filter_strategy=brute``."""
+    return pd.Series(
+        [params.get("filter_strategy") == "brute" for params in frame["search_params"]],
+        index=frame.index,
+        dtype=bool,
+    )
+
+
 def memory_footprint(frame: pd.DataFrame) -> pd.Series:
     """Bytes an index needs to serve: its serving memory (its file loaded in a fresh process),
     else its file size, else the memory its build added (runs stored before either existed)."""
@@ -80,6 +94,8 @@ def summary(
     """Per dataset and backend: best QPS at each recall level (with that point's build time
     and memory) and, given a budget, the best recall whose p99 latency fits it."""
     ok = successful(frame)
+    # brute force searches no index: its own row, not the best of whichever backend ran it
+    ok["backend"] = ok["backend"].where(~_brute(ok), BRUTE_FORCE)
     rows = []
     groups = ok.groupby(["dataset", "workload", "backend", "mode", "k"])
     for (dataset, workload, backend, mode, k), runs in groups:
