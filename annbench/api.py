@@ -41,10 +41,11 @@ log = logging.getLogger(__name__)
 class Interrupted(KeyboardInterrupt):
     """A sweep stopped by Ctrl-C or SIGTERM; what was measured before is stored."""
 
-    def __init__(self, stored: int, path: Path) -> None:
+    def __init__(self, stored: int, path: Path, total: int | None = None) -> None:
+        in_all = "" if total is None else f" ({total} in all)"
         super().__init__(
-            f"Interrupted: {stored} results are stored in {path}; run the same sweep again "
-            "to resume"
+            f"Interrupted: {stored} new results stored in {path}{in_all}; run the same sweep "
+            "again to resume"
         )
         self.stored, self.path = stored, path
 
@@ -159,6 +160,7 @@ def run(
     keys = {r.key for job in jobs for r in job_records(job)}
     with ResultStore(_store_path(results)) as store:
         total = pending_runs(jobs, store, force)
+        before = store.count()
         header = (
             f"{data.name}: {len(data.train)} x {data.train.shape[1]} {data.metric.value}, "
             f"{len(data.test)} queries; {len(jobs)} build configurations, "
@@ -189,7 +191,8 @@ def run(
                             jobs, store, client, force, timeout, lambda _: shown.update(1), limit
                         )
             except KeyboardInterrupt:
-                raise Interrupted(store.count(), store.path) from None
+                now = store.count()
+                raise Interrupted(now - before, store.path, now) from None
         for record in summary.failed:
             log.info(
                 "failed: %s [%s] [%s]: %s",

@@ -297,9 +297,21 @@ def results(
             records = store.records(data.name, with_raw=True)
         with writing(out, "--out"):
             written = export_ann_benchmarks(records, data, out)
+        others = sum(1 for r in records if r.status == "ok" and r.workload != PLAIN)
+        left_out = (
+            f"{others} results of filters and runbooks left out: ann-benchmarks' layout has no "
+            "place for them"
+            if others
+            else ""
+        )
         if not written:
-            raise AnnbenchError(f"No successful runs of {data.name} (this content) to export")
+            raise AnnbenchError(
+                f"No successful runs of {data.name} (this content) to export"
+                + (f"; {left_out}" if left_out else "")
+            )
         click.echo(f"Wrote {len(written)} ann-benchmarks result files under {out / data.name}")
+        if left_out:
+            click.echo(left_out[0].upper() + left_out[1:])
         return
     for output, option in ((csv_path, "--csv"), (parquet_path, "--parquet")):
         if output is not None:

@@ -402,6 +402,11 @@ def test_cli_run_with_filters_then_summary_recommend_and_resume(cli, attr_path, 
     chosen = cli("recommend", "-d", str(attr_path), "--min-recall", "0.5", "--filter", "label")
     assert chosen.exit_code == 0, chosen.output
     assert "filter_strategy=" in chosen.output
+    export = cli(
+        "results", "--export", "ann-benchmarks", "-d", str(attr_path), "--out", str(tmp_path / "ab")
+    )
+    assert export.exit_code == 1
+    assert "4 results of filters and runbooks left out" in export.output
     report = cli("report", "-d", "attr", "--out", str(tmp_path / "report"))
     assert report.exit_code == 0, report.output
     page = (tmp_path / "report" / "index.html").read_text()

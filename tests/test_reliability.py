@@ -106,7 +106,7 @@ def test_interrupt_stops_cleanly_says_what_is_stored_and_exits_non_zero(
     assert process.returncode == 130
     count = stored(tmp_path)
     assert 1 <= count < 8
-    assert f"Interrupted: {count} results are stored" in err
+    assert f"Interrupted: {count} new results stored in" in err
     assert "Traceback" not in err
     assert not [worker for worker in workers if alive(worker)]  # killed before the parent exits
     wait_gone(children)  # multiprocessing's resource tracker ends once the parent is gone

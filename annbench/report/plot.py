@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from annbench.record import PLAIN
-from annbench.results.analysis import pareto_frontier, successful
+from annbench.results.analysis import brute_force_apart, pareto_frontier, successful
 
 
 def save_png(figure: Figure, out: Path) -> Path:
@@ -22,7 +22,7 @@ def save_png(figure: Figure, out: Path) -> Path:
 
 def recall_qps_figure(frame: pd.DataFrame, title: str) -> Figure:
     """Recall vs queries per second: every run faint, each backend's frontier drawn."""
-    ok = successful(frame)
+    ok = brute_force_apart(successful(frame))
     if ok.empty:
         raise ValueError("no successful runs to plot")
     workloads = sorted(ok["workload"].unique(), key=lambda w: (w != PLAIN, w))
@@ -168,7 +168,7 @@ def interactive_figure(frame: pd.DataFrame, title: str) -> Any:
     hides or shows a backend."""
     import plotly.graph_objects as go
 
-    ok = _interactive_columns(successful(frame))
+    ok = _interactive_columns(brute_force_apart(successful(frame)))
     if ok.empty:
         raise ValueError("no successful runs to plot")
     figure = go.Figure()

@@ -55,13 +55,12 @@ def successful(frame: pd.DataFrame) -> pd.DataFrame:
 BRUTE_FORCE = "brute force"
 
 
-def _brute(frame: pd.DataFrame) -> pd.Series:
-    """Rows measured with ``filter_strategy=brute``."""
-    return pd.Series(
-        [params.get("filter_strategy") == "brute" for params in frame["search_params"]],
-        index=frame.index,
-        dtype=bool,
-    )
+def brute_force_apart(ok: pd.DataFrame) -> pd.DataFrame:
+    """``ok`` (from ``successful``) with the runs of ``filter_strategy=brute`` under the
+    backend name ``BRUTE_FORCE``: brute force searches no index, so it is a series of its own
+    in tables and recall/QPS plots, not the best result of whichever backend's sweep ran it."""
+    brute = [params.get("filter_strategy") == "brute" for params in ok["search_params"]]
+    return ok.assign(backend=ok["backend"].where(~pd.Series(brute, index=ok.index), BRUTE_FORCE))
 
 
 def memory_footprint(frame: pd.DataFrame) -> pd.Series:
@@ -93,9 +92,7 @@ def summary(
 ) -> pd.DataFrame:
     """Per dataset and backend: best QPS at each recall level (with that point's build time
     and memory) and, given a budget, the best recall whose p99 latency fits it."""
-    ok = successful(frame)
-    # brute force searches no index: its own row, not the best of whichever backend ran it
-    ok["backend"] = ok["backend"].where(~_brute(ok), BRUTE_FORCE)
+    ok = brute_force_apart(successful(frame))
     rows = []
     groups = ok.groupby(["dataset", "workload", "backend", "mode", "k"])
     for (dataset, workload, backend, mode, k), runs in groups:

@@ -116,7 +116,8 @@ def plan_sweep(
         check_filter(dataset, workload)
     if filtering and not any(is_filter(w) for w in workloads):
         raise AnnbenchError(
-            f"{' and '.join(filtering)} apply to filtered searches; add --filter (e.g. label)"
+            f"{' and '.join(filtering)} {'applies' if len(filtering) == 1 else 'apply'} only "
+            "to filtered searches; add --filter (e.g. label)"
         )
     if runbook is not None and k > runbook.min_live:
         raise AnnbenchError(
