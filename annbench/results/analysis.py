@@ -60,7 +60,9 @@ def brute_force_apart(ok: pd.DataFrame) -> pd.DataFrame:
     backend name ``BRUTE_FORCE``: brute force searches no index, so it is a series of its own
     in tables and recall/QPS plots, not the best result of whichever backend's sweep ran it."""
     brute = [params.get("filter_strategy") == "brute" for params in ok["search_params"]]
-    return ok.assign(backend=ok["backend"].where(~pd.Series(brute, index=ok.index), BRUTE_FORCE))
+    return ok.assign(
+        backend=ok["backend"].where(~pd.Series(brute, index=ok.index, dtype=bool), BRUTE_FORCE)
+    )
 
 
 def memory_footprint(frame: pd.DataFrame) -> pd.Series:
