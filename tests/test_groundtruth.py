@@ -46,6 +46,39 @@ def test_exact_knn_accepts_blocks_and_orders_ties_by_id(rng, candidate_path):
     np.testing.assert_allclose(d[:, 0], d[:, 2])
 
 
+@pytest.mark.parametrize("metric", list(Metric))
+def test_duplicates_tie_by_id_however_many_and_wherever_they_sit(metric, rng, candidate_path):
+    # 100 copies of one vector shuffled among 1,900 others, and every other row thrice, in 64
+    # dimensions: equal vectors get equal distances, and the lowest ids win every tie
+    others = np.repeat(rng.normal(size=(633, 64)).astype(np.float32), 3, axis=0)[:1900]
+    xb = np.concatenate([others, np.repeat(others[:1], 100, axis=0)])
+    xb = xb[rng.permutation(len(xb))]
+    xq = np.concatenate([xb[:1], rng.normal(size=(7, 64)).astype(np.float32)])
+    want_d, want_i = brute_force(xb, xq, 30, metric)
+    for chunk in (None, 700):
+        got_d, got_i = exact_knn(xb, xq, 30, metric, base_chunk=chunk)
+        np.testing.assert_array_equal(got_i, want_i)
+        np.testing.assert_allclose(got_d, want_d, rtol=1e-6, atol=1e-9)
+
+
+def test_zero_query_under_angular_returns_the_lowest_ids(rng, candidate_path):
+    xb = rng.normal(size=(500, 16)).astype(np.float32)
+    xq = np.zeros((2, 16), dtype=np.float32)
+    d, ids = exact_knn(xb, xq, 10, Metric.ANGULAR)
+    np.testing.assert_array_equal(ids, np.tile(np.arange(10), (2, 1)))
+    np.testing.assert_allclose(d, 1.0)
+
+
+def test_euclidean_is_exact_far_from_the_origin(rng, candidate_path):
+    # a large common offset: float32 products of the raw vectors would be mostly rounding
+    xb = (1000 + rng.normal(size=(3000, 64))).astype(np.float32)
+    xq = (1000 + rng.normal(size=(20, 64))).astype(np.float32)
+    want_d, want_i = brute_force(xb, xq, 50, Metric.EUCLIDEAN)
+    got_d, got_i = exact_knn(xb, xq, 50, Metric.EUCLIDEAN)
+    np.testing.assert_array_equal(got_i, want_i)
+    np.testing.assert_allclose(got_d, want_d, rtol=1e-6)
+
+
 def test_faiss_settings_are_restored_after_a_search(rng):
     import faiss
 

@@ -42,15 +42,16 @@ def exact_knn(
     """
     import faiss
 
-    queries = _prepared(metric, xq)
-    best_d = np.empty((len(queries), 0), dtype=np.float64)
-    best_i = np.empty((len(queries), 0), dtype=np.int64)
-    offset = 0
+    best_d = np.empty((len(xq), 0), dtype=np.float64)
+    best_i = np.empty((len(xq), 0), dtype=np.int64)
+    queries, center, offset = None, None, 0
     with _blas_settings(faiss):
         for block in _blocks(xb, base_chunk):
-            local = _candidates(
-                queries, _prepared(metric, block), min(len(block), k + MARGIN), metric
-            )
+            if queries is None:  # the first block sets the centre every block is ranked from
+                center = _center(metric, block)
+                queries = _prepared(metric, xq, center)
+            keep = min(len(block), k + MARGIN)
+            local = _candidates(queries, _prepared(metric, block, center), keep, metric)
             best_d, best_i = _rerank(metric, xq, block, local, k + MARGIN, offset, best_d, best_i)
             offset += len(block)
             if progress is not None:
@@ -76,55 +77,55 @@ def filtered_knn(
     import faiss
     from threadpoolctl import threadpool_limits
 
-    queries = _prepared(metric, xq)
+    center = _center(metric, xb)
+    queries = _prepared(metric, xq, center)
     out_d = np.full((len(queries), k), np.inf, dtype=np.float64)
     out_i = np.full((len(queries), k), -1, dtype=np.int64)
     order = np.argsort(group, kind="stable")
     bounds = np.cumsum(np.bincount(group, minlength=len(masks)))[:-1]
+    # (query rows, mask, allowed count) per group; the allowed ids are listed one group at a time
     searched = [
-        (rows, np.flatnonzero(mask))
+        (rows, mask, int(np.count_nonzero(mask)))
         for rows, mask in zip(np.split(order, bounds), masks, strict=True)
-        if len(rows) and mask.any()
+        if len(rows)
     ]
+    searched = [group for group in searched if group[2]]
     # the base is prepared once, unless the groups together gather fewer rows than it holds
-    whole = sum(len(allowed) for _, allowed in searched) >= len(xb)
-    base = _prepared(metric, xb) if whole else None
+    whole = sum(count for *_, count in searched) >= len(xb)
+    base = _prepared(metric, xb, center) if whole else None
 
-    def candidates(
-        rows: np.ndarray, allowed: np.ndarray, raw: np.ndarray | None = None
-    ) -> np.ndarray:
-        """Positions in ``allowed`` of the candidates of queries ``rows`` (``raw``: the
-        allowed vectors, if already gathered)."""
+    def candidates(rows: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+        """Ids (into the base) of the candidates of queries ``rows`` among ``allowed``."""
         if whole:
             subset = np.take(base, allowed, axis=0)
         else:
-            subset = _prepared(metric, xb[allowed] if raw is None else raw)
-        return _candidates(queries[rows], subset, min(k + MARGIN, len(allowed)), metric)
+            subset = _prepared(metric, xb[allowed], center)
+        local = _candidates(queries[rows], subset, min(k + MARGIN, len(allowed)), metric)
+        return np.where(local >= 0, allowed[local], -1)
 
-    def search_small(rows: np.ndarray, allowed: np.ndarray) -> None:
-        # exact distances from the group's own rows (in cache); allowed ascends, so ties
-        # ordered by position there are ordered by id
-        raw = xb[allowed]
-        d, i = _rerank(metric, xq[rows], raw, candidates(rows, allowed, raw), k, threads=1)
+    def search_small(rows: np.ndarray, mask: np.ndarray) -> None:
+        found = candidates(rows, np.flatnonzero(mask))
+        d, i = _rerank(metric, xq[rows], xb, found, k, threads=1)
         out_d[rows, : d.shape[1]] = d
-        out_i[rows, : i.shape[1]] = np.where(i >= 0, allowed[i], -1)
+        out_i[rows, : i.shape[1]] = i
 
-    small = [_small(len(rows), len(allowed), k + MARGIN) for rows, allowed in searched]
-    large = [pair for pair, is_small in zip(searched, small, strict=True) if not is_small]
+    small = [_small(len(rows), count, k + MARGIN) for rows, _, count in searched]
+    large = [group for group, is_small in zip(searched, small, strict=True) if not is_small]
     if large:
         ids = np.full((len(queries), k + MARGIN), -1, dtype=np.int64)
         with _blas_settings(faiss):
-            for rows, allowed in large:
-                local = candidates(rows, allowed)
-                ids[rows, : local.shape[1]] = np.where(local >= 0, allowed[local], -1)
+            for rows, mask, _ in large:
+                found = candidates(rows, np.flatnonzero(mask))
+                ids[rows, : found.shape[1]] = found
         # one re-ranking pass after all faiss calls (its idle threads spin for a while)
-        rows = np.concatenate([rows for rows, _ in large])
+        rows = np.concatenate([rows for rows, *_ in large])
         out_d[rows], out_i[rows] = _rerank(metric, xq[rows], xb, ids[rows], k)
     if any(small):
         # a group per thread, each with single-threaded BLAS (idle BLAS threads would
         # otherwise spin beside ours)
         with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(_threads()) as pool:
-            list(pool.map(lambda pair: search_small(*pair), compress(searched, small)))
+            groups = compress(searched, small)
+            list(pool.map(lambda group: search_small(*group[:2]), groups))
     return out_d, out_i
 
 
@@ -161,15 +162,26 @@ def _blas_settings(faiss: Any) -> Iterator[None]:
             setattr(cvar, name, value)
 
 
-def _prepared(metric: Metric, x: np.ndarray) -> np.ndarray:
-    """Contiguous float32 rows as the search compares them: unit-normalised under angular
-    (zero rows stay zero)."""
-    if metric is not Metric.ANGULAR:
-        return np.ascontiguousarray(x, dtype=np.float32)
-    import faiss
+def _center(metric: Metric, x: np.ndarray) -> np.ndarray | None:
+    """Euclidean: the mean of ``x``'s rows, subtracted before ranking. Distances do not change,
+    but a large common offset would drown the float32 products in rounding."""
+    if metric is not Metric.EUCLIDEAN or len(x) == 0:
+        return None
+    return np.mean(x, axis=0, dtype=np.float64).astype(np.float32)
 
-    rows = np.array(x, dtype=np.float32, order="C", copy=True)
-    faiss.normalize_L2(rows)  # in place, in threads
+
+def _prepared(metric: Metric, x: np.ndarray, center: np.ndarray | None = None) -> np.ndarray:
+    """Contiguous float32 rows as the search ranks them: unit-normalised under angular (zero
+    rows stay zero), minus ``center`` under euclidean."""
+    if metric is Metric.ANGULAR:
+        import faiss
+
+        rows = np.array(x, dtype=np.float32, order="C", copy=True)
+        faiss.normalize_L2(rows)  # in place, in threads
+        return rows
+    rows = np.ascontiguousarray(x, dtype=np.float32)
+    if center is not None:
+        rows = rows - center
     return rows
 
 
@@ -212,8 +224,29 @@ def _numpy_candidates(
         scores = queries[start : start + step] @ base.T  # larger is nearer
         if half_norms is not None:
             scores -= half_norms
-        out[start : start + step] = np.argpartition(scores, len(base) - keep, axis=1)[:, -keep:]
+        out[start : start + step] = _top(scores, keep)
     return out
+
+
+def _top(scores: np.ndarray, keep: int) -> np.ndarray:
+    """Positions of the ``keep`` largest scores per row. Scores within float32 rounding
+    (``TIE_RTOL``) of the last one kept count as ties, and among ties the lowest positions
+    (ids) are kept: equal vectors can score a few ulps apart in a BLAS product."""
+    n = scores.shape[1]
+    part = np.argpartition(scores, n - keep, axis=1)
+    top = part[:, n - keep :]
+    kth = np.take_along_axis(scores, part[:, n - keep : n - keep + 1], axis=1)
+    best = np.take_along_axis(scores, top, axis=1).max(axis=1, keepdims=True)
+    tol = TIE_RTOL * np.maximum(np.abs(kth), np.abs(best))
+    for row in np.flatnonzero((scores >= kth - tol).sum(axis=1) > keep):  # ties at the edge
+        above = np.flatnonzero(scores[row] > kth[row, 0] + tol[row, 0])
+        tied = np.flatnonzero(np.abs(scores[row] - kth[row, 0]) <= tol[row, 0])
+        top[row] = np.concatenate([above, tied[: keep - len(above)]])
+    return top
+
+
+#: Relative difference of two float32 product scores still taken for a tie by ``_top``.
+TIE_RTOL = 1e-5
 
 
 def _rerank(
@@ -231,8 +264,6 @@ def _rerank(
     (reported as ``ids + offset``; -1 is no candidate) and the earlier ``best_*``, sorted by
     (distance, id). Distances are exact, from the vectors as given; query chunks run in
     ``threads`` threads (default: one per CPU; numpy releases the GIL)."""
-    from threadpoolctl import threadpool_limits
-
     nq, m = ids.shape
     width = min(k, m + (0 if best_d is None else best_d.shape[1]))
     # angular: norms of the whole base once, where that is less work than one per candidate
@@ -256,12 +287,7 @@ def _rerank(
         out_i[span] = np.take_along_axis(found, order, axis=1)
 
     starts = range(0, nq, DISTANCE_CHUNK)
-    if threads == 1 or len(starts) == 1:
-        _each(chunk, starts, 1)
-    else:
-        # single-threaded BLAS in our threads: idle BLAS threads would spin beside them
-        with threadpool_limits(1, user_api="blas"):
-            _each(chunk, starts, threads)
+    _each(chunk, starts, threads)
     return out_d, out_i
 
 
@@ -283,7 +309,7 @@ def _exact(
     if metric is Metric.EUCLIDEAN:
         near -= query[:, None, :]
         return np.sqrt(np.einsum("qmd,qmd->qm", near, near))
-    dots = np.matmul(near, query[:, :, None])[:, :, 0]
+    dots = np.einsum("qmd,qd->qm", near, query)  # one order of sums: equal vectors tie
     if metric is Metric.DOT:
         return -dots
     near_norms = norms[rows] if norms is not None else np.sqrt(np.einsum("qmd,qmd->qm", near, near))
