@@ -2,10 +2,12 @@
 exceed memory.
 
 Both searches work in two steps. Candidates: faiss' brute-force k-NN (one BLAS product per
-block of queries and base rows, and a heap per query) keeps ``k + MARGIN`` per query, so the
-float32 rounding of the product cannot push a true neighbour out. Exact order: each candidate's
-distance is recomputed exactly, in float64 from the vectors as given, and candidates are
-sorted by (distance, id): equal vectors tie exactly and ties go to the lower id.
+block of queries and base rows, and a heap per query), or for small problems a numpy product
+and a partition, keeps ``k + MARGIN`` per query, so the float32 rounding of the product cannot
+push a true neighbour out (euclidean vectors are ranked from their mean, where that rounding
+is smallest). Exact order: each candidate's distance is recomputed exactly, in float64 from
+the vectors as given, and candidates are sorted by (distance, id): equal vectors tie exactly
+and ties go to the lower id.
 """
 
 from __future__ import annotations
