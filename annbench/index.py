@@ -12,7 +12,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from annbench.errors import AnnbenchError
-from annbench.metrics import Metric
+from annbench.metrics import Metric, normalize_rows
 
 
 class Neighbors(NamedTuple):
@@ -143,6 +143,13 @@ def _keyword_only(func: Any) -> list[str]:
 def as_float32(x: np.ndarray) -> np.ndarray:
     """C-contiguous float32 view or copy, as the libraries want."""
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def cosine_ready(metric: Metric, x: np.ndarray) -> np.ndarray:
+    """``as_float32`` rows, unit-normalised under the angular metric: for libraries that
+    compute cosine as the inner product of unit vectors."""
+    x = as_float32(x)
+    return normalize_rows(x) if metric is Metric.ANGULAR else x
 
 
 def positive_int(name: str, value: Any, minimum: int = 1) -> int:

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from annbench.errors import AnnbenchError, MissingDependency
-from annbench.index import Index, Neighbors, as_float32, positive_int
-from annbench.metrics import Metric, normalize_rows
+from annbench.index import Index, Neighbors, cosine_ready, positive_int
+from annbench.metrics import Metric
 
 try:
     import faiss
@@ -35,8 +35,7 @@ class _FaissIndex(Index):
         self._index: faiss.Index | None = None
 
     def prepare_queries(self, xq: np.ndarray) -> np.ndarray:
-        xq = as_float32(xq)
-        return normalize_rows(xq) if self.metric is Metric.ANGULAR else xq
+        return cosine_ready(self.metric, xq)
 
     def _faiss_metric(self) -> int:
         if self.metric is Metric.EUCLIDEAN:

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from annbench.errors import AnnbenchError, MissingDependency
-from annbench.index import Index, Neighbors, as_float32, positive_int
-from annbench.metrics import Metric, normalize_rows
+from annbench.index import Index, Neighbors, as_float32, cosine_ready, positive_int
+from annbench.metrics import Metric
 
 try:
     import numba
@@ -68,8 +68,7 @@ class PyNNDescent(Index):
             )
 
     def prepare_queries(self, xq: np.ndarray) -> np.ndarray:
-        xq = as_float32(xq)
-        return normalize_rows(xq) if self.metric is Metric.ANGULAR else xq
+        return cosine_ready(self.metric, xq)
 
     def build(self, xb: np.ndarray) -> None:
         xb = as_float32(xb)

@@ -21,7 +21,7 @@ import numpy as np
 
 from annbench.data.workloads import FilterWorkload, post_filter_k
 from annbench.errors import AnnbenchError
-from annbench.index import Index
+from annbench.index import Index, cosine_ready
 from annbench.metrics import Metric, normalize_rows
 
 STRATEGIES = ("native", "post", "brute")
@@ -127,8 +127,7 @@ class FilteredSearch:
         float32, normalized under the angular metric); done once, outside any timing."""
         if self.strategy != "brute":
             return self.index.prepare_queries(xq)
-        xq = np.ascontiguousarray(xq, dtype=np.float32)
-        return normalize_rows(xq) if self.metric is Metric.ANGULAR else xq
+        return cosine_ready(self.metric, xq)
 
     def batch(self, xq: np.ndarray, limit: int | None = None) -> np.ndarray:
         """Ids (nq, k) of all prepared queries ``xq``, one call per filter group (only the
