@@ -22,7 +22,7 @@ from annbench.data.datasets import Dataset
 from annbench.errors import AnnbenchError
 from annbench.record import MODES, PLAIN, RunRecord, params_label
 from annbench.registry import backend_names, load_backend
-from annbench.results.analysis import OBJECTIVES, Constraints, Recommendation, recommend
+from annbench.results.analysis import Constraints, Recommendation, check_objective, recommend
 from annbench.results.store import ResultStore
 from annbench.sweep.measure import MIN_SECONDS, BuildJob
 
@@ -282,15 +282,7 @@ def _check(
     build_threads: int | None = None,
 ) -> int:
     """Validate everything before anything runs; the thread count the figures are for."""
-    if optimize not in OBJECTIVES:
-        raise AnnbenchError(
-            f"Objective '{optimize}' not valid. Use one of: {', '.join(OBJECTIVES)}"
-        )
-    if optimize != "recall" and constraints.min_recall is None:
-        raise AnnbenchError(
-            f"--optimize {optimize} needs a recall target (--min-recall R), "
-            "or use --optimize recall to get the best recall within the other limits"
-        )
+    check_objective(optimize, constraints)
     if constraints.min_recall is not None and not 0 < constraints.min_recall <= 1:
         raise AnnbenchError(f"--min-recall must be in (0, 1], got {constraints.min_recall}")
     for name, value in (

@@ -264,15 +264,7 @@ def recommend(
     ``closest`` lists the points nearest the budget, by how far relative to each limit they
     break it. Probes (short measurements taken while searching) are never picked.
     """
-    if optimize not in OBJECTIVES:
-        raise AnnbenchError(
-            f"Objective '{optimize}' not valid. Use one of: {', '.join(OBJECTIVES)}"
-        )
-    if optimize != "recall" and constraints.min_recall is None:
-        raise AnnbenchError(
-            f"--optimize {optimize} needs a recall target (--min-recall R), "
-            "or use --optimize recall to get the best recall within the other limits"
-        )
+    check_objective(optimize, constraints)
     column, higher = OBJECTIVES[optimize]
     ok = successful(frame)
     if ok.empty:
@@ -315,6 +307,20 @@ def recommend(
         indistinguishable=tied.drop(index=choice.name),
         best_by_objective=None if best.name == choice.name else best,
     )
+
+
+def check_objective(optimize: str, constraints: Constraints) -> None:
+    """Raise AnnbenchError unless ``optimize`` is an objective ``constraints`` can rank by
+    (every objective but recall needs a recall target)."""
+    if optimize not in OBJECTIVES:
+        raise AnnbenchError(
+            f"Objective '{optimize}' not valid. Use one of: {', '.join(OBJECTIVES)}"
+        )
+    if optimize != "recall" and constraints.min_recall is None:
+        raise AnnbenchError(
+            f"--optimize {optimize} needs a recall target (--min-recall R), "
+            "or use --optimize recall to get the best recall within the other limits"
+        )
 
 
 def _tied(objective: str, best: pd.Series, row: pd.Series) -> bool:
