@@ -444,19 +444,15 @@ def candidate_job(
     index = cls(dataset.metric, **candidate.build_params)
     index.check(*dataset.train.shape)
     adaptive = bisect if candidate.search_param is not None else {}
-    return BuildJob(
-        dataset_path=str(dataset.path),
-        dataset=dataset.name,
-        dataset_hash=dataset.content_hash,
-        backend=candidate.backend,
-        build_params=dict(candidate.build_params),
-        search_configs=candidate.search_configs(),
-        k=k,
-        mode=mode,
-        runs=policy.runs,
-        threads=(threads,),
-        min_seconds=policy.min_seconds,
-        library_version=cls.library_version(),
+    return _job(
+        dataset,
+        candidate.backend,
+        candidate.build_params,
+        candidate.search_configs(),
+        k,
+        mode,
+        threads,
+        policy,
         **adaptive,
     )
 
@@ -465,20 +461,36 @@ def _job_for_row(
     dataset: Dataset, row: pd.Series, k: int, mode: str, threads: int, policy: MeasurementPolicy
 ) -> BuildJob:
     """A full measurement of one stored configuration."""
-    cls = load_backend(row["backend"])
+    search = (dict(row["search_params"]),)
+    return _job(dataset, row["backend"], row["build_params"], search, k, mode, threads, policy)
+
+
+def _job(
+    dataset: Dataset,
+    backend: str,
+    build_params: dict[str, Any],
+    search_configs: tuple[dict[str, Any], ...],
+    k: int,
+    mode: str,
+    threads: int,
+    policy: MeasurementPolicy,
+    **fields: Any,
+) -> BuildJob:
+    """The build job of ``backend`` on ``dataset`` under ``policy``, on ``threads``."""
     return BuildJob(
         dataset_path=str(dataset.path),
         dataset=dataset.name,
         dataset_hash=dataset.content_hash,
-        backend=row["backend"],
-        build_params=dict(row["build_params"]),
-        search_configs=(dict(row["search_params"]),),
+        backend=backend,
+        build_params=dict(build_params),
+        search_configs=search_configs,
         k=k,
         mode=mode,
         runs=policy.runs,
         threads=(threads,),
         min_seconds=policy.min_seconds,
-        library_version=cls.library_version(),
+        library_version=load_backend(backend).library_version(),
+        **fields,
     )
 
 
