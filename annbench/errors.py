@@ -27,3 +27,10 @@ class MissingDependency(ImportError):
         if self.extra:
             return f'pip install "annbench[{self.extra}]"'
         return f"pip install {self.package}"
+
+
+def one_line_error(exc: BaseException) -> str:
+    """``exc`` as one line for a record or a report: an AnnbenchError's message (written for
+    the user), any other error's type and message, whitespace runs made single spaces."""
+    text = " ".join(str(exc).split())
+    return text if isinstance(exc, AnnbenchError) else f"{type(exc).__name__}: {text}"

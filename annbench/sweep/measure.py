@@ -18,7 +18,7 @@ import psutil
 
 from annbench.data.datasets import read_dataset
 from annbench.data.workloads import is_filter, load_workload
-from annbench.errors import AnnbenchError
+from annbench.errors import AnnbenchError, one_line_error
 from annbench.index import Index
 from annbench.metrics import label_metrics, recall_at_k, true_distances
 from annbench.provenance import provenance
@@ -241,7 +241,7 @@ class _Measurer:
                 )
                 timing = time_filtered_search(searcher, self.xq, job.mode, runs, min_seconds)
         except (AnnbenchError, ValueError, RuntimeError, NotImplementedError) as exc:
-            return job.record(search_params, threads, status="failed", error=_one_line(exc))
+            return job.record(search_params, threads, status="failed", error=one_line_error(exc))
         workload_fields: dict[str, Any] = {}
         if self.filter is None:
             found = true_distances(dataset.metric, dataset.train, dataset.test, timing.ids)
@@ -450,8 +450,3 @@ def _served(job: BuildJob, metric: str, path: Path, xq: np.ndarray) -> Serving:
         return Serving(None, None, "not measured: brute force searches no index")
     warm, _ = split_filter_params(searching[-1] if searching else {})
     return measure_serving(job.backend, metric, job.build_params, path, xq, warm, job.k)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if not isinstance(exc, AnnbenchError) else text

@@ -21,7 +21,7 @@ import numpy as np
 
 from annbench.data.datasets import read_dataset
 from annbench.data.runbooks import Runbook, RunbookTruth, Step, read_truth
-from annbench.errors import AnnbenchError
+from annbench.errors import AnnbenchError, one_line_error
 from annbench.index import Index
 from annbench.metrics import Metric, recall_at_k, true_distances
 from annbench.provenance import provenance
@@ -189,8 +189,7 @@ def _measure(
         replay.set_num_threads(threads)
         timing = time_search(index, dataset.test, job.k, job.mode, job.runs, job.min_seconds)
     except (AnnbenchError, ValueError, RuntimeError) as exc:
-        text = " ".join(str(exc).split())
-        error = text if isinstance(exc, AnnbenchError) else f"{type(exc).__name__}: {text}"
+        error = one_line_error(exc)
         return job.record(search_params, threads, status="failed", error=error, **common)
     ids = replay.search_rows(timing.ids)
     known = (ids >= 0) & (ids < len(dataset.train))

@@ -24,7 +24,7 @@ import psutil
 from annbench.data.datasets import Dataset
 from annbench.data.runbooks import RunbookPlan
 from annbench.data.workloads import check_filter, expected_selectivity, is_filter, workload_hash
-from annbench.errors import AnnbenchError
+from annbench.errors import AnnbenchError, one_line_error
 from annbench.record import MODES, PLAIN, RunRecord, params_label
 from annbench.registry import load_backend
 from annbench.results.store import ResultStore
@@ -450,8 +450,7 @@ def _worker_main(job: BuildJob, sender: Any, parent: int | None = None) -> None:
         )
         send(("done", None))
     except Exception as exc:  # reported to the parent, which records the failure
-        text = " ".join(str(exc).split())
-        send(("error", text if isinstance(exc, AnnbenchError) else f"{type(exc).__name__}: {text}"))
+        send(("error", one_line_error(exc)))
     finally:
         try:
             sender.close()
