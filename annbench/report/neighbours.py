@@ -287,19 +287,24 @@ def _texts(dataset: Dataset, file: str, text_column: str, queries: int, seed: in
     else:
         lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
         texts, titles = [t for t in lines if t], []
-    if len(texts) != len(dataset.train) + len(dataset.test):
-        raise AnnbenchError(
-            f"{path.name} holds {len(texts)} texts, the dataset "
-            f"{len(dataset.train) + len(dataset.test)} rows"
-        )
-    base, held = held_out_rows(len(texts), queries, seed)
-
-    rows = {"train": base, "test": held}
+    rows = _split_as_dataset(dataset, len(texts), path.name, "texts", queries, seed)
     return Items(
         "text",
         lambda part, i: texts[rows[part][i]],
         lambda part, i: titles[rows[part][i]] if titles else "",
     )
+
+
+def _split_as_dataset(
+    dataset: Dataset, count: int, source: str, what: str, queries: int, seed: int
+) -> dict[str, np.ndarray]:
+    """Item positions of the dataset's ``train`` and ``test`` rows, for ``count`` items
+    (``what``, from ``source``) split as the dataset split them."""
+    rows = len(dataset.train) + len(dataset.test)
+    if count != rows:
+        raise AnnbenchError(f"{source} holds {count} {what}, the dataset {rows} rows")
+    base, held = held_out_rows(count, queries, seed)
+    return {"train": base, "test": held}
 
 
 def _image_files(dataset: Dataset, folder: str, queries: int, seed: int) -> Items:
@@ -310,13 +315,7 @@ def _image_files(dataset: Dataset, folder: str, queries: int, seed: int) -> Item
     if not Path(folder).is_dir():
         raise AnnbenchError(f"image folder {folder} not found")
     paths = load_corpus(Path(folder)).items
-    if len(paths) != len(dataset.train) + len(dataset.test):
-        raise AnnbenchError(
-            f"{folder} holds {len(paths)} images, the dataset "
-            f"{len(dataset.train) + len(dataset.test)} rows"
-        )
-    base, held = held_out_rows(len(paths), queries, seed)
-    rows = {"train": base, "test": held}
+    rows = _split_as_dataset(dataset, len(paths), str(folder), "images", queries, seed)
     return Items(
         "image",
         _cached(lambda part, i: _file_thumbnail(Path(paths[rows[part][i]]))),
