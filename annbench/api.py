@@ -109,8 +109,8 @@ def run(
     the script again); notebooks need nothing.
     """
     from annbench.data.datasets import DEFAULT_DATASET, read_dataset, resolve_dataset
-    from annbench.data.workloads import parse_filters
-    from annbench.progress import as_progress, notice
+    from annbench.data.workloads import canonical_workloads, parse_filters, prepare_workloads
+    from annbench.progress import as_progress, counting, notice
     from annbench.record import params_label
     from annbench.results.store import ResultStore
     from annbench.sweep.runner import job_records, pending_runs, plan_sweep
@@ -131,6 +131,7 @@ def run(
     data = read_dataset(
         resolve_dataset(str(DEFAULT_DATASET if dataset is None else dataset), progress=tell)
     )
+    workloads = canonical_workloads(data, workloads)  # range:ATTR:0.1 is range:0.1 on ATTR
     if build_threads is None and scheduler is not None:
         build_threads = 1  # one core per worker slot
     plan = None
@@ -141,9 +142,12 @@ def run(
     if runbook is not None:
         from annbench.data.runbooks import prepare_runbook
 
-        plan, computed = prepare_runbook(data, str(runbook))
+        with counting(given, "runbook ground truth", "search step") as step:
+            plan, computed = prepare_runbook(data, str(runbook), progress=step)
         if computed:
             log.info("computed the ground truth of runbook %s", plan.runbook.name)
+    else:  # every missing filter ground truth computed, then written in one pass
+        prepare_workloads(data, workloads, progress=tell)
     jobs = plan_sweep(
         data,
         names,
@@ -304,9 +308,11 @@ def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
         import pyarrow  # noqa: F401
     except ImportError:
         raise AnnbenchError("Writing parquet needs pyarrow: pip install pyarrow") from None
-    path = Path(path)
-    flatten(frame).to_parquet(path, index=False)
-    return path
+    from annbench.paths import output_file
+
+    with output_file(path, "Parquet file") as temp:
+        flatten(frame).to_parquet(temp, index=False)
+    return Path(path)
 
 
 def check_spawn_safe() -> None:

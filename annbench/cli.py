@@ -22,19 +22,13 @@ from annbench.data.datasets import (
     resolve_dataset,
 )
 from annbench.data.workloads import BadFilter, check_filter, parse_filters
-from annbench.errors import AnnbenchError
-from annbench.paths import (
-    check_output_dir,
-    check_output_file,
-    check_path_name,
-    results_dir,
-    writing,
-)
+from annbench.errors import AnnbenchError, BadUsage
+from annbench.paths import check_output_dir, output_file, results_dir, write_text_file
 from annbench.recommender import DEFAULT_TIME_BUDGET_S, EXIT_NOTHING_FITS, FULL_PROTOCOL
 from annbench.record import MODES, PLAIN, params_label
-from annbench.registry import capability_table, runnable_backends
+from annbench.registry import capability_table, plugin_problems, runnable_backends
 from annbench.results.analysis import NOISY_SPREAD
-from annbench.results.store import ResultStore, check_not_store
+from annbench.results.store import ResultStore
 from annbench.sweep.grids import parse_overrides
 from annbench.sweep.measure import MIN_SECONDS
 
@@ -174,6 +168,8 @@ def run(
     """Build each index configuration once, sweep its search parameters, store the results."""
     from annbench import api
 
+    for problem in plugin_problems():
+        click.echo(problem, err=True)
     if scheduler is not None:
         from annbench.sweep.distributed import check_scheduler_address
 
@@ -246,13 +242,13 @@ Examples:
 @click.option(
     "--csv",
     "csv_path",
-    type=click.Path(path_type=Path),
+    type=types.OutputPath(),
     help="Write every field to CSV (a column per parameter, dicts as JSON).",
 )
 @click.option(
     "--parquet",
     "parquet_path",
-    type=click.Path(path_type=Path),
+    type=types.OutputPath(),
     help="Write the same columns to a parquet file (needs pyarrow).",
 )
 @click.option(
@@ -262,7 +258,9 @@ Examples:
     default=None,
     help="Write per-run files in another tool's layout (needs --dataset and --out).",
 )
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Folder for --export.")
+@click.option(
+    "--out", type=types.OutputPath(folder=True), default=None, help="Folder for --export."
+)
 @click.option(
     "--library-version", default=None, help="Only runs measured with this library version."
 )
@@ -288,15 +286,11 @@ def results(
         from annbench.report.export import export_ann_benchmarks
 
         if dataset is None or out is None:
-            raise AnnbenchError("--export ann-benchmarks needs --dataset NAME and --out DIR")
-        check_path_name(out, "--out")
-        check_not_store(out, results_path or results_dir())
-        check_output_dir(out, "--out")
+            raise BadUsage("--export ann-benchmarks needs --dataset NAME and --out DIR")
         data = read_dataset(resolve_dataset(dataset))
         with ResultStore.open_existing(results_path or results_dir()) as store:
             records = store.records(data.name, with_raw=True)
-        with writing(out, "--out"):
-            written = export_ann_benchmarks(records, data, out)
+        written = export_ann_benchmarks(records, data, out)
         others = sum(1 for r in records if r.status == "ok" and r.workload != PLAIN)
         left_out = (
             f"{others} results of filters and runbooks left out: ann-benchmarks' layout has no "
@@ -313,11 +307,6 @@ def results(
         if left_out:
             click.echo(left_out[0].upper() + left_out[1:])
         return
-    for output, option in ((csv_path, "--csv"), (parquet_path, "--parquet")):
-        if output is not None:
-            check_path_name(output, option)
-            check_not_store(output, results_path or results_dir())
-            check_output_file(output, option)
     frame = api.load_results(results_path, dataset, history=history)
     if library_version is not None:
         frame = frame[frame["library_version"].astype(str) == library_version]
@@ -328,12 +317,11 @@ def results(
             return
     if csv_path is not None or parquet_path is not None:
         if csv_path is not None:
-            with writing(csv_path, "--csv"):
-                frame.to_csv(csv_path, index=False)
+            with output_file(csv_path, "--csv") as temp:
+                frame.to_csv(temp, index=False)
             click.echo(f"Wrote {len(frame)} results to {csv_path}")
         if parquet_path is not None:
-            with writing(parquet_path, "--parquet"):
-                api.write_parquet(frame, parquet_path)
+            api.write_parquet(frame, parquet_path)
             click.echo(f"Wrote {len(frame)} results to {parquet_path}")
         return
     if frame.empty:
@@ -370,7 +358,7 @@ Examples:
     metavar="NAME",
     help="Plot recall and QPS against step for the runs of this runbook.",
 )
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="PNG file to write.")
+@click.option("--out", type=types.OutputPath(), default=None, help="PNG file to write.")
 @results_option
 def plot(
     dataset: str,
@@ -388,10 +376,6 @@ def plot(
     from annbench.results.runbook_analysis import without_runbooks
 
     mode = "batch" if scaling else mode
-    if out is not None:
-        check_path_name(out, "--out")
-        check_not_store(out, results_path or results_dir())
-        check_output_file(out, "--out")
     with ResultStore.open_existing(results_path or results_dir()) as store:
         frame = store.dataframe(dataset)
         store_path = store.path
@@ -418,8 +402,7 @@ def plot(
     else:
         figure = recall_qps_figure(frame, f"{dataset}: recall@{k} vs QPS ({mode} mode)")
         out = out or store_path.parent / f"{dataset}-{mode}-k{k}.png"
-    with writing(out, "--out"):
-        save_png(figure, out)
+    save_png(figure, out)
     click.echo(f"Wrote {out}")
 
 
@@ -446,8 +429,7 @@ def _plot_runbook(
             f"{store_path}; run 'annbench run -d {dataset} --runbook {runbook} -b ...' first"
         ) from exc
     out = out or store_path.parent / f"{dataset}-runbook-{runbook}-k{k}.png"
-    with writing(out, "--out"):
-        save_png(figure, out)
+    save_png(figure, out)
     click.echo(f"Wrote {out}")
 
 
@@ -462,7 +444,7 @@ Examples:
 )
 @click.option(
     "--out",
-    type=click.Path(path_type=Path),
+    type=types.OutputPath(folder=True),
     default=None,
     help="Folder to write index.html into [default: report/ beside the store].",
 )
@@ -512,24 +494,17 @@ def report_command(
 
     if queries is not None and not neighbours:
         raise click.UsageError("--queries goes with --neighbours")
-    if out is not None:
-        check_path_name(out, "--out")
-        check_not_store(out, results_path or results_dir())
-        check_output_dir(out, "--out")
     name = Path(dataset).stem if dataset and dataset.endswith((".hdf5", ".h5")) else dataset
     with ResultStore.open_existing(results_path or results_dir()) as store:
         frame = store.dataframe(name)
         store_path = store.path
     if frame.empty:
         raise AnnbenchError("No results stored" + (f" for dataset {dataset}" if dataset else ""))
-    folder = out or store_path.parent / "report"
+    folder = out or check_output_dir(store_path.parent / "report", "Report folder")
     targets = [dataset] if dataset else sorted(frame["dataset"].unique())
-    with (
-        writing(folder, "report"),
-        progress_bar(
-            frame["dataset"].nunique() + (len(targets) if neighbours else 0), "Report", quiet=quiet
-        ) as shown,
-    ):
+    with progress_bar(
+        frame["dataset"].nunique() + (len(targets) if neighbours else 0), "Report", quiet=quiet
+    ) as shown:
         links = []
         if neighbours:
             links = _neighbour_pages(targets, folder, store_path, queries, seed, shown, dataset)
@@ -552,7 +527,6 @@ def _neighbour_pages(
     dataset whose file cannot be found by name is skipped with a note, unless it was asked for."""
     from annbench.report.neighbours import neighbours_page
 
-    folder.mkdir(parents=True, exist_ok=True)
     links = []
     for spec in targets:
         shown.status(f"neighbours of {spec}")
@@ -568,7 +542,7 @@ def _neighbour_pages(
             records = store.records(data.name, with_raw=True)
         page = f"neighbours-{data.name}.html"
         text = neighbours_page(data, records, list(queries) if queries else None, seed=seed)
-        (folder / page).write_text(text, encoding="utf-8")
+        write_text_file(folder / page, text, "Neighbours page")
         links.append((page, f"neighbours: {data.name}"))
         shown.update(1)
     return links
@@ -746,7 +720,7 @@ Examples:
 )
 @click.option(
     "--save-index",
-    type=click.Path(path_type=Path),
+    type=types.OutputPath(),
     default=None,
     help="Build the pick on the dataset and save it here, with PATH.json describing it.",
 )
@@ -950,6 +924,8 @@ Examples:
 )
 def backends() -> None:
     """Table of registered backends: installed, version, metrics, capabilities, grid size."""
+    for problem in plugin_problems():
+        click.echo(problem, err=True)
     table = capability_table().fillna("-")
     click.echo(table.to_string(index=False))
     click.echo(

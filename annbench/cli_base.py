@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
 
+from annbench.cli_types import StoreLocation
 from annbench.errors import AnnbenchError
 
 
@@ -31,7 +31,9 @@ class AnnbenchGroup(click.Group):
         except AnnbenchError as exc:
             if ctx.find_root().params.get("debug"):
                 raise
-            raise click.ClickException(one_line(str(exc))) from None
+            error = click.ClickException(one_line(str(exc)))
+            error.exit_code = exc.exit_code
+            raise error from None
         except BrokenPipeError:  # the reader went away (``annbench results | head``): say nothing
             _silence_stdout()
             raise click.exceptions.Exit(EXIT_BROKEN_PIPE) from None
@@ -85,7 +87,7 @@ def grid_option(help_text: str) -> Any:
 results_option = click.option(
     "--results",
     "results_path",
-    type=click.Path(path_type=Path),
+    type=StoreLocation(),
     default=None,
     help="Results folder or .sqlite file [default: $ANNBENCH_RESULTS or results/].",
 )

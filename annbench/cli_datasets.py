@@ -23,9 +23,9 @@ from annbench.data.datasets import (
     split_queries,
     write_dataset,
 )
-from annbench.errors import AnnbenchError
+from annbench.errors import AnnbenchError, BadUsage
 from annbench.metrics import Metric
-from annbench.paths import check_output_file, data_dir
+from annbench.paths import check_path_name, check_writable_file, data_dir, is_hdf5
 from annbench.progress import Stages, progress_bar
 
 #: ``--random-attr NAME`` of create, import and embed.
@@ -105,7 +105,7 @@ def datasets_fetch(name: str, url: str | None, quiet: bool) -> None:
     from annbench.data.download import STANDARD, fetch_standard
 
     if url is not None and not url.strip():
-        raise AnnbenchError("--url is empty; give a mirror's base URL or leave --url out")
+        raise BadUsage("--url is empty; give a mirror's base URL or leave --url out")
     spec = STANDARD.get(name)
     if spec is not None:
         click.echo(f"{name}: {spec.description}, about {spec.size_mb} MB")
@@ -127,7 +127,7 @@ Examples:
   annbench datasets import base.fvecs --name sift --metric euclidean --queries-file query.fvecs
 """,
 )
-@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("source", type=types.InputPath())
 @click.option("--name", required=True, help="Name of the dataset to write in the data folder.")
 @click.option("--metric", required=True, help="euclidean, angular (cosine) or dot.")
 @click.option(
@@ -139,14 +139,14 @@ Examples:
 )
 @click.option(
     "--queries-file",
-    type=click.Path(path_type=Path),
+    type=types.InputPath(),
     default=None,
     help="Take queries from this file instead of holding rows out.",
 )
 @click.option(
     "--labels",
     "labels_path",
-    type=click.Path(path_type=Path),
+    type=types.InputPath(),
     default=None,
     help="Class labels of the base rows: .npy or one label per line.",
 )
@@ -330,7 +330,7 @@ def datasets_create(
     """Generate a clustered-Gaussian dataset with exact ground truth into the data folder."""
     path = _new_dataset_path(name, force)
     if clusters < 1:
-        raise AnnbenchError(f"--clusters must be at least 1, got {clusters}")
+        raise BadUsage(f"--clusters must be at least 1, got {clusters}")
     create_synthetic(
         path, n, nq, dim, Metric.parse(metric), clusters, seed, random_attr=random_attr
     )
@@ -346,7 +346,7 @@ Examples:
   annbench datasets embed photos/ --name photos --model clip-ViT-B-32
 """,
 )
-@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("source", type=types.InputPath())
 @click.option("--name", required=True, help="Name of the dataset to write in the data folder.")
 @click.option("--text-column", default="text", show_default=True, help="CSV/TSV text column.")
 @click.option("--label-column", default=None, help="CSV/TSV column holding class labels.")
@@ -485,7 +485,9 @@ def _new_dataset_path(name: str, force: bool) -> Path:
             f"Dataset name '{name}' is taken by {shadowed}; writing it would hide that one, "
             "so choose another name"
         )
-    path = check_output_file(data_dir() / f"{name}.hdf5", "Dataset")
+    path = check_writable_file(check_path_name(data_dir() / f"{name}.hdf5", "Dataset"), "Dataset")
     if path.exists() and not force:
         raise AnnbenchError(f"Dataset {path} exists; pass --force to overwrite it")
+    if path.exists() and not is_hdf5(path):  # --force replaces a dataset, nothing else
+        raise AnnbenchError(f"{path} is not an HDF5 dataset; choose another name")
     return path

@@ -4,6 +4,7 @@ negative, absurd) fail in the parser with click's usage message and exit code 2.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import click
@@ -130,3 +131,59 @@ MIN_TIME = FiniteFloat(0, 3600)
 MILLISECONDS = FiniteFloat(0, 3_600_000, min_open=True)
 RECALL = FiniteFloat(0, 1, min_open=True)
 SIZE = ByteSize()
+
+
+class OutputPath(click.ParamType):
+    """A file or folder annbench writes. Every writing option has this type, so each goes
+    through the one guard (``paths.check_output_file`` / ``check_output_dir``): never a results
+    store or its journal files, never a dataset, never a device; refused while parsing, before
+    any work, with exit status 2."""
+
+    name = "path"
+
+    def __init__(self, folder: bool = False) -> None:
+        self.folder = folder
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
+        """``value`` as a Path that may be written, or a usage error saying why not."""
+        from annbench.paths import check_output_dir, check_output_file
+
+        what = max(param.opts, key=len) if param is not None and param.opts else "Path"
+        check = check_output_dir if self.folder else check_output_file
+        try:
+            return check(str(value), what)
+        except AnnbenchError as exc:  # click names the option already
+            self.fail(str(exc).removeprefix(f"{what} "), param, ctx)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        """Shown in --help."""
+        return "DIR" if self.folder else "FILE"
+
+
+class StoreLocation(click.ParamType):
+    """A results store (a folder holding ``annbench.sqlite``, or the file itself): it may be an
+    existing store or a new path, never a dataset, another file in the data folder or a
+    device."""
+
+    name = "path"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path:
+        """``value`` as a Path, or a usage error saying why it cannot hold a store."""
+        from annbench.results.store import check_store_location
+
+        try:
+            return check_store_location(Path(value))
+        except AnnbenchError as exc:  # click names the option already
+            self.fail(str(exc).removeprefix("--results "), param, ctx)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        """Shown in --help."""
+        return "PATH"
+
+
+class InputPath(click.Path):
+    """A file annbench only reads (the command checks it and says what is wrong): declared as
+    such so that every path option is either read (this) or written (OutputPath)."""
+
+    def __init__(self) -> None:
+        super().__init__(path_type=Path)

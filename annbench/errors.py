@@ -4,6 +4,22 @@
 class AnnbenchError(Exception):
     """A problem with the user's input or environment; the message says how to fix it."""
 
+    #: The command line's exit status for this error.
+    exit_code = 1
+
+
+class BadUsage(AnnbenchError):
+    """Options that cannot go together, or an option without the one it needs: exit status 2,
+    as for click's own usage errors."""
+
+    exit_code = 2
+
+
+class NothingFits(AnnbenchError):
+    """No configuration can meet the targets: exit status 3, as when none measured does."""
+
+    exit_code = 3
+
 
 class BackendUnavailable(AnnbenchError):
     """A backend's library is not installed."""

@@ -19,7 +19,7 @@ import pandas as pd
 
 from annbench.candidates import Candidate, propose
 from annbench.data.datasets import Dataset
-from annbench.errors import AnnbenchError
+from annbench.errors import AnnbenchError, BadUsage, NothingFits
 from annbench.record import MODES, PLAIN, RunRecord, params_label
 from annbench.registry import backend_names, load_backend
 from annbench.results.analysis import Constraints, Recommendation, check_objective, recommend
@@ -284,7 +284,7 @@ def _check(
     """Validate everything before anything runs; the thread count the figures are for."""
     check_objective(optimize, constraints)
     if constraints.min_recall is not None and not 0 < constraints.min_recall <= 1:
-        raise AnnbenchError(f"--min-recall must be in (0, 1], got {constraints.min_recall}")
+        raise BadUsage(f"--min-recall must be in (0, 1], got {constraints.min_recall}")
     for name, value in (
         ("--max-latency-ms", constraints.max_latency_ms),
         ("--max-p99-ms", constraints.max_p99_ms),
@@ -292,31 +292,31 @@ def _check(
         ("--max-build-s", constraints.max_build_s),
     ):
         if value is not None and not (0 < value < math.inf):
-            raise AnnbenchError(f"{name} must be positive and finite, got {value:g}")
+            raise BadUsage(f"{name} must be positive and finite, got {value:g}")
     if build_threads is not None and build_threads < 1:
-        raise AnnbenchError(f"--build-threads must be at least 1, got {build_threads}")
+        raise BadUsage(f"--build-threads must be at least 1, got {build_threads}")
     if not 0 < time_budget_s < math.inf:
-        raise AnnbenchError(f"--time-budget must be positive and finite, got {time_budget_s:g}")
+        raise BadUsage(f"--time-budget must be positive and finite, got {time_budget_s:g}")
     if policy.runs < 1 or not policy.min_seconds >= 0:
-        raise AnnbenchError("--runs must be at least 1 and --min-time 0 or more")
+        raise BadUsage("--runs must be at least 1 and --min-time 0 or more")
     if mode not in MODES:
-        raise AnnbenchError(f"Mode '{mode}' not valid. Use one of: {', '.join(MODES)}")
+        raise BadUsage(f"Mode '{mode}' not valid. Use one of: {', '.join(MODES)}")
     n = len(dataset.train)
     if not 1 <= k <= min(n, dataset.neighbors.shape[1]):
-        raise AnnbenchError(
+        raise BadUsage(
             f"k must be between 1 and {min(n, dataset.neighbors.shape[1])} for {dataset.name}, "
             f"got {k}"
         )
     if mode == "single":
         if threads not in (None, 1):
-            raise AnnbenchError(
+            raise BadUsage(
                 "single mode times one query per call on one thread; use --mode batch "
                 "to measure with threads"
             )
         return 1
     threads = threads or os.cpu_count() or 1
     if threads < 1:
-        raise AnnbenchError(f"--threads must be at least 1, got {threads}")
+        raise BadUsage(f"--threads must be at least 1, got {threads}")
     return threads
 
 
@@ -406,9 +406,9 @@ def _jobs(
         jobs = [replace(j, max_p99_ms=bisect.get("max_p99_ms")) if j.adaptive else j for j in jobs]
         return [(f"{j.backend} [{params_label(j.build_params)}]", j) for j in jobs]
     if overrides:
-        raise AnnbenchError("--grid overrides apply to named backends' grids; add -b BACKEND")
+        raise BadUsage("--grid overrides apply to named backends' grids; add -b BACKEND")
     if workload != PLAIN:
-        raise AnnbenchError(
+        raise BadUsage(
             f"--measure proposes structures for unfiltered search; to measure filter {workload}, "
             "name backends with -b"
         )
@@ -416,7 +416,7 @@ def _jobs(
     installed = set(installed_backends())
     candidates = propose(n, d, constraints.max_memory_bytes, installed, dataset.metric.value)
     if not candidates:
-        raise AnnbenchError(
+        raise NothingFits(
             "No index structure annbench knows fits "
             + (
                 f"{constraints.max_memory_bytes / 1e6:,.1f} MB for {n} x {d} vectors; "

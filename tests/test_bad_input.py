@@ -389,32 +389,32 @@ CASES = {
     "output path is a directory": (
         lambda t, tiny: ["results", "--csv", str(t)],
         "is a directory; give a file name",
-        1,
+        2,
     ),
     "output path is a device": (
         lambda t, tiny: ["results", "--csv", "/dev/null"],
-        "--csv /dev/null is a character device, not a regular file",
-        1,
+        "/dev/null is a character device, not a regular file",
+        2,
     ),
     "output path under a file": (
         lambda t, tiny: ["plot", "-d", "tiny", "--out", _write(t / "f", b"x") + "/p.png"],
         "cannot be written: ",
-        1,
+        2,
     ),
     "output path empty": (
-        lambda t, tiny: ["results", "--csv", ""],  # click reads '' as '.'
-        "is a directory; give a file name",
-        1,
+        lambda t, tiny: ["results", "--csv", ""],
+        "path is empty; give a file or folder name",
+        2,
     ),
     "output path too long": (
         lambda t, tiny: ["results", "--csv", str(t / ("x" * 300))],
         "path is too long for the file system",
-        1,
+        2,
     ),
     "report folder is a file": (
         lambda t, tiny: ["report", "--out", _write(t / "f", b"x")],
         "is a file; give a folder",
-        1,
+        2,
     ),
     "grid key given twice": (
         run_tiny("-b", "hnswlib", "-g", "ef=10", "-g", "ef=20"),
@@ -484,7 +484,39 @@ CASES = {
     "empty --url": (
         lambda t, tiny: ["datasets", "fetch", "gist-960-euclidean", "--url", ""],
         "--url is empty",
-        1,
+        2,
+    ),
+    "output path is the results store": (
+        lambda t, tiny: [
+            "results",
+            "--csv",
+            str(Path(os.environ["ANNBENCH_RESULTS"])) + "/annbench.sqlite",
+        ],
+        "is an SQLite database (a results store); writing there would destroy it",
+        2,
+    ),
+    "output path is a dataset": (
+        lambda t, tiny: [
+            "recommend",
+            "-d",
+            str(tiny),
+            "--min-recall",
+            "0.5",
+            "--save-index",
+            str(tiny),
+        ],
+        "is a dataset (an HDF5 file with train vectors); writing there would destroy it",
+        2,
+    ),
+    "results store is a dataset": (
+        lambda t, tiny: ["run", "-b", "faiss-flat", "-d", str(tiny), "--results", str(tiny)],
+        "is a dataset (an HDF5 file with train vectors), not a results store",
+        2,
+    ),
+    "optimize without a recall target": (
+        lambda t, tiny: ["recommend", "-d", str(tiny), "--optimize", "qps"],
+        "--optimize qps needs a recall target (--min-recall R)",
+        2,
     ),
 }
 

@@ -249,24 +249,24 @@ def test_a_results_table_without_annbench_columns_is_foreign(tmp_path):
 
 
 def test_an_output_path_that_is_the_store_is_refused(tmp_path):
-    from annbench.results.store import check_not_store
+    from annbench.paths import check_output_file
 
     with ResultStore(tmp_path / "results") as store:
         store.put(make_record())
     target = tmp_path / "results" / "annbench.sqlite"
-    for out, where in [
-        (target, tmp_path / "results"),
-        (target, target),
-        (tmp_path / "results" / ".." / "results" / "annbench.sqlite", tmp_path / "results"),
-        (tmp_path / "results" / "annbench.sqlite-wal", tmp_path / "results"),
+    for out in [
+        target,
+        tmp_path / "results" / ".." / "results" / "annbench.sqlite",
+        tmp_path / "results" / "annbench.sqlite-wal",
+        tmp_path / "results" / "annbench.sqlite-shm",
     ]:
-        with pytest.raises(AnnbenchError, match="is the results store"):
-            check_not_store(out, where)
+        with pytest.raises(AnnbenchError, match="results store"):
+            check_output_file(out, "--csv")
     link = tmp_path / "link.csv"
     link.symlink_to(target)
-    with pytest.raises(AnnbenchError, match="is the results store"):
-        check_not_store(link, tmp_path / "results")
-    check_not_store(tmp_path / "results" / "out.csv", tmp_path / "results")  # fine
+    with pytest.raises(AnnbenchError, match="results store"):
+        check_output_file(link, "--csv")
+    check_output_file(tmp_path / "results" / "out.csv", "--csv")  # fine
 
 
 def test_disk_full_mid_append_keeps_every_earlier_attempt(tmp_path):

@@ -11,6 +11,7 @@ import numpy as np
 from annbench.data.datasets import Dataset
 from annbench.errors import AnnbenchError
 from annbench.metrics import true_distances
+from annbench.paths import output_file
 from annbench.record import RunRecord
 
 
@@ -32,7 +33,6 @@ def export_ann_benchmarks(records: list[RunRecord], dataset: Dataset, out_dir: P
         folder = (
             out_dir / dataset.name / str(record.k) / (record.backend + ("-batch" if batch else ""))
         )
-        folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{name}.hdf5"
         ids = record.ids[:, : record.k]
         distances = true_distances(dataset.metric, dataset.train, dataset.test, ids)
@@ -40,7 +40,7 @@ def export_ann_benchmarks(records: list[RunRecord], dataset: Dataset, out_dir: P
             times = record.latencies_ns / 1e9
         else:  # batch mode: the mean time per query of the median repeat
             times = np.full(len(ids), 1.0 / record.qps)
-        with h5py.File(path, "w") as f:
+        with output_file(path, "Export file") as temp, h5py.File(temp, "w") as f:
             f.attrs.update(
                 {
                     "algo": record.backend,

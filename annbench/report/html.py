@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from annbench import __version__
+from annbench.paths import write_text_file
 from annbench.progress import Progress
 from annbench.record import PLAIN, params_label
 from annbench.results.analysis import NOISY_SPREAD, RECALL_LEVELS, successful, summary
@@ -111,7 +112,6 @@ def write_report(
     from annbench.results.columns import with_dicts
 
     frame = with_dicts(frame)
-    out_dir.mkdir(parents=True, exist_ok=True)
     env = environment()
     state = {"plotlyjs": True}  # the plotly library is inlined once, with the first plot
     datasets = sorted(frame["dataset"].unique())
@@ -141,9 +141,7 @@ def write_report(
         sections=sections,
         self_check=Markup(_SELF_CHECK),
     )
-    path = out_dir / "index.html"
-    path.write_text(page, encoding="utf-8")
-    return path
+    return write_text_file(out_dir / "index.html", page, "Report page")
 
 
 def _dataset_section(

@@ -9,15 +9,17 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from annbench.paths import output_file
 from annbench.record import PLAIN
 from annbench.results.analysis import brute_force_apart, pareto_frontier, successful
 
 
 def save_png(figure: Figure, out: Path) -> Path:
-    """Write ``figure`` as a PNG file."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=120)
-    return out
+    """Write ``figure`` as a PNG file (through the output guard: never over a store or a
+    dataset, and a failed write leaves ``out`` as it was)."""
+    with output_file(out, "PNG file") as temp:
+        figure.savefig(temp, dpi=120, format="png")
+    return Path(out)
 
 
 def recall_qps_figure(frame: pd.DataFrame, title: str) -> Figure:

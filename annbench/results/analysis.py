@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from annbench.errors import AnnbenchError
+from annbench.errors import AnnbenchError, BadUsage
 from annbench.record import params_label
 
 RECALL_LEVELS = (0.8, 0.9, 0.95, 0.99)
@@ -313,11 +313,11 @@ def check_objective(optimize: str, constraints: Constraints) -> None:
     """Raise AnnbenchError unless ``optimize`` is an objective ``constraints`` can rank by
     (every objective but recall needs a recall target)."""
     if optimize not in OBJECTIVES:
-        raise AnnbenchError(
+        raise BadUsage(
             f"Objective '{optimize}' not valid. Use one of: {', '.join(OBJECTIVES)}"
         )
     if optimize != "recall" and constraints.min_recall is None:
-        raise AnnbenchError(
+        raise BadUsage(
             f"--optimize {optimize} needs a recall target (--min-recall R), "
             "or use --optimize recall to get the best recall within the other limits"
         )

@@ -11,9 +11,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from annbench.data.datasets import Dataset
-from annbench.errors import AnnbenchError
+from annbench.errors import AnnbenchError, one_line_error
 from annbench.metrics import Metric
+from annbench.paths import check_output_file, output_file, write_text_file
 from annbench.registry import load_backend
 
 log = logging.getLogger(__name__)
@@ -181,12 +184,8 @@ def save_index(
     """Build ``choice`` on ``dataset``, save it to ``path`` and write ``<path>.json`` beside it
     (library, version, parameters, metric, measured recall/latency/memory, dataset hash).
     Returns the JSON's path."""
-    path = Path(path)
-    meta_path = path.with_name(path.name + ".json")
-    if path.is_dir():
-        raise AnnbenchError(f"--save-index {path} is a directory; give a file path")
-    if not path.parent.is_dir():
-        raise AnnbenchError(f"--save-index {path}: folder {path.parent} does not exist")
+    path = check_output_file(path, "--save-index")
+    meta_path = check_output_file(path.with_name(path.name + ".json"), "--save-index's JSON")
     backend = str(choice["backend"])
     cls = load_backend(backend)
     index = cls(dataset.metric, **choice["build_params"])
@@ -195,12 +194,20 @@ def save_index(
     index.build(dataset.train)
     build_s = time.perf_counter() - start
     index.set_search_params(**choice["search_params"])
-    try:
-        index.save(path)
-    except NotImplementedError as exc:
-        raise AnnbenchError(f"The {backend} backend cannot save its index") from exc
-    except OSError as exc:
-        raise AnnbenchError(f"Cannot write --save-index {path}: {exc.strerror or exc}") from exc
+    sample = dataset.test[:_CHECK_QUERIES]
+
+    def reads_back(saved: Path) -> None:
+        _check_reads_back(cls, choice, dataset, saved, index.search(sample, k).ids, sample, k)
+
+    with output_file(path, "--save-index", verify=reads_back) as temp:
+        try:
+            index.save(temp)
+        except NotImplementedError as exc:
+            raise AnnbenchError(f"The {backend} backend cannot save its index") from exc
+        except (AnnbenchError, OSError):
+            raise
+        except Exception as exc:  # a library's own write error (faiss: RuntimeError)
+            raise AnnbenchError(f"Cannot write --save-index {path}: {one_line_error(exc)}") from exc
     size = path.stat().st_size if path.is_file() else None
     meta = {
         "backend": backend,
@@ -240,12 +247,45 @@ def save_index(
         "load": load_hint(backend, dataset.metric, int(dataset.train.shape[1]), path),
         "created_at": datetime.now(timezone.utc).isoformat(),
     }
-    try:
-        meta_path.write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    except OSError as exc:
-        raise AnnbenchError(f"Cannot write {meta_path}: {exc.strerror or exc}") from exc
+    write_text_file(
+        meta_path, json.dumps(meta, indent=2, default=str) + "\n", "--save-index's JSON"
+    )
     log.info("Saved %s (%d bytes) and %s", path, size, meta_path)
     return meta_path
+
+
+#: Queries the saved index answers before it replaces the target file.
+_CHECK_QUERIES = 20
+
+
+def _check_reads_back(
+    cls: Any,
+    choice: Mapping[str, Any],
+    dataset: Dataset,
+    saved: Path,
+    expected: np.ndarray,
+    sample: np.ndarray,
+    k: int,
+) -> None:
+    """Load ``saved`` as a new index and check it answers ``sample`` as the built index did: a
+    write the library did not check (a full disk, a size limit) fails here, not after "Saved"."""
+    loaded = cls(dataset.metric, **choice["build_params"])
+    try:
+        loaded.load(saved)
+        loaded.set_search_params(**choice["search_params"])
+        ids = loaded.search(sample, k).ids
+    except Exception as exc:  # any library error while reading back: the file is unusable
+        raise AnnbenchError(
+            f"The saved index does not read back ({one_line_error(exc)}); the disk may be full"
+        ) from exc
+    finally:
+        del loaded
+    same = np.mean(np.asarray(ids) == expected) if np.shape(ids) == np.shape(expected) else 0.0
+    if same < 0.9:
+        raise AnnbenchError(
+            f"The saved index answers differently from the one built ({same:.0%} of ids agree); "
+            "the file is incomplete, the disk may be full"
+        )
 
 
 def _plain(value: Any, whole: bool = False) -> Any:

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from annbench.errors import AnnbenchError
+from annbench.paths import check_path_name, kind_of, protected
 from annbench.record import JSON_FIELDS, PLAIN, SCALAR_FIELDS, RunRecord
 
 STORE_FILE = "annbench.sqlite"
@@ -70,27 +71,24 @@ def store_file(path: Path) -> Path:
     return path / STORE_FILE if path.is_dir() or not path.suffix else path
 
 
-def check_not_store(out: Path, store: Path) -> None:
-    """Raise AnnbenchError when the output path ``out`` is the results store ``store`` (or one
-    of its journal files): writing there would destroy every stored result."""
-    store = store_file(store)
-    targets = [store, *(store.with_name(store.name + tail) for tail in ("-wal", "-shm"))]
-    out = Path(out).expanduser()
-    for target in targets:
-        if _same_file(out, target):
-            raise AnnbenchError(
-                f"Output path {out} is the results store {store}; "
-                "choose another file, the store is left untouched"
-            )
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
-        return a.resolve() == b.resolve()
-    except OSError:  # a path the system cannot even look up (too long, ...) is not the store
-        return False
+def check_store_location(path: Path) -> Path:
+    """``path`` if a results store can live there (an existing store, or a new path), else one
+    line saying why not: a dataset, another file in the data folder, a device, something that
+    is not a store."""
+    given = kind_of(check_path_name(path, "--results"))
+    if given not in ("missing", "a file", "a directory"):
+        raise AnnbenchError(f"--results {path} is {given}; give a folder or a .sqlite file")
+    target = store_file(path)
+    reason = protected(target)
+    if reason is not None and not reason.startswith("an SQLite database"):
+        raise AnnbenchError(
+            f"--results {target} is {reason}, not a results store; give a folder or a .sqlite "
+            "file (nothing was written)"
+        )
+    kind = kind_of(target)
+    if kind not in ("missing", "a file"):
+        raise AnnbenchError(f"--results {target} is {kind}; give a folder or a .sqlite file")
+    return Path(path).expanduser()
 
 
 class ResultStore:
@@ -101,6 +99,8 @@ class ResultStore:
     """
 
     def __init__(self, path: Path, *, create: bool = True, read_only: bool = False) -> None:
+        if not read_only:
+            check_store_location(path)
         self.path = path = store_file(path)
         self.read_only = read_only
         if not create and not path.is_file():
