@@ -2,36 +2,45 @@
 
 from __future__ import annotations
 
+import logging
+import re
+from dataclasses import dataclass
 from importlib import import_module, metadata
 from typing import TYPE_CHECKING, Any
 
-from annbench.errors import AnnbenchError, BackendUnavailable, MissingDependency
+from annbench.errors import AnnbenchError, BackendUnavailable, MissingDependency, one_line_error
 from annbench.index import Index, build_param_names, search_param_names
 
 if TYPE_CHECKING:
     import pandas as pd
 
+log = logging.getLogger(__name__)
+
 GROUP = "annbench.backends"
+#: The distribution whose entry points are the built-in backends.
+BUILTIN_PACKAGE = "annbench"
 
 
 def backend_names() -> list[str]:
     """Names of every registered backend, sorted."""
-    return sorted(_entry_points())
+    return sorted(_entries())
 
 
 def backend_target(name: str) -> str:
     """The ``module:Class`` a backend name points to (what worker processes import)."""
-    points = _entry_points()
-    if name not in points:
-        valid = ", ".join(sorted(points)) or "(none registered: is annbench installed?)"
-        raise AnnbenchError(f"Unknown backend '{name}'. Valid backends: {valid}")
-    return points[name]
+    return _entry(name).target
+
+
+def backend_package(name: str) -> str:
+    """The distribution that registers backend ``name`` (``annbench`` for the built-ins)."""
+    return _entry(name).package
 
 
 def load_backend(name: str) -> type[Index]:
-    """The Index class registered as ``name``; says what to install when its library is missing."""
-    target = backend_target(name)
-    module_name, _, attr = target.partition(":")
+    """The Index class registered as ``name``; says what to install when its library is missing,
+    and names the plugin package when importing it fails in any other way."""
+    entry = _entry(name)
+    module_name, _, attr = entry.target.partition(":")
     try:
         cls = getattr(import_module(module_name), attr)
     except MissingDependency as exc:
@@ -41,20 +50,26 @@ def load_backend(name: str) -> type[Index]:
         error.package = exc.package  # type: ignore[attr-defined]
         error.install_command = exc.install_command  # type: ignore[attr-defined]
         raise error from exc
-    except (ImportError, AttributeError) as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # a plugin may raise anything at import, SystemExit included
         raise BackendUnavailable(
-            f"Backend '{name}' could not be loaded from {target}: {exc}"
+            f"Backend '{name}' of package '{entry.package}' could not be loaded from "
+            f"{entry.target}: {one_line_error(exc)}; fix or uninstall '{entry.package}'"
         ) from exc
     if not (isinstance(cls, type) and issubclass(cls, Index)):
-        raise BackendUnavailable(f"Backend '{name}' ({target}) is not an annbench Index class")
+        raise BackendUnavailable(
+            f"Backend '{name}' of package '{entry.package}' ({entry.target}) is not an annbench "
+            "Index class"
+        )
     return cls
 
 
 def name_of(cls: type[Index]) -> str | None:
     """The name ``cls`` is registered under, if it is."""
     target = f"{cls.__module__}:{cls.__qualname__}"
-    for name, value in _entry_points().items():
-        if value.replace(" ", "") == target:
+    for name, entry in _entries().items():
+        if entry.target.replace(" ", "") == target:
             return name
     return None
 
@@ -81,6 +96,9 @@ def runnable_backends() -> tuple[list[str], dict[str, str]]:
         except AnnbenchError as exc:
             skipped[name] = f"bad default grid: {exc}"
             continue
+        except Exception as exc:  # a malformed plugin class must not stop the others
+            skipped[name] = _malformed(name, exc)
+            continue
         names.append(name)
     return names, skipped
 
@@ -105,35 +123,123 @@ def capability_table() -> pd.DataFrame:
             row["installed"] = "yes"
         try:
             row["grid"] = default_grid(name, cls).size()
-        except AnnbenchError:
+        except AnnbenchError as exc:
             row["grid"] = None
+            if cls is not None:
+                row["installed"] = f"yes, but its default grid is unusable: {exc}"
         if cls is not None:
-            row.update(
-                library=cls.library or "-",
-                version=cls.library_version(),
-                metrics=",".join(sorted(m.value for m in cls.metrics)),
-                filter="native" if cls.native_filter else "post only",
-                add="yes" if cls.supports_add else "no",
-                remove="yes" if cls.supports_remove else "no",
-                save_load="yes" if _overrides(cls, "save") and _overrides(cls, "load") else "no",
-                parameters="; ".join(
-                    f"{kind}: {','.join(names)}"
-                    for kind, names in (
-                        ("build", build_param_names(cls)),
-                        ("search", search_param_names(cls)),
-                    )
-                    if names
-                ),
-            )
+            try:
+                row.update(_describe(cls))
+            except Exception as exc:  # a malformed plugin class must not stop the others
+                row["installed"] = f"no: {_malformed(name, exc)}"
         rows.append(row)
     columns = ["backend", "installed", "library", "version", "metrics", "filter", "add"]
     columns += ["remove", "save_load", "grid", "parameters"]
-    return pd.DataFrame(rows, columns=columns)
+    table = pd.DataFrame(rows, columns=columns)
+    # whole numbers, and None where a grid is unusable (not NaN in a float column)
+    table["grid"] = pd.Series([row.get("grid") for row in rows], dtype=object)
+    return table
+
+
+def _describe(cls: type[Index]) -> dict[str, Any]:
+    """The capability columns of a loaded backend class."""
+    return dict(
+        library=cls.library or "-",
+        version=cls.library_version(),
+        metrics=",".join(sorted(m.value for m in cls.metrics)),
+        filter="native" if cls.native_filter else "post only",
+        add="yes" if cls.supports_add else "no",
+        remove="yes" if cls.supports_remove else "no",
+        save_load="yes" if _overrides(cls, "save") and _overrides(cls, "load") else "no",
+        parameters="; ".join(
+            f"{kind}: {','.join(names)}"
+            for kind, names in (
+                ("build", build_param_names(cls)),
+                ("search", search_param_names(cls)),
+            )
+            if names
+        ),
+    )
 
 
 def _overrides(cls: type[Index], method: str) -> bool:
     return getattr(cls, method) is not getattr(Index, method)
 
 
-def _entry_points() -> dict[str, str]:
-    return {ep.name: ep.value for ep in metadata.entry_points(group=GROUP)}
+def _malformed(name: str, exc: Exception) -> str:
+    package = backend_package(name)
+    return (
+        f"backend '{name}' of package '{package}' is malformed: {one_line_error(exc)}; "
+        f"fix or uninstall '{package}'"
+    )
+
+
+def plugin_problems() -> list[str]:
+    """One line per registration annbench sets aside: a plugin registering a built-in backend's
+    name, or two plugins one name. The caller shows them, so they are not logged again."""
+    problems = _scan()[1]
+    _told.update(problems)
+    return problems
+
+
+@dataclass(frozen=True)
+class _Entry:
+    target: str  # module:Class
+    package: str  # the distribution that registers it
+
+
+#: Plugin problems already logged or handed to a caller, so each is told once per process.
+_told: set[str] = set()
+
+
+def _entry(name: str) -> _Entry:
+    entries = _entries()
+    if name not in entries:
+        valid = ", ".join(sorted(entries)) or "(none registered: is annbench installed?)"
+        raise AnnbenchError(f"Unknown backend '{name}'. Valid backends: {valid}")
+    return entries[name]
+
+
+def _entries() -> dict[str, _Entry]:
+    """Registered backends by name; each plugin problem is logged once per process."""
+    entries, problems = _scan()
+    for problem in problems:
+        if problem not in _told:
+            _told.add(problem)
+            log.warning(problem)
+    return entries
+
+
+def _scan() -> tuple[dict[str, _Entry], list[str]]:
+    """Registered backends by name, and the plugin problems: a built-in name always keeps
+    annbench's backend; between plugins the one found first on the path is kept."""
+    chosen: dict[str, _Entry] = {}
+    problems = []
+    for ep in metadata.entry_points(group=GROUP):
+        entry = _Entry(ep.value, _package(ep))
+        held = chosen.get(ep.name)
+        if held is None or held.package == entry.package:  # a distribution seen twice
+            chosen.setdefault(ep.name, entry)
+            continue
+        if _is_builtin(entry.package) or _is_builtin(held.package):
+            kept, other = (entry, held) if _is_builtin(entry.package) else (held, entry)
+            chosen[ep.name] = kept
+            problems.append(
+                f"Plugin package '{other.package}' registers backend '{ep.name}', which annbench "
+                "itself provides; annbench's is used (rename the plugin's entry point)"
+            )
+        else:
+            problems.append(
+                f"Plugin packages '{held.package}' and '{entry.package}' both register backend "
+                f"'{ep.name}'; the one of '{held.package}' is used (rename one entry point)"
+            )
+    return chosen, problems
+
+
+def _package(ep: metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return getattr(dist, "name", None) or "(unknown)"
+
+
+def _is_builtin(package: str) -> bool:
+    return re.sub(r"[-_.]+", "-", package).lower() == BUILTIN_PACKAGE

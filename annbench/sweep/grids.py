@@ -79,13 +79,26 @@ def default_grid(backend: str, cls: type[Index] | None = None) -> Grid:
         return parse_grid(cls.default_grid, backend)
     for path in (_beside_module(backend), _packaged(backend)):
         if path is not None and path.is_file():
-            try:
-                raw = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError as exc:
-                message = " ".join(str(exc).split())
-                raise AnnbenchError(f"Grid file {path} is not valid YAML: {message}") from exc
-            return parse_grid(raw, backend)
+            return parse_grid(_read_grid_file(backend, path), backend)
     return Grid()  # every value comes from --grid
+
+
+def _read_grid_file(backend: str, path: Any) -> Any:
+    """The YAML in ``path``, or an AnnbenchError naming the backend and its package."""
+    from annbench.registry import backend_package
+
+    grid = f"Grid file {path} of backend '{backend}' (package '{backend_package(backend)}')"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise AnnbenchError(f"{grid} is not UTF-8 text; fix or remove it") from None
+    except OSError as exc:
+        raise AnnbenchError(f"{grid} cannot be read ({exc.strerror}); fix or remove it") from None
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        message = " ".join(str(exc).split())
+        raise AnnbenchError(f"{grid} is not valid YAML: {message}") from exc
 
 
 def _beside_module(backend: str) -> Any:
@@ -94,8 +107,10 @@ def _beside_module(backend: str) -> Any:
 
     module = backend_target(backend).partition(":")[0]
     try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
+        spec = importlib.util.find_spec(module)  # imports the parent package of a dotted name
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # a plugin package may raise anything at import, SystemExit too
         return None
     if spec is None or not spec.origin or spec.origin in ("built-in", "frozen"):
         return None
