@@ -94,4 +94,4 @@ def test_export_layout_and_recall(tiny_path, tiny, tmp_path):
 
 def test_export_needs_dataset_and_out(tmp_path):
     result = CliRunner().invoke(main, ["results", "--export", "ann-benchmarks"])
-    assert result.exit_code == 1 and "needs --dataset NAME and --out DIR" in result.output
+    assert result.exit_code == 2 and "needs --dataset NAME and --out DIR" in result.output

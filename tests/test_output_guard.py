@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from tests_helpers import a_record
 
 from annbench.cli import main
 from annbench.cli_types import InputPath, OutputPath, StoreLocation
@@ -24,7 +25,6 @@ from annbench.errors import AnnbenchError
 from annbench.metrics import Metric
 from annbench.paths import output_file, protected
 from annbench.results.store import ResultStore
-from tests.tests_helpers import a_record
 
 #: One invocation per writing option; the option's value is appended last. A new writing
 #: option fails test_every_writing_option_is_listed until it is added here.

@@ -3,13 +3,16 @@ candidates, probes, and a deployable result (snippet, saved index, JSON, exit st
 
 import json
 import math
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from tests_helpers import a_record
 
 from annbench.candidates import estimate_bytes, nlist_for, propose, vector_code_bytes
 from annbench.cli import main
@@ -400,7 +403,7 @@ def test_cli_exit_status_json_and_memory_units(swept, tiny_path):
     assert emitted.exit_code == 0 and emitted.stdout.startswith("# ")
     compile(emitted.stdout, "snippet", "exec")
     usage = runner.invoke(main, [*base, "--optimize", "qps"])
-    assert usage.exit_code == 1 and "needs a recall target" in usage.output
+    assert usage.exit_code == 2 and "needs a recall target" in usage.output
 
 
 def test_cli_measure_tries_budget_fitted_structures_within_time(tiny, tiny_path, tmp_path):
@@ -439,3 +442,16 @@ def test_cli_measure_tries_budget_fitted_structures_within_time(tiny, tiny_path,
     assert all(c.estimated_bytes <= budget for c in proposed)
     if payload["choice"] is not None:
         assert payload["choice"]["runs"] >= 2 and payload["choice"]["latency_mean_ms"] <= 5
+
+
+def test_nothing_fits_exits_3_with_and_without_measuring(tiny_path):
+    """The same exit status whether nothing stored fits or no structure can fit at all."""
+    runner = CliRunner()
+    base = ["recommend", "-d", str(tiny_path), "--min-recall", "0.9", "--max-memory", "1kB"]
+    measured = runner.invoke(main, [*base, "--measure"])
+    assert measured.exit_code == 3, measured.output
+    assert "No index structure annbench knows fits" in measured.output
+    with ResultStore(Path(os.environ["ANNBENCH_RESULTS"])) as store:
+        store.put(a_record(dataset="tiny"))
+    stored = runner.invoke(main, base)
+    assert stored.exit_code == 3, stored.output

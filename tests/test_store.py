@@ -344,30 +344,6 @@ def test_forced_re_measure_that_fails_keeps_the_earlier_success(tiny_path, isola
 @pytest.mark.parametrize(
     "args",
     [
-        ["results", "--csv", "{store}"],
-        ["results", "--csv", "{folder}/../results/annbench.sqlite"],
-        ["plot", "--out", "{store}"],
-        ["report", "--out", "{store}"],
-        ["results", "--export", "ann-benchmarks", "-d", "tiny", "--out", "{store}"],
-    ],
-)
-def test_output_options_pointed_at_the_store_are_refused(args, isolated_folders):
-    folder = isolated_folders / "results"
-    with ResultStore(folder) as store:
-        store.put(make_record())
-    store_path = folder / "annbench.sqlite"
-    before = store_path.read_bytes()
-    result = _cli(*(a.format(store=store_path, folder=folder) for a in args))
-    assert result.exit_code == 1
-    # folder outputs (report, --export) may be refused first as "is a file; give a folder"
-    assert "is the results store" in result.output or "is a file" in result.output
-    assert len(result.output.strip().splitlines()) == 1, result.output
-    assert store_path.read_bytes() == before
-
-
-@pytest.mark.parametrize(
-    "args",
-    [
         ["results"],
         ["results", "--history"],
         ["summary"],
