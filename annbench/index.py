@@ -125,6 +125,37 @@ class Index(ABC):
         return {}
 
 
+class CheckedSearches:
+    """``index`` with what ``search``, ``search_one`` and ``search_filtered`` return checked by
+    ``check_neighbors`` against ``n`` base ids; for warming up, never inside timing."""
+
+    def __init__(self, index: Index, n: int, backend: str) -> None:
+        self.index, self.n, self.backend = index, n, backend
+
+    def __getattr__(self, name: str) -> Any:  # only for what the instance itself lacks
+        if name == "index":  # not set yet (a copy being made): no recursion
+            raise AttributeError(name)
+        return getattr(self.index, name)
+
+    def search(self, xq: np.ndarray, k: int) -> Neighbors:
+        """``index.search``, checked."""
+        result = self.index.search(xq, k)
+        check_neighbors(result, len(xq), k, self.n, self.backend)
+        return result
+
+    def search_one(self, q: np.ndarray, k: int) -> Sequence[int]:
+        """``index.search_one``, checked."""
+        found = self.index.search_one(q, k)
+        check_neighbors(found, None, k, self.n, self.backend)
+        return found
+
+    def search_filtered(self, xq: np.ndarray, k: int, allowed: np.ndarray) -> Neighbors:
+        """``index.search_filtered``, checked."""
+        result = self.index.search_filtered(xq, k, allowed)
+        check_neighbors(result, len(xq), k, self.n, self.backend, "search_filtered")
+        return result
+
+
 def build_param_names(cls: type[Index]) -> list[str]:
     """Names of the build parameters ``cls`` takes."""
     return _keyword_only(cls.__init__)
@@ -138,6 +169,44 @@ def search_param_names(cls: type[Index]) -> list[str]:
 def _keyword_only(func: Any) -> list[str]:
     params = inspect.signature(func).parameters.values()
     return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+def check_neighbors(
+    result: Neighbors | np.ndarray | Sequence[int],
+    nq: int | None,
+    k: int,
+    n: int,
+    backend: str,
+    call: str = "search",
+) -> np.ndarray:
+    """The ids of a search ``result`` as int64: ``(nq, k)``, or with ``nq`` None one query's up
+    to ``k`` ids (``search_one``); integers in ``[-1, n)``, else an AnnbenchError naming
+    ``backend``. Cheap (one pass for the range): call it after timing, not inside."""
+    ids = result.ids if isinstance(result, Neighbors) else result
+    call = "search_one" if nq is None else call
+    kind = "integer" if nq is None else "int64"
+    if ids is None:
+        raise AnnbenchError(f"{backend} returned no ids; {call} must return {kind} ids")
+    ids = np.asarray(ids)
+    if ids.dtype.kind not in "iu" and ids.size:  # an empty list is a float array
+        raise AnnbenchError(
+            f"{backend} returned ids of dtype {ids.dtype}; {call} must return {kind} ids in "
+            f"[-1, {n})"
+        )
+    if (ids.ndim != 1 or len(ids) > k) if nq is None else ids.shape != (nq, k):
+        shape = f"up to {k}" if nq is None else f"({nq}, {k})"
+        raise AnnbenchError(
+            f"{backend} returned ids of shape {ids.shape}; {call} must return {shape} {kind} "
+            "ids, -1 where missing"
+        )
+    if ids.size:
+        low, high = ids.min(), ids.max()
+        if low < -1 or high >= n:
+            raise AnnbenchError(
+                f"{backend} returned ids from {low} to {high}; {call} must return {kind} ids in "
+                f"[-1, {n})"
+            )
+    return ids.astype(np.int64, copy=False)
 
 
 def as_float32(x: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ per query, as for plain searches.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -21,7 +22,7 @@ import numpy as np
 
 from annbench.data.workloads import FilterWorkload, post_filter_k
 from annbench.errors import AnnbenchError
-from annbench.index import Index, cosine_ready
+from annbench.index import CheckedSearches, Index, cosine_ready
 from annbench.metrics import Metric, normalize_rows
 
 STRATEGIES = ("native", "post", "brute")
@@ -114,6 +115,7 @@ class FilteredSearch:
         self.index, self.workload, self.metric, self.k = index, workload, metric, k
         self.strategy = filter_strategy
         self.k_post = post_filter_k(k, overfetch, len(xb))
+        self.n = len(xb)
         self.threads = threads
         self.rows = workload.group_queries()
         self.masks = workload.masks
@@ -121,6 +123,14 @@ class FilteredSearch:
             self.base = normalize_rows(xb) if metric is Metric.ANGULAR else xb.astype(np.float32)
             self.norms = (self.base**2).sum(axis=1) if metric is Metric.EUCLIDEAN else None
             self.allowed_ids = [np.flatnonzero(mask) for mask in self.masks]
+
+    def checked(self, backend: str) -> FilteredSearch:
+        """A copy whose calls into the index check what it returns (``check_neighbors``), for
+        warming up: the timed calls go straight to the index."""
+        warm = copy.copy(self)
+        if self.index is not None:
+            warm.index = CheckedSearches(self.index, self.n, backend)  # type: ignore[assignment]
+        return warm
 
     def prepare_queries(self, xq: np.ndarray) -> np.ndarray:
         """Queries as the strategy takes them (as the index takes them, or for brute force

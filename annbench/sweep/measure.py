@@ -19,7 +19,7 @@ import psutil
 from annbench.data.datasets import read_dataset
 from annbench.data.workloads import is_filter, load_workload
 from annbench.errors import AnnbenchError, one_line_error
-from annbench.index import Index
+from annbench.index import CheckedSearches, Index, check_neighbors
 from annbench.metrics import label_metrics, recall_at_k, true_distances
 from annbench.provenance import provenance
 from annbench.record import PLAIN, RunRecord, params_label
@@ -227,8 +227,11 @@ class _Measurer:
             if filtering.get("filter_strategy") != "brute":  # brute force uses no index
                 index.set_search_params(**params)
             index.set_num_threads(threads)
+            n = len(dataset.train)
             if self.filter is None:
-                timing = time_search(index, self.xq, job.k, job.mode, runs, min_seconds)
+                timing = time_search(
+                    index, self.xq, job.k, job.mode, runs, min_seconds, n=n, backend=job.backend
+                )
             else:
                 searcher = FilteredSearch(
                     index,
@@ -239,9 +242,13 @@ class _Measurer:
                     **filtering,
                     threads=threads,
                 )
-                timing = time_filtered_search(searcher, self.xq, job.mode, runs, min_seconds)
-        except (AnnbenchError, ValueError, RuntimeError, NotImplementedError) as exc:
-            return job.record(search_params, threads, status="failed", error=one_line_error(exc))
+                timing = time_filtered_search(
+                    searcher, self.xq, job.mode, runs, min_seconds, backend=job.backend
+                )
+        except (Exception, SystemExit) as exc:  # the backend's own code may raise anything
+            return job.record(
+                search_params, threads, status="failed", error=failure_reason(job.backend, exc)
+            )
         workload_fields: dict[str, Any] = {}
         if self.filter is None:
             found = true_distances(dataset.metric, dataset.train, dataset.test, timing.ids)
@@ -299,35 +306,59 @@ def timing_fields(timing: Timing) -> dict[str, Any]:
 
 
 def time_search(
-    index: Index, xq: np.ndarray, k: int, mode: str, runs: int, min_seconds: float = 0.0
+    index: Index,
+    xq: np.ndarray,
+    k: int,
+    mode: str,
+    runs: int,
+    min_seconds: float = 0.0,
+    *,
+    n: int,
+    backend: str,
 ) -> Timing:
     """Warm up, then time at least ``runs`` repeats over all queries in ``mode``, and more
-    (up to ``MAX_REPEATS``) until the timed repeats add up to ``min_seconds``."""
+    (up to ``MAX_REPEATS``) until the timed repeats add up to ``min_seconds``. What the index
+    returns is checked (``check_neighbors``: ids of ``n`` base vectors) while warming up and
+    after timing, never inside: an AnnbenchError naming ``backend`` when it is wrong."""
     xq = index.prepare_queries(xq)
     warmup = xq[: max(1, min(len(xq), 100))]
+    checked = CheckedSearches(index, n, backend)
     if mode == "batch":
-        index.search(warmup, k)
-        return _repeat(runs, min_seconds, lambda: _time_batch(index, xq, k))
-    with _one_core():
-        for q in warmup:
-            index.search_one(q, k)
-        return _repeat(runs, min_seconds, lambda: _time_single(index, xq, k))
+        checked.search(warmup, k)
+        timing = _repeat(runs, min_seconds, lambda: _time_batch(index, xq, k))
+    else:
+        with _one_core():
+            for q in warmup:
+                checked.search_one(q, k)
+            timing = _repeat(runs, min_seconds, lambda: _time_single(index, xq, k))
+    timing.ids = check_neighbors(timing.ids, len(xq), k, n, backend)
+    return timing
 
 
 def time_filtered_search(
-    searcher: FilteredSearch, xq: np.ndarray, mode: str, runs: int, min_seconds: float = 0.0
+    searcher: FilteredSearch,
+    xq: np.ndarray,
+    mode: str,
+    runs: int,
+    min_seconds: float = 0.0,
+    *,
+    backend: str,
 ) -> Timing:
     """``time_search`` under a filter: batch mode times one call per filter group (summed),
     single mode one call per query, each query with its own filter."""
     xq = searcher.prepare_queries(xq)
     warmup = max(1, min(len(xq), 100))
+    checked = searcher.checked(backend)
     if mode == "batch":
-        searcher.batch(xq, limit=warmup)
-        return _repeat(runs, min_seconds, lambda: _time_batch_filtered(searcher, xq))
-    with _one_core():
-        for i in range(warmup):
-            searcher.one(i, xq[i])
-        return _repeat(runs, min_seconds, lambda: _time_single_filtered(searcher, xq))
+        checked.batch(xq, limit=warmup)
+        timing = _repeat(runs, min_seconds, lambda: _time_batch_filtered(searcher, xq))
+    else:
+        with _one_core():
+            for i in range(warmup):
+                checked.one(i, xq[i])
+            timing = _repeat(runs, min_seconds, lambda: _time_single_filtered(searcher, xq))
+    timing.ids = check_neighbors(timing.ids, len(xq), searcher.k, searcher.n, backend)
+    return timing
 
 
 def _time_single_filtered(searcher: FilteredSearch, xq: np.ndarray) -> Timing:
@@ -418,6 +449,14 @@ def _time_batch(index: Index, xq: np.ndarray, k: int) -> Timing:
     result = index.search(xq, k)
     elapsed = time.perf_counter_ns() - t0
     return Timing(qps=[len(xq) / (elapsed / 1e9)], ids=result.ids, latencies_ns=None)
+
+
+def failure_reason(backend: str, exc: BaseException) -> str:
+    """One line for a run ``exc`` failed: an AnnbenchError's message (it says what to fix; a
+    bad search result names ``backend``), else what ``backend`` raised."""
+    if isinstance(exc, AnnbenchError):
+        return one_line_error(exc)
+    return f"{backend} raised {one_line_error(exc)}"
 
 
 def _saved_and_served(job: BuildJob, index: Index, metric: str, xq: np.ndarray) -> dict[str, Any]:

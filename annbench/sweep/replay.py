@@ -21,13 +21,13 @@ import numpy as np
 
 from annbench.data.datasets import read_dataset
 from annbench.data.runbooks import Runbook, RunbookTruth, Step, read_truth
-from annbench.errors import AnnbenchError, one_line_error
+from annbench.errors import AnnbenchError
 from annbench.index import Index
 from annbench.metrics import Metric, recall_at_k, true_distances
 from annbench.provenance import provenance
 from annbench.record import RunRecord
 from annbench.registry import load_backend
-from annbench.sweep.measure import BuildJob, time_search, timing_fields
+from annbench.sweep.measure import BuildJob, failure_reason, time_search, timing_fields
 from annbench.sweep.memory import rss_bytes
 
 log = logging.getLogger(__name__)
@@ -184,12 +184,23 @@ def _measure(
         "live_size": int(replay.live.sum()),
         "provenance": provenance(threads),
     }
+    # the index's own ids: base rows, or positions in id_map when it was built on a subset
+    n = len(dataset.train) if replay.id_map is None else len(replay.id_map)
     try:
         index.set_search_params(**search_params)
         replay.set_num_threads(threads)
-        timing = time_search(index, dataset.test, job.k, job.mode, job.runs, job.min_seconds)
-    except (AnnbenchError, ValueError, RuntimeError) as exc:
-        error = one_line_error(exc)
+        timing = time_search(
+            index,
+            dataset.test,
+            job.k,
+            job.mode,
+            job.runs,
+            job.min_seconds,
+            n=n,
+            backend=job.backend,
+        )
+    except (Exception, SystemExit) as exc:  # the backend's own code may raise anything
+        error = failure_reason(job.backend, exc)
         return job.record(search_params, threads, status="failed", error=error, **common)
     ids = replay.search_rows(timing.ids)
     known = (ids >= 0) & (ids < len(dataset.train))
