@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from annbench.data.groundtruth import exact_knn
 from annbench.data.synthetic import clustered_gaussian
-from annbench.errors import AnnbenchError
+from annbench.errors import AnnbenchError, one_line_error
 from annbench.index import Index, Neighbors
 from annbench.metrics import Metric, recall_at_k, true_distances
 from annbench.sweep.grids import Params, check_grid, grid_for_class
@@ -135,32 +136,58 @@ def check_backend(
     ``search``, ``save`` writing a non-empty file that ``load`` reads back into a fresh object
     with the same results, ``set_num_threads``, and when declared ``add``, ``remove`` and
     ``search_filtered``; constructing it for a metric it does not claim raises AnnbenchError.
-    ``min_recall`` lowers the recall bar for lossy settings.
+    ``min_recall`` lowers the recall bar for lossy settings. An error the backend raises is an
+    AssertionError naming it too.
     """
     from annbench.registry import name_of
 
     name = name_of(cls) or cls.__name__
     configs = _configs(cls, name, build, search)
-    _check_unsupported_metrics(cls, name, configs[0][0])
+    with _raising_named(name, "unsupported metrics"):
+        _check_unsupported_metrics(cls, name, configs[0][0])
     chosen = cls.metrics if metrics is None else {Metric.parse(m) for m in metrics}
     for metric in sorted(chosen, key=lambda m: m.value):
         if metric not in cls.metrics:
             raise AssertionError(f"{name}: asked to check {metric.value}, which it does not claim")
-        checker = _Checker(cls, name, metric, seed, min_recall)
-        index, build_params, search_params = checker.best(configs)
-        _check_padding(checker, index)
-        _check_prepared_queries(checker, index)
-        with tempfile.TemporaryDirectory(prefix="annbench-check-") as folder:
-            loaded = _check_save_load(checker, index, build_params, search_params, Path(folder))
-        _check_threads(checker, index)
-        # capabilities may depend on the build parameters (instance attributes)
-        if index.native_filter:
-            _check_filtered(checker, index)
-        if loaded.supports_remove:
-            _check_remove(checker, loaded)
-        if loaded.supports_add:
-            _check_add(checker, loaded)
-        log.info("%s [%s] conforms", name, metric.value)
+        with _raising_named(name, metric.value):
+            _check_metric(cls, name, metric, configs, seed, min_recall)
+
+
+@contextmanager
+def _raising_named(name: str, where: str) -> Iterator[None]:
+    """An error the backend raises (other than a failed check) as an AssertionError naming it."""
+    try:
+        yield
+    except AssertionError:
+        raise
+    except (Exception, SystemExit) as exc:
+        raise AssertionError(f"{name} [{where}] raised {one_line_error(exc)}") from exc
+
+
+def _check_metric(
+    cls: type[Index],
+    name: str,
+    metric: Metric,
+    configs: list[tuple[Params, list[Params]]],
+    seed: int,
+    min_recall: float,
+) -> None:
+    """Every check of ``cls`` on ``metric``'s data."""
+    checker = _Checker(cls, name, metric, seed, min_recall)
+    index, build_params, search_params = checker.best(configs)
+    _check_padding(checker, index)
+    _check_prepared_queries(checker, index)
+    with tempfile.TemporaryDirectory(prefix="annbench-check-") as folder:
+        loaded = _check_save_load(checker, index, build_params, search_params, Path(folder))
+    _check_threads(checker, index)
+    # capabilities may depend on the build parameters (instance attributes)
+    if index.native_filter:
+        _check_filtered(checker, index)
+    if loaded.supports_remove:
+        _check_remove(checker, loaded)
+    if loaded.supports_add:
+        _check_add(checker, loaded)
+    log.info("%s [%s] conforms", name, metric.value)
 
 
 def _configs(

@@ -25,12 +25,20 @@ from annbench.data.datasets import Dataset
 from annbench.data.runbooks import RunbookPlan
 from annbench.data.workloads import check_filter, expected_selectivity, is_filter, workload_hash
 from annbench.errors import AnnbenchError, one_line_error
+from annbench.index import Index
+from annbench.metrics import Metric
 from annbench.record import MODES, PLAIN, RunRecord, params_label
-from annbench.registry import load_backend
+from annbench.registry import load_backend, plugin_problems
 from annbench.results.store import ResultStore
 from annbench.sweep.filtering import FILTER_PARAMS, default_overfetch, filter_search_configs
 from annbench.sweep.grids import check_grid, check_overrides, default_grid, with_overrides
-from annbench.sweep.measure import MIN_SECONDS, BuildJob, max_probes, run_build_job
+from annbench.sweep.measure import (
+    MIN_SECONDS,
+    BuildJob,
+    failure_reason,
+    max_probes,
+    run_build_job,
+)
 from annbench.sweep.replay import (
     pending_runbook_job,
     run_runbook_job,
@@ -133,10 +141,7 @@ def plan_sweep(
         check_grid(name, cls, grid)
         for build_params in grid.build_configs():
             searches = tuple(grid.search_configs(build_params))
-            index = cls(dataset.metric, **build_params)  # an unbuilt index checks values
-            index.check(runbook.min_live if runbook else n, d)  # a runbook builds on fewer
-            for search_params in searches:
-                index.set_search_params(**search_params)
+            _check_values(cls, name, dataset.metric, build_params, searches, runbook, n, d)
             for workload in workloads:
                 configs = searches
                 if is_filter(workload):
@@ -172,6 +177,30 @@ def plan_sweep(
     # filter records are keyed on the workload's ground truth too (computed here if missing)
     hashes = {w: workload_hash(dataset, w) for w in workloads if is_filter(w)}
     return [replace(j, dataset_hash=hashes.get(j.workload, j.dataset_hash)) for j in jobs]
+
+
+def _check_values(
+    cls: type[Index],
+    name: str,
+    metric: Metric,
+    build_params: dict[str, Any],
+    searches: tuple[dict[str, Any], ...],
+    runbook: RunbookPlan | None,
+    n: int,
+    d: int,
+) -> None:
+    """Raise AnnbenchError for parameter values an unbuilt index rejects. Any other error is
+    the backend's own and is left to the worker, where it becomes failed runs naming it."""
+    try:
+        index = cls(metric, **build_params)
+        index.check(runbook.min_live if runbook else n, d)  # a runbook builds on fewer
+        for search_params in searches:
+            index.set_search_params(**search_params)
+    except AnnbenchError:
+        raise
+    except (Exception, SystemExit) as exc:
+        label = f"{name} [{params_label(build_params)}]"
+        log.info("%s raised %s; its runs will fail", label, one_line_error(exc))
 
 
 def run_sweep(
@@ -441,6 +470,7 @@ def _worker_main(job: BuildJob, sender: Any, parent: int | None = None) -> None:
         except (BrokenPipeError, ConnectionError, EOFError):  # the parent is gone: no traceback
             os._exit(EXIT_ORPHANED)
 
+    plugin_problems()  # the parent process reported them: not again from every worker
     try:
         run = run_runbook_job if job.runbook is not None else run_build_job
         run(
@@ -449,8 +479,8 @@ def _worker_main(job: BuildJob, sender: Any, parent: int | None = None) -> None:
             status=lambda text: send(("status", text)),
         )
         send(("done", None))
-    except Exception as exc:  # reported to the parent, which records the failure
-        send(("error", one_line_error(exc)))
+    except (Exception, SystemExit) as exc:  # reported to the parent, which records the failure
+        send(("error", failure_reason(job.backend, exc)))
     finally:
         try:
             sender.close()
