@@ -889,7 +889,9 @@ def _figures(row: pd.Series) -> str:
 
 
 def _noisy(row: pd.Series) -> str:
-    """Why a pick's figures are unstable across repeats, if they are."""
+    """Why a pick's figures are unstable across repeats, if they are (or cannot be told)."""
+    if pd.isna(row.get("qps_spread")):
+        return "  [spread unknown: one timed repeat]"
     reasons = []
     if row.get("qps_noisy"):
         reasons.append(f"QPS spread {row['qps_spread']:.0%}")
@@ -945,10 +947,13 @@ def _num(value: Any, spec: str) -> str:
     return "" if value is None or pd.isna(value) else format(value, spec)
 
 
-def _spread(value: Any) -> str:
-    """QPS spread as a percentage, with ``!`` when the run is noisy."""
+def _spread(value: Any, status: str = "ok") -> str:
+    """QPS spread as a percentage, with ``!`` when the run is noisy; 'unknown' for a run with a
+    single repeat (no spread to measure: not the same as a stable 0%)."""
     text = _num(value, ".0%")
-    return text + "!" if text and value > NOISY_SPREAD else text
+    if not text:
+        return "unknown" if status == "ok" else ""
+    return text + "!" if value > NOISY_SPREAD else text
 
 
 def _summary_table(rows: pd.DataFrame, latency_budget_ms: float | None) -> str:
@@ -1005,8 +1010,11 @@ def _table(frame: pd.DataFrame) -> str:
             "status": frame["status"],
             "recall": frame["recall"].map(lambda v: _num(v, ".4f")),
             "ab_recall": frame["ann_benchmarks_recall"].map(lambda v: _num(v, ".4f")),
+            "label_precision": frame["label_precision"].map(lambda v: _num(v, ".4f")),
             "qps": frame["qps"].map(lambda v: _num(v, ",.0f")),
-            "spread": frame["qps_spread"].map(_spread),
+            "spread": [
+                _spread(v, s) for v, s in zip(frame["qps_spread"], frame["status"], strict=True)
+            ],
             "p50_ms": frame["latency_p50_ms"].map(lambda v: _num(v, ".3f")),
             "p99_ms": frame["latency_p99_ms"].map(lambda v: _num(v, ".3f")),
             "build_s": frame["build_s"].map(lambda v: _num(v, ".2f")),
@@ -1025,6 +1033,8 @@ def _table(frame: pd.DataFrame) -> str:
     if len(frame) and (frame["workload"] != PLAIN).any():
         view.insert(2, "workload", frame["workload"])
         view.insert(3, "selectivity", frame["selectivity"].map(lambda v: _num(v, ".3g")))
+    if not frame["label_precision"].notna().any():
+        view = view.drop(columns="label_precision")  # shown for datasets with labels
     if (view["recall"] == view["ab_recall"]).all():
         view = view.drop(columns="ab_recall")  # shown only where the two definitions differ
     if len(frame) and (frame["status"] != "ok").any():

@@ -94,8 +94,8 @@ class RunRecord:
     @property
     def qps_spread(self) -> float | None:
         """Interquartile range / median QPS over the repeats ((max - min) / median for records
-        stored before quartiles were)."""
-        if not self.qps:
+        stored before quartiles were); None, unknown, for a single repeat."""
+        if not self.qps or (self.runs is not None and self.runs < 2):
             return None
         if self.qps_q1 is not None and self.qps_q3 is not None:
             return (self.qps_q3 - self.qps_q1) / self.qps

@@ -234,6 +234,19 @@ def test_results_lists_both_recalls_only_where_they_differ(cli, isolated_folders
     assert "ab_recall" in both.output and "0.8408" in both.output
 
 
+def test_results_show_a_single_repeat_spread_as_unknown_and_label_precision(cli, isolated_folders):
+    from tests_helpers import a_record
+
+    with ResultStore(isolated_folders / "results") as store:
+        store.put(a_record(ef=16, runs=1, qps_min=1000.0, qps_max=1000.0))
+        store.put(a_record(ef=32, runs=3, label_precision=0.8125))
+    table = cli("results").output.splitlines()
+    header, once, thrice = table[0], table[1], table[2]
+    assert "label_precision" in header and "0.8125" in thrice
+    assert "unknown" in once and "unknown" not in thrice and " 20%" in thrice
+    assert a_record(runs=1).qps_spread is None
+
+
 def test_every_numeric_option_is_bounded_and_finite():
     import click
 

@@ -325,9 +325,13 @@ def _runs_table(frame: pd.DataFrame) -> str:
             "recall": frame["recall"],
             "ann-b. recall": frame["ann_benchmarks_recall"],
             "label acc": frame["label_top_k_accuracy"],
+            "label prec@k": frame["label_precision"],
             "label mAP": frame["label_map"],
             "QPS": frame["qps"],
-            "spread %": frame["qps_spread"] * 100,
+            "spread %": [
+                f"{spread:.0%}".rstrip("%") if pd.notna(spread) else "unknown" if ok else ""
+                for spread, ok in zip(frame["qps_spread"], frame["status"] == "ok", strict=True)
+            ],
             "p50 ms": frame["latency_p50_ms"],
             "p99 ms": frame["latency_p99_ms"],
             "build s": frame["build_s"],
@@ -338,7 +342,15 @@ def _runs_table(frame: pd.DataFrame) -> str:
         },
         index=frame.index,
     )
-    for column in ("ann-b. recall", "label acc", "label mAP", "p50 ms", "p99 ms", "error"):
+    for column in (
+        "ann-b. recall",
+        "label acc",
+        "label prec@k",
+        "label mAP",
+        "p50 ms",
+        "p99 ms",
+        "error",
+    ):
         if view[column].isna().all():
             view = view.drop(columns=column)
     if (

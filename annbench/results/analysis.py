@@ -36,8 +36,8 @@ def successful(frame: pd.DataFrame) -> pd.DataFrame:
     ok = frame[(frame["status"] == "ok") & frame["recall"].notna() & frame["qps"].notna()].copy()
     if "probe" in ok:  # short measurements taken while searching are not results
         ok = ok[~ok["probe"].fillna(False).astype(bool)]
-    p99_spread = ok["latency_p99_spread"] if "latency_p99_spread" in ok else 0.0
-    ok["p99_spread"] = pd.Series(p99_spread, index=ok.index, dtype=float).fillna(0.0)
+    p99_spread = ok["latency_p99_spread"] if "latency_p99_spread" in ok else None
+    ok["p99_spread"] = pd.Series(p99_spread, index=ok.index, dtype=float)  # NaN: one repeat
     ok["qps_noisy"] = ok["qps_spread"].fillna(0) > NOISY_SPREAD
     ok["p99_noisy"] = ok["p99_spread"] > NOISY_SPREAD
     ok["noisy"] = ok["qps_noisy"] | ok["p99_noisy"]
@@ -313,9 +313,7 @@ def check_objective(optimize: str, constraints: Constraints) -> None:
     """Raise AnnbenchError unless ``optimize`` is an objective ``constraints`` can rank by
     (every objective but recall needs a recall target)."""
     if optimize not in OBJECTIVES:
-        raise BadUsage(
-            f"Objective '{optimize}' not valid. Use one of: {', '.join(OBJECTIVES)}"
-        )
+        raise BadUsage(f"Objective '{optimize}' not valid. Use one of: {', '.join(OBJECTIVES)}")
     if optimize != "recall" and constraints.min_recall is None:
         raise BadUsage(
             f"--optimize {optimize} needs a recall target (--min-recall R), "
