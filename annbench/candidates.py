@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from annbench.backends.faiss_factory import HEADER_BYTES, code_bytes, read_factory
 from annbench.sweep.runner import geometric_ladder
 
 #: HNSW graphs try these M (links per node), the largest that fits first.
@@ -24,8 +25,6 @@ NPROBE_MAX = 256
 #: times k before re-ranking.
 K_FACTOR = 8
 EF_CONSTRUCTION = 128
-#: Headers, parameters and allocator slack of a loaded index, beyond its arrays.
-HEADER_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -75,56 +74,14 @@ def pq_sizes(d: int) -> list[int]:
 
 def estimate_bytes(n: int, d: int, factory: str) -> int:
     """Estimated memory of faiss ``factory`` over ``n`` vectors of ``d`` dims, loaded."""
-    parts = factory.split(",")
-    total = HEADER_BYTES
-    refine = next((p for p in parts if p.startswith("Refine") or p == "RFlat"), None)
-    if refine is not None:
-        parts = [p for p in parts if p != refine]
-        total += n * (d if "SQ8" in refine else 4 * d)
-    nlist = next((int(p[3:]) for p in parts if p.startswith("IVF")), 1)
-    for part in parts:
-        if part.startswith("PQ") and part.endswith("fs"):
-            # fast-scan codes are stored in blocks of 32 vectors: each list pads its last block
-            total += nlist * 32 * vector_code_bytes(d, part)
-        if part.startswith("OPQ"):
-            total += d * d * 4  # rotation matrix
-        elif part.startswith("IVF"):
-            total += int(part[3:]) * d * 4 + n * 8  # centroids, one id per vector
-        elif part.startswith("HNSW"):
-            m = int(part[4:])
-            total += n * ((2 * m + 2) * 4 + 12)  # level-0 links, upper levels, offsets
-        else:
-            total += n * vector_code_bytes(d, part) + _codebook_bytes(d, part)
-    return int(total)
+    found = read_factory(factory, d)
+    assert found is not None and found.sized, factory  # candidates use strings it reads
+    return found.memory_bytes(n)
 
 
 def vector_code_bytes(d: int, part: str) -> int:
     """Bytes per vector of a faiss storage component (``Flat``, ``SQ8``, ``PQ32x8``...)."""
-    if part == "Flat":
-        return 4 * d
-    if part == "SQfp16":
-        return 2 * d
-    if part.startswith("SQ"):
-        return math.ceil(d * int(part[2:]) / 8)
-    if part.startswith("PQ"):
-        m, nbits = _pq(part)
-        return math.ceil(m * nbits / 8)
-    raise ValueError(f"no code size known for faiss component '{part}'")
-
-
-def _pq(part: str) -> tuple[int, int]:
-    spec = part[2:].removesuffix("np").removesuffix("fs")
-    m, _, nbits = spec.partition("x")
-    return int(m), int(nbits or 8)
-
-
-def _codebook_bytes(d: int, part: str) -> int:
-    if part.startswith("PQ"):
-        _, nbits = _pq(part)
-        return (2**nbits) * d * 4
-    if part.startswith("SQ"):
-        return 2 * d * 4
-    return 0
+    return code_bytes(part, d)
 
 
 def faiss_candidates(n: int, d: int, budget: float | None) -> list[Candidate]:
@@ -174,7 +131,8 @@ def faiss_candidates(n: int, d: int, budget: float | None) -> list[Candidate]:
     for storage, rank in (("Flat", 1), ("SQ8", 2), ("SQ4", 6)):
         if fits(f"IVF{nlist},{storage}"):
             add(rank, f"IVF{nlist},{storage}", "nprobe", nprobe)
-    pq = [m for m in pq_sizes(d) if fits(f"IVF{nlist},PQ{m}x8np")]
+    # 8-bit codebooks (and OPQ) train on at least 256 vectors: none on a smaller base
+    pq = [m for m in pq_sizes(d) if n >= 256 and fits(f"IVF{nlist},PQ{m}x8np")]
     if pq:
         best = pq[0]
         for refine in ("RFlat", "Refine(SQ8)"):

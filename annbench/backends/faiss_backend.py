@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+import json
+import logging
+import os
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from annbench.backends.faiss_factory import POINTS_PER_CENTROID, Factory, read_factory
 from annbench.errors import AnnbenchError, MissingDependency
 from annbench.index import Index, Neighbors, cosine_ready, positive_int
 from annbench.metrics import Metric
@@ -18,6 +26,12 @@ except ImportError as exc:
     raise MissingDependency("faiss-cpu") from exc
 
 FACTORY_HELP = "https://github.com/facebookresearch/faiss/wiki/The-index-factory"
+#: Seconds, and bytes of address space, faiss may take to make an index the factory reader
+#: does not know (in a child process: a crash or a huge allocation there cannot hurt us).
+PROBE_SECONDS = 10.0
+PROBE_ADDRESS_SPACE = 4 * 2**30
+
+log = logging.getLogger(__name__)
 
 
 class _FaissIndex(Index):
@@ -42,8 +56,29 @@ class _FaissIndex(Index):
             return faiss.METRIC_L2
         return faiss.METRIC_INNER_PRODUCT
 
-    def _make(self, d: int) -> faiss.Index:
+    def spec(self) -> str:
+        """The faiss index_factory string this index is made from."""
         raise NotImplementedError
+
+    def _make(self, d: int) -> faiss.Index:
+        return faiss.index_factory(d, self.spec(), self._faiss_metric())
+
+    def _read(self, d: int) -> Factory | None:
+        """What ``spec()`` makes over ``d`` dims, read without building anything."""
+        return read_factory(self.spec(), d)
+
+    def estimate_memory_bytes(self, n: int, d: int) -> int | None:
+        found = self._read(d)
+        return None if found is None else found.memory_bytes(n)
+
+    def build_warnings(self, n: int, d: int) -> list[str]:
+        found = self._read(d)
+        if found is None or not found.nlist or n >= POINTS_PER_CENTROID * found.nlist:
+            return []
+        return [
+            f"{self.spec()}: {n} base vectors give {n / found.nlist:.1f} per list, faiss wants "
+            f"{POINTS_PER_CENTROID} for k-means; nlist <= {n // POINTS_PER_CENTROID} trains better"
+        ]
 
     def _apply_search_params(self) -> None:
         """Put the stored search parameters on the built or loaded index."""
@@ -106,8 +141,8 @@ class FaissFlat(_FaissIndex):
     def __init__(self, metric: Metric) -> None:
         super().__init__(metric)
 
-    def _make(self, d: int) -> faiss.Index:
-        return faiss.index_factory(d, "IDMap,Flat", self._faiss_metric())
+    def spec(self) -> str:
+        return "IDMap,Flat"
 
 
 class FaissIVF(_FaissIndex):
@@ -125,8 +160,8 @@ class FaissIVF(_FaissIndex):
                 "(about sqrt(n) to 16*sqrt(n) is usual)"
             )
 
-    def _make(self, d: int) -> faiss.Index:
-        return faiss.index_factory(d, f"IVF{self.nlist},Flat", self._faiss_metric())
+    def spec(self) -> str:
+        return f"IVF{self.nlist},Flat"
 
     def set_search_params(self, *, nprobe: int) -> None:
         self._nprobe = positive_int("nprobe", nprobe)
@@ -161,9 +196,8 @@ class FaissIVFPQ(FaissIVF):
                 f"the base has {n}; lower nbits"
             )
 
-    def _make(self, d: int) -> faiss.Index:
-        spec = f"IVF{self.nlist},PQ{self.m}x{self.nbits}"
-        return faiss.index_factory(d, spec, self._faiss_metric())
+    def spec(self) -> str:
+        return f"IVF{self.nlist},PQ{self.m}x{self.nbits}"
 
 
 class FaissHNSW(_FaissIndex):
@@ -179,8 +213,11 @@ class FaissHNSW(_FaissIndex):
         )
         self._ef_search = 16
 
+    def spec(self) -> str:
+        return f"IDMap,HNSW{self.build_params['M']}"
+
     def _make(self, d: int) -> faiss.Index:
-        index = faiss.index_factory(d, f"IDMap,HNSW{self.build_params['M']}", self._faiss_metric())
+        index = super()._make(d)
         _unwrap(index).hnsw.efConstruction = self.build_params["efConstruction"]
         return index
 
@@ -218,27 +255,34 @@ class FaissFactory(_FaissIndex):
         self._search: dict[str, int] = {}
         self._takes: list[str] | None = None
 
+    def spec(self) -> str:
+        return self.factory
+
+    def _read(self, d: int) -> Factory | None:
+        """Read by ``read_factory`` or, for strings it does not know, by faiss in a child
+        process; None when faiss did not answer in time."""
+        return read_factory(self.factory, d) or probe_factory(self.factory, d, self._faiss_metric())
+
     def check(self, n: int, d: int) -> None:
-        index = self._construct(d)
-        self._takes = self._search_params_of(index)
-        for what, needed in _training_needs(index):
+        found = self._read(d)
+        if found is None:
+            return  # faiss did not answer: the worker will tell
+        self._takes = [key for key in self.SEARCH_PARAMS if key in found.search_params]
+        for what, needed in found.training:
             if n < needed:
                 raise AnnbenchError(
                     f"faiss-factory '{self.factory}': {what} needs at least {needed} training "
                     f"vectors, the base has {n}; use fewer lists/centroids in the string"
                 )
 
-    def _construct(self, d: int) -> faiss.Index:
+    def _make(self, d: int) -> faiss.Index:
         try:
-            return faiss.index_factory(d, self.factory, self._faiss_metric())
+            index = faiss.index_factory(d, self.factory, self._faiss_metric())
         except RuntimeError as exc:
             raise AnnbenchError(
                 f"faiss cannot make index '{self.factory}' for d={d}: {faiss_message(exc)}; "
                 f"see {FACTORY_HELP}"
             ) from exc
-
-    def _make(self, d: int) -> faiss.Index:
-        index = self._construct(d)
         if not _keeps_ids(index):
             index = faiss.IndexIDMap(index)
         return index
@@ -251,10 +295,6 @@ class FaissFactory(_FaissIndex):
         if self._takes is not None:
             self._check_takes(self._takes)
         self._apply_search_params()
-
-    def _search_params_of(self, index: faiss.Index) -> list[str]:
-        present = _space_names(_unwrap(index))
-        return [key for key, names in self.SEARCH_PARAMS.items() if present & set(names)]
 
     def _check_takes(self, takes: list[str]) -> None:
         lacking = [key for key in self._search if key not in takes]
@@ -274,6 +314,71 @@ class FaissFactory(_FaissIndex):
         for key, value in self._search.items():
             name = next(n for n in self.SEARCH_PARAMS[key] if n in present)
             space.set_index_parameter(core, name, value)
+
+
+@functools.lru_cache(maxsize=256)
+def probe_factory(factory: str, d: int, metric: int) -> Factory | None:
+    """What faiss makes of ``factory`` over ``d`` dims (training needs, search parameters; no
+    memory estimate), asked in a child process with limited memory and time, so that a string
+    that crashes faiss or allocates gigabytes cannot hurt this one; None if it did not answer."""
+    code = "from annbench.backends.faiss_backend import _probe_main; _probe_main()"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code, factory, str(d), str(metric)],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_SECONDS,
+            env=env,
+        )
+    except subprocess.TimeoutExpired:
+        log.warning("faiss took over %g s to make '%s'; not checked", PROBE_SECONDS, factory)
+        return None
+    if done.returncode < 0:
+        raise AnnbenchError(
+            f"faiss crashes ({signal.Signals(-done.returncode).name}) making index '{factory}' "
+            f"for d={d}; fix the string, see {FACTORY_HELP}"
+        )
+    lines = done.stdout.strip().splitlines()
+    if done.returncode or not lines:
+        reason = " ".join(done.stderr.split()[-30:]) or f"exit status {done.returncode}"
+        log.warning("could not ask faiss about '%s' (%s); not checked", factory, reason)
+        return None
+    answer = json.loads(lines[-1])
+    if "error" in answer:
+        raise AnnbenchError(
+            f"faiss cannot make index '{factory}' for d={d}: {answer['error']}; see {FACTORY_HELP}"
+        )
+    training = [(what, needed) for what, needed in answer["training"]]
+    return Factory(training, answer["nlist"], set(answer["search_params"]), sized=False)
+
+
+def _probe_main() -> None:
+    """Child process of ``probe_factory``: print what faiss makes of argv's string as JSON."""
+    import resource
+
+    factory, d, metric = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    resource.setrlimit(resource.RLIMIT_AS, (PROBE_ADDRESS_SPACE, PROBE_ADDRESS_SPACE))
+    try:
+        index = faiss.index_factory(d, factory, metric)
+    except RuntimeError as exc:
+        print(json.dumps({"error": faiss_message(exc)}))
+        return
+    except MemoryError:
+        gigabytes = PROBE_ADDRESS_SPACE / 2**30
+        print(json.dumps({"error": f"it needs over {gigabytes:g} GB before any vector is added"}))
+        return
+    core = _unwrap(index)
+    present = _space_names(core)
+    ivf = faiss.try_extract_index_ivf(core)
+    answer = {
+        "training": _training_needs(index),
+        "nlist": int(ivf.nlist) if ivf is not None else 0,
+        "search_params": [
+            key for key, names in FaissFactory.SEARCH_PARAMS.items() if present & set(names)
+        ],
+    }
+    print(json.dumps(answer))
 
 
 def _space_names(index: faiss.Index) -> set[str]:
