@@ -67,6 +67,16 @@ class Index(ABC):
     def check(self, n: int, d: int) -> None:  # noqa: B027 - optional hook
         """Raise AnnbenchError if the build parameters cannot work on n vectors of d dims."""
 
+    def estimate_memory_bytes(self, n: int, d: int) -> int | None:
+        """Estimated bytes of the built index over n vectors of d dims (None: unknown); the
+        planner rejects a configuration whose estimate exceeds the memory limit or the machine."""
+        return None
+
+    def build_warnings(self, n: int, d: int) -> list[str]:
+        """Why the build parameters will work, but poorly, on n vectors of d dims; logged once
+        by the planner (e.g. too few training vectors per k-means centroid)."""
+        return []
+
     @abstractmethod
     def build(self, xb: np.ndarray) -> None:
         """Index the base vectors ``xb (n, d)`` float32; ids are row numbers."""
