@@ -176,3 +176,29 @@ def wait_text(browser, expression, seconds=10):
         if text or time.monotonic() > deadline:
             return text
         time.sleep(0.05)
+
+
+def test_a_backend_keeps_its_colour_whatever_is_drawn_beside_it(tmp_path):
+    from matplotlib.colors import to_hex
+    from tests_helpers import a_record
+
+    from annbench.report.colors import backend_color
+    from annbench.report.plot import interactive_figure, recall_qps_figure
+
+    def colours(backends: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+        with ResultStore(tmp_path / "-".join(backends)) as store:
+            for backend in backends:
+                store.put(a_record(backend=backend, build_s=1.0, index_bytes=1000))
+            frame = store.dataframe()
+        plotly = {t.name: t.line.color for t in interactive_figure(frame, "t").data if t.name}
+        axes = recall_qps_figure(frame, "t").axes[0]
+        matplotlib = {line.get_label(): to_hex(line.get_color()) for line in axes.get_lines()}
+        return plotly, matplotlib
+
+    first = colours(["faiss-ivf", "hnswlib"])
+    second = colours(["annoy", "faiss-ivf", "my-plugin"])
+    for drawn in (*first, *second):
+        for backend, colour in drawn.items():
+            assert colour == backend_color(backend), (backend, drawn)
+    assert first[0]["faiss-ivf"] == second[0]["faiss-ivf"] == second[1]["faiss-ivf"]
+    assert len({backend_color(b) for b in ("faiss-ivf", "hnswlib", "annoy")}) == 3

@@ -30,6 +30,7 @@ from annbench.data.datasets import Dataset, held_out_rows
 from annbench.errors import AnnbenchError
 from annbench.metrics import TIE_ATOL, TIE_RTOL, true_distances
 from annbench.record import RunRecord, params_label
+from annbench.report.colors import backend_color
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,8 @@ def neighbours_page(
                 f"{params_label(record.build_params)} | {params_label(record.search_params)} | "
                 f"recall {record.recall:.3f} overall, {int(hits.sum())}/{k} here"
             )
-            columns.append(_column(title, detail, ids, hits.tolist(), dataset, q, items, names))
+            column = _column(title, detail, ids, hits.tolist(), dataset, q, items, names)
+            columns.append(column | {"color": backend_color(record.backend)})
         blocks.append(
             {
                 "id": q,
@@ -415,7 +417,8 @@ after each item is green when it agrees with the query's, red when not.{% endif 
 {% elif kind == "text" %}<p title="{{ block.query_title }}">{{ block.query_title }}</p>
 {% endif %}
 <div class="grid">{% for column in block.columns %}
-<div class="card"><h4>{{ column.title }}</h4><p>{{ column.detail }}</p><ol>
+<div class="card"><h4{% if column.color %} style="border-left: 6px solid {{ column.color }}; \
+padding-left: 6px"{% endif %}>{{ column.title }}</h4><p>{{ column.detail }}</p><ol>
 {% for row in column.rows %}
 <li class="{{ 'hit' if row.hit else 'miss' }}" title="{{ row.title or '' }}">
 <span class="mark">{{ '✓' if row.hit else '✗' }}</span>

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 
 from annbench.paths import output_file
 from annbench.record import PLAIN
+from annbench.report.colors import PALETTE, backend_color
 from annbench.results.analysis import brute_force_apart, pareto_frontier, successful
 
 
@@ -82,9 +83,9 @@ def _draw(
 ) -> None:
     shown = shown or y
     for backend, points in sorted(ok.groupby("backend"), key=lambda item: item[0]):
-        axes.scatter(points["recall"], points[shown], s=10, alpha=0.25)
+        color = backend_color(backend)
+        axes.scatter(points["recall"], points[shown], s=10, alpha=0.25, color=color)
         front = pareto_frontier(points, "recall", y)
-        color = axes.collections[-1].get_facecolor()[0][:3]
         axes.plot(front["recall"], front[shown], marker="o", ms=4, color=color, label=backend)
     if logy:
         axes.set_yscale("log")
@@ -143,18 +144,6 @@ AXES = (
     ("build", "Build time (s)", "build_s", False, True),
     ("memory", "Serving memory (MB)", "memory_MB", False, True),
 )
-_PALETTE = (
-    "#1f77b4",
-    "#ff7f0e",
-    "#2ca02c",
-    "#d62728",
-    "#9467bd",
-    "#8c564b",
-    "#e377c2",
-    "#7f7f7f",
-    "#bcbd22",
-    "#17becf",
-)
 _HOVER = (
     "<b>%{customdata[0]}</b><br>build: %{customdata[1]}<br>search: %{customdata[2]}<br>"
     "recall %{customdata[3]:.4f}<br>QPS %{customdata[4]:,.0f}<br>p99 %{customdata[5]} ms<br>"
@@ -175,8 +164,8 @@ def interactive_figure(frame: pd.DataFrame, title: str) -> Any:
         raise ValueError("no successful runs to plot")
     figure = go.Figure()
     per_axis: dict[str, tuple[list[Any], list[Any]]] = {key: ([], []) for key, *_ in AXES}
-    for i, (backend, points) in enumerate(sorted(ok.groupby("backend"), key=lambda g: g[0])):
-        color = _PALETTE[i % len(_PALETTE)]
+    for backend, points in sorted(ok.groupby("backend"), key=lambda g: g[0]):
+        color = backend_color(backend)
         first = AXES[0]
         figure.add_trace(
             go.Scatter(
@@ -311,7 +300,7 @@ def interactive_threads_figure(frame: pd.DataFrame, title: str, most: int = 8) -
     figure = go.Figure()
     for i, runs in enumerate(curves):
         runs = runs.sort_values("threads")
-        color = _PALETTE[i % len(_PALETTE)]
+        color = PALETTE[i % len(PALETTE)]
         name = f"{runs['config'].iloc[0]} (recall {runs['recall'].iloc[0]:.3f})"
         figure.add_trace(
             go.Scatter(
@@ -384,7 +373,7 @@ def interactive_runbook_figure(frame: pd.DataFrame, title: str, most: int = 12) 
         "p99 %{customdata[4]} ms<extra></extra>"
     )
     for i, (config, runs) in enumerate(lines):
-        color = _PALETTE[i % len(_PALETTE)]
+        color = PALETTE[i % len(PALETTE)]
         data = [
             [config, int(live), recall, qps, "-" if pd.isna(p99) else f"{p99:.3f}"]
             for live, recall, qps, p99 in zip(
