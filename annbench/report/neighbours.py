@@ -131,7 +131,8 @@ def neighbours_page(
     blocks = []
     for q in queries:
         truth = dataset.neighbors[q, :k]
-        columns = [_column("exact top-k", "", truth, [True] * len(truth), dataset, q, items, names)]
+        exact = _column("exact top-k", "", truth, [True] * len(truth), dataset, q, items, names)
+        columns = [exact | {"color": None}]
         for record in chosen:
             ids = np.asarray(record.ids[q, :k])
             hits = _hits(dataset, q, ids, k)
