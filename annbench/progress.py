@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
@@ -165,6 +165,32 @@ class Stages:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextmanager
+def counting(
+    given: Progress | None, label: str, unit: str = "it"
+) -> Iterator[Callable[[int, int], None]]:
+    """A ``(done, total)`` callback for one long step (``label``): a display of its own when
+    ``given`` is None (the default display), else the status line of the Progress given."""
+    if given is not None:
+        yield lambda done, total: given.status(f"{label}: {done}/{total} {unit}s")
+        return
+    shown: Progress | None = None
+    counted = 0
+
+    def tick(done: int, total: int) -> None:
+        nonlocal shown, counted
+        if shown is None:
+            shown = open_progress(total, label.capitalize(), unit=unit)
+        shown.update(done - counted)
+        counted = done
+
+    try:
+        yield tick
+    finally:
+        if shown is not None:
+            shown.close()
 
 
 def notice(text: str, file: TextIO | None = None) -> None:

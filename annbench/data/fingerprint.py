@@ -82,7 +82,11 @@ def _matches(workload_key: str, workload: str) -> bool:
 
 def file_signature(path: Path) -> list[Any]:
     """What changes whenever the file's bytes change: path, size, inode, mtime and ctime."""
-    st = os.stat(path)
+    return stat_signature(path, os.stat(path))
+
+
+def stat_signature(path: Path, st: os.stat_result) -> list[Any]:
+    """``file_signature`` from a stat already taken (e.g. ``os.fstat`` of an open file)."""
     return [str(Path(path).resolve()), st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
 
 
@@ -141,12 +145,29 @@ def hash_hdf5(f: h5py.File, loaded: Mapping[str, np.ndarray]) -> Fingerprint:
     for name in sorted(f.keys()):
         workload = workload_of(name)
         sha = content if workload is None else per_workload.setdefault(name, hashlib.sha256())
-        for item_path, item in _walk(f, name):
-            line = array_digest(item_path, loaded.get(item_path, item))
-            sha.update(f"{line}\n".encode())
+        _update(sha, f, name, loaded)
     return Fingerprint(
         content.hexdigest()[:16], {name: sha.hexdigest() for name, sha in per_workload.items()}
     )
+
+
+def workload_digests(f: h5py.File, workload: str) -> dict[str, str]:
+    """The digests ``hash_hdf5`` gives the arrays of ``workload`` in an open file, reading only
+    those arrays (``{"neighbors@label": digest, ...}``)."""
+    digests = {}
+    for name in sorted(f.keys()):
+        if workload_of(name) is not None and _matches(name, workload):
+            sha = hashlib.sha256()
+            _update(sha, f, name, {})
+            digests[name] = sha.hexdigest()
+    return digests
+
+
+def _update(sha: Any, f: h5py.File, name: str, loaded: Mapping[str, np.ndarray]) -> None:
+    """Add the digest line of every array under top-level ``name`` to ``sha``."""
+    for item_path, item in _walk(f, name):
+        line = array_digest(item_path, loaded.get(item_path, item))
+        sha.update(f"{line}\n".encode())
 
 
 def _walk(f: h5py.File, name: str) -> list[tuple[str, Any]]:

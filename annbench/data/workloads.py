@@ -22,17 +22,24 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 
 from annbench import __version__
 from annbench.data.datasets import Dataset
-from annbench.data.fingerprint import Fingerprint, fingerprint
+from annbench.data.fingerprint import (
+    Fingerprint,
+    combine_workload,
+    file_signature,
+    stat_signature,
+    workload_digests,
+)
 from annbench.data.groundtruth import GT_K, filtered_knn
 from annbench.errors import AnnbenchError
 from annbench.metrics import RecallResult, recall_at_k, true_distances
@@ -48,6 +55,10 @@ WINDOWS = 16
 FILTER_SEED = 0
 NONE_SPECS = ("none", PLAIN)
 ARRAYS = ("filter", "neighbors", "distances", "selectivity")
+#: Filter workloads one call may sweep: each is a sweep of its own with its own ground truth.
+MAX_FILTERS = 64
+#: Computed workload arrays held in memory before they are written out together.
+WRITE_BATCH_BYTES = 256 << 20
 
 
 class BadFilter(AnnbenchError):
@@ -90,7 +101,14 @@ def parse_filters(specs: Iterable[str]) -> list[str]:
         attribute, _, values = rest.rpartition(":")
         for value in values.split(","):
             names.append(FilterSpec("range", _fraction(value, spec), attribute or None).name)
-    return list(dict.fromkeys(names)) or [PLAIN]
+    names = list(dict.fromkeys(names))
+    filters = sum(name != PLAIN for name in names)
+    if filters > MAX_FILTERS:
+        raise BadFilter(
+            f"{filters} filter workloads given, at most {MAX_FILTERS} per run (each is a sweep "
+            "with its own ground truth); split them over several runs"
+        )
+    return names or [PLAIN]
 
 
 _SYNTAX = (
@@ -123,6 +141,22 @@ def parse_workload(name: str) -> FilterSpec | None:
         raise BadFilter(f"Workload '{name}' not valid. {_SYNTAX}")
     attribute, _, value = rest.rpartition(":")
     return FilterSpec("range", _fraction(value, name), attribute or None)
+
+
+def canonical_workload(dataset: Dataset, workload: str) -> str:
+    """The one name of ``workload`` on ``dataset``: ``range:ATTR:0.1`` is ``range:0.1`` when
+    ATTR is the attribute ``range:0.1`` filters on (the dataset's first)."""
+    spec = parse_workload(workload)
+    if spec is None:
+        return workload
+    if spec.attribute is not None and dataset.attr_names[:1] == [spec.attribute]:
+        return FilterSpec("range", spec.selectivity).name
+    return spec.name
+
+
+def canonical_workloads(dataset: Dataset, workloads: Iterable[str]) -> list[str]:
+    """``canonical_workload`` of each of ``workloads``, duplicates dropped, order kept."""
+    return list(dict.fromkeys(canonical_workload(dataset, w) for w in workloads))
 
 
 def is_filter(workload: str) -> bool:
@@ -301,7 +335,7 @@ def load_workload(dataset: Dataset, workload: str) -> FilterWorkload:
     arrays = _stored(dataset, workload)
     if arrays is None:
         arrays = compute_workload(dataset, workload)
-        store_workload(dataset, workload, arrays)
+        store_workloads(dataset, {workload: arrays})
     definition = arrays["filter"]
     group, masks = filter_groups(dataset, workload, definition)
     return FilterWorkload(
@@ -317,87 +351,126 @@ def load_workload(dataset: Dataset, workload: str) -> FilterWorkload:
 
 def prepare_workloads(
     dataset: Dataset, workloads: Iterable[str], progress: Callable[[str], None] | None = None
-) -> None:
-    """Check every filter workload and compute the ground truth of those not stored yet."""
-    for workload in workloads:
-        if not is_filter(workload):
-            continue
+) -> list[str]:
+    """Check every filter workload, then compute the ground truth of those not stored yet and
+    store them together (one rewrite of the file per ``WRITE_BATCH_BYTES``); the workloads
+    computed."""
+    filters = [w for w in dict.fromkeys(workloads) if is_filter(w)]
+    for workload in filters:
         check_filter(dataset, workload)
-        if _stored(dataset, workload) is None:
-            if progress is not None:
-                progress(f"Computing exact ground truth of filter {workload} on {dataset.name}")
-            store_workload(dataset, workload, compute_workload(dataset, workload))
+    missing = [w for w in filters if _holder(dataset, w) is None]
+    pending: dict[str, dict[str, np.ndarray]] = {}
+    for done, workload in enumerate(missing, 1):
+        if progress is not None:
+            progress(
+                f"Computing exact ground truth of filter {workload} on {dataset.name} "
+                f"({done}/{len(missing)})"
+            )
+        pending[workload] = compute_workload(dataset, workload)
+        held = sum(a.nbytes for arrays in pending.values() for a in arrays.values())
+        if held >= WRITE_BATCH_BYTES or done == len(missing):
+            store_workloads(dataset, pending)
+            pending = {}
+    return missing
 
 
 def is_prepared(dataset: Dataset, workload: str) -> bool:
     """Whether the ground truth of filter ``workload`` is stored (nothing is computed)."""
-    return _stored(dataset, workload) is not None
+    return _holder(dataset, workload) is not None
 
 
 def workload_hash(dataset: Dataset, workload: str) -> str:
-    """What records of filter ``workload`` are keyed on: the dataset's content plus the
-    workload's arrays, wherever they are stored (computed first if they are not yet)."""
+    """What records of filter ``workload`` are keyed on: the dataset's content hash plus the
+    digests of the workload's own arrays, wherever they are stored (computed first if they are
+    not yet); other workloads' arrays are not read."""
     prepare_workloads(dataset, [workload])
-    if _stored_in(dataset.path, dataset, workload):
-        return dataset.workload_hash(workload)
-    side = fingerprint(_side_file(dataset))
-    return Fingerprint(dataset.content_hash, side.workloads).workload_hash(workload)
+    path = _holder(dataset, workload)
+    assert path is not None, "prepare_workloads stores what is missing"
+    try:
+        with h5py.File(path, "r") as f:
+            digests = workload_digests(f, workload)
+    except OSError as exc:
+        raise AnnbenchError(f"Cannot read filter ground truth from {path}: {exc}") from exc
+    return combine_workload(dataset.content_hash, workload, sorted(digests.values()))
 
 
-def store_workload(dataset: Dataset, workload: str, arrays: dict[str, np.ndarray]) -> Path:
-    """Write ``arrays`` into the dataset file (atomically, by replacing it with an updated
-    copy), or into its side file when annbench must not change that file; the path written."""
-    target = _side_file(dataset) if _read_only(dataset.path) else dataset.path
-    if target == dataset.path:
-        write_workload_arrays(dataset.path, workload, arrays)
+def store_workloads(dataset: Dataset, workloads: Mapping[str, Mapping[str, np.ndarray]]) -> Path:
+    """Write the arrays of each of ``workloads`` into the dataset file (atomically, by
+    replacing it with one updated copy), or into its side file when annbench must not change
+    that file; the path written."""
+    if _read_only(dataset.path):
+        target = _side_file(dataset)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with h5py.File(target, "a") as f:
+            f.attrs["dataset"] = dataset.name
+            f.attrs["annbench_content_hash"] = dataset.content_hash
+        write_workload_arrays(target, workloads)
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(target, "a") as f:
-        f.attrs["dataset"] = dataset.name
-        f.attrs["annbench_content_hash"] = dataset.content_hash
-    write_workload_arrays(target, workload, arrays)
-    return target
+    copied, digests = write_workload_arrays(dataset.path, workloads)
+    known = dataset.fingerprint
+    if known is not None and copied == dataset.signature:
+        # the bytes copied were the ones fingerprinted: only these workloads' digests changed,
+        # so the file need not be hashed again
+        dataset.fingerprint = Fingerprint(
+            known.content, {**known.workloads, **digests}, known.verdicts
+        )
+        dataset.signature = file_signature(dataset.path)
+    return dataset.path
 
 
-def write_workload_arrays(path: Path, workload: str, arrays: dict[str, np.ndarray]) -> None:
-    """Add (or replace) the arrays of ``workload`` in the HDF5 file ``path``; a copy is updated
-    and renamed over it, so a killed process leaves the old file intact."""
+def write_workload_arrays(
+    path: Path, workloads: Mapping[str, Mapping[str, np.ndarray]]
+) -> tuple[list[Any], dict[str, str]]:
+    """Add (or replace) the arrays of each of ``workloads`` in the HDF5 file ``path`` in one
+    pass: a copy is updated and renamed over it, so a killed process leaves the old file
+    intact. Returns the signature of the file copied and the digests of the arrays written."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
-        shutil.copyfile(path, partial)
+        with open(path, "rb") as source, open(partial, "wb") as copy:
+            copied = stat_signature(path, os.fstat(source.fileno()))
+            shutil.copyfileobj(source, copy, 1 << 20)
+        digests: dict[str, str] = {}
         with h5py.File(partial, "a") as f:
-            for key in ARRAYS:
-                name = f"{key}@{workload}"
-                if name in f:
-                    del f[name]
-                f.create_dataset(name, data=arrays[key], compression="gzip")
-            f[f"filter@{workload}"].attrs["annbench_version"] = __version__
-            f[f"filter@{workload}"].attrs["windows"] = WINDOWS
-            f[f"filter@{workload}"].attrs["seed"] = FILTER_SEED
+            for workload, arrays in workloads.items():
+                for key in ARRAYS:
+                    name = f"{key}@{workload}"
+                    if name in f:
+                        del f[name]
+                    f.create_dataset(name, data=arrays[key], compression="gzip")
+                f[f"filter@{workload}"].attrs["annbench_version"] = __version__
+                f[f"filter@{workload}"].attrs["windows"] = WINDOWS
+                f[f"filter@{workload}"].attrs["seed"] = FILTER_SEED
+                digests.update(workload_digests(f, workload))
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+    return copied, digests
 
 
 def _stored(dataset: Dataset, workload: str) -> dict[str, np.ndarray] | None:
-    for path in (dataset.path, _side_file(dataset)):
-        arrays = _stored_in(path, dataset, workload)
-        if arrays is not None:
-            return arrays
-    return None
-
-
-def _stored_in(path: Path, dataset: Dataset, workload: str) -> dict[str, np.ndarray] | None:
-    if not path.is_file():
+    path = _holder(dataset, workload)
+    if path is None:
         return None
     try:
         with h5py.File(path, "r") as f:
-            if all(f"{key}@{workload}" in f for key in ARRAYS):
-                arrays = {key: f[f"{key}@{workload}"][()] for key in ARRAYS}
-                if len(arrays["neighbors"]) == len(dataset.test):
-                    return arrays
+            return {key: f[f"{key}@{workload}"][()] for key in ARRAYS}
     except OSError as exc:
         raise AnnbenchError(f"Cannot read filter ground truth from {path}: {exc}") from exc
+
+
+def _holder(dataset: Dataset, workload: str) -> Path | None:
+    """The file holding the complete arrays of ``workload`` (the dataset file first), if any;
+    nothing but their shapes is read."""
+    for path in (dataset.path, _side_file(dataset)):
+        if not path.is_file():
+            continue
+        try:
+            with h5py.File(path, "r") as f:
+                if all(f"{key}@{workload}" in f for key in ARRAYS):
+                    if len(f[f"neighbors@{workload}"]) == len(dataset.test):
+                        return path
+        except OSError as exc:
+            raise AnnbenchError(f"Cannot read filter ground truth from {path}: {exc}") from exc
     return None
 
 
