@@ -11,9 +11,12 @@ A runbook is a small YAML file::
       - replace: {delete: [10%, 20%], insert: [60%, 70%]}   # one step doing both
 
 Bounds are row numbers or percentages of the base (rounded to the nearest row), so a runbook
-fits any dataset. The ground truth of a search step (top-100 over the live rows, computed at
-BLAS speed) is cached in the dataset file as the group ``runbook@<name>``, or in a sidecar
-file in the data folder when the dataset file is read-only or ships inside annbench.
+fits any dataset. A runbook file holds at most ``MAX_BYTES`` bytes, ``MAX_STEPS`` steps and
+``MAX_VALUES`` YAML values with every alias expanded, checked before any of it is built.
+
+The ground truth of a search step (top-100 over the live rows, computed at BLAS speed) is
+cached in the dataset file as the group ``runbook@<name>``, or in a sidecar file in the data
+folder when the dataset file is read-only or ships inside annbench.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -46,6 +49,13 @@ UPDATE_KINDS = ("insert", "delete", "replace")
 WORKLOAD_PREFIX = "runbook:"
 _PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 _SHIPPED = "runbook_files"
+#: Largest runbook file read: 10,000 steps written out take about 300 kB.
+MAX_BYTES = 1 << 20
+#: Most steps in a runbook: every search step's ground truth (nq x 100) is computed and stored.
+MAX_STEPS = 10_000
+#: Most YAML values (scalars, lists, mappings) in a runbook with every alias (``*name``)
+#: expanded: a replace step is 11, so 10,000 steps fit, and a "billion laughs" file does not.
+MAX_VALUES = 200_000
 
 Rows = tuple[int, int]
 
@@ -98,16 +108,37 @@ class Runbook:
         return [i for i, step in enumerate(self.steps) if step.kind != "search"]
 
     def live_masks(self) -> list[np.ndarray]:
-        """``(n,)`` bool mask of the live rows after each step."""
-        live = np.zeros(self.n, dtype=bool)
-        masks = []
+        """``(n,)`` bool mask of the live rows after each step (steps x n bytes in all)."""
+        return [live.copy() for _, live in self._live()]
+
+    def search_masks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """``(step, (n,) bool mask of the live rows)`` of each search step, one at a time; the
+        mask is reused, so copy it to keep it."""
+        return ((i, live) for i, live in self._live() if self.steps[i].kind == "search")
+
+    def live_sizes(self) -> list[int]:
+        """Rows live after each step (a validated runbook inserts only new rows and deletes only
+        live ones, so these are running sums)."""
+        sizes, live = [], 0
         for step in self.steps:
+            live += (step.insert or (0, 0))[1] - (step.insert or (0, 0))[0]
+            live -= (step.delete or (0, 0))[1] - (step.delete or (0, 0))[0]
+            sizes.append(live)
+        return sizes
+
+    def min_live(self) -> int:
+        """Fewest rows live at any search step: the largest k that makes sense."""
+        sizes = self.live_sizes()
+        return min(sizes[i] for i in self.search_steps())
+
+    def _live(self) -> Iterator[tuple[int, np.ndarray]]:
+        live = np.zeros(self.n, dtype=bool)
+        for i, step in enumerate(self.steps):
             if step.delete is not None:
                 live[step.delete[0] : step.delete[1]] = False
             if step.insert is not None:
                 live[step.insert[0] : step.insert[1]] = True
-            masks.append(live.copy())
-        return masks
+            yield i, live
 
     def canonical(self) -> str:
         """The resolved steps as canonical JSON: what the ground truth depends on."""
@@ -136,7 +167,7 @@ def load_runbook(spec: str, n: int) -> Runbook:
     if candidate.suffix in (".yaml", ".yml") or os.sep in spec:
         if not candidate.is_file():
             raise AnnbenchError(f"Runbook file {candidate} not found")
-        text, name = candidate.read_text(encoding="utf-8"), candidate.stem
+        source, name = candidate, candidate.stem
     else:
         shipped = resources.files("annbench") / _SHIPPED / f"{spec}.yaml"
         if not shipped.is_file():
@@ -144,13 +175,66 @@ def load_runbook(spec: str, n: int) -> Runbook:
                 f"Unknown runbook '{spec}'. Shipped runbooks: {', '.join(shipped_runbooks())} "
                 "(or give a path to a runbook YAML file)"
             )
-        text, name = shipped.read_text(encoding="utf-8"), spec
+        source, name = shipped, spec
+    with source.open("rb") as f:
+        raw = f.read(MAX_BYTES + 1)  # never more, whatever the file claims its size is
+    if len(raw) > MAX_BYTES:
+        raise AnnbenchError(
+            f"Runbook {name} is larger than {MAX_BYTES:,} bytes; a runbook is a list of at "
+            f"most {MAX_STEPS:,} steps: merge consecutive steps or split it into several"
+        )
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise AnnbenchError(f"Runbook {name} is not UTF-8 text: {exc}; save it as UTF-8") from None
+    return parse_runbook(read_yaml(text, name), name, n)
+
+
+def read_yaml(text: str, name: str) -> Any:
+    """The YAML document ``text`` of runbook ``name`` as Python data; refused (one
+    AnnbenchError line) when it holds more than ``MAX_VALUES`` values with its aliases expanded,
+    found from its parse events before anything is built."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, when PyYAML has it
+    try:
+        _check_values(yaml.parse(text, Loader=loader), name)
+        return yaml.load(text, Loader=loader)  # a safe loader: plain data only
     except yaml.YAMLError as exc:
         text = " ".join(str(exc).split())
         raise AnnbenchError(f"Runbook {name} is not valid YAML: {text}") from exc
-    return parse_runbook(data, name, n)
+
+
+def _check_values(events: Iterator[Any], name: str) -> None:
+    """Count the values (scalars, lists, mappings) of YAML ``events``, an alias counting as
+    every value under the node it names; refuse past ``MAX_VALUES``."""
+    total = 0
+    sizes: dict[str, int] = {}  # anchor -> values under its node, once that node is complete
+    started: set[str] = set()
+    open_nodes: list[tuple[str | None, int]] = []  # (anchor, total before) of open collections
+    for event in events:
+        if isinstance(event, yaml.AliasEvent):
+            # an alias to a node still open (itself) never ends; an unknown one is the loader's
+            # error to report
+            total += sizes.get(event.anchor, MAX_VALUES + 1) if event.anchor in started else 0
+        elif isinstance(event, yaml.ScalarEvent):
+            total += 1
+            if event.anchor is not None:
+                started.add(event.anchor)
+                sizes[event.anchor] = 1
+        elif isinstance(event, yaml.CollectionStartEvent):
+            if event.anchor is not None:
+                started.add(event.anchor)
+            open_nodes.append((event.anchor, total))
+            total += 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, before = open_nodes.pop()
+            if anchor is not None:
+                sizes[anchor] = total - before
+        if total > MAX_VALUES:
+            raise AnnbenchError(
+                f"Runbook {name} holds more than {MAX_VALUES:,} YAML values with its aliases "
+                f"(*name) expanded; write its steps out (at most {MAX_STEPS:,}) instead of "
+                "repeating them through aliases"
+            )
 
 
 def parse_runbook(data: Any, name: str, n: int) -> Runbook:
@@ -167,6 +251,11 @@ def parse_runbook(data: Any, name: str, n: int) -> Runbook:
         raise AnnbenchError(
             f"Runbook {name} must be a mapping with a non-empty 'steps' list "
             "(e.g. steps: [{insert: [0, 50%]}, search])"
+        )
+    if len(data["steps"]) > MAX_STEPS:
+        raise AnnbenchError(
+            f"Runbook {name} has {len(data['steps']):,} steps, more than {MAX_STEPS:,}; merge "
+            "consecutive inserts or deletes (one step can take a row range) or split it"
         )
     unknown = sorted(set(data) - {"steps", "description"})
     if unknown:
@@ -301,18 +390,19 @@ def compute_truth(
     """Exact top-``k`` over the live rows at every search step (BLAS, via ``exact_knn``);
     ``progress(done, total)`` after each step."""
     _check_size(dataset, runbook)
-    masks = runbook.live_masks()
-    searches = runbook.search_steps()
+    total = len(runbook.search_steps())
+    if progress is not None:
+        progress(0, total)
     out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for done, i in enumerate(searches, 1):
-        rows = np.flatnonzero(masks[i])
+    for done, (i, live) in enumerate(runbook.search_masks(), 1):
+        rows = np.flatnonzero(live)
         distances, positions = exact_knn(
             dataset.train[rows], dataset.test, min(k, len(rows)), dataset.metric
         )
         # rows ascend, so exact_knn's "ids ascending among ties" order survives the mapping
         out[i] = (rows[positions].astype(np.int64), distances.astype(np.float64))
         if progress is not None:
-            progress(done, len(searches))
+            progress(done, total)
     return RunbookTruth(out)
 
 
@@ -411,8 +501,7 @@ def _fresh(group: Any, runbook: Runbook, k: int) -> bool:
         return False
     stored = group.attrs.get("runbook")
     stored = stored.decode() if isinstance(stored, bytes) else stored
-    live = runbook.live_masks()
-    wanted = min([k] + [int(live[i].sum()) for i in runbook.search_steps()])
+    wanted = min(k, runbook.min_live())
     return stored == runbook.canonical() and int(group.attrs.get("k", 0)) >= wanted
 
 
@@ -447,12 +536,11 @@ def prepare_runbook(
     ``(plan, whether the ground truth was computed now)``."""
     runbook = load_runbook(spec, len(dataset.train))
     _, path, computed = runbook_truth(dataset, runbook, recompute, progress)
-    masks = runbook.live_masks()
     plan = RunbookPlan(
         runbook=runbook,
         truth_path=str(path),
         workload_hash=runbook.workload_hash(dataset.content_hash),
-        min_live=min(int(masks[i].sum()) for i in runbook.search_steps()),
+        min_live=runbook.min_live(),
     )
     return plan, computed
 
