@@ -160,6 +160,7 @@ def run(
         min_seconds=min_time,
         workloads=workloads,
         runbook=plan,
+        memory_limit=limit,
     )
     keys = {r.key for job in jobs for r in job_records(job)}
     with ResultStore(_store_path(results)) as store:

@@ -223,12 +223,12 @@ CASES = {
     "PQ m not dividing d": (
         run_tiny("-b", "faiss-ivfpq", "-g", "m=7"),
         "PQ m=7 does not divide the dimension d=32",
-        1,
+        2,
     ),
     "nlist > n": (
         run_tiny("-b", "faiss-ivf", "-g", "nlist=5000"),
         "nlist=5000 exceeds the 2000 base vectors",
-        1,
+        2,
     ),
     "negative ef": (run_tiny("-b", "hnswlib", "-g", "ef=-5"), "ef must be an integer >= 1", 1),
     "non-integer parameter": (

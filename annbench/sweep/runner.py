@@ -7,6 +7,7 @@ reason, and the sweep goes on with the next configuration.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import multiprocessing
 import os
@@ -24,7 +25,7 @@ import psutil
 from annbench.data.datasets import Dataset
 from annbench.data.runbooks import RunbookPlan
 from annbench.data.workloads import check_filter, expected_selectivity, is_filter, workload_hash
-from annbench.errors import AnnbenchError, one_line_error
+from annbench.errors import AnnbenchError, BadUsage, one_line_error
 from annbench.index import Index
 from annbench.metrics import Metric
 from annbench.record import MODES, PLAIN, RunRecord, params_label
@@ -81,8 +82,14 @@ def plan_sweep(
     min_seconds: float = MIN_SECONDS,
     workloads: Sequence[str] = (PLAIN,),
     runbook: RunbookPlan | None = None,
+    memory_limit: float | None = None,
 ) -> list[BuildJob]:
     """Every build job of the sweep, with all parameters checked before anything runs.
+
+    A build configuration that cannot work on this dataset (the backend's ``check``, or its
+    ``estimate_memory_bytes`` over ``memory_limit`` or the machine's memory) stops the sweep
+    with BadUsage when a value of it came from ``overrides``; from the default grid it becomes
+    a ``RejectedJob``, whose runs are recorded as failed with the reason and no worker.
 
     Each workload (``plain`` or a filter, see ``annbench.data.workloads``) gets its own build jobs;
     a filter workload's search settings add ``filter_strategy`` (and ``overfetch`` for
@@ -141,7 +148,19 @@ def plan_sweep(
         check_grid(name, cls, grid)
         for build_params in grid.build_configs():
             searches = tuple(grid.search_configs(build_params))
-            _check_values(cls, name, dataset.metric, build_params, searches, runbook, n, d)
+            problem = _check_values(
+                cls, name, dataset.metric, build_params, searches, runbook, n, d, memory_limit
+            )
+            label = f"{name} [{params_label(build_params)}]"
+            if problem is not None and any(key in overrides for key in build_params):
+                raise BadUsage(f"{label}: {problem}")
+            if problem is not None:
+                log.warning(
+                    "%s cannot run on %s (recorded as failed): %s", label, dataset.name, problem
+                )
+            make_job = (
+                BuildJob if problem is None else functools.partial(RejectedJob, reason=problem)
+            )
             for workload in workloads:
                 configs = searches
                 if is_filter(workload):
@@ -156,7 +175,7 @@ def plan_sweep(
                         overfetch,
                     )
                 jobs.append(
-                    BuildJob(
+                    make_job(
                         dataset_path=str(dataset.path),
                         dataset=dataset.name,
                         dataset_hash=runbook.workload_hash if runbook else dataset.content_hash,
@@ -188,19 +207,60 @@ def _check_values(
     runbook: RunbookPlan | None,
     n: int,
     d: int,
-) -> None:
-    """Raise AnnbenchError for parameter values an unbuilt index rejects. Any other error is
-    the backend's own and is left to the worker, where it becomes failed runs naming it."""
+    memory_limit: float | None = None,
+) -> str | None:
+    """Raise AnnbenchError for parameter values an unbuilt index rejects; return why the
+    configuration cannot work on this dataset (None: it may). Any other error is the backend's
+    own and is left to the worker, where it becomes failed runs naming it."""
     try:
         index = cls(metric, **build_params)
-        index.check(runbook.min_live if runbook else n, d)  # a runbook builds on fewer
-        for search_params in searches:
-            index.set_search_params(**search_params)
+        problem = _unworkable(index, runbook.min_live if runbook else n, n, d, memory_limit)
+        if problem is None:  # what a failed check leaves unread (faiss-factory's parameters)
+            for search_params in searches:
+                index.set_search_params(**search_params)
+        return problem
     except AnnbenchError:
         raise
     except (Exception, SystemExit) as exc:
         label = f"{name} [{params_label(build_params)}]"
         log.info("%s raised %s; its runs will fail", label, one_line_error(exc))
+        return None
+
+
+def _unworkable(index: Index, size: int, n: int, d: int, memory_limit: float | None) -> str | None:
+    """Why ``index`` cannot be built: its ``check`` on ``size`` vectors of ``d`` dims (a
+    runbook builds on fewer than ``n``), or its estimated memory with the ``n`` base vectors
+    over ``memory_limit`` bytes or this machine's memory; None if neither."""
+    try:
+        index.check(size, d)
+    except AnnbenchError as exc:
+        return one_line_error(exc)
+    for warning in index.build_warnings(size, d):
+        log.warning(warning)
+    estimate = index.estimate_memory_bytes(n, d)
+    if estimate is None:
+        return None
+    needed = estimate + n * d * 4  # the worker holds the base vectors beside the index
+    total = psutil.virtual_memory().total
+    if memory_limit is not None and needed > memory_limit:
+        return (
+            f"needs about {needed / 1e6:,.1f} MB (index and base vectors), over the memory "
+            f"limit of {memory_limit / 1e6:,.1f} MB; raise the limit or use smaller parameters"
+        )
+    if needed > total:
+        return (
+            f"needs about {needed / 1e6:,.1f} MB (index and base vectors), over this machine's "
+            f"{total / 1e6:,.1f} MB; use smaller parameters"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class RejectedJob(BuildJob):
+    """A build job planning found cannot work on its dataset: its runs are recorded as failed
+    with ``reason``, and no worker starts."""
+
+    reason: str = ""
 
 
 def run_sweep(
@@ -376,6 +436,9 @@ def run_in_worker(
     """Records of ``job`` measured in a fresh process; if the worker does not finish (crash,
     timeout, resident memory over ``memory_limit`` bytes, error), failed records with the
     reason for the settings it did not measure. The worker is killed if it must be stopped."""
+    if isinstance(job, RejectedJob):
+        yield from job_records(job, status="failed", error=job.reason)
+        return
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
     worker = context.Process(target=_worker_main, args=(job, sender, os.getpid()), daemon=True)
@@ -397,7 +460,7 @@ def run_in_worker(
                 if resident > memory_limit:
                     error = (
                         f"exceeded the memory limit: {resident / 1e6:,.0f} MB resident > "
-                        f"{memory_limit / 1e6:,.0f} MB"
+                        f"{memory_limit / 1e6:,.1f} MB"
                     )
                     break
             if not receiver.poll(0.05):
