@@ -475,6 +475,13 @@ Examples:
     show_default=True,
     help="With --neighbours: seed of the sample queries.",
 )
+@click.option(
+    "--corpus",
+    type=types.InputPath(),
+    default=None,
+    help="With --neighbours: the texts the dataset was embedded from, when not beside it "
+    "[default: the file its embed command recorded, looked up beside the dataset].",
+)
 @quiet_option
 @results_option
 def report_command(
@@ -484,6 +491,7 @@ def report_command(
     neighbours: bool,
     queries: tuple[int, ...] | None,
     seed: int,
+    corpus: Path | None,
     quiet: bool,
     results_path: Path | None,
 ) -> None:
@@ -494,6 +502,8 @@ def report_command(
 
     if queries is not None and not neighbours:
         raise click.UsageError("--queries goes with --neighbours")
+    if corpus is not None and not neighbours:
+        raise click.UsageError("--corpus goes with --neighbours")
     name = Path(dataset).stem if dataset and dataset.endswith((".hdf5", ".h5")) else dataset
     with ResultStore.open_existing(results_path or results_dir()) as store:
         frame = store.dataframe(name)
@@ -507,7 +517,9 @@ def report_command(
     ) as shown:
         links = []
         if neighbours:
-            links = _neighbour_pages(targets, folder, store_path, queries, seed, shown, dataset)
+            links = _neighbour_pages(
+                targets, folder, store_path, queries, seed, shown, dataset, corpus
+            )
         path = write_report(frame, folder, latency_budget_ms, links, progress=shown)
     for page, _ in links:
         click.echo(f"Wrote {folder / page}")
@@ -522,6 +534,7 @@ def _neighbour_pages(
     seed: int,
     shown: Any,
     required: str | None,
+    corpus: Path | None = None,
 ) -> list[tuple[str, str]]:
     """Write one neighbours page per dataset; returns (file name, link text) pairs. A stored
     dataset whose file cannot be found by name is skipped with a note, unless it was asked for."""
@@ -541,7 +554,9 @@ def _neighbour_pages(
         with ResultStore.open_existing(store_path) as store:
             records = store.records(data.name, with_raw=True)
         page = f"neighbours-{data.name}.html"
-        text = neighbours_page(data, records, list(queries) if queries else None, seed=seed)
+        text = neighbours_page(
+            data, records, list(queries) if queries else None, seed=seed, corpus=corpus
+        )
         write_text_file(folder / page, text, "Neighbours page")
         links.append((page, f"neighbours: {data.name}"))
         shown.update(1)

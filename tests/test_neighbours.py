@@ -3,6 +3,8 @@ misses, label agreement, seeded or chosen queries."""
 
 import json
 import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -166,3 +168,33 @@ def test_image_files_a_dataset_was_embedded_from_become_thumbnails(tmp_path):
     first = image.open(io.BytesIO(base64.b64decode(thumbs[0])))
     assert first.size == (96, 64)  # at most 96 px a side, aspect kept
     assert 'class="miss"' not in html and 'class="label other"' not in html  # exact, 2 colours
+
+
+def test_a_corpus_not_beside_the_dataset_is_named_and_can_be_given(text_dataset, tmp_path):
+    moved = tmp_path / "elsewhere" / "words.hdf5"
+    moved.parent.mkdir()
+    shutil.copy(text_dataset.path, moved)
+    data = read_dataset(moved)
+    sweep(data, tmp_path, ["faiss-flat"], {})
+    out = tmp_path / "site"
+    args = ["report", "--results", str(tmp_path), "--out", str(out), "-d", str(moved)]
+    lost = CliRunner().invoke(main, [*args, "--neighbours", "--queries", "7"])
+    assert lost.exit_code == 0, lost.output
+    page = (out / "neighbours-words.html").read_text()
+    assert "Row ids shown:" in page and f"looked in {moved.parent / 'corpus.tsv'}" in page
+    _, held = held_out_rows(400, 40, 3)
+    assert "--corpus FILE" in page and f"item {held[7]}" not in page
+    corpus = Path(text_dataset.path).parent / "corpus.tsv"
+    found = CliRunner().invoke(
+        main, [*args, "--neighbours", "--queries", "7", "--corpus", str(corpus)]
+    )
+    assert found.exit_code == 0, found.output
+    page = (out / "neighbours-words.html").read_text()
+    _, held = held_out_rows(400, 40, 3)
+    assert f"item {held[7]}" in page and "Row ids shown:" not in page
+    missing = CliRunner().invoke(
+        main, [*args, "--neighbours", "--corpus", str(tmp_path / "no.tsv")]
+    )
+    assert missing.exit_code == 1 and "--corpus" in missing.output and "not found" in missing.output
+    alone = CliRunner().invoke(main, [*args, "--corpus", str(corpus)])
+    assert alone.exit_code == 2 and "--corpus goes with --neighbours" in alone.output

@@ -29,6 +29,7 @@ import numpy as np
 from annbench.data.datasets import Dataset, held_out_rows
 from annbench.errors import AnnbenchError
 from annbench.metrics import TIE_ATOL, TIE_RTOL, true_distances
+from annbench.paths import check_input_file
 from annbench.record import RunRecord, params_label
 from annbench.report.colors import backend_color
 
@@ -47,6 +48,7 @@ class Items:
     kind: str  # "text", "image" or "id"
     show: Callable[[str, int], str] = lambda part, i: f"#{i}"
     name: Callable[[str, int], str] = lambda part, i: ""  # e.g. the package name of a text
+    note: str = ""  # why plain ids are shown where texts or images were meant to be
 
 
 def choose_queries(nq: int, count: int = 5, seed: int = 0) -> list[int]:
@@ -55,26 +57,37 @@ def choose_queries(nq: int, count: int = 5, seed: int = 0) -> list[int]:
     return sorted(np.random.default_rng(seed).choice(nq, size=count, replace=False).tolist())
 
 
-def dataset_items(dataset: Dataset) -> Items:
+def dataset_items(dataset: Dataset, corpus: Path | None = None) -> Items:
     """Texts or thumbnails of the dataset's base and query rows, where it says how to get
-    them; else plain ids."""
+    them (``corpus``: the recorded corpus file is here instead); else plain ids, with a note
+    saying why."""
     texts = _text_source(dataset)
+    if corpus is not None and texts is None:
+        raise AnnbenchError(
+            f"{dataset.name} records no corpus (it was not made by 'annbench datasets embed'), "
+            "so --corpus has no rows to match; leave --corpus out"
+        )
+    note = ""
     if texts is not None:
         try:
-            return _texts(dataset, **texts)
+            return _texts(dataset, **texts, corpus=corpus)
         except AnnbenchError as exc:
-            log.warning("texts of %s not shown: %s", dataset.name, exc)
+            if corpus is not None:
+                raise
+            note = f"texts of {dataset.name} not shown: {exc}"
+            log.warning("%s", note)
     images = dataset.attrs.get("images")
     if images:
         try:
             return _image_files(dataset, **json.loads(images))
         except AnnbenchError as exc:
-            log.warning("images of %s not shown: %s", dataset.name, exc)
+            note = f"images of {dataset.name} not shown: {exc}"
+            log.warning("%s", note)
     shape = _image_shape(dataset)
     if shape is not None:
         rows = {"train": dataset.train, "test": dataset.test}
         return Items("image", _cached(lambda part, i: _thumbnail(rows[part][i], shape)))
-    return Items("id")
+    return Items("id", note=note)
 
 
 def chosen_records(records: list[RunRecord], dataset: Dataset, k: int) -> list[RunRecord]:
@@ -108,8 +121,10 @@ def neighbours_page(
     queries: list[int] | None = None,
     k: int | None = None,
     seed: int = 0,
+    corpus: Path | None = None,
 ) -> str:
-    """The HTML page (self-contained) for ``dataset``'s sample queries."""
+    """The HTML page (self-contained) for ``dataset``'s sample queries (``corpus``: where the
+    texts the dataset was embedded from are, when not where it recorded them)."""
     from markupsafe import Markup
 
     from annbench.report.html import environment
@@ -126,7 +141,7 @@ def neighbours_page(
             f"Query ids {', '.join(map(str, bad))} are outside 0..{nq - 1} of {dataset.name}"
         )
     chosen = chosen_records(records, dataset, k)
-    items = dataset_items(dataset)
+    items = dataset_items(dataset, corpus)
     names = _label_names(dataset)
     blocks = []
     for q in queries:
@@ -158,6 +173,7 @@ def neighbours_page(
         k=k,
         kind=items.kind,
         blocks=blocks,
+        items_note=items.note,
         shown=len(chosen),
         has_labels=dataset.train_labels is not None,
         style=Markup(_STYLE),
@@ -273,11 +289,18 @@ def _text_source(dataset: Dataset) -> dict[str, Any] | None:
     return source
 
 
-def _texts(dataset: Dataset, file: str, text_column: str, queries: int, seed: int) -> Items:
+def _texts(
+    dataset: Dataset,
+    file: str,
+    text_column: str,
+    queries: int,
+    seed: int,
+    corpus: Path | None = None,
+) -> Items:
     """The corpus rows of the base and queries, split as ``datasets embed`` split them."""
     import pandas as pd
 
-    path = _find_corpus(dataset, file)
+    path = _find_corpus(dataset, file, corpus)
     suffixes = [s for s in path.suffixes if s != ".gz"]
     if suffixes and suffixes[-1] in (".csv", ".tsv"):
         sep = "\t" if suffixes[-1] == ".tsv" else ","
@@ -343,16 +366,24 @@ def _file_thumbnail(path: Path, size: int = 96) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def _find_corpus(dataset: Dataset, file: str) -> Path:
-    """The corpus file: beside the dataset, or shipped in the package with the bundled one."""
+def _find_corpus(dataset: Dataset, file: str, corpus: Path | None = None) -> Path:
+    """The corpus file: ``corpus`` when given; else beside the dataset, where the embed command
+    read it, or shipped in the package with the bundled dataset."""
+    if corpus is not None:
+        return check_input_file(corpus, "--corpus")
     name = Path(file).name
-    for candidate in (Path(dataset.path).parent / name, Path(file)):
+    places = [Path(dataset.path).parent / name, Path(file)]
+    for candidate in places:
         if candidate.is_file():
             return candidate
     bundled = resources.files("annbench.bundled") / name
     if bundled.is_file():
         return Path(str(bundled))
-    raise AnnbenchError(f"corpus {name} not found beside {dataset.path}")
+    looked = ", ".join(dict.fromkeys(str(p) for p in places))
+    raise AnnbenchError(
+        f"corpus {name} not found (looked in {looked} and annbench's bundled files); "
+        "give its path with 'annbench report --neighbours --corpus FILE'"
+    )
 
 
 def _image_shape(dataset: Dataset) -> tuple[int, int] | None:
@@ -403,6 +434,7 @@ _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>annbench neighbours: {{ dataset }}</title><style>{{ style }}</style></head><body>
 <h1>Neighbours: {{ dataset }}</h1>
+{% if items_note %}<p class="note"><b>Row ids shown:</b> {{ items_note }}</p>{% endif %}
 <p class="note">For each sample query: its exact top-{{ k }} and the top-{{ k }} that
 {{ shown }} configurations returned (per backend its lowest-, middle- and highest-recall
 runs). <span class="mark">✓</span> a hit (a true top-{{ k }} neighbour, or one as near as the
