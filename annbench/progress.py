@@ -183,6 +183,7 @@ def counting(
         nonlocal shown, counted
         if shown is None:
             shown = open_progress(total, label.capitalize(), unit=unit)
+            shown.status(f"{total} {unit}s")  # a first line in a log, not only the last
         shown.update(done - counted)
         counted = done
 
