@@ -55,11 +55,20 @@ class RunRecord:
     latency_p99_ms: float | None = None
     latency_p999_ms: float | None = None
     latency_p99_spread: float | None = None  # IQR / median of the repeats' p99 (single mode)
+    #: Single mode: each query's thread CPU time, beside its wall time, from the same repeat.
+    #: CPU time leaves out time the host took the core away (other processes, stalls).
+    cpu_mean_ms: float | None = None
+    cpu_p50_ms: float | None = None
+    cpu_p99_ms: float | None = None
+    cpu_p999_ms: float | None = None
+    wall_cpu_ratio: float | None = None  # summed wall time / summed CPU time of the queries
+    wall_cpu_p99_ratio: float | None = None  # p99 wall latency / p99 CPU time
     build_s: float | None = None
     index_bytes: int | None = None  # serialized index size (file size)
     memory_bytes: int | None = None  # resident memory the worker grew by while building
     peak_rss_bytes: int | None = None  # peak resident memory of the worker during build
     serving_memory_bytes: int | None = None  # resident memory the index adds when loaded fresh
+    serving_rss_bytes: int | None = None  # the fresh process's whole RSS gain (code pages too)
     load_s: float | None = None  # cold load of the saved index in a fresh process
     selectivity: float | None = None  # filters: mean fraction of the base a query may return
     step_kind: str | None = None  # runbooks: insert, delete, replace or search
@@ -74,6 +83,7 @@ class RunRecord:
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
     ids: np.ndarray | None = field(default=None, repr=False)  # (nq, k) ids of the median repeat
     latencies_ns: np.ndarray | None = field(default=None, repr=False)  # (nq,) single mode
+    cpu_ns: np.ndarray | None = field(default=None, repr=False)  # (nq,) thread CPU, single mode
 
     @property
     def key(self) -> str:
@@ -108,7 +118,7 @@ class RunRecord:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in RAW_FIELDS}
 
 
-RAW_FIELDS = ("ids", "latencies_ns")
+RAW_FIELDS = ("ids", "latencies_ns", "cpu_ns")
 JSON_FIELDS = ("build_params", "search_params", "provenance")
 SCALAR_FIELDS = tuple(
     f.name for f in fields(RunRecord) if f.name not in RAW_FIELDS and f.name not in JSON_FIELDS

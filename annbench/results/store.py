@@ -46,6 +46,7 @@ _COLUMN_TYPES = {
     "memory_bytes": "INTEGER",
     "peak_rss_bytes": "INTEGER",
     "serving_memory_bytes": "INTEGER",
+    "serving_rss_bytes": "INTEGER",
     "n_queries": "INTEGER",
     "step": "INTEGER",
     "probe": "INTEGER",
@@ -101,6 +102,7 @@ class ResultStore:
     def __init__(self, path: Path, *, create: bool = True, read_only: bool = False) -> None:
         if not read_only:
             check_store_location(path)
+        check_path_name(path, "Results store (--results or $ANNBENCH_RESULTS)")
         self.path = path = store_file(path)
         self.read_only = read_only
         if not create and not path.is_file():
@@ -162,8 +164,14 @@ class ResultStore:
                 f"INSERT INTO attempts ({columns}) VALUES ({marks})", list(row.values())
             )
             self._db.execute(
-                "INSERT INTO attempt_raw (attempt_id, ids, latencies_ns) VALUES (?, ?, ?)",
-                (cursor.lastrowid, _pack(record.ids), _pack(record.latencies_ns)),
+                "INSERT INTO attempt_raw (attempt_id, ids, latencies_ns, cpu_ns) "
+                "VALUES (?, ?, ?, ?)",
+                (
+                    cursor.lastrowid,
+                    _pack(record.ids),
+                    _pack(record.latencies_ns),
+                    _pack(record.cpu_ns),
+                ),
             )
 
     def completed_keys(self) -> set[str]:
@@ -307,8 +315,11 @@ class ResultStore:
                 self._db.execute(f"ALTER TABLE attempts ADD COLUMN {name} {kind}")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS attempt_raw (attempt_id INTEGER PRIMARY KEY "
-            "REFERENCES attempts(id) ON DELETE CASCADE, ids BLOB, latencies_ns BLOB)"
+            "REFERENCES attempts(id) ON DELETE CASCADE, ids BLOB, latencies_ns BLOB, "
+            "cpu_ns BLOB)"
         )
+        if "cpu_ns" not in self._columns("attempt_raw"):  # stores from before CPU times
+            self._db.execute("ALTER TABLE attempt_raw ADD COLUMN cpu_ns BLOB")
         self._db.execute("CREATE INDEX IF NOT EXISTS attempts_key ON attempts(key)")
         self._db.execute("CREATE INDEX IF NOT EXISTS attempts_dataset ON attempts(dataset)")
         # for other tools (sqlite3 shell, older scripts): the current view under the old name
@@ -344,9 +355,10 @@ class ResultStore:
         )
         self._db.execute(f"CREATE TEMP VIEW attempts AS SELECT {columns} FROM main.results")
         raw = (
-            "SELECT result_id AS attempt_id, ids, latencies_ns FROM main.raw"
+            "SELECT result_id AS attempt_id, ids, latencies_ns, NULL AS cpu_ns FROM main.raw"
             if "raw" in self._tables()
-            else "SELECT NULL AS attempt_id, NULL AS ids, NULL AS latencies_ns WHERE 0"
+            else "SELECT NULL AS attempt_id, NULL AS ids, NULL AS latencies_ns, NULL AS cpu_ns "
+            "WHERE 0"
         )
         self._db.execute(f"CREATE TEMP VIEW attempt_raw AS {raw}")
 
@@ -357,6 +369,10 @@ class ResultStore:
         if missing:
             columns = ", ".join(["*", *(f"NULL AS {name}" for name in missing)])
             self._db.execute(f"CREATE TEMP VIEW attempts AS SELECT {columns} FROM main.attempts")
+        if "cpu_ns" not in self._columns("attempt_raw"):
+            self._db.execute(
+                "CREATE TEMP VIEW attempt_raw AS SELECT *, NULL AS cpu_ns FROM main.attempt_raw"
+            )
 
 
 def _connect(path: Path, read_only: bool) -> sqlite3.Connection:
@@ -416,10 +432,10 @@ def _record(row: dict[str, Any]) -> RunRecord:
 def _with_raw(db: sqlite3.Connection, row: dict[str, Any]) -> RunRecord:
     record = _record(row)
     raw = db.execute(
-        "SELECT ids, latencies_ns FROM attempt_raw WHERE attempt_id = ?", (row["id"],)
+        "SELECT ids, latencies_ns, cpu_ns FROM attempt_raw WHERE attempt_id = ?", (row["id"],)
     ).fetchone()
     if raw is not None:
-        record.ids, record.latencies_ns = _unpack(raw[0]), _unpack(raw[1])
+        record.ids, record.latencies_ns, record.cpu_ns = (_unpack(blob) for blob in raw)
     return record
 
 

@@ -223,6 +223,7 @@ def _measure(
         memory_bytes=_memory(replay, before),
         ids=ids,
         latencies_ns=timing.latencies_ns,
+        cpu_ns=timing.cpu_ns,
         **common,
     )
 

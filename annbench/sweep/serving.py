@@ -4,9 +4,10 @@ Build-time resident memory mostly measures what the build allocated and freed; w
 deployment pays is the memory the index takes once loaded from its file. A fresh interpreter
 (``python -m annbench.sweep.serving``) imports the backend, drops the file from the page cache,
 times ``load(path)`` and reads its resident memory before the load and after a short warm-up
-search, so pages a library maps lazily count too. Resident memory here is the process's own:
-anonymous pages plus pages mapped from the index file, not the shared library code the first
-load and search page in.
+search, so pages a library maps lazily count too. Two figures: serving memory, the process's
+own resident memory (anonymous pages plus pages mapped from the index file, without the shared
+library code the first load and search page in), and the whole resident set's gain, which
+counts those code pages too: what ``ps`` shows the process growing by.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from annbench.sweep.memory import drop_from_page_cache, owned_rss_bytes
+from annbench.sweep.memory import drop_from_page_cache, owned_rss_bytes, rss_bytes
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Serving:
     memory_bytes: int | None  # resident memory the loaded (and warmed-up) index added
     load_s: float | None  # cold load time
     note: str | None = None  # why it was not measured
+    rss_bytes: int | None = None  # the process's whole resident set gain, library code too
 
 
 def measure_serving(
@@ -84,7 +86,12 @@ def measure_serving(
     for line in reversed(done.stdout.splitlines()):
         if line.startswith(_MARK):
             result = json.loads(line[len(_MARK) :])
-            return Serving(result.get("memory_bytes"), result.get("load_s"), result.get("note"))
+            return Serving(
+                result.get("memory_bytes"),
+                result.get("load_s"),
+                result.get("note"),
+                result.get("rss_bytes"),
+            )
     lines = (done.stderr.strip() or f"exit code {done.returncode}").splitlines()
     note = f"not measured: the loading process failed: {lines[-1]}"
     log.warning("%s serving memory %s", backend, note)
@@ -102,7 +109,7 @@ def _serve(spec: dict[str, Any]) -> dict[str, Any]:
     path = Path(spec["path"])
     drop_from_page_cache(path)
     gc.collect()
-    before = owned_rss_bytes(path.parent)
+    before, rss_before = owned_rss_bytes(path.parent), rss_bytes()
     start = time.perf_counter()
     try:
         index.load(path)
@@ -113,8 +120,12 @@ def _serve(spec: dict[str, Any]) -> dict[str, Any]:
     for q in xq:
         index.search_one(q, spec["k"])
     gc.collect()
-    after = owned_rss_bytes(path.parent)
-    return {"memory_bytes": max(after - before, 0), "load_s": load_s}
+    after, rss_after = owned_rss_bytes(path.parent), rss_bytes()
+    return {
+        "memory_bytes": max(after - before, 0),
+        "rss_bytes": max(rss_after - rss_before, 0),
+        "load_s": load_s,
+    }
 
 
 def _exit_with_parent(parent: int) -> None:
