@@ -279,7 +279,9 @@ def results(
     """List stored results, or export them to CSV, parquet or ann-benchmarks' result files.
 
     Where they differ, both recalls are listed: annbench's (ids, ties counted) and
-    ann-benchmarks' (distance threshold)."""
+    ann-benchmarks' (distance threshold). A spread ending in ! is noisy across repeats;
+    a wall/cpu ratio ending in ! was measured under host interference (single mode: wall
+    time well above the search thread's CPU time)."""
     from annbench import api
 
     if export_format is not None:
@@ -649,7 +651,23 @@ Examples:
     default=None,
     metavar="SIZE",
     callback=lambda ctx, param, value: _size_text(ctx, param, value),
-    help="Largest serving memory (the loaded index), e.g. 40MB (10^6 bytes) or 38MiB (2^20).",
+    help="Largest memory (see --memory-figure), e.g. 40MB (10^6 bytes) or 38MiB (2^20).",
+)
+@click.option(
+    "--latency-clock",
+    type=click.Choice(["wall", "cpu"]),
+    default="wall",
+    show_default=True,
+    help="Which time --max-latency-ms and --max-p99-ms mean: wall (what a caller waits) or "
+    "cpu (the search thread's CPU time, without the host's interference; single mode).",
+)
+@click.option(
+    "--memory-figure",
+    type=click.Choice(["serving", "rss"]),
+    default="serving",
+    show_default=True,
+    help="Which memory --max-memory means: serving (the index's own resident pages in a fresh "
+    "process) or rss (that process's whole resident set gain, library code too).",
 )
 @click.option(
     "--max-build-s", type=types.SECONDS, default=None, help="Longest build time allowed (s)."
@@ -746,6 +764,8 @@ def recommend_command(
     max_latency_ms: float | None,
     max_p99_ms: float | None,
     max_memory: float | None,
+    latency_clock: str,
+    memory_figure: str,
     max_build_s: float | None,
     optimize: str | None,
     k: int,
@@ -772,6 +792,7 @@ def recommend_command(
     import json
 
     from annbench.recommender import MeasurementPolicy, recommend_index
+    from annbench.time_budget import process_started
     from annbench.results.analysis import Constraints, describe_bytes
     from annbench.results.deploy import emit_python
     from annbench.results.deploy import save_index as save_index_to
@@ -785,7 +806,11 @@ def recommend_command(
         max_memory_bytes=memory_bytes,
         max_build_s=max_build_s,
         max_latency_ms=max_latency_ms,
+        clock=latency_clock,
+        memory_figure=memory_figure,
     )
+    if latency_clock == "cpu" and mode != "single":
+        raise click.UsageError("--latency-clock cpu needs --mode single (CPU times are per query)")
     quiet = as_json or emit is not None  # stdout carries only the JSON or the snippet
 
     def say(text: str) -> None:
@@ -816,8 +841,11 @@ def recommend_command(
             progress=say,
             workload=workloads[0],
             build_threads=build_threads,
+            started=process_started(),
         )
     result = outcome.recommendation
+    for line in outcome.budget_report():  # what --measure's time budget bought
+        say(line)
     if as_json:
         payload = outcome.to_dict()
         if max_memory:
@@ -839,7 +867,7 @@ def recommend_command(
         sys.exit(EXIT_NOTHING_FITS)
     choice = result.choice
     say(f"Recommended: {choice['config']}")
-    say(f"  {_figures(choice)}{_noisy(choice)}")
+    say(f"  {_figures(choice)}{_noisy(choice)}{_interfered(choice)}")
     say(
         f"  best {outcome.objective} of {result.candidates} stored configurations meeting "
         f"every constraint; figures for {outcome.query_mode}"
@@ -876,14 +904,20 @@ def _limits_line(constraints: Any, max_memory: str | None, mode: str, threads: i
     from annbench.results.analysis import describe_bytes
 
     parts = []
+    clock = "CPU time" if constraints.clock == "cpu" else "wall time"
     if constraints.min_recall is not None:
         parts.append(f"recall >= {constraints.min_recall:g}")
     if constraints.max_latency_ms is not None:
-        parts.append(f"mean latency <= {constraints.max_latency_ms:g} ms")
+        parts.append(f"mean latency <= {constraints.max_latency_ms:g} ms ({clock})")
     if constraints.max_p99_ms is not None:
-        parts.append(f"p99 <= {constraints.max_p99_ms:g} ms")
+        parts.append(f"p99 <= {constraints.max_p99_ms:g} ms ({clock})")
     if max_memory:
-        parts.append(f"serving memory <= {describe_bytes(max_memory)}")
+        figure = (
+            "process RSS gain (fresh process, library code included)"
+            if constraints.memory_figure == "rss"
+            else "serving memory (the index's own resident pages, fresh process)"
+        )
+        parts.append(f"{figure} <= {describe_bytes(max_memory)}")
     if constraints.max_build_s is not None:
         parts.append(f"build <= {constraints.max_build_s:g} s")
     mode_text = query_mode(mode, threads or (1 if mode == "single" else os.cpu_count() or 1))
@@ -891,15 +925,32 @@ def _limits_line(constraints: Any, max_memory: str | None, mode: str, threads: i
 
 
 def _figures(row: pd.Series) -> str:
-    """A point's recall, latencies, QPS, memory and build time in one line."""
+    """A point's recall, latencies (wall, with CPU time beside where measured), QPS, memory
+    (serving, with the process's whole RSS gain beside) and build time in one line."""
     memory = "serving memory" if pd.notna(row.get("serving_memory_bytes")) else "memory"
-    size = row.get("index_bytes")
+    size, rss = row.get("index_bytes"), row.get("serving_rss_bytes")
+    cpu = pd.notna(row.get("cpu_p99_ms"))
     return (
-        f"recall {row['recall']:.4f}, mean {_num(row.get('latency_mean_ms'), '.3f')} ms, "
-        f"p99 {_num(row.get('latency_p99_ms'), '.3f')} ms, {row['qps']:,.0f} QPS, "
-        f"{memory} {row['memory_footprint'] / 1e6:.1f} MB"
+        f"recall {row['recall']:.4f}, mean {_num(row.get('latency_mean_ms'), '.3f')} ms"
+        + (f" (CPU {row['cpu_mean_ms']:.3f})" if cpu else "")
+        + f", p99 {_num(row.get('latency_p99_ms'), '.3f')} ms"
+        + (f" (CPU {row['cpu_p99_ms']:.3f})" if cpu else "")
+        + f", {row['qps']:,.0f} QPS, {memory} {_num(row['memory_footprint'] / 1e6, '.1f')} MB"
+        + (f" (process RSS gain {rss / 1e6:.1f} MB)" if pd.notna(rss) else "")
         + (f", file {size / 1e6:.1f} MB" if pd.notna(size) and size else "")
-        + f", build {row['build_s']:.2f} s"
+        + f", build {_num(row.get('build_s'), '.2f')} s"
+    )
+
+
+def _interfered(row: pd.Series) -> str:
+    """A mark on figures measured while the host took the core away, with the ratios."""
+    from annbench.results.analysis import describe_interference
+
+    if not row.get("interference"):
+        return ""
+    return (
+        f"  [host interference: {describe_interference(row)}; the CPU figures describe the "
+        "index, the wall figures this host at that moment]"
     )
 
 
@@ -1050,6 +1101,20 @@ def _table(frame: pd.DataFrame) -> str:
         view.insert(3, "selectivity", frame["selectivity"].map(lambda v: _num(v, ".3g")))
     if not frame["label_precision"].notna().any():
         view = view.drop(columns="label_precision")  # shown for datasets with labels
+    if frame["cpu_p99_ms"].notna().any():  # single mode: CPU time beside wall time
+        from annbench.results.analysis import host_interference
+
+        at = view.columns.get_loc("p99_ms") + 1
+        view.insert(at, "cpu_p99_ms", frame["cpu_p99_ms"].map(lambda v: _num(v, ".3f")))
+        flagged = host_interference(frame)
+        view.insert(
+            at + 1,
+            "wall/cpu",
+            [
+                _num(v, ".2f") + ("!" if bad else "")
+                for v, bad in zip(frame["wall_cpu_ratio"], flagged, strict=True)
+            ],
+        )
     if (view["recall"] == view["ab_recall"]).all():
         view = view.drop(columns="ab_recall")  # shown only where the two definitions differ
     if len(frame) and (frame["status"] != "ok").any():

@@ -17,7 +17,15 @@ from annbench import __version__
 from annbench.paths import write_text_file
 from annbench.progress import Progress
 from annbench.record import PLAIN, params_label
-from annbench.results.analysis import NOISY_SPREAD, RECALL_LEVELS, successful, summary
+from annbench.results.analysis import (
+    INTERFERENCE_MEAN,
+    INTERFERENCE_P99,
+    NOISY_SPREAD,
+    RECALL_LEVELS,
+    host_interference,
+    successful,
+    summary,
+)
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1240px;
@@ -29,7 +37,8 @@ table.data th, table.data td { border: 1px solid #ddd; padding: 2px 5px; text-al
        vertical-align: top; }
 table.data th { background: #f3f3f3; position: sticky; top: 0; text-align: center; }
 table.data td.text { text-align: left; max-width: 22em; overflow-wrap: anywhere; }
-table.data td.noisy { background: #fff4e0; } table.data td.failed { color: #a00; }
+table.data td.noisy { background: #fff4e0; } table.data td.interfered { background: #f0e8ff; }
+table.data td.failed { color: #a00; }
 .levels { display: grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr));
           gap: 0 1.5em; }
 .levels h4 { margin: 0.8em 0 0; }
@@ -129,7 +138,11 @@ def write_report(
         f"annbench {__version__}, written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. "
         "Recall is annbench recall@k (ties counted, duplicates are misses); QPS and latencies "
         "are medians over repeats; runs whose QPS spread (interquartile range over repeats) is "
-        f"above {NOISY_SPREAD:.0%} of the median are shaded as noisy. Memory: serving (resident "
+        f"above {NOISY_SPREAD:.0%} of the median are shaded as noisy (orange); single-mode runs "
+        "whose wall time exceeds the search thread's CPU time by more than "
+        f"{INTERFERENCE_MEAN - 1:.0%} (or {INTERFERENCE_P99 - 1:.0%} at p99) were measured under "
+        "host interference and are shaded violet: their CPU columns describe the index. "
+        "Memory: serving (resident "
         "memory of the index loaded in a fresh process), build peak (peak resident memory of the "
         "building worker) and file (saved index size)."
     )
@@ -334,6 +347,8 @@ def _runs_table(frame: pd.DataFrame) -> str:
             ],
             "p50 ms": frame["latency_p50_ms"],
             "p99 ms": frame["latency_p99_ms"],
+            "CPU p99 ms": frame["cpu_p99_ms"],
+            "wall/CPU": frame["wall_cpu_ratio"],
             "build s": frame["build_s"],
             "serving MB": serving / 1e6,
             "build peak MB": frame["peak_rss_bytes"] / 1e6,
@@ -349,6 +364,8 @@ def _runs_table(frame: pd.DataFrame) -> str:
         "label mAP",
         "p50 ms",
         "p99 ms",
+        "CPU p99 ms",
+        "wall/CPU",
         "error",
     ):
         if view[column].isna().all():
@@ -361,9 +378,18 @@ def _runs_table(frame: pd.DataFrame) -> str:
     if view["threads"].nunique() == 1:
         view = view.drop(columns="threads")
     view = view.astype({c: float for c in view.columns if _numeric(view[c])})
+    interfered = host_interference(frame)
     classes = [
-        "failed" if status != "ok" else "noisy" if (spread or 0) > NOISY_SPREAD else ""
-        for status, spread in zip(frame["status"], frame["qps_spread"], strict=True)
+        "failed"
+        if status != "ok"
+        else "interfered"
+        if bad
+        else "noisy"
+        if (spread or 0) > NOISY_SPREAD
+        else ""
+        for status, spread, bad in zip(
+            frame["status"], frame["qps_spread"], interfered, strict=True
+        )
     ]
     return html_table(view, "runs", classes)
 
