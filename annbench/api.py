@@ -16,6 +16,7 @@ import ast
 import logging
 import math
 import multiprocessing
+import os
 import signal
 import sys
 import threading
@@ -51,16 +52,47 @@ class Interrupted(KeyboardInterrupt):
 
 
 def load_results(
-    path: str | Path | None = None, dataset: str | None = None, history: bool = False
+    path: str | Path | None = None,
+    dataset: str | None = None,
+    history: bool = False,
+    *,
+    raw: bool = False,
 ) -> pd.DataFrame:
     """Stored results as a DataFrame (parameters as ``build.*``/``search.*`` columns) from the
     store at ``path`` (folder or .sqlite file; default ``$ANNBENCH_RESULTS`` or results/),
-    optionally of one dataset; ``history=True`` gives every attempt, not only the latest."""
+    optionally of one dataset (by name or path; results of the same content stored under
+    another name are included, named ``dataset``); ``history=True`` gives every attempt, not
+    only the latest. ``raw=True``: the store's own columns (parameters as dicts)."""
     from annbench.results.store import ResultStore
 
+    content = dataset_content_hash(dataset) if dataset is not None else None
+    name = Path(dataset).stem if dataset is not None and _is_path(dataset) else dataset
     with ResultStore.open_existing(_store_path(path)) as store:
-        frame = store.dataframe(dataset, history=history)
-    return flatten(frame)
+        frame = store.dataframe(name, history=history, content_hash=content)
+    return frame if raw else flatten(frame)
+
+
+def _is_path(spec: str) -> bool:
+    """Whether a dataset ``spec`` is a file path rather than a name (as resolve_dataset reads
+    it); results store such a dataset under its file's stem."""
+    return Path(spec).suffix in (".hdf5", ".h5") or os.sep in spec
+
+
+def dataset_content_hash(name_or_path: str | Path) -> str | None:
+    """The content hash of the dataset ``name_or_path`` names when its file is here already
+    (nothing is generated or downloaded): what results are keyed on, so results measured on
+    the same content under another name are found too. None when there is no such file."""
+    from annbench.data.datasets import BUNDLED, resolve_dataset
+    from annbench.data.fingerprint import fingerprint
+    from annbench.paths import data_dir
+
+    spec = str(name_or_path)
+    if not (_is_path(spec) or spec in BUNDLED or (data_dir() / f"{spec}.hdf5").is_file()):
+        return None
+    try:
+        return fingerprint(resolve_dataset(spec)).content
+    except AnnbenchError:
+        return None
 
 
 def load_dataset(name_or_path: str | Path) -> Dataset:
@@ -211,7 +243,7 @@ def run(
                 "%d runs failed; their reasons are in the status and error columns",
                 len(summary.failed),
             )
-        frame = store.dataframe(data.name)
+        frame = store.dataframe(data.name, content_hash=data.content_hash)
         store_path = store.path
     frame = flatten(_by_key(frame, keys))
     frame.attrs["sweep"] = {
@@ -452,6 +484,8 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def _by_key(frame: pd.DataFrame, keys: set[str]) -> pd.DataFrame:
+    import pandas as pd
+
     from annbench.record import record_key
 
     mask = [
@@ -470,7 +504,7 @@ def _by_key(frame: pd.DataFrame, keys: set[str]) -> pd.DataFrame:
         in keys
         for row in frame.itertuples()
     ]
-    return frame[mask]
+    return frame[pd.Series(mask, index=frame.index, dtype=bool)]  # an empty list selects columns
 
 
 def _missing(value: Any) -> bool:

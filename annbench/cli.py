@@ -28,7 +28,7 @@ from annbench.recommender import DEFAULT_TIME_BUDGET_S, EXIT_NOTHING_FITS, FULL_
 from annbench.record import MODES, PLAIN, params_label
 from annbench.registry import capability_table, plugin_problems, runnable_backends
 from annbench.results.analysis import NOISY_SPREAD
-from annbench.results.store import ResultStore
+from annbench.results.store import ResultStore, store_file
 from annbench.sweep.grids import parse_overrides
 from annbench.sweep.measure import MIN_SECONDS
 
@@ -291,7 +291,7 @@ def results(
             raise BadUsage("--export ann-benchmarks needs --dataset NAME and --out DIR")
         data = read_dataset(resolve_dataset(dataset))
         with ResultStore.open_existing(results_path or results_dir()) as store:
-            records = store.records(data.name, with_raw=True)
+            records = store.records(data.name, with_raw=True, content_hash=data.content_hash)
         written = export_ann_benchmarks(records, data, out)
         others = sum(1 for r in records if r.status == "ok" and r.workload != PLAIN)
         left_out = (
@@ -377,10 +377,11 @@ def plot(
     from annbench.report.plot import recall_qps_figure, save_png, threads_figure
     from annbench.results.runbook_analysis import without_runbooks
 
+    from annbench import api
+
     mode = "batch" if scaling else mode
-    with ResultStore.open_existing(results_path or results_dir()) as store:
-        frame = store.dataframe(dataset)
-        store_path = store.path
+    frame = api.load_results(results_path or results_dir(), dataset, raw=True)
+    store_path = store_file(results_path or results_dir())
     if runbook is not None:
         _plot_runbook(frame, dataset, runbook, mode, k, out, store_path)
         return
@@ -506,10 +507,10 @@ def report_command(
         raise click.UsageError("--queries goes with --neighbours")
     if corpus is not None and not neighbours:
         raise click.UsageError("--corpus goes with --neighbours")
-    name = Path(dataset).stem if dataset and dataset.endswith((".hdf5", ".h5")) else dataset
-    with ResultStore.open_existing(results_path or results_dir()) as store:
-        frame = store.dataframe(name)
-        store_path = store.path
+    from annbench import api
+
+    frame = api.load_results(results_path or results_dir(), dataset, raw=True)
+    store_path = store_file(results_path or results_dir())
     if frame.empty:
         raise AnnbenchError("No results stored" + (f" for dataset {dataset}" if dataset else ""))
     folder = out or check_output_dir(store_path.parent / "report", "Report folder")
@@ -554,7 +555,7 @@ def _neighbour_pages(
             shown.update(1)
             continue
         with ResultStore.open_existing(store_path) as store:
-            records = store.records(data.name, with_raw=True)
+            records = store.records(data.name, with_raw=True, content_hash=data.content_hash)
         page = f"neighbours-{data.name}.html"
         text = neighbours_page(
             data, records, list(queries) if queries else None, seed=seed, corpus=corpus

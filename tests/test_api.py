@@ -216,3 +216,37 @@ def test_the_guard_check_reads_the_script(tmp_path):
     test = ast.parse(tree.read_text()).body[1].test
     assert api._is_main_test(test)
     assert not api._is_main_test(ast.parse("__name__ != '__main__'").body[0].value)
+
+
+def test_results_are_found_by_content_under_any_name(tmp_path, monkeypatch):
+    """A dataset whose content is stored under another name: run, results, summary, plot and
+    report find those results (they are keyed by content), named as asked."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from annbench.cli import main
+    from annbench.data.datasets import create_synthetic
+    from annbench.metrics import Metric
+
+    data = tmp_path / "data"
+    monkeypatch.setenv("ANNBENCH_DATA", str(data))
+    monkeypatch.setenv("ANNBENCH_RESULTS", str(tmp_path / "results"))
+    create_synthetic(data / "first.hdf5", n=500, nq=20, d=8, metric=Metric.EUCLIDEAN, seed=2)
+    runner = CliRunner()
+    sweep = ["-b", "faiss-flat", "--runs", "1", "--min-time", "0", "-q"]
+    assert runner.invoke(main, ["run", "-d", "first", *sweep]).exit_code == 0
+    shutil.copy(data / "first.hdf5", data / "again.hdf5")
+    again = runner.invoke(main, ["run", "-d", "again", *sweep])
+    assert again.exit_code == 0, again.output
+    assert "Stored 0 results (1 already stored" in again.output and "again" in again.output
+    listed = runner.invoke(main, ["results", "-d", "again"])
+    assert listed.exit_code == 0 and "faiss-flat" in listed.output, listed.output
+    frame = annbench.load_results(dataset="again")
+    assert len(frame) == 1 and frame["dataset"].tolist() == ["again"]
+    assert len(annbench.load_results(dataset=str(data / "again.hdf5"))) == 1
+    summary = runner.invoke(main, ["summary", "-d", "again"])
+    assert summary.exit_code == 0 and "faiss-flat" in summary.output, summary.output
+    plot = runner.invoke(main, ["plot", "-d", "again", "--out", str(tmp_path / "p.png")])
+    assert plot.exit_code == 0, plot.output
+    assert len(annbench.load_results(dataset="first")) == 1  # the first name still has them

@@ -186,21 +186,29 @@ class ResultStore:
         *,
         history: bool = False,
         probes: bool = False,
+        content_hash: str | None = None,
     ) -> list[RunRecord]:
         """The current view, optionally for one dataset, in the order keys were first stored:
         per key the latest successful full measurement, else the latest failure.
 
         ``probes=True`` also shows keys measured only by probes (their latest successful
         probe), never in place of a full measurement. ``history=True``: every attempt, probes
-        included, oldest first.
+        included, oldest first. ``content_hash``: the dataset's content, so that what was
+        measured on the same content under another name is found too (results are keyed by
+        content); those records are named ``dataset`` here.
         """
         return [
             _with_raw(self._db, row) if with_raw else _record(row)
-            for row in self._rows(dataset, history, probes)
+            for row in self._rows(dataset, history, probes, content_hash)
         ]
 
     def dataframe(
-        self, dataset: str | None = None, *, history: bool = False, probes: bool = False
+        self,
+        dataset: str | None = None,
+        *,
+        history: bool = False,
+        probes: bool = False,
+        content_hash: str | None = None,
     ) -> pd.DataFrame:
         """``records`` as a DataFrame, one column per field; the current view adds
         ``last_failure`` and ``last_failure_at``: the latest failed attempt after the result
@@ -208,7 +216,7 @@ class ResultStore:
         columns = [*SCALAR_FIELDS, *JSON_FIELDS, "qps_spread"]
         extra = [] if history else list(FAILURE_COLUMNS)
         rows = []
-        for row in self._rows(dataset, history, probes):
+        for row in self._rows(dataset, history, probes, content_hash):
             record = _record(row)
             values = record.summary_dict() | {"qps_spread": record.qps_spread}
             rows.append(values | {name: row[name] for name in extra})
@@ -221,9 +229,21 @@ class ResultStore:
         query = f"SELECT COUNT(DISTINCT key) FROM attempts WHERE {_NOT_PROBE}"
         return self._db.execute(query).fetchone()[0]
 
-    def _rows(self, dataset: str | None, history: bool, probes: bool) -> Iterator[dict[str, Any]]:
+    def _rows(
+        self, dataset: str | None, history: bool, probes: bool, content_hash: str | None = None
+    ) -> Iterator[dict[str, Any]]:
         where, args = [], []
-        if dataset is not None:
+        if dataset is not None and content_hash is not None:
+            # the name, or another name whose plain records have this content: its plain
+            # records of this content and its filter and runbook records (keyed on hashes
+            # derived from the content)
+            where.append(
+                "(dataset = ? OR (dataset IN (SELECT dataset FROM attempts WHERE "
+                "dataset_hash = ?) AND (dataset_hash = ? OR COALESCE(workload, 'plain') "
+                "!= 'plain')))"
+            )
+            args += [dataset, content_hash, content_hash]
+        elif dataset is not None:
             where.append("dataset = ?")
             args.append(dataset)
         if history:
@@ -243,7 +263,10 @@ class ResultStore:
         cursor = self._db.execute(query, args)
         names = [d[0] for d in cursor.description]
         for values in cursor.fetchall():
-            yield dict(zip(names, values, strict=True))
+            row = dict(zip(names, values, strict=True))
+            if dataset is not None:
+                row["dataset"] = dataset  # the same content under another name
+            yield row
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
