@@ -102,10 +102,12 @@ Examples:
 @types.quiet_option
 def datasets_fetch(name: str, url: str | None, quiet: bool) -> None:
     """Download a standard ann-benchmarks dataset (resumable, verified) into the data folder."""
-    from annbench.data.download import STANDARD, fetch_standard
+    from annbench.data.download import STANDARD, check_base_url, fetch_standard
 
     if url is not None and not url.strip():
         raise BadUsage("--url is empty; give a mirror's base URL or leave --url out")
+    if url is not None:
+        check_base_url(url)  # before anything is printed
     spec = STANDARD.get(name)
     if spec is not None:
         click.echo(f"{name}: {spec.description}, about {spec.size_mb} MB")
@@ -157,7 +159,9 @@ Examples:
 @random_attr_option
 @click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
 @types.quiet_option
+@click.pass_context
 def datasets_import(
+    ctx: click.Context,
     source: Path,
     name: str,
     metric: str,
@@ -176,11 +180,20 @@ def datasets_import(
     ground truth; files larger than memory are processed in chunks."""
     from annbench.data.importer import import_vectors, open_vectors, read_labels
 
+    source_of = click.core.ParameterSource
+    given = ctx.get_parameter_source("queries") in (source_of.COMMANDLINE, source_of.ENVIRONMENT)
+    if queries_file is not None and given:
+        raise BadUsage(
+            f"--queries {queries} and --queries-file contradict each other: the queries are "
+            f"every row of {queries_file.name}; leave out --queries (or --queries-file to hold "
+            f"{queries} rows of the base out)"
+        )
     path = _new_dataset_path(name, force)
     parsed = Metric.parse(metric)
     labels = None
     if labels_path is not None:
-        labels = read_labels(labels_path, open_vectors(source, key, column).shape[0])
+        rows = open_vectors(source, key, column).shape[0]
+        labels = read_labels(labels_path, rows, None if queries_file else queries)
     with Stages(quiet) as progress:
         import_vectors(
             source,
@@ -196,7 +209,7 @@ def datasets_import(
             progress,
             random_attr=random_attr,
         )
-    data = read_dataset(path)
+    data = read_dataset(path, probe=False)  # just written: its warnings were given
     click.echo(
         f"Wrote {path}: {len(data.train)} base vectors, {len(data.test)} queries, "
         f"d={data.train.shape[1]}, {data.metric.value}"

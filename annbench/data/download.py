@@ -6,6 +6,7 @@ import http.client
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -140,8 +141,7 @@ def fetch_standard(
     if base_url is not None and not base_url.strip():
         raise AnnbenchError("--url is empty; give a mirror's base URL or leave --url out")
     base = base_url or os.environ.get("ANNBENCH_DATASET_URL") or ANN_BENCHMARKS_URL
-    if not base.lower().startswith(("http://", "https://", "file://")):
-        raise AnnbenchError(f"Dataset URL '{base}' must start with http://, https:// or file://")
+    check_base_url(base)
     dest = Path(dest_dir) / f"{name}.hdf5"
     if dest.is_file():
         verify_standard(spec, dest)
@@ -153,6 +153,29 @@ def fetch_standard(
         attempts,
         verify=lambda path: verify_standard(spec, path),
     )
+
+
+def check_base_url(base: str) -> str:
+    """``base`` if it is a URL a download can start from, else one line saying how to fix it."""
+    shown = base if len(base) <= 80 else f"{base[:60]}...({len(base)} chars)"
+    if not base.lower().startswith(("http://", "https://", "file://")):
+        raise AnnbenchError(f"Dataset URL '{shown}' must start with http://, https:// or file://")
+    if any(c.isspace() or not c.isprintable() for c in base):
+        raise AnnbenchError(f"Dataset URL '{shown}' holds spaces or control characters")
+    try:
+        parts = urllib.parse.urlsplit(base)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+        (parts.hostname or "").encode("idna")
+        base.encode("ascii")
+    except ValueError as exc:  # UnicodeError is a ValueError
+        raise AnnbenchError(
+            f"Dataset URL '{shown}' is not a valid URL ({exc}); write it as "
+            "http://HOST[:PORT]/PATH, an IPv6 host in brackets, non-ASCII characters "
+            "percent-encoded and host names in their ASCII (punycode) form"
+        ) from None
+    if parts.scheme != "file" and not parts.hostname:
+        raise AnnbenchError(f"Dataset URL '{shown}' names no host; write http://HOST/PATH")
+    return base
 
 
 def download(

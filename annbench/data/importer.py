@@ -4,6 +4,7 @@ processed in chunks."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from annbench.data.datasets import ArrayLike, held_out_rows, random_attribute, w
 from annbench.errors import AnnbenchError
 from annbench.metrics import Metric
 from annbench.paths import check_input_file
+
+log = logging.getLogger(__name__)
 
 _TEXMEX = {".fvecs": np.float32, ".ivecs": np.int32, ".bvecs": np.uint8}
 SUFFIXES = (".npy", *_TEXMEX, ".parquet", ".hdf5", ".h5")
@@ -31,10 +34,7 @@ def open_vectors(path: Path, key: str | None = None, column: str | None = None) 
         raise AnnbenchError(f"{path.name} is empty")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        try:
-            vectors = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise AnnbenchError(f"{path.name} is not a readable .npy file: {exc}") from exc
+        vectors = load_npy(path, mmap_mode="r")
     elif suffix in _TEXMEX:
         vectors = _texmex(path, _TEXMEX[suffix])
     elif suffix == ".parquet":
@@ -43,6 +43,11 @@ def open_vectors(path: Path, key: str | None = None, column: str | None = None) 
         vectors = _hdf5(path, key)
     else:
         raise AnnbenchError(f"Cannot import {path.name}: use one of {', '.join(SUFFIXES)}")
+    if vectors.dtype.kind not in "iuf":
+        raise AnnbenchError(
+            f"{path.name} holds {vectors.dtype} values, but vectors must be integers or floats; "
+            "convert them (e.g. numpy's x.astype('float32'))"
+        )
     if vectors.ndim != 2 or 0 in vectors.shape:
         raise AnnbenchError(
             f"{path.name} must hold a non-empty 2-D array, got shape {vectors.shape}"
@@ -50,15 +55,122 @@ def open_vectors(path: Path, key: str | None = None, column: str | None = None) 
     return vectors
 
 
-def read_labels(path: Path, expected: int) -> np.ndarray:
-    """Labels from a .npy file or a text file with one label per line."""
+#: First bytes of the formats a file given as .npy often really is.
+_MAGIC = (
+    (b"\x93NUMPY", "a .npy file"),
+    (b"PK\x03\x04", "a NumPy .npz archive (a zip of arrays)"),
+    (b"PK\x05\x06", "a NumPy .npz archive (an empty zip)"),
+    (b"\x1f\x8b", "gzip-compressed"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file"),
+    (b"PAR1", "a parquet file"),
+    (b"SQLite format 3\x00", "an SQLite database"),
+)
+
+
+def sniff(path: Path) -> str:
+    """What ``path`` is by its first bytes: 'a .npy file', 'gzip-compressed', ... or ''."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    return next((what for magic, what in _MAGIC if head.startswith(magic)), "")
+
+
+def load_npy(path: Path, mmap_mode: str | None = None) -> np.ndarray:
+    """The array in the .npy file ``path`` (never unpickled), or one line saying what the file
+    is instead (an .npz archive, gzip, HDF5...) and how to fix it."""
+    what = sniff(path)
+    if what.startswith("a NumPy .npz"):
+        with np.load(path, allow_pickle=False) as archive:
+            names = ", ".join(archive.files) or "none"
+        raise AnnbenchError(
+            f"{path.name} is {what}, not a .npy file (arrays: {names}); save the one array you "
+            f"mean as .npy, e.g. np.save('vectors.npy', np.load('{path.name}')['NAME'])"
+        )
+    if what == "gzip-compressed":
+        raise AnnbenchError(f"{path.name} is gzip-compressed; decompress it first (gunzip -c)")
+    if what and what != "a .npy file":
+        raise AnnbenchError(f"{path.name} is {what}, not a .npy file; give it its own suffix")
+    if not what:
+        raise AnnbenchError(
+            f"{path.name} is not a readable .npy file: it lacks NumPy's header; write it with "
+            "numpy.save"
+        )
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except ValueError as exc:
+        if "Object arrays" in str(exc):
+            raise AnnbenchError(
+                f"{path.name} holds Python objects (dtype object, e.g. values of mixed types), "
+                "which annbench does not unpickle; save numbers or strings instead, e.g. "
+                "np.save(path, x.astype(str))"
+            ) from exc
+        raise AnnbenchError(f"{path.name} is not a readable .npy file: {exc}") from exc
+    except OSError as exc:
+        raise AnnbenchError(f"{path.name} is not a readable .npy file: {exc}") from exc
+
+
+def read_labels(path: Path, expected: int, queries: int | None = None) -> np.ndarray:
+    """Labels from a .npy file or a UTF-8 text file with one label per line, one per row of
+    the source (``expected`` rows, ``queries`` of them to be held out, for the hint)."""
     path = check_input_file(path, "Labels file")
-    if path.suffix == ".npy":
-        labels = np.load(path, allow_pickle=False)
+    if path.suffix.lower() == ".npy":
+        labels = load_npy(path)
     else:
-        labels = np.array([line.strip() for line in path.read_text().splitlines() if line.strip()])
-    if labels.ndim != 1 or len(labels) != expected:
-        raise AnnbenchError(f"{path.name} has {labels.shape} labels for {expected} vectors")
+        if sniff(path):
+            raise AnnbenchError(
+                f"{path.name} is {sniff(path)}, not text; give labels as .npy or as UTF-8 "
+                "text with one label per line"
+            )
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise AnnbenchError(
+                f"{path.name} is not UTF-8 text (byte {exc.start}); save it as UTF-8 with one "
+                "label per line, or as .npy"
+            ) from exc
+        labels = np.array([line.strip() for line in text.splitlines() if line.strip()])
+    if labels.ndim != 1:
+        raise AnnbenchError(
+            f"{path.name} holds labels of shape {labels.shape}; give one label per vector "
+            "(a 1-D array, or one label per line)"
+        )
+    read_label_array(labels, path.name)
+    if len(labels) != expected:
+        hint = ""
+        if queries is not None and len(labels) == expected - queries:
+            hint = (
+                f"; labels cover every row of the source, the {queries} rows annbench holds "
+                "out as queries included, so give the labels of all rows"
+            )
+        raise AnnbenchError(f"{path.name} has {len(labels)} labels for {expected} vectors{hint}")
+    return labels
+
+
+def file_labels(path: Path, key: str | None) -> np.ndarray | None:
+    """The labels an HDF5 source stores beside its vectors (``train_labels`` for ``train``),
+    or None (other formats, no labels, or labels that do not fit the vectors)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".hdf5", ".h5"):
+        return None
+    vectors = _hdf5(path, key)
+    name = f"{vectors.name.lstrip('/')}_labels"
+    labels = vectors.file.get(name)
+    if not isinstance(labels, h5py.Dataset) or labels.shape != vectors.shape[:1]:
+        return None
+    log.info("Labels: %s of %s", name, path.name)
+    return read_label_array(labels[()], f"{path.name}: '{name}'")
+
+
+def read_label_array(labels: np.ndarray, what: str) -> np.ndarray:
+    """``labels`` if they are one number or text per row, else one line naming ``what``."""
+    if labels.dtype.kind not in "iuUSbf":
+        raise AnnbenchError(
+            f"{what} holds {labels.dtype} labels; give integers or strings, one per vector"
+        )
+    if labels.dtype.kind == "f" and not np.isfinite(labels).all():
+        raise AnnbenchError(
+            f"{what} has NaN or infinite labels (first at row "
+            f"{int(np.argmin(np.isfinite(labels)))}); label every vector"
+        )
     return labels
 
 
@@ -82,19 +194,35 @@ def import_vectors(
     so that no query finds itself. ``random_attr`` adds a uniform random numeric attribute of
     that name (for filters).
     """
+    suffix = Path(source).suffix.lower()
+    if key is not None and suffix not in (".hdf5", ".h5"):
+        log.warning("--key %s is ignored: %s is not an HDF5 file", key, Path(source).name)
+    if column is not None and suffix != ".parquet":
+        log.warning("--column %s is ignored: %s is not a parquet file", column, Path(source).name)
     vectors = open_vectors(source, key, column)
     n, d = vectors.shape
+    if labels is None:
+        labels = file_labels(source, key)
     if labels is not None and len(labels) != n:
         raise AnnbenchError(f"{len(labels)} labels for {n} vectors")
     if queries_file is not None:
-        test = np.asarray(open_vectors(queries_file, key="test" if key is None else key)[:])
+        query_key = "test" if key is None else key
+        test = np.asarray(open_vectors(queries_file, key=query_key)[:])
         if test.shape[1] != d:
             raise AnnbenchError(
                 f"Queries in {Path(queries_file).name} have dimension {test.shape[1]}, "
                 f"the base has {d}"
             )
         base: ArrayLike = vectors
-        train_labels, test_labels = labels, None
+        train_labels = labels
+        test_labels = None if labels is None else file_labels(queries_file, query_key)
+        if labels is not None and test_labels is None:
+            log.warning(
+                "Labels cover the base vectors only: the queries from %s have none, so label "
+                "metrics and --filter label will not be available; to keep them, leave out "
+                "--queries-file so that labelled rows are held out as queries",
+                Path(queries_file).name,
+            )
     else:
         train_rows, test_rows = held_out_rows(n, queries, seed)
         test = np.asarray(vectors[test_rows])
@@ -161,6 +289,9 @@ def _parquet(path: Path, column: str | None) -> np.ndarray:
     except ImportError as exc:
         raise AnnbenchError("Importing parquet needs pyarrow: pip install pyarrow") from exc
     try:
+        names = pq.read_schema(path).names
+        if column is not None and column not in names:
+            raise AnnbenchError(f"{path.name} has no column '{column}'; it has: {', '.join(names)}")
         table = pq.read_table(path, columns=[column] if column else None)
     except (OSError, ValueError, KeyError) as exc:
         raise AnnbenchError(f"Cannot read {path.name} as parquet: {exc}") from exc
