@@ -32,7 +32,7 @@ from annbench.data.synthetic import clustered_gaussian
 from annbench.data.truthcheck import check_ground_truth, check_truth_layout
 from annbench.errors import AnnbenchError
 from annbench.metrics import Metric, normalize_rows
-from annbench.paths import check_input_file, data_dir
+from annbench.paths import check_input_file, check_path_name, data_dir, kind_of
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +174,9 @@ def read_dataset(path: Path, probe: bool = True, verify: bool = True) -> Dataset
     if "distance" not in attrs:
         raise AnnbenchError(f"{path.name} has no 'distance' attribute (euclidean, angular or dot)")
     metric = Metric.parse(attrs["distance"])
+    warn_big_integers(
+        path.name, *_add_big(_big_integers(arrays["train"]), _big_integers(arrays["test"]))
+    )
     train = _vectors(arrays["train"], "train", path)
     test = _vectors(arrays["test"], "test", path)
     if train.shape[1] != test.shape[1]:
@@ -182,6 +185,16 @@ def read_dataset(path: Path, probe: bool = True, verify: bool = True) -> Dataset
         )
     _check_rows(path, per_row, len(train), len(test))
     _check_labels(path, labels, attrs)
+    if len(labels) == 1 and probe:
+        have, lack = LABEL_KEYS if "train_labels" in labels else LABEL_KEYS[::-1]
+        log.warning(
+            "%s has %s but no %s: label metrics and --filter label need both, so they are "
+            "not available; re-import the vectors with labels for every row "
+            "(annbench datasets import --labels)",
+            path.name,
+            have,
+            lack,
+        )
     neighbors, distances = arrays["neighbors"], arrays["distances"]
     in_place = " --force" if (data_dir() / path.name).exists() else ""
     fix = f"recompute it with 'annbench datasets truth {path}{in_place}'"
@@ -279,7 +292,10 @@ def write_dataset(
     if shape is None or len(shape) != 2 or shape[0] == 0 or shape[1] == 0:
         raise AnnbenchError(f"{path.name}: base vectors must be a non-empty 2-D array, got {shape}")
     n, d = shape
-    test = _prepare(_vectors(test, "test", path), normalize, float16)
+    big = _big_integers(test)
+    test = _vectors(test, "test", path)
+    zero_queries = int(zero_rows(test).sum()) if normalize else 0
+    test = _prepare(test, normalize, float16)
     if test.shape[1] != d:
         raise AnnbenchError(f"base vectors have dimension {d} but queries have {test.shape[1]}")
     for key, labels, rows in (
@@ -295,6 +311,7 @@ def write_dataset(
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     stored = np.float16 if float16 else np.float32
     zeros: list[np.ndarray] = []  # zero rows of the base, under cosine
+    zero_base = 0  # zero rows of the base, which --normalize leaves zero
     try:
         with h5py.File(partial, "w") as f:
             base = f.create_dataset(
@@ -306,14 +323,26 @@ def write_dataset(
             )
             for start in range(0, n, WRITE_CHUNK):
                 stop = min(start + WRITE_CHUNK, n)
-                block = _prepare(
-                    _vectors(train[start:stop], "train", path, start), normalize, float16
-                )
+                raw = train[start:stop]
+                big = _add_big(big, _big_integers(raw))
+                block = _vectors(raw, "train", path, start)
+                if normalize:
+                    zero_base += int(zero_rows(block).sum())
+                block = _prepare(block, normalize, float16)
                 base[start:stop] = block
                 if metric is Metric.ANGULAR:
                     zeros.append(start + np.flatnonzero(zero_rows(block)))
                 if progress is not None:
                     progress("writing", stop, n)
+            warn_big_integers(path.name, *big)
+            if zero_base or zero_queries:
+                log.warning(
+                    "%s: %d base vectors and %d queries are all zeros, which cannot be scaled "
+                    "to unit length; --normalize leaves them zero",
+                    path.name,
+                    zero_base,
+                    zero_queries,
+                )
             step = max(WRITE_CHUNK, block_rows(d))  # reading back: fewer, larger blocks
             blocks = (base[s : s + step].astype(np.float32) for s in range(0, n, step))
             on_block = (lambda done: progress("ground truth", done, n)) if progress else None
@@ -450,7 +479,7 @@ def resolve_dataset(spec: str, progress: Callable[[str], None] | None = None) ->
     if candidate.suffix in (".hdf5", ".h5") or os.sep in spec:
         return check_input_file(candidate, "Dataset file")
     stored = data_dir() / f"{spec}.hdf5"
-    if stored.is_file():
+    if kind_of(check_path_name(stored, "Dataset")) == "a file":
         return stored
     if spec in BUNDLED:
         bundled = resources.files("annbench.bundled") / f"{spec}.hdf5"
@@ -496,6 +525,13 @@ def create_synthetic(
     a uniform random numeric attribute named ``random_attr`` when given."""
     if n < 1 or nq < 1 or d < 1:
         raise AnnbenchError(f"n, nq and d must be positive, got n={n}, nq={nq}, d={d}")
+    needed, available = (n + nq) * d * SYNTHETIC_BYTES, _memory_bytes()
+    if available and needed > available:
+        raise AnnbenchError(
+            f"{n + nq:,} synthetic vectors of dimension {d} need about {needed / 1e9:,.0f} GB "
+            f"of memory to generate, more than this machine's {available / 1e9:,.0f} GB; "
+            "choose a smaller --n, --nq or --d"
+        )
     x, labels = clustered_gaussian(n + nq, d, n_clusters=n_clusters, seed=seed)
     train, test, train_labels, test_labels = split_queries(x, labels, nq, seed + 1)
     attrs = {
@@ -506,6 +542,19 @@ def create_synthetic(
     return write_dataset(
         path, train, test, metric, train_labels, test_labels, attrs, numeric_attrs=numeric
     )
+
+
+#: Bytes of memory per value while a synthetic dataset is generated (float64 draws and their
+#: float32 copy).
+SYNTHETIC_BYTES = 28
+
+
+def _memory_bytes() -> int:
+    """This machine's physical memory in bytes (0 when the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
 
 
 def random_attribute(n: int, nq: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -537,8 +586,8 @@ def split_queries(
 
 def available_datasets() -> list[str]:
     """Names of stored datasets and built-ins, sorted."""
-    folder = data_dir()
-    stored = {p.stem for p in folder.glob("*.hdf5")} if folder.is_dir() else set()
+    folder = check_path_name(data_dir(), "Data folder ($ANNBENCH_DATA)")
+    stored = {p.stem for p in folder.glob("*.hdf5")} if kind_of(folder) == "a directory" else set()
     return sorted(stored | set(BUILTIN) | set(BUNDLED))
 
 
@@ -591,6 +640,38 @@ def _vectors(array: ArrayLike, key: str, path: Path, first_row: int = 0) -> np.n
             f"{first_row + int(np.argmax(bad))}); clean or drop them"
         )
     return array
+
+
+#: Integers up to this magnitude are exact in float32 (a 24-bit significand); beyond, they round.
+FLOAT32_EXACT = 2**24
+
+
+def _big_integers(array: ArrayLike) -> tuple[int, int]:
+    """``(how many values, largest magnitude)`` of the integers in ``array`` beyond
+    ``FLOAT32_EXACT``, which float32 vectors cannot hold exactly; (0, 0) for floats."""
+    array = np.asarray(array)
+    if array.dtype.kind not in "iu" or array.size == 0:
+        return 0, 0
+    big = (array > FLOAT32_EXACT) | (array < -FLOAT32_EXACT)
+    count = int(big.sum())
+    return (count, max(int(array.max()), -int(array.min()))) if count else (0, 0)
+
+
+def _add_big(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    return a[0] + b[0], max(a[1], b[1])
+
+
+def warn_big_integers(name: str, count: int, largest: int) -> None:
+    """Warn that ``count`` integer values (up to ``largest``) lose precision as float32."""
+    if count:
+        log.warning(
+            "%s: %d integer values exceed 2**24 in magnitude (largest %d) and are rounded in "
+            "float32, so distances and exact search lose precision (recall may be near 0); "
+            "rescale the vectors or subtract a common offset",
+            name,
+            count,
+            largest,
+        )
 
 
 def zero_rows(x: np.ndarray) -> np.ndarray:
