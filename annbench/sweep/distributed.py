@@ -11,6 +11,7 @@ fatal); Dask workers must therefore be allowed children::
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import multiprocessing
 import time
@@ -36,16 +37,35 @@ WORKER_COMMAND = (
 
 
 def check_scheduler_address(scheduler: str) -> str:
-    """``scheduler`` if it is 'local' or a well-formed ``tcp://HOST:PORT``, else one line."""
+    """``scheduler`` if it is 'local' or a well-formed ``tcp://HOST:PORT`` (an IPv6 host in
+    brackets, ``tcp://[::1]:8786``), else one line saying how to write it."""
     if scheduler == "local":
         return scheduler
+    shown = scheduler if len(scheduler) <= 80 else f"{scheduler[:60]}...({len(scheduler)} chars)"
+    form = f"--scheduler must be 'local' or tcp://HOST:PORT (port 1-65535), got '{shown}'"
     rest = scheduler[len("tcp://") :] if scheduler.startswith("tcp://") else None
     host, sep, port = (rest or "").rpartition(":")
     valid = bool(rest) and bool(sep) and bool(host.strip("[]")) and port.isdigit()
     if not valid or not 0 < int(port) < 65536 or any(c.isspace() for c in scheduler):
+        raise AnnbenchError(form)
+    if host.startswith("[") or host.endswith("]") or ":" in host:
+        address = host[1:-1] if host.startswith("[") and host.endswith("]") else None
+        try:
+            ipaddress.IPv6Address(address or "")
+        except ValueError:
+            raise AnnbenchError(
+                f"{form}; an IPv6 host is written in brackets, e.g. tcp://[::1]:8786"
+            ) from None
+        return scheduler
+    try:
+        ascii_host = host.encode("idna").decode()
+    except UnicodeError:
         raise AnnbenchError(
-            f"--scheduler must be 'local' or tcp://HOST:PORT (port 1-65535), got '{scheduler}'"
-        )
+            f"{form}; the host is not a valid host name (labels of 1-63 letters, digits "
+            "or hyphens separated by dots)"
+        ) from None
+    if len(ascii_host) > 253:
+        raise AnnbenchError(f"{form}; the host name is longer than 253 characters")
     return scheduler
 
 
@@ -101,7 +121,7 @@ def dask_client(scheduler: str, workers: int = 2) -> Iterator[Any]:
         return
     try:
         client = Client(scheduler, timeout="10s")
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, ValueError) as exc:  # ValueError: an address Dask refuses
         raise AnnbenchError(f"Cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
     with client:
         check_cluster(client, scheduler)
