@@ -1,6 +1,8 @@
 """Every kind of bad input in README's table: one line, the right exit code, no traceback,
 nothing stored lost. Each case here is a row of that table (checked below)."""
 
+import gzip
+import io
 import os
 import resource
 import subprocess
@@ -518,7 +520,141 @@ CASES = {
         "--optimize qps needs a recall target (--min-recall R)",
         2,
     ),
+    ".npz imported as .npy": (
+        importing(lambda t, _: npz_named(t / "v.npy")),
+        "v.npy is a NumPy .npz archive (a zip of arrays), not a .npy file (arrays: emb)",
+        1,
+    ),
+    "gzipped .npy": (
+        importing(lambda t, _: _write(t / "g.npy", gzip.compress(npy_bytes(np.ones((20, 3)))))),
+        "g.npy is gzip-compressed; decompress it first",
+        1,
+    ),
+    "complex vectors": (
+        importing(lambda t, _: npy(t, "c.npy", np.ones((20, 3), np.complex64)), "--queries", "3"),
+        "c.npy holds complex64 values, but vectors must be integers or floats",
+        1,
+    ),
+    "labels of mixed types": (
+        importing(
+            lambda t, _: npy(t, "b.npy", np.ones((20, 3))),
+            *["--labels", "MIXED", "--queries", "3"],
+        ),
+        "holds Python objects (dtype object, e.g. values of mixed types)",
+        1,
+    ),
+    "labels not UTF-8": (
+        importing(
+            lambda t, _: npy(t, "b.npy", np.ones((20, 3))),
+            *["--labels", "LATIN1", "--queries", "3"],
+        ),
+        "l.txt is not UTF-8 text (byte 3); save it as UTF-8",
+        1,
+    ),
+    "NaN labels to import": (
+        importing(
+            lambda t, _: npy(t, "b.npy", np.ones((20, 3))),
+            *["--labels", "NANS", "--queries", "3"],
+        ),
+        "l.npy has NaN or infinite labels (first at row 0); label every vector",
+        1,
+    ),
+    "labels without the held-out queries": (
+        importing(
+            lambda t, _: npy(t, "b.npy", np.ones((20, 3))),
+            *["--labels", "SEVENTEEN", "--queries", "3"],
+        ),
+        "has 17 labels for 20 vectors; labels cover every row of the source, the 3 rows",
+        1,
+    ),
+    "queries given twice": (
+        importing(
+            lambda t, _: npy(t, "b.npy", np.ones((20, 3))),
+            *["--queries", "3", "--queries-file", "QUERIES"],
+        ),
+        "--queries 3 and --queries-file contradict each other",
+        2,
+    ),
+    "parquet column that is not there": (
+        importing(parquet_of_strings, "--column", "nope"),
+        "s.parquet has no column 'nope'; it has: v",
+        1,
+    ),
+    "dataset name too long": (
+        lambda t, tiny: ["run", "-b", "faiss-flat", "-d", "z" * 5000],
+        "Dataset path is too long for the file system",
+        1,
+    ),
+    "IPv6 scheduler without brackets": (
+        run_tiny("-b", "faiss-flat", "--scheduler", "tcp://::1:8786"),
+        "an IPv6 host is written in brackets, e.g. tcp://[::1]:8786",
+        1,
+    ),
+    "scheduler host name too long": (
+        run_tiny("-b", "faiss-flat", "--scheduler", "tcp://" + "h" * 300 + ":8786"),
+        "the host is not a valid host name",
+        1,
+    ),
+    "mirror URL not valid": (
+        lambda t, tiny: ["datasets", "fetch", "gist-960-euclidean", "--url", "http://[::1"],
+        "Dataset URL 'http://[::1' is not a valid URL",
+        1,
+    ),
+    "embedding model name too long": (
+        embedding(texts, "--queries", "2", "--model", "m" * 5000),
+        "is neither a model folder nor in the Hugging Face cache",
+        1,
+    ),
+    "gzipped texts named .txt": (
+        embedding(lambda t: _write(t / "z.txt", gzip.compress(b"a\nb\nc\n"))),
+        "z.txt is gzip-compressed; name it z.txt.gz or decompress it",
+        1,
+    ),
+    "label column of a plain-text corpus": (
+        embedding(texts, "--queries", "2", "--label-column", "section"),
+        "--label-column section needs a CSV or TSV corpus",
+        1,
+    ),
+    "synthetic dataset larger than memory": (
+        lambda t, tiny: ["datasets", "create", "huge", "--n", "1000000000", "--d", "65536"],
+        "GB of memory to generate, more than this machine",
+        1,
+    ),
 }
+
+#: Stand-ins in CASES arguments for label and query files written into the test's folder.
+LABEL_FILES = {
+    "MIXED": ("l.npy", lambda path: np.save(path, np.array([1, "a"] * 10, object))),
+    "LATIN1": ("l.txt", lambda path: path.write_bytes("caf\xe9\n".encode("latin-1") * 20)),
+    "NANS": ("l.npy", lambda path: np.save(path, np.r_[np.nan, np.ones(19)])),
+    "SEVENTEEN": ("l.npy", lambda path: np.save(path, np.arange(17))),
+    "QUERIES": ("q.npy", lambda path: np.save(path, np.ones((4, 3)))),
+}
+
+
+def with_files(args, tmp):
+    """``args`` with the LABEL_FILES stand-ins written and replaced by their paths."""
+    out = []
+    for arg in args:
+        if arg in LABEL_FILES:
+            name, write = LABEL_FILES[arg]
+            write(tmp / name)
+            arg = str(tmp / name)
+        out.append(arg)
+    return out
+
+
+def npy_bytes(array) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def npz_named(path):
+    """An .npz archive saved under a .npy name."""
+    with open(path, "wb") as f:
+        np.savez(f, emb=np.ones((20, 3)))
+    return str(path)
 
 
 def _write(path, data: bytes) -> str:
@@ -533,7 +669,7 @@ def test_bad_input_gives_one_line_and_exit_code(
     make_args, message, code = CASES[case]
     with ResultStore(isolated_folders / "results") as store:  # something already stored
         store.put(a_record())
-    result = CliRunner().invoke(main, make_args(tmp_path, tiny_path))
+    result = CliRunner().invoke(main, with_files(make_args(tmp_path, tiny_path), tmp_path))
     assert result.exit_code == code, result.output
     assert message in result.output
     assert "Traceback" not in result.output
