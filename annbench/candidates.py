@@ -16,6 +16,8 @@ from typing import Any
 from annbench.backends.faiss_factory import HEADER_BYTES, code_bytes, read_factory
 from annbench.sweep.runner import geometric_ladder
 
+#: The backends ``propose`` draws candidates from.
+CANDIDATE_BACKENDS = ("faiss-factory", "hnswlib", "usearch")
 #: HNSW graphs try these M (links per node), the largest that fits first.
 HNSW_M = (64, 48, 32, 24, 16, 12, 8)
 #: Search beam widths bisected for graphs, nprobe ladder caps for inverted files.

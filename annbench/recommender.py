@@ -2,7 +2,8 @@
 
 ``recommend_index`` is what ``annbench recommend`` and ``annbench.api.recommend`` both call:
 optionally measure budget-fitted candidates (or named backends' grids) by bisection within a
-time budget, then pick among the full measurements stored for exactly this dataset content.
+time budget (spent on the likeliest winners first: ``annbench.time_budget``), then pick among
+the full measurements stored for exactly this dataset content.
 """
 
 from __future__ import annotations
@@ -10,21 +11,32 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
 
-from annbench.candidates import Candidate, propose
+from annbench.candidates import CANDIDATE_BACKENDS, Candidate, propose
 from annbench.data.datasets import Dataset
 from annbench.errors import AnnbenchError, BadUsage, NothingFits
-from annbench.record import MODES, PLAIN, RunRecord, params_label
+from annbench.record import MODES, PLAIN, params_label
 from annbench.registry import backend_names, load_backend
 from annbench.results.analysis import Constraints, Recommendation, check_objective, recommend
 from annbench.results.store import ResultStore
 from annbench.sweep.measure import MIN_SECONDS, BuildJob
+from annbench.time_budget import (
+    DEFAULT_RATES,
+    Budget,
+    History,
+    Planned,
+    Skip,
+    Step,
+    estimate,
+    measure_within,
+    plan,
+    structure,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +63,6 @@ PROBE = MeasurementPolicy(runs=1, min_seconds=0.0)
 
 
 @dataclass
-class Step:
-    """One build configuration tried while measuring."""
-
-    label: str
-    seconds: float
-    outcome: str
-    records: list[RunRecord] = field(default_factory=list, repr=False)
-
-
-@dataclass
 class Outcome:
     """A recommendation with what it was asked, for which query mode, and what was measured."""
 
@@ -72,9 +74,11 @@ class Outcome:
     k: int
     mode: str
     threads: int
-    steps: list[Step] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # candidates left out by the time budget
-    measure_seconds: float = 0.0
+    steps: list[Step] = field(default_factory=list)  # candidates measured
+    skipped: list[Skip] = field(default_factory=list)  # candidates not measured, and why
+    measure_seconds: float = 0.0  # spent measuring
+    time_budget_s: float | None = None  # with --measure
+    elapsed_s: float = 0.0  # from the start of the time budget to the answer
 
     @property
     def found(self) -> bool:
@@ -109,12 +113,43 @@ class Outcome:
             "closest": _points(rec.closest, with_violations=True),
             "candidates_meeting_constraints": rec.candidates,
             "measured": [
-                {"config": s.label, "seconds": round(s.seconds, 3), "outcome": s.outcome}
+                {
+                    "config": s.label,
+                    "seconds": round(s.seconds, 3),
+                    "expected_seconds": _rounded(s.estimate_s),
+                    "timed_out": s.timed_out,
+                    "outcome": s.outcome,
+                }
                 for s in self.steps
             ],
-            "skipped_for_time": self.skipped,
-            "measure_seconds": round(self.measure_seconds, 3),
+            "budget": {
+                "time_budget_s": self.time_budget_s,
+                "elapsed_s": round(self.elapsed_s, 3),
+                "measure_seconds": round(self.measure_seconds, 3),
+                "measured": len(self.steps),
+                "timed_out": sum(s.timed_out for s in self.steps),
+                "skipped": [{"config": s.config, "reason": s.reason} for s in self.skipped],
+            },
         }
+
+    def budget_report(self) -> list[str]:
+        """What the time budget bought, in lines of text (none without ``--measure``)."""
+        if self.time_budget_s is None:
+            return []
+        timed_out = sum(s.timed_out for s in self.steps)
+        lines = [
+            f"Time budget: {self.elapsed_s:.0f} s of {self.time_budget_s:g} s; measured "
+            f"{len(self.steps)} candidate{'s' if len(self.steps) != 1 else ''}"
+            + (f" ({timed_out} stopped by the time budget)" if timed_out else "")
+            + f", skipped {len(self.skipped)}"
+            + (":" if self.skipped else "")
+        ]
+        lines += [f"  {s.config}: {s.reason}" for s in self.skipped]
+        return lines
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def query_mode(mode: str, threads: int) -> str:
@@ -207,6 +242,7 @@ def recommend_index(
     progress: Callable[[str], None] | None = None,
     workload: str = PLAIN,
     build_threads: int | None = None,
+    started: float | None = None,
 ) -> Outcome:
     """The configuration of ``dataset`` meeting ``constraints`` with the best ``optimize``.
 
@@ -214,25 +250,58 @@ def recommend_index(
     ``backends``' grids, or else index structures proposed to fit the memory budget. Only
     full measurements (``policy``) of this exact dataset content, ``workload`` (plain or a
     filter), k, mode and thread count are picked from; a pick measured with fewer repeats
-    than ``policy`` is re-measured first. ``build_threads`` as for ``annbench run`` (None:
-    every core).
+    than ``policy`` is re-measured first, when the time budget covers it. ``build_threads``
+    as for ``annbench run`` (None: every core). ``started``: the ``time_budget.clock()``
+    reading at which the time budget began (the CLI passes its process start; None: now).
     """
     optimize = optimize or default_objective(constraints)
     threads = _check(
         dataset, constraints, optimize, k, mode, threads, time_budget_s, policy, build_threads
     )
     say = progress or log.info
+    budget = Budget(time_budget_s) if started is None else Budget(time_budget_s, started)
     steps: list[Step] = []
-    skipped: list[str] = []
+    skipped: list[Skip] = []
     spent = 0.0
+    history: History | None = None
+    threads_building = build_threads or os.cpu_count() or 1
     if measure:
         jobs = _jobs(
             dataset, constraints, optimize, k, mode, threads, backends, overrides, policy, workload
         )
         jobs = [(label, replace(job, build_threads=build_threads)) for label, job in jobs]
-        start = time.monotonic()
-        steps, skipped = _measure(jobs, store, time_budget_s, say)
-        spent = time.monotonic() - start
+        dataset_hash = _hash(dataset, workload)
+        history = History(
+            store,
+            dataset.name,
+            dataset_hash,
+            dataset.train.shape,
+            k=k,
+            mode=mode,
+            threads=threads,
+            workload=workload,
+        )
+        planned = plan(
+            jobs,
+            history,
+            constraints,
+            optimize,
+            nq=len(dataset.test),
+            build_threads=threads_building,
+        )
+        start = budget.elapsed()
+        steps, skipped = measure_within(
+            planned,
+            store,
+            budget,
+            history,
+            runs=policy.runs,
+            constraints=constraints,
+            objective=optimize,
+            frame=lambda: _frame(store, dataset, dataset_hash, workload, k, mode, threads),
+            say=say,
+        )
+        spent = budget.elapsed() - start
     if not measure and workload != PLAIN:
         from annbench.data.workloads import is_prepared
 
@@ -245,14 +314,30 @@ def recommend_index(
     frame = _frame(store, dataset, dataset_hash, workload, k, mode, threads)
     result = recommend(frame, constraints, optimize)
     choice = result.choice
-    if measure and choice is not None and (choice["runs"] or 0) < policy.runs:
+    if history is not None and choice is not None and (choice["runs"] or 0) < policy.runs:
         say(f"Re-measuring the pick under the full protocol: {choice['config']}")
         job = _job_for_row(dataset, choice, k, mode, threads, policy)
         job = replace(
             job, dataset_hash=dataset_hash, workload=workload, build_threads=build_threads
         )
-        more, _ = _measure([(choice["config"], job)], store, math.inf, say)
+        s = structure(job.backend, job.build_params, dataset.train.shape[1])
+        n, nq = len(dataset.train), len(dataset.test)
+        cost = estimate(job, s, n, nq, DEFAULT_RATES, history, threads_building)
+        start = budget.elapsed()
+        more, fewer = measure_within(
+            [Planned(choice["config"], job, s, cost)],
+            store,
+            budget,
+            history,
+            runs=policy.runs,
+            constraints=constraints,
+            objective=optimize,
+            frame=lambda: frame,
+            say=say,
+        )
+        spent += budget.elapsed() - start
         steps += more
+        skipped += [replace(skip, reason=f"re-measuring the pick {skip.reason}") for skip in fewer]
         frame = _frame(store, dataset, dataset_hash, workload, k, mode, threads)
         result = recommend(frame, constraints, optimize)
     return Outcome(
@@ -267,6 +352,8 @@ def recommend_index(
         steps,
         skipped,
         spent,
+        time_budget_s if measure else None,
+        budget.elapsed(),
     )
 
 
@@ -351,10 +438,13 @@ def _frame(
     return frame[keep]
 
 
-def installed_backends() -> list[str]:
-    """Registered backends whose library is installed."""
+def installed_backends(among: tuple[str, ...] | None = None) -> list[str]:
+    """Registered backends whose library is installed (of ``among``, when given: importing
+    every library takes time, some tens of seconds)."""
     names = []
     for name in backend_names():
+        if among is not None and name not in among:
+            continue
         try:
             load_backend(name)
         except AnnbenchError:
@@ -413,7 +503,7 @@ def _jobs(
             "name backends with -b"
         )
     n, d = dataset.train.shape
-    installed = set(installed_backends())
+    installed = set(installed_backends(CANDIDATE_BACKENDS))
     candidates = propose(n, d, constraints.max_memory_bytes, installed, dataset.metric.value)
     if not candidates:
         raise NothingFits(
@@ -491,66 +581,4 @@ def _job(
         min_seconds=policy.min_seconds,
         library_version=load_backend(backend).library_version(),
         **fields,
-    )
-
-
-def _measure(
-    jobs: list[tuple[str, BuildJob]],
-    store: ResultStore,
-    time_budget_s: float,
-    say: Callable[[str], None],
-) -> tuple[list[Step], list[str]]:
-    """Run each job in a worker while time remains (one may take at most half of what
-    remains while others wait); store its records; one step each."""
-    from annbench.sweep.runner import run_in_worker
-
-    steps: list[Step] = []
-    skipped: list[str] = []
-    deadline = time.monotonic() + time_budget_s
-    for number, (label, job) in enumerate(jobs, 1):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            skipped.append(label)
-            continue
-        say(f"[{number}/{len(jobs)}] {label} ...")
-        start = time.monotonic()
-        records: list[RunRecord] = []
-        failed = False
-        share = remaining if number == len(jobs) else remaining / 2
-        timeout = None if math.isinf(share) else share
-        for record in run_in_worker(job, timeout):
-            if record.status != "ok":
-                if failed:  # one failure per build tells why; the rest say the same
-                    continue
-                failed = True
-            store.put(record)
-            records.append(record)
-        step = Step(label, time.monotonic() - start, _outcome(job, records), records)
-        steps.append(step)
-        say(f"      {step.outcome} ({step.seconds:.1f} s)")
-    if skipped:
-        say(f"Time budget ({time_budget_s:g} s) spent; not tried: {', '.join(skipped)}")
-    return steps, skipped
-
-
-def _outcome(job: BuildJob, records: list[RunRecord]) -> str:
-    """What a job found, in a few words."""
-    failures = [r for r in records if r.status != "ok"]
-    full = [r for r in records if r.status == "ok" and not r.probe]
-    probes = sum(r.probe for r in records)
-    if not full:
-        if failures and (failures[0].error or "").startswith("timed out"):
-            return f"stopped by the time budget ({failures[0].error})"
-        if failures:
-            return f"failed: {failures[0].error}"
-        if job.latency_bound:
-            return f"no setting fits the latency limit ({probes} probes)"
-        return f"no setting reaches recall {job.target_recall:g} ({probes} probes)"
-    best = full[-1]
-    return (
-        f"{params_label(best.search_params)}: recall {best.recall:.4f}, "
-        f"mean {1e3 / best.qps:.3f} ms, p99 {best.latency_p99_ms or float('nan'):.3f} ms, "
-        f"build {best.build_s:.1f} s"
-        + (f", file {best.index_bytes / 1e6:.1f} MB" if best.index_bytes else "")
-        + (f" ({probes} probes + full measurement)" if probes else " (full measurement)")
     )

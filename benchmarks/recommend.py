@@ -1,55 +1,45 @@
-"""What `annbench recommend --measure` picks for three deployment budgets on the bundled dataset.
+"""What `annbench recommend --measure` buys with its time budget on the bundled dataset.
 
-For each (mean latency per query, serving memory) budget, single-query one thread, it runs the
-real CLI on a fresh results store (so everything is measured, nothing reused) and prints the
-pick with its measured recall@10, mean and p99 latency, serving memory, file size, and the wall
-time recommend took, as a markdown table for the README.
+For each budget (single-query, one thread) it runs the real CLI on a fresh results store (so
+everything is measured, nothing reused) and prints, as a markdown table for the README: the
+wall time recommend took against its --time-budget, how many candidates were measured, killed
+by the time budget and skipped (with the reasons), and the pick with its recall@10.
 
-    python benchmarks/recommend.py [--time-budget 300] [--build-threads 1] [--dataset NAME]
+    python benchmarks/recommend.py [--time-budget 300] [--build-threads 1] [--keep DIR]
+
+To compare with older code, run this script with PYTHONPATH pointing at a worktree of it:
+``git worktree add --detach /tmp/old COMMIT; PYTHONPATH=/tmp/old python benchmarks/recommend.py``
+(the script prints which annbench it ran).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
-BUDGETS = [(0.15, "40MB"), (0.3, "12MB"), (2.0, "6MB")]
+#: (label, CLI limits): a tight latency and memory budget, a recall target with a p99 limit,
+#: a recall target with a memory limit.
+BUDGETS = [
+    ("mean <= 0.3 ms, 12MB", ["--max-latency-ms", "0.3", "--max-memory", "12MB"]),
+    ("recall >= 0.95, p99 <= 2 ms", ["--min-recall", "0.95", "--max-p99-ms", "2"]),
+    ("recall >= 0.9, 40MB", ["--min-recall", "0.9", "--max-memory", "40MB"]),
+]
 
 
 def run_budget(
-    dataset: str,
-    latency_ms: float,
-    memory: str,
-    time_budget: float,
-    store: Path,
-    build_threads: int | None,
+    dataset: str, limits: list[str], time_budget: float, store: Path, build_threads: int | None
 ) -> tuple[dict, float]:
     """The CLI's JSON answer for one budget and the wall time it took."""
-    command = [
-        sys.executable,
-        "-m",
-        "annbench.cli",
-        "recommend",
-        "-d",
-        dataset,
-        "--optimize",
-        "recall",
-        "--max-latency-ms",
-        str(latency_ms),
-        "--max-memory",
-        memory,
-        "--measure",
-        "--time-budget",
-        str(time_budget),
-        "--results",
-        str(store),
-        "--json",
-    ]
+    command = [sys.executable, "-m", "annbench.cli", "recommend", "-d", dataset, *limits]
+    command += ["--measure", "--time-budget", str(time_budget), "--results", str(store)]
+    command += ["--json"]
     if build_threads:
         command += ["--build-threads", str(build_threads)]
     start = time.perf_counter()
@@ -61,21 +51,41 @@ def run_budget(
     return json.loads(done.stdout), wall
 
 
-def row(latency_ms: float, memory: str, answer: dict, wall: float) -> str:
+def tally(answer: dict) -> tuple[int, int, list[str]]:
+    """Candidates measured (finished), killed by the time budget, and the skip reasons; reads
+    the answers of this version (``budget``) and older ones (``skipped_for_time``)."""
+    killed = sum("time budget" in step["outcome"] for step in answer["measured"])
+    if "budget" in answer:
+        reasons = [skip["reason"] for skip in answer["budget"]["skipped"]]
+    else:
+        reasons = ["time budget spent" for _ in answer.get("skipped_for_time", [])]
+    return len(answer["measured"]) - killed, killed, reasons
+
+
+def row(label: str, answer: dict, wall: float, time_budget: float) -> str:
     """One markdown table row."""
-    budget = f"{latency_ms:g} ms, {memory}"
+    measured, killed, reasons = tally(answer)
+    counts = Counter(_short(reason) for reason in reasons)
+    why = "; ".join(f"{count} {reason}" for reason, count in counts.most_common()) or "-"
     pick = answer["choice"]
-    if pick is None:
-        closest = answer["closest"][0]["config"] if answer["closest"] else "-"
-        return f"| {budget} | nothing fits (closest: {closest}) | | | | | | {wall:.0f} s |"
-    serving = pick["serving_memory_bytes"]
-    size = pick["index_bytes"]
-    return (
-        f"| {budget} | {pick['config']} | {pick['recall']:.4f} | "
-        f"{pick['latency_mean_ms']:.3f} | {pick['latency_p99_ms']:.3f} | "
-        f"{serving / 1e6 if serving else float('nan'):.1f} | "
-        f"{size / 1e6 if size else float('nan'):.1f} | {wall:.0f} s |"
+    picked = (
+        "nothing fits"
+        if pick is None
+        else f"{pick['config']} {_search(pick)}, recall {pick['recall']:.4f}"
     )
+    return (
+        f"| {label} | {wall:.0f} s / {time_budget:g} s | {measured} | {killed} | "
+        f"{len(reasons)} ({why}) | {picked} |"
+    )
+
+
+def _search(pick: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in pick["search_params"].items())
+
+
+def _short(reason: str) -> str:
+    """A skip reason without its figures, to count alike reasons together."""
+    return reason.split(":")[0].split(" (")[0]
 
 
 def main() -> None:
@@ -89,19 +99,27 @@ def main() -> None:
         default=None,
         help="passed to recommend (1 on an oversubscribed host, where OpenMP teams spin)",
     )
+    parser.add_argument("--keep", type=Path, help="keep the results stores in this folder")
+    parser.add_argument("--only", type=int, nargs="*", help="run only these budgets (0, 1, 2)")
     args = parser.parse_args()
+    import annbench
+
+    print(f"annbench from {Path(annbench.__file__).parent}, PYTHONPATH={os.environ.get('PYTHONPATH')}")
     lines = [
-        "| budget (mean latency, serving memory) | pick | recall@10 | mean ms | p99 ms "
-        "| serving MB | file MB | recommend took |",
-        "|---|---|---|---|---|---|---|---|",
+        "| budget | took / --time-budget | measured | killed by the budget | skipped (why) "
+        "| pick |",
+        "|---|---|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory(prefix="annbench-recommend-") as folder:
-        for number, (latency_ms, memory) in enumerate(BUDGETS):
-            store = Path(folder) / f"store{number}"
+        root = args.keep or Path(folder)
+        for number, (label, limits) in enumerate(BUDGETS):
+            if args.only is not None and number not in args.only:
+                continue
+            store = root / f"store{number}"
             answer, wall = run_budget(
-                args.dataset, latency_ms, memory, args.time_budget, store, args.build_threads
+                args.dataset, limits, args.time_budget, store, args.build_threads
             )
-            lines.append(row(latency_ms, memory, answer, wall))
+            lines.append(row(label, answer, wall, args.time_budget))
             print(lines[-1], flush=True)
     print()
     print("\n".join(lines))
