@@ -793,10 +793,10 @@ def recommend_command(
     import json
 
     from annbench.recommender import MeasurementPolicy, recommend_index
-    from annbench.time_budget import process_started
     from annbench.results.analysis import Constraints, describe_bytes
     from annbench.results.deploy import emit_python
     from annbench.results.deploy import save_index as save_index_to
+    from annbench.time_budget import process_started
 
     if as_json and emit:
         raise click.UsageError("--json and --emit both print to stdout; use one of them")
