@@ -374,10 +374,9 @@ def plot(
     """Plot recall vs queries per second as a PNG for papers, one pareto frontier per backend
     (or thread scaling, or recall and QPS per runbook step); the interactive plots are in
     'annbench report'."""
+    from annbench import api
     from annbench.report.plot import recall_qps_figure, save_png, threads_figure
     from annbench.results.runbook_analysis import without_runbooks
-
-    from annbench import api
 
     mode = "batch" if scaling else mode
     frame = api.load_results(results_path or results_dir(), dataset, raw=True)

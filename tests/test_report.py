@@ -61,10 +61,39 @@ def test_report_is_self_contained(report):
 def test_report_in_chromium_renders_hovers_toggles_and_fits(report, browser, tmp_path):
     browser.open(report.as_uri())
     body = browser.evaluate("Object.assign({}, document.body.dataset)")
+    body.pop("sortable", None)  # set when DataTables is ready, awaited below
     assert body == {"plots": "1", "plotsRendered": "1", "tables": body["tables"]}, body
     # four tables of one row per backend per recall level, the budget table and every run
     assert int(body["tables"]) == 4 * 2 + 2 + 4
+    wait_until(browser, "document.body.dataset.sortable === '1'")  # DataTables took the runs
     assert browser.evaluate("document.documentElement.scrollWidth") <= 1280  # no side scroll
+    runs = "document.querySelector('table.sortable tbody')"
+    first = f"{runs}.rows[0].cells[0].textContent"
+    before = browser.evaluate(first)
+    header = browser.evaluate(
+        "(() => { const h = Array.from(document.querySelectorAll('table.sortable thead th'))"
+        ".find(th => th.textContent.trim() === 'QPS'); h.scrollIntoView({block: 'center'}); "
+        "const r = h.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; "
+        "})()"
+    )
+    browser.click(*header)  # sort by QPS: rows in ascending QPS
+    column = (
+        "Array.from(document.querySelectorAll('table.sortable thead th'))"
+        ".findIndex(th => th.textContent.trim() === 'QPS')"
+    )
+    cell = f"r.cells[{column}].textContent.replace(/,/g, '')"
+    qps = f"Array.from({runs}.rows).map(r => Number({cell}))"
+    wait_until(browser, f"(q => q.every((v, i) => i === 0 || q[i - 1] <= v))({qps})")
+    values = browser.evaluate(qps)
+    assert values == sorted(values) and len(values) == 4, values
+    search = "document.querySelector('.dt-search input')"
+    browser.evaluate(
+        f"(() => {{ const i = {search}; i.value = 'hnswlib'; "
+        "i.dispatchEvent(new Event('input', {bubbles: true})); })()"
+    )
+    wait_until(browser, f"Array.from({runs}.rows).every(r => r.textContent.includes('hnswlib'))")
+    assert browser.evaluate(f"{runs}.rows.length") == 2 and before
+    browser.evaluate("window.scrollTo(0, 0)")
 
     # hover: a real mouse move over a point shows its configuration
     x, y = browser.evaluate(
@@ -105,7 +134,8 @@ def test_report_in_chromium_renders_hovers_toggles_and_fits(report, browser, tmp
         browser.evaluate("document.querySelector('.plotly-graph-div').layout.yaxis.type") == "log"
     )
     assert browser.console == []  # no console errors or warnings, no uncaught exceptions
-    assert all(url.startswith(("file:", "data:", "about:")) for url in browser.requests)
+    # blob: the DataTables module, inlined in the page, is imported from an object URL
+    assert all(url.startswith(("file:", "data:", "about:", "blob:")) for url in browser.requests)
 
 
 def test_console_errors_would_be_caught(report, browser, tmp_path):

@@ -7,6 +7,7 @@ templates, legend toggling and axis-switching buttons need no custom JavaScript.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ table.data th, table.data td { border: 1px solid #ddd; padding: 2px 5px; text-al
        vertical-align: top; }
 table.data th { background: #f3f3f3; position: sticky; top: 0; text-align: center; }
 table.data td.text { text-align: left; max-width: 22em; overflow-wrap: anywhere; }
+table.sortable td, table.sortable th { white-space: nowrap; }
+.wide { overflow-x: auto; max-width: 100%; }
+table.sortable td.text { max-width: none; }
 table.data td.noisy { background: #fff4e0; } table.data td.interfered { background: #f0e8ff; }
 table.data td.failed { color: #a00; }
 .levels { display: grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr));
@@ -61,6 +65,39 @@ window.addEventListener('load', function () {
 });
 """
 
+# Sortable tables: DataTables, as itables packages it for pages that work offline, made to
+# sort and search each table of class "sortable" in place (numbers by value, the thousands
+# separator understood), with no paging; cells never wrap, the table scrolls sideways instead.
+_SORTABLE = """
+(async () => {
+  const library = window[%(name)s];
+  if (!library) return;
+  const { default: DataTable } = await library;
+  document.querySelectorAll('table.sortable').forEach(function (table) {
+    new DataTable(table, {
+      paging: false, info: false, order: [], autoWidth: false,
+      language: { search: 'Filter:' }
+    });
+  });
+  document.body.dataset.sortable = document.querySelectorAll('table.sortable.dataTable').length;
+})();
+"""
+
+
+def datatables_loader() -> str:
+    """The script that brings DataTables (with jQuery) into the page, inlined from the itables
+    package (nothing is fetched), and the one that makes the sortable tables sortable."""
+    import re
+
+    from itables import options
+    from itables.javascript import _itables_underscore_version, generate_init_offline_itables_html
+
+    loader = generate_init_offline_itables_html(options.dt_bundle)
+    loader = re.sub(r"<noscript>.*?</noscript>", "", loader, flags=re.S)  # links to its site
+    name = json.dumps(_itables_underscore_version())
+    return loader + f'<script type="module">{_SORTABLE % {"name": name}}</script>'
+
+
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -74,6 +111,7 @@ _PAGE = """<!DOCTYPE html>
 </nav>{% endif %}
 {% for section in sections %}{{ section }}
 {% endfor %}
+{{ datatables }}
 <script>{{ self_check }}</script>
 </body></html>
 """
@@ -152,6 +190,7 @@ def write_report(
         note=note,
         links=links,
         sections=sections,
+        datatables=Markup(datatables_loader()),
         self_check=Markup(_SELF_CHECK),
     )
     return write_text_file(out_dir / "index.html", page, "Report page")
@@ -301,7 +340,9 @@ def _level_tables(table: pd.DataFrame) -> list[tuple[str, Any]]:
             }
         ).sort_values("QPS", ascending=False, na_position="last")
         view["QPS"] = view["QPS"].astype(float)
-        out.append((f"recall ≥ {level:g}", Markup(html_table(view, f"level-{level:g}"))))
+        places = {"QPS": 0, "build s": 2, "memory MB": 1}
+        table_html = html_table(view, f"level-{level:g}", decimals=places)
+        out.append((f"recall ≥ {level:g}", Markup(table_html)))
     return out
 
 
@@ -317,7 +358,7 @@ def _budget_table(table: pd.DataFrame) -> Any:
             "configuration": table["config_within_budget"].map(_without_backend),
         }
     )
-    return Markup(html_table(view, "budget"))
+    return Markup(html_table(view, "budget", decimals={"recall": 4}))
 
 
 def _without_backend(config: Any) -> str:
@@ -327,8 +368,31 @@ def _without_backend(config: Any) -> str:
     return config.split(" ", 1)[1] if " " in config else config
 
 
+#: Decimals of each column of the table of every run: one precision per column.
+_DECIMALS = {
+    "recall": 4,
+    "ann-b. recall": 4,
+    "label acc": 4,
+    "label prec@k": 4,
+    "label mAP": 4,
+    "QPS": 0,
+    "spread %": 0,
+    "p50 ms": 3,
+    "p99 ms": 3,
+    "CPU p99 ms": 3,
+    "wall/CPU": 2,
+    "build s": 2,
+    "serving MB": 1,
+    "build peak MB": 1,
+    "file MB": 1,
+}
+
+
 def _runs_table(frame: pd.DataFrame) -> str:
+    """Every run, one row each, sortable and searchable in the page (DataTables), numbers at
+    one precision per column; a note says which runs failed, were noisy or interfered with."""
     serving = frame.get("serving_memory_bytes", pd.Series(None, index=frame.index, dtype=float))
+    interfered = host_interference(frame)
     view = pd.DataFrame(
         {
             "backend": frame["backend"],
@@ -341,10 +405,7 @@ def _runs_table(frame: pd.DataFrame) -> str:
             "label prec@k": frame["label_precision"],
             "label mAP": frame["label_map"],
             "QPS": frame["qps"],
-            "spread %": [
-                f"{spread:.0%}".rstrip("%") if pd.notna(spread) else "unknown" if ok else ""
-                for spread, ok in zip(frame["qps_spread"], frame["status"] == "ok", strict=True)
-            ],
+            "spread %": frame["qps_spread"] * 100,
             "p50 ms": frame["latency_p50_ms"],
             "p99 ms": frame["latency_p99_ms"],
             "CPU p99 ms": frame["cpu_p99_ms"],
@@ -353,6 +414,12 @@ def _runs_table(frame: pd.DataFrame) -> str:
             "serving MB": serving / 1e6,
             "build peak MB": frame["peak_rss_bytes"] / 1e6,
             "file MB": frame["index_bytes"] / 1e6,
+            "note": [
+                _run_note(status, spread, bad)
+                for status, spread, bad in zip(
+                    frame["status"], frame["qps_spread"], interfered, strict=True
+                )
+            ],
             "error": frame["error"],
         },
         index=frame.index,
@@ -370,6 +437,8 @@ def _runs_table(frame: pd.DataFrame) -> str:
     ):
         if view[column].isna().all():
             view = view.drop(columns=column)
+    if not view["note"].astype(bool).any():
+        view = view.drop(columns="note")
     if (
         "ann-b. recall" in view
         and (view["ann-b. recall"].round(4) == view["recall"].round(4)).all()
@@ -378,20 +447,28 @@ def _runs_table(frame: pd.DataFrame) -> str:
     if view["threads"].nunique() == 1:
         view = view.drop(columns="threads")
     view = view.astype({c: float for c in view.columns if _numeric(view[c])})
-    interfered = host_interference(frame)
     classes = [
-        "failed"
-        if status != "ok"
-        else "interfered"
-        if bad
-        else "noisy"
-        if (spread or 0) > NOISY_SPREAD
-        else ""
-        for status, spread, bad in zip(
-            frame["status"], frame["qps_spread"], interfered, strict=True
+        "failed" if status != "ok" else "interfered" if bad else "noisy" if noisy else ""
+        for status, bad, noisy in zip(
+            frame["status"], interfered, frame["qps_spread"].fillna(0) > NOISY_SPREAD, strict=True
         )
     ]
-    return html_table(view, "runs", classes)
+    decimals = {c: d for c, d in _DECIMALS.items() if c in view}
+    return html_table(view, "runs", classes, decimals=decimals, sortable=True)
+
+
+def _run_note(status: str, spread: float | None, interfered: bool) -> str:
+    """What to know about a run's figures, in words a table filter finds."""
+    if status != "ok":
+        return "failed"
+    notes = []
+    if spread is None or pd.isna(spread):
+        notes.append("spread unknown (one repeat)")
+    elif spread > NOISY_SPREAD:
+        notes.append("noisy")
+    if interfered:
+        notes.append("host interference")
+    return ", ".join(notes)
 
 
 def _numeric(column: pd.Series) -> bool:
@@ -411,9 +488,18 @@ def _number(value: Any) -> str:
     return f"{value:.4g}"
 
 
-def html_table(view: pd.DataFrame, css_id: str, row_classes: list[str] | None = None) -> str:
-    """``view`` as an HTML table through pandas' Styler: numbers right-aligned and rounded,
-    text escaped and left-aligned, optional CSS classes per row."""
+def html_table(
+    view: pd.DataFrame,
+    css_id: str,
+    row_classes: list[str] | None = None,
+    *,
+    decimals: dict[str, int] | None = None,
+    sortable: bool = False,
+) -> str:
+    """``view`` as an HTML table through pandas' Styler: numbers right-aligned and rounded
+    (``decimals``: fixed decimals per column, thousands separated), text escaped and
+    left-aligned, optional CSS classes per row; ``sortable``: sorted and searched in the page
+    by DataTables (see ``datatables_loader``)."""
     view = view.reset_index(drop=True)
     numeric = [c for c in view.columns if pd.api.types.is_numeric_dtype(view[c])]
     text = [c for c in view.columns if c not in numeric]
@@ -424,15 +510,17 @@ def html_table(view: pd.DataFrame, css_id: str, row_classes: list[str] | None = 
         for i, css in enumerate(row_classes):
             if css:
                 classes.iloc[i] = classes.iloc[i] + " " + css
+    styler = view.style.hide(axis="index").format(_number, subset=numeric, na_rep="")
+    for column, places in (decimals or {}).items():
+        styler = styler.format(f"{{:,.{places}f}}", subset=[column], na_rep="")
     styler = (
-        view.style.hide(axis="index")
-        .format(_number, subset=numeric, na_rep="")
-        .format(
+        styler.format(
             lambda v: "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v),
             subset=text,
             escape="html",
         )
         .set_td_classes(classes)
-        .set_table_attributes('class="data"')
+        .set_table_attributes('class="data sortable"' if sortable else 'class="data"')
     )
-    return styler.set_uuid(css_id).to_html(doctype_html=False)
+    table = styler.set_uuid(css_id).to_html(doctype_html=False)
+    return f'<div class="wide">{table}</div>' if sortable else table
