@@ -288,6 +288,7 @@ def recommend_index(
             optimize,
             nq=len(dataset.test),
             build_threads=threads_building,
+            budget_s=time_budget_s,
         )
         start = budget.elapsed()
         steps, skipped = measure_within(

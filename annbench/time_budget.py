@@ -131,6 +131,7 @@ class Structure:
     pq: tuple[int, int] | None = None  # (m, nbits) of product quantization
     opq: bool = False
     refine_bits: float | None = None  # re-ranking storage, bits per dimension
+    fast_codes: bool = False  # compressed vectors with their own SIMD distances (usearch)
 
 
 def structure(backend: str, params: dict[str, Any], d: int) -> Structure:
@@ -148,7 +149,9 @@ def structure(backend: str, params: dict[str, Any], d: int) -> Structure:
         efc = params.get("efConstruction", params.get("ef_construction", 40))
         efc = params.get("expansion_add", efc)
         bits = {"i8": 8.0, "f16": 16.0}.get(str(params.get("dtype")), 32.0)
-        return Structure("graph", bits, links=int(links), ef_construction=int(efc))
+        return Structure(
+            "graph", bits, links=int(links), ef_construction=int(efc), fast_codes=bits < 32
+        )
     return Structure("other")
 
 
@@ -186,9 +189,9 @@ class Rates:
     query's distances at random places; ``subquantizer_s``, fixed seconds per sub-quantizer
     trained."""
 
-    dense: float = 6e9
+    dense: float = 4e9
     subspace: float = 0.4e9
-    insert: float = 0.45e9
+    insert: float = 0.7e9
     scan: float = 1.8e9
     graph: float = 1.6e9
     subquantizer_s: float = 0.15
@@ -246,6 +249,8 @@ def _family(s: Structure) -> str:
 def _bits_cost(s: Structure, d: int) -> float:
     """Cost of one distance on ``s``'s codes relative to one on float vectors: about the same
     for scalar quantizers (decoding), table look-ups per sub-quantizer for PQ."""
+    if s.fast_codes:
+        return 0.6
     if s.pq is None:
         return 1.0
     m, nbits = s.pq
@@ -263,6 +268,19 @@ def model_query_s(s: Structure, n: int, d: int, rates: Rates, recall: float) -> 
         ef = min(n, 10 / math.sqrt(miss))
         return min(n, ef * 1.5 * s.links) * d * _bits_cost(s, d) / rates.graph
     return n * d * _bits_cost(s, d) / rates.scan  # flat, and anything unknown
+
+
+def _top_query_s(job: BuildJob, s: Structure, n: int, d: int, rates: Rates) -> float:
+    """Modelled seconds of one query at the top of ``job``'s ladder (the costliest setting)."""
+    top = job.search_configs[-1] if job.search_configs else {}
+    nprobe = top.get("nprobe")
+    ef = next((top[k] for k in ("ef", "efSearch", "expansion_search") if k in top), None)
+    if s.kind == "ivf" and isinstance(nprobe, int) and s.nlist:
+        work = s.nlist * d + n * d * min(1.0, nprobe / s.nlist) * _bits_cost(s, d)
+        return work / rates.scan
+    if s.kind == "graph" and isinstance(ef, int):
+        return min(n, ef * 1.5 * s.links) * d * _bits_cost(s, d) / rates.graph
+    return model_query_s(s, n, d, rates, 0.99)
 
 
 def prior_recall(s: Structure) -> float:
@@ -299,9 +317,9 @@ def estimate(
         build = RETRY_FACTOR * timed_out[0]
         seconds, when = timed_out
         basis = f"its build timed out after {seconds:g} s on an earlier call ({when[:19]})"
-    recall = job.target_recall or 0.99
-    query = model_query_s(s, n, d, rates, recall) + (CALL_S if job.mode == "single" else 0)
-    top = model_query_s(s, n, d, rates, 0.999) + (CALL_S if job.mode == "single" else 0)
+    call = CALL_S if job.mode == "single" else 0.0
+    query = model_query_s(s, n, d, rates, job.target_recall or 0.99) + call
+    top = _top_query_s(job, s, n, d, rates) + call
     size = len(job.search_configs)
     if job.adaptive:
         probes = max_probes(size)
@@ -550,6 +568,22 @@ class Planned:
     rank: tuple[float, ...] = ()
 
 
+def recall_within(s: Structure, n: int, d: int, rates: Rates, latency_s: float) -> float:
+    """The recall ``s`` is expected to reach within ``latency_s`` a query (0: none), by
+    inverting ``model_query_s``, at most ``prior_recall``."""
+    cap = prior_recall(s)
+    if s.kind == "ivf" and s.nlist:
+        work = latency_s * rates.scan - s.nlist * d
+        if work <= 0:
+            return 0.0
+        scanned = min(1.0, work / (n * d * _bits_cost(s, d)))
+        return min(cap, max(0.0, 1 - 0.005 / scanned))
+    if s.kind == "graph" and s.links:
+        ef = latency_s * rates.graph / (d * _bits_cost(s, d) * 1.5 * s.links)
+        return min(cap, max(0.0, 1 - (10 / max(ef, 1e-9)) ** 2))
+    return cap if model_query_s(s, n, d, rates, cap) <= latency_s else 0.0
+
+
 def chance(
     s: Structure,
     estimate_: Estimate,
@@ -558,30 +592,33 @@ def chance(
     n: int,
     d: int,
     rates: Rates,
+    budget_s: float = math.inf,
 ) -> tuple[float, ...]:
-    """Sort key, most likely to win first: the limits its structure is expected to break,
-    then its expected objective (in coarse bands: these are priors), then its cost."""
+    """Sort key, most likely to win first: how many limits its structure is expected to
+    break, then its expected objective in coarse bands (these are priors; a candidate that
+    would take over a quarter of ``budget_s`` drops one band), then its cost."""
     cap = prior_recall(s)
-    recall = constraints.min_recall or min(cap, 0.95)
-    latency_ms = 1e3 * model_query_s(s, n, d, rates, recall)
+    limits = [constraints.max_latency_ms, (constraints.max_p99_ms or math.inf) / 1.5]
+    latency_limit = min(limit for limit in limits if limit is not None) / 1e3
     breaks = 0
-    if constraints.min_recall is not None and cap < constraints.min_recall:
-        breaks += 1
-    if constraints.max_latency_ms is not None and latency_ms > constraints.max_latency_ms:
-        breaks += 1
-    if constraints.max_p99_ms is not None and 1.5 * latency_ms > constraints.max_p99_ms:
-        breaks += 1
+    if objective == "recall":
+        expected = recall_within(s, n, d, rates, latency_limit) if latency_limit < 1 else cap
+        breaks += expected <= 0 or expected < (constraints.min_recall or 0)
+        band = -math.floor(expected / 0.02)
+    else:
+        target = constraints.min_recall or 0.95
+        latency = model_query_s(s, n, d, rates, target)
+        breaks += cap < target
+        breaks += latency > latency_limit
+        band = round(math.log2(max(latency * 1e3, 1e-6)))
+        if objective == "memory":
+            band = round(math.log2(max(s.bits, 1)))
+        elif objective == "build":
+            band = round(math.log2(max(estimate_.build_s, 0.1)))
     if constraints.max_build_s is not None and estimate_.build_s > constraints.max_build_s:
         breaks += 1
-    if objective == "recall":
-        merit = round(cap, 2)
-    elif objective in ("qps", "latency"):
-        merit = -round(math.log2(max(latency_ms, 1e-6)))
-    elif objective == "build":
-        merit = -round(math.log2(max(estimate_.build_s, 0.1)))
-    else:
-        merit = -s.bits
-    return (breaks, -merit, estimate_.seconds)
+    slow = estimate_.seconds > budget_s / 4
+    return (breaks, band + slow, estimate_.seconds)
 
 
 def plan(
@@ -592,6 +629,7 @@ def plan(
     *,
     nq: int,
     build_threads: int,
+    budget_s: float = math.inf,
     rates: Rates | None = None,
 ) -> list[Planned]:
     """``jobs`` with their estimates, most likely to win first (``chance``)."""
@@ -601,9 +639,8 @@ def plan(
     for label, job in jobs:
         s = structure(job.backend, job.build_params, d)
         cost = estimate(job, s, n, nq, rates, history, build_threads)
-        out.append(
-            Planned(label, job, s, cost, chance(s, cost, constraints, objective, n, d, rates))
-        )
+        rank = chance(s, cost, constraints, objective, n, d, rates, budget_s)
+        out.append(Planned(label, job, s, cost, rank))
     out.sort(key=lambda p: p.rank)
     for number, p in enumerate(out, 1):
         log.info(
