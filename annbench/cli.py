@@ -360,7 +360,13 @@ Examples:
     metavar="NAME",
     help="Plot recall and QPS against step for the runs of this runbook.",
 )
-@click.option("--out", type=types.OutputPath(), default=None, help="PNG file to write.")
+@click.option(
+    "--out",
+    type=types.OutputPath(),
+    default=None,
+    callback=lambda ctx, param, value: _png(value),
+    help="PNG file to write (.png).",
+)
 @results_option
 def plot(
     dataset: str,
@@ -406,6 +412,16 @@ def plot(
         out = out or store_path.parent / f"{dataset}-{mode}-k{k}.png"
     save_png(figure, out)
     click.echo(f"Wrote {out}")
+
+
+def _png(path: Path | None) -> Path | None:
+    """``--out`` of plot: a .png file (the only format it writes), or a usage error."""
+    if path is not None and path.suffix.lower() != ".png":
+        raise click.BadParameter(
+            f"{path} does not end in .png; plot writes PNG files (give e.g. {path.stem}.png)",
+            param_hint="--out",
+        )
+    return path
 
 
 def _plot_runbook(
@@ -799,6 +815,12 @@ def recommend_command(
 
     if as_json and emit:
         raise click.UsageError("--json and --emit both print to stdout; use one of them")
+    if (backends or grid_overrides) and not measure:
+        option = "-b" if backends else "--grid"
+        raise click.UsageError(
+            f"{option} chooses what --measure measures; add --measure, or leave {option} out to "
+            "pick among what is stored"
+        )
     memory_bytes = types.SIZE.convert(max_memory, None, None) if max_memory else None
     constraints = Constraints(
         min_recall=min_recall,

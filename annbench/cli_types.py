@@ -107,8 +107,12 @@ class IntList(click.ParamType):
             self.fail(f"{value!r} is not whole numbers separated by commas", param, ctx)
         for number in numbers:
             if number < self.min or (self.max is not None and number > self.max):
-                top = f" and {self.max}" if self.max is not None else " or more"
-                self.fail(f"{number} is not between {self.min}{top}", param, ctx)
+                allowed = (
+                    f"between {self.min} and {self.max}"
+                    if self.max is not None
+                    else f"{self.min} or more"
+                )
+                self.fail(f"{number} is not {allowed}", param, ctx)
         return numbers
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:

@@ -483,6 +483,21 @@ CASES = {
         "--scheduler must be 'local' or tcp://HOST:PORT",
         1,
     ),
+    "plot file not a PNG": (
+        lambda t, tiny: ["plot", "-d", "tiny", "--out", str(t / "p.jpg")],
+        "does not end in .png; plot writes PNG files",
+        2,
+    ),
+    "backend named without --measure": (
+        lambda t, tiny: ["recommend", "-d", str(tiny), "--min-recall", "0.5", "-b", "hnswlib"],
+        "-b chooses what --measure measures; add --measure",
+        2,
+    ),
+    "negative query id": (
+        lambda t, tiny: ["report", "--neighbours", "--queries", "-1"],
+        "-1 is not 0 or more",
+        2,
+    ),
     "empty --url": (
         lambda t, tiny: ["datasets", "fetch", "gist-960-euclidean", "--url", ""],
         "--url is empty",
