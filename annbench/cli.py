@@ -21,7 +21,7 @@ from annbench.data.datasets import (
     read_dataset,
     resolve_dataset,
 )
-from annbench.data.workloads import BadFilter, check_filter, parse_filters
+from annbench.data.workloads import BadFilter, canonical_workloads, check_filter, parse_filters
 from annbench.errors import AnnbenchError, BadUsage
 from annbench.paths import check_output_dir, output_file, results_dir, write_text_file
 from annbench.recommender import DEFAULT_TIME_BUDGET_S, EXIT_NOTHING_FITS, FULL_PROTOCOL
@@ -133,14 +133,15 @@ Examples:
     multiple=True,
     metavar="SPEC",
     help="Filter workload to sweep: label, range:0.01,0.1,0.5 (one per selectivity), "
-    "range:ATTRIBUTE:0.1 or none (unfiltered); repeat for several [default: none].",
+    "range:ATTRIBUTE:0.1 or none (unfiltered); repeat for several, at most 64 filter "
+    "workloads per run [default: none].",
 )
 @click.option(
     "--runbook",
     default=None,
     metavar="NAME|FILE",
     help="Replay a runbook of inserts, deletes and searches (shipped: grow, sliding-window; "
-    "or a YAML file) instead of one static build.",
+    "or a YAML file of at most 1 MB and 10,000 steps) instead of one static build.",
 )
 @click.option("--force", is_flag=True, help="Re-measure runs already in the store.")
 @quiet_option
@@ -997,7 +998,7 @@ def _workloads(specs: tuple[str, ...], data: Dataset | None = None) -> list[str]
             check_filter(data, workload)
     except BadFilter as exc:
         raise click.BadParameter(str(exc), param_hint="--filter") from None
-    return workloads
+    return workloads if data is None else canonical_workloads(data, workloads)
 
 
 def _installed_backends() -> list[str]:

@@ -24,7 +24,13 @@ import psutil
 
 from annbench.data.datasets import Dataset
 from annbench.data.runbooks import RunbookPlan
-from annbench.data.workloads import check_filter, expected_selectivity, is_filter, workload_hash
+from annbench.data.workloads import (
+    canonical_workloads,
+    check_filter,
+    expected_selectivity,
+    is_filter,
+    workload_hash,
+)
 from annbench.errors import AnnbenchError, BadUsage, one_line_error
 from annbench.index import Index
 from annbench.metrics import Metric
@@ -129,6 +135,7 @@ def plan_sweep(
         )
     for workload in workloads:
         check_filter(dataset, workload)
+    workloads = canonical_workloads(dataset, workloads)  # range:ATTR:x is range:x
     if filtering and not any(is_filter(w) for w in workloads):
         raise AnnbenchError(
             f"{' and '.join(filtering)} {'applies' if len(filtering) == 1 else 'apply'} only "
