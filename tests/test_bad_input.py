@@ -498,6 +498,11 @@ CASES = {
         "-1 is not 0 or more",
         2,
     ),
+    "runbook name too long": (
+        lambda t, tiny: ["run", "-b", "faiss-flat", "-d", str(tiny), "--runbook", "r" * 300],
+        "Runbook path is too long for the file system",
+        1,
+    ),
     "empty --url": (
         lambda t, tiny: ["datasets", "fetch", "gist-960-euclidean", "--url", ""],
         "--url is empty",

@@ -40,7 +40,7 @@ import yaml
 from annbench.data.datasets import Dataset
 from annbench.data.groundtruth import GT_K, exact_knn
 from annbench.errors import AnnbenchError
-from annbench.paths import data_dir
+from annbench.paths import check_input_file, check_path_name, data_dir
 
 log = logging.getLogger(__name__)
 
@@ -163,11 +163,9 @@ def shipped_runbooks() -> list[str]:
 
 def load_runbook(spec: str, n: int) -> Runbook:
     """The runbook ``spec`` (a shipped name or a path to a YAML file) resolved for ``n`` rows."""
-    candidate = Path(spec).expanduser()
+    candidate = check_path_name(spec, "Runbook")  # a name too long to look up is refused
     if candidate.suffix in (".yaml", ".yml") or os.sep in spec:
-        if not candidate.is_file():
-            raise AnnbenchError(f"Runbook file {candidate} not found")
-        source, name = candidate, candidate.stem
+        source, name = check_input_file(candidate, "Runbook file"), candidate.stem
     else:
         shipped = resources.files("annbench") / _SHIPPED / f"{spec}.yaml"
         if not shipped.is_file():
