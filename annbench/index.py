@@ -85,8 +85,12 @@ class Index(ABC):
         """Apply search parameters (keyword-only in subclasses)."""
 
     def prepare_queries(self, xq: np.ndarray) -> np.ndarray:
-        """Queries ``xq (nq, d)`` in the form ``search`` and ``search_one`` take: float32,
-        C-contiguous, normalized where the backend needs it. Done once, outside any timing."""
+        """Queries ``xq (nq, d)`` in the form the library takes fastest, which ``search`` and
+        ``search_one`` are then given: here float32, C-contiguous, normalized where the backend
+        needs it. Done once, outside any timing. A backend may return another array of ``nq``
+        rows, e.g. a 1-D object array of Python lists (Annoy): callers only take ``len``, one
+        row ``xq[i]`` (for ``search_one``; ``xq[i][None, :]`` for ``search_filtered`` when
+        ``native_filter``), slices and rows by an index array (for ``search``), and iterate."""
         return as_float32(xq)
 
     @abstractmethod

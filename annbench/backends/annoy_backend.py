@@ -36,13 +36,19 @@ class Annoy(Index):
         index = annoy.AnnoyIndex(xb.shape[1], _NAMES[self.metric])
         index.set_seed(42)
         for i, row in enumerate(xb):
-            index.add_item(i, row)
+            index.add_item(i, row.tolist())  # a list converts faster than an array row
         index.build(self.build_params["n_trees"], n_jobs=self._build_jobs)
         self._index = index
 
     def set_search_params(self, *, search_k: int) -> None:
         """search_k nodes inspected per query; -1 means Annoy's default (n_trees * k)."""
         self._search_k = -1 if search_k == -1 else positive_int("search_k", search_k)
+
+    def prepare_queries(self, xq: np.ndarray) -> np.ndarray:
+        """Each query as a Python list of floats, in a 1-D object array ``(nq,)``: Annoy reads a
+        vector item by item, which from an array row makes a numpy scalar per item (5 to 13% of
+        a fast query) and from a list only reads a float. The values are the float32 rows'."""
+        return as_rows_of_lists(as_float32(xq))
 
     def search(self, xq: np.ndarray, k: int) -> Neighbors:
         ids = np.full((len(xq), k), -1, dtype=np.int64)
@@ -53,7 +59,7 @@ class Annoy(Index):
             distances[i, : len(dist)] = dist
         return Neighbors(distances, ids)
 
-    def search_one(self, q: np.ndarray, k: int) -> list[int]:
+    def search_one(self, q: list[float], k: int) -> list[int]:
         return self._index.get_nns_by_vector(q, k, self._search_k)
 
     def set_num_threads(self, n: int) -> None:
@@ -67,6 +73,15 @@ class Annoy(Index):
         index = annoy.AnnoyIndex(_saved_dim(Path(path), self.metric), _NAMES[self.metric])
         index.load(str(path))  # memory-maps the file, as Annoy serves it
         self._index = index
+
+
+def as_rows_of_lists(x: np.ndarray) -> np.ndarray:
+    """``x (n, d)`` as a 1-D object array ``(n,)`` whose items are the rows as Python lists: it
+    indexes, slices and fancy-indexes like the array it replaces, and ``rows[i]`` is a list."""
+    rows = np.empty(len(x), dtype=object)
+    for i, row in enumerate(x.tolist()):
+        rows[i] = row
+    return rows
 
 
 def _saved_dim(path: Path, metric: Metric) -> int:
