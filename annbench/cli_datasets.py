@@ -386,6 +386,13 @@ Examples:
 )
 @click.option("--float16", is_flag=True, help="Store vectors as float16 (half the size).")
 @click.option(
+    "--threads",
+    type=types.THREADS,
+    default=None,
+    help="Threads the model computes with [default: torch's, one per core]; on a small or busy "
+    "machine one can be faster.",
+)
+@click.option(
     "--attr-column",
     "attr_columns",
     multiple=True,
@@ -405,6 +412,7 @@ def datasets_embed(
     seed: int,
     batch_size: int,
     float16: bool,
+    threads: int | None,
     attr_columns: tuple[str, ...],
     random_attr: str | None,
     force: bool,
@@ -425,8 +433,10 @@ def datasets_embed(
     corpus = load_corpus(source, text_column, label_column)
     check_embedding(corpus, queries, batch_size)  # all before the model is loaded
     columns = numeric_columns(source, attr_columns)
-    encoder = load_model(model)
-    with progress_bar(len(corpus.items), "Embedding", quiet=quiet) as bar:
+    if not quiet:
+        click.echo(f"Loading embedding model {model} (torch: a few seconds)", err=True)
+    encoder = load_model(model, threads)
+    with progress_bar(len(corpus.items), f"Embedding {corpus.kind}s", quiet=quiet) as bar:
         vectors = embed(corpus, model, batch_size, progress=bar.update, encoder=encoder)
     train, test, train_labels, test_labels = split_queries(vectors, corpus.labels, queries, seed)
     train_rows, test_rows = held_out_rows(len(vectors), queries, seed)

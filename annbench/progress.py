@@ -3,7 +3,8 @@
 On a terminal or in Jupyter: a tqdm bar with counts, rate and time left, and the step being
 worked on beside it (tqdm draws the same bar in a terminal and, with ipywidgets, as a notebook
 widget, where ``annbench.run`` is called from). When output goes to a file or a pipe: one plain
-line per change of step and one at the end, never carriage-return noise in a log.
+line per change of step, one at least every ``LINE_EVERY_S`` seconds while units get done (with
+the rate and time left), and one at the end, never carriage-return noise in a log.
 """
 
 from __future__ import annotations
@@ -63,13 +64,18 @@ class _Bar(Progress):
         self._bar.close()
 
 
+#: In a log, a line at least this often while a long step makes progress.
+LINE_EVERY_S = 30.0
+
+
 class _Lines(Progress):
-    """Single lines for logs: a line when the status changes and one when the step ends."""
+    """Single lines for logs: a line when the status changes, one every ``LINE_EVERY_S``
+    seconds while units get done (rate and time left), and one when the step ends."""
 
     def __init__(self, total: int | None, label: str, unit: str, file: TextIO) -> None:
         self.total, self.label, self.unit, self.file = total or None, label, unit, file
         self.done = 0
-        self.started = time.monotonic()
+        self.started = self.last_line = time.monotonic()
         self.last_status: str | None = None
 
     def _count(self) -> str:
@@ -80,10 +86,22 @@ class _Lines(Progress):
 
     def update(self, n: int = 1) -> None:
         self.done += n
+        now = time.monotonic()
+        if now - self.last_line >= LINE_EVERY_S:
+            self.last_line = now
+            rate = self.done / max(now - self.started, 1e-9)
+            left = (
+                f", about {_duration((self.total - self.done) / rate)} left"
+                if self.total and rate > 0
+                else ""
+            )
+            shown = f"{rate / 1e6:,.1f} MB/s" if self.unit == "B" else f"{rate:,.1f}/s"
+            print(f"{self.label} [{self._count()}] {shown}{left}", file=self.file, flush=True)
 
     def status(self, text: str) -> None:
         if text != self.last_status:
             self.last_status = text
+            self.last_line = time.monotonic()
             print(f"{self.label} [{self._count()}] {text}", file=self.file, flush=True)
 
     def message(self, text: str) -> None:
@@ -92,6 +110,15 @@ class _Lines(Progress):
     def close(self) -> None:
         elapsed = time.monotonic() - self.started
         print(f"{self.label}: {self._count()} in {elapsed:.1f} s", file=self.file, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` as '45 s', '12 min' or '3.5 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def interactive(file: TextIO) -> bool:

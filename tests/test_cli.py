@@ -221,6 +221,24 @@ def test_progress_on_a_terminal_is_a_bar_with_counts_and_time_left():
     assert re.search(r"<\d\d:\d\d", text)  # time left
 
 
+def test_a_log_hears_of_a_long_step_every_half_minute(monkeypatch):
+    """Output to a file or pipe (no terminal): a line with the rate and time left at least
+    every LINE_EVERY_S seconds while units get done, not only at the end."""
+    import io
+
+    from annbench import progress
+
+    clock = iter(range(0, 10_000, 20))  # each reading of the clock 20 s after the last
+    monkeypatch.setattr(progress.time, "monotonic", lambda: float(next(clock)))
+    out = io.StringIO()
+    with progress.progress_bar(100, "Embedding texts", file=out) as shown:
+        for _ in range(10):
+            shown.update(10)
+    lines = out.getvalue().splitlines()
+    assert len(lines) >= 5 and lines[-1].startswith("Embedding texts: 100/100 in ")
+    assert re.fullmatch(r"Embedding texts \[\d+/100\] [\d.]+/s, about \d+ (s|min) left", lines[0])
+
+
 def test_results_lists_both_recalls_only_where_they_differ(cli, isolated_folders):
     from tests_helpers import a_record
 

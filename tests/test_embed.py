@@ -1,6 +1,7 @@
 """Embedding texts and images into labelled datasets (the [embed] extra), all offline."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -52,9 +53,17 @@ def test_cli_embeds_texts_into_a_labelled_dataset(tmp_path, isolated_folders):
             "section",
             "--queries",
             "5",
+            "--threads",
+            "1",
         ],
     )
+    import torch
+
+    threads, _ = torch.get_num_threads(), torch.set_num_threads(os.cpu_count() or 1)
     assert result.exit_code == 0, result.output
+    assert threads == 1  # --threads reached torch
+    assert "Loading embedding model all-MiniLM-L6-v2" in result.output
+    assert "Embedding texts: 30/30" in result.output  # the log line at the end of the step
     data = read_dataset(isolated_folders / "data" / "mine.hdf5")
     assert data.train.shape == (25, 384) and len(data.test) == 5
     assert json.loads(data.attrs["label_names"]) == ["games", "perl", "python"]
