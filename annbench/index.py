@@ -40,6 +40,9 @@ class Index(ABC):
     supports_remove: ClassVar[bool] = False
     #: ``search_filtered`` uses the library's own filtered search (else only post-filtering).
     native_filter: ClassVar[bool] = False
+    #: ``search``/``search_one`` release the GIL, so load clients can be threads (else each
+    #: client is a process serving the saved index); ``annbench.testing`` checks the claim.
+    releases_gil: ClassVar[bool] = False
     #: Default grid shipped with the class, ``{"build": {...}, "search": {...}}``; None: the
     #: packaged ``backends/<name>.yaml`` (built-ins) or a ``<name>.yaml`` beside the module.
     default_grid: ClassVar[dict[str, dict[str, Any]] | None] = None

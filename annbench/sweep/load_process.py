@@ -1,0 +1,324 @@
+"""Load clients in processes, each serving a saved index file: for libraries that hold the GIL.
+
+Threads in one interpreter only search in parallel when the library releases the GIL. For
+the others each client is a process of its own (``multiprocessing`` spawn) that loads the
+saved index with the backend's ``load``, so any registered backend, plugins included, is
+served without code of its own. ``annbench.sweep.load`` drives these processes; its callers
+pass a ``SavedIndex`` where they would pass a search function.
+
+Every timestamp is ``time.monotonic_ns`` (CLOCK_MONOTONIC on Linux: one clock for every
+process of the machine), so the parent's start time and the schedule mean the same instant in
+each client.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from annbench.errors import AnnbenchError, one_line_error
+
+log = logging.getLogger(__name__)
+
+#: queries each client process runs after loading, before it says it is ready
+WARMUP_QUERIES = 8
+#: the start instant is set this far ahead, so every client is waiting for it
+START_AHEAD_NS = 50_000_000
+#: longest a client sleeps before it looks at the stop flag again
+_NAP_S = 0.05
+
+
+@dataclass(frozen=True)
+class SavedIndex:
+    """An index saved by ``Index.save`` and how to serve it: what a client process loads.
+
+    ``queries (nq, d)`` are raw query vectors (each client prepares them with the backend's
+    ``prepare_queries``); a client runs query ``i`` as ``search_one(queries[i], k)`` under
+    ``search_params`` with ``threads`` library threads.
+    """
+
+    backend: str
+    metric: str
+    build_params: dict[str, Any]
+    search_params: dict[str, Any]
+    path: Path
+    queries: np.ndarray
+    k: int = 10
+    threads: int = 1
+
+    @property
+    def nq(self) -> int:
+        """Number of queries."""
+        return len(self.queries)
+
+
+@dataclass
+class Rows:
+    """Raw timings of one client or worker, ``time.*_ns`` clock; one entry per query run.
+
+    ``sent_ns`` is the intended send time (open loop) or the actual one (closed loop);
+    ``lag_ns`` how late the generator started a query it could have started on time (open
+    loop); ``unfinished_ns`` lower bounds of the latencies of scheduled queries abandoned at
+    the drain limit.
+    """
+
+    queries: list[int] = field(default_factory=list)
+    sent_ns: list[int] = field(default_factory=list)
+    start_ns: list[int] = field(default_factory=list)
+    end_ns: list[int] = field(default_factory=list)
+    lag_ns: list[int] = field(default_factory=list)
+    unfinished_ns: list[int] = field(default_factory=list)
+    ids: list[np.ndarray] | None = None
+
+
+def open_saved(spec: SavedIndex) -> tuple[Callable[[int], Any], int]:
+    """Load ``spec``'s index as its backend does and return ``(search(i), nq)``."""
+    from annbench.metrics import Metric
+    from annbench.registry import load_backend
+
+    index = load_backend(spec.backend)(Metric.parse(spec.metric), **spec.build_params)
+    index.load(Path(spec.path))
+    index.set_search_params(**spec.search_params)
+    index.set_num_threads(spec.threads)
+    xq, k = index.prepare_queries(spec.queries), spec.k
+
+    def search(i: int) -> Any:
+        return index.search_one(xq[i], k)
+
+    return search, len(xq)
+
+
+def run_closed(
+    search: Callable[[int], Any],
+    order: Callable[[], int],
+    begin: int,
+    end: int,
+    stop: Callable[[], bool],
+    keep_ids: bool,
+    now: Callable[[], int],
+) -> Rows:
+    """One closed-loop client: query ``order()`` back to back until ``end``; rows for the
+    queries sent at or after ``begin`` (before it: warm-up)."""
+    rows = Rows(ids=[] if keep_ids else None)
+    while not stop():
+        sent = now()
+        if sent >= end:
+            break
+        i = order()
+        found = search(i)
+        done = now()
+        if sent >= begin:
+            rows.queries.append(i)
+            rows.sent_ns.append(sent)
+            rows.end_ns.append(done)
+            if rows.ids is not None:
+                rows.ids.append(np.asarray(found))
+    rows.start_ns = rows.sent_ns
+    return rows
+
+
+def run_arrivals(
+    search: Callable[[int], Any],
+    arrivals: Sequence[tuple[int, int]],
+    begin: int,
+    give_up: int,
+    stop: Callable[[], bool],
+    keep_ids: bool,
+) -> Rows:
+    """One open-loop process client: serve ``arrivals`` ``(query, due_ns)`` in order, each at
+    its due time or as soon as the previous one is done; rows for those due at or after
+    ``begin``. Past ``give_up`` the rest are abandoned (their latency lower bounds kept)."""
+    now = time.monotonic_ns
+    rows = Rows(ids=[] if keep_ids else None)
+    previous_end = 0
+    for n, (i, due) in enumerate(arrivals):
+        if stop():
+            break
+        current = now()
+        if current > give_up:
+            rows.unfinished_ns.extend(current - d for _, d in arrivals[n:] if d >= begin)
+            break
+        while due > current:
+            time.sleep(min((due - current) / 1e9, _NAP_S))
+            if stop():
+                return rows
+            current = now()
+        found = search(i)
+        done = now()
+        if due >= begin:
+            rows.queries.append(i)
+            rows.sent_ns.append(due)
+            rows.start_ns.append(current)
+            rows.end_ns.append(done)
+            rows.lag_ns.append(max(0, current - max(due, previous_end)))
+            if rows.ids is not None:
+                rows.ids.append(np.asarray(found))
+        previous_end = done
+    return rows
+
+
+def _client(
+    spec: SavedIndex,
+    slot: int,
+    plan: tuple[Any, ...],
+    keep_ids: bool,
+    ready: Any,
+    results: Any,
+    go: Any,
+    start: Any,
+    stop: Any,
+    parent: int,
+) -> None:
+    """A client process: load, report ready, wait for the start instant, run ``plan``."""
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us, after Ctrl-C too
+    try:
+        search, nq = open_saved(spec)
+        for i in range(min(nq, WARMUP_QUERIES)):
+            search(i)
+    except BaseException as exc:  # anything a backend raises is reported, not a traceback
+        ready.put((slot, one_line_error(exc)))
+        return
+    ready.put((slot, None))
+    while not go.wait(_NAP_S * 4):
+        pass
+    if stop.is_set():
+        return
+    t0 = start.value
+    while (wait := t0 - time.monotonic_ns()) > 0:
+        time.sleep(wait / 1e9)
+    try:
+        if plan[0] == "closed":
+            _, warmup_ns, seconds_ns, clients = plan
+            sequence = iter(range(slot, 2**62, clients))
+            rows = run_closed(
+                search,
+                lambda: next(sequence) % nq,
+                t0 + warmup_ns,
+                t0 + warmup_ns + seconds_ns,
+                stop.is_set,
+                keep_ids,
+                time.monotonic_ns,
+            )
+        else:
+            _, warmup_ns, give_up_ns, queries, offsets = plan
+            arrivals = [(int(i), t0 + int(o)) for i, o in zip(queries, offsets, strict=True)]
+            rows = run_arrivals(
+                search, arrivals, t0 + warmup_ns, t0 + give_up_ns, stop.is_set, keep_ids
+            )
+    except BaseException as exc:
+        results.put((slot, one_line_error(exc)))
+        return
+    results.put((slot, rows))
+
+
+def run_processes(
+    spec: SavedIndex,
+    plans: list[tuple[Any, ...]],
+    keep_ids: bool,
+    load_timeout: float,
+    run_timeout: float,
+) -> tuple[int, list[Rows]]:
+    """Start one spawned client process per plan, wait until every one has loaded ``spec``,
+    start them together and collect their rows: ``(start_ns, rows)``. Every exit path (an
+    error, a timeout, KeyboardInterrupt) stops and reaps them all."""
+    context = multiprocessing.get_context("spawn")
+    ready, results = context.Queue(), context.Queue()
+    go, stop = context.Event(), context.Event()
+    start = context.Value("q", 0)
+    processes = [
+        context.Process(
+            target=_client,
+            args=(spec, slot, plan, keep_ids, ready, results, go, start, stop, os.getpid()),
+            daemon=True,
+            name=f"annbench-load-client-{slot}",
+        )
+        for slot, plan in enumerate(plans)
+    ]
+    try:
+        for process in processes:
+            process.start()
+        log.info("load: %d client processes loading %s", len(processes), spec.path)
+        _gather(ready, processes, load_timeout, "load the index", spec.backend)
+        start.value = time.monotonic_ns() + START_AHEAD_NS
+        go.set()
+        log.info("load: %d client processes running", len(processes))
+        rows = _gather(results, processes, run_timeout, "run", spec.backend)
+        return start.value, [rows[slot] for slot in range(len(plans))]
+    finally:
+        stop.set()
+        go.set()
+        _reap(processes)
+        for channel in (ready, results):
+            channel.cancel_join_thread()
+            channel.close()
+
+
+def _gather(
+    channel: Any, processes: list[Any], timeout: float, doing: str, backend: str
+) -> dict[int, Any]:
+    """One message from every process on ``channel``; an AnnbenchError if one reports an
+    error, dies first or ``timeout`` seconds pass."""
+    got: dict[int, Any] = {}
+    deadline = time.monotonic() + timeout
+    while len(got) < len(processes):
+        try:
+            slot, message = channel.get(timeout=0.2)
+        except queue.Empty:
+            for slot, process in enumerate(processes):
+                if slot not in got and not process.is_alive():
+                    raise AnnbenchError(
+                        f"Load client process {slot} died (exit code {process.exitcode}) "
+                        f"before it could {doing} with {backend}; run the backend's "
+                        "conformance check (annbench.testing.check_backend)"
+                    ) from None
+            if time.monotonic() > deadline:
+                raise AnnbenchError(
+                    f"Load client processes did not {doing} with {backend} within "
+                    f"{timeout:g} s; raise the timeout or use a smaller index"
+                ) from None
+            continue
+        if isinstance(message, str):
+            raise AnnbenchError(
+                f"A load client process could not {doing} with {backend}: {message}"
+            )
+        got[slot] = message
+    return got
+
+
+def _reap(processes: list[Any], grace: float = 2.0) -> None:
+    """Wait ``grace`` seconds for every started process to end, then terminate, then kill."""
+    started = [p for p in processes if p.pid is not None]
+    deadline = time.monotonic() + grace
+    for process in started:
+        process.join(max(deadline - time.monotonic(), 0))
+    for process in started:
+        if process.is_alive():
+            process.terminate()
+    for process in started:
+        process.join(1.0)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+def _die_with_parent(parent: int) -> None:
+    """Die with the process that started us (Linux), so a killed run leaves nothing behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
