@@ -129,7 +129,10 @@ def test_cli_summary_and_recommend(swept, tiny_path):
         ],
     )
     assert rec.exit_code == 0, rec.output
-    assert rec.output.startswith("Limits: recall >= 0.95, serving memory <= 1 GB")
+    assert rec.output.startswith(
+        "Limits: recall >= 0.95, serving memory (the index's own resident pages, fresh process) "
+        "<= 1 GB"
+    )
     assert "\nRecommended: " in rec.output and "Runners-up:" in rec.output
     none = runner.invoke(
         main,
