@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +29,9 @@ from annbench.errors import AnnbenchError, one_line_error
 from annbench.index import Index, Neighbors
 from annbench.metrics import Metric, recall_at_k, true_distances
 from annbench.sweep.grids import Params, check_grid, grid_for_class
+
+if TYPE_CHECKING:
+    from annbench.sweep.load import GilMeasurement
 
 log = logging.getLogger(__name__)
 
@@ -311,3 +316,75 @@ def _check_add(checker: _Checker, index: Index) -> None:
     hits = (ids == new_ids[:, None]).any(axis=1).mean()
     if hits < checker.min_recall:
         raise checker.fail("add", f"only {hits:.0%} of added vectors are found by themselves")
+
+
+def check_releases_gil(
+    cls: type[Index],
+    metric: Metric | str | None = None,
+    *,
+    build: Params | None = None,
+    search: Params | None = None,
+    n: int = 20_000,
+    d: int = 64,
+    seconds: float = 0.5,
+    seed: int = 0,
+) -> GilMeasurement:
+    """Check ``cls.releases_gil`` by measurement (``annbench.sweep.load.measure_gil_release``:
+    does a probe thread get the GIL while ``search_one`` runs?) on ``n`` seeded vectors of
+    ``d`` dims, at the default grid's first build setting that fits and its slowest search
+    setting, with one library thread. AssertionError when ``cls`` claims
+    ``releases_gil`` and the measurement says it does not; a host too busy to tell is logged,
+    not failed. Returns the measurement."""
+    from annbench.registry import name_of
+    from annbench.sweep.load import measure_gil_release
+
+    name = name_of(cls) or cls.__name__
+    if metric is None:
+        metric = Metric.EUCLIDEAN if Metric.EUCLIDEAN in cls.metrics else min(cls.metrics)
+    metric = Metric.parse(metric)
+    x, _ = clustered_gaussian(n + 100, d, n_clusters=32, seed=seed)
+    xb, xq = x[:n], x[n:]
+    fitting = None
+    for build_params, settings in _configs(cls, name, build, search):
+        try:
+            candidate = cls(metric, **build_params)
+            candidate.check(n, d)
+        except AnnbenchError:
+            continue
+        fitting = candidate, settings
+        break
+    if fitting is None:
+        raise AssertionError(f"{name} releases_gil: no build setting fits {n}x{d}; pass build=")
+    index, searches = fitting
+    with _raising_named(name, "releases_gil"):
+        index.set_num_threads(1)
+        index.build(xb)
+        prepared = index.prepare_queries(xq)
+        slowest, longest = searches[0], -1.0
+        for params in searches:  # the longest search shows the GIL best
+            index.set_search_params(**params)
+            start = time.perf_counter()
+            for q in prepared[:20]:
+                index.search_one(q, K)
+            if time.perf_counter() - start > longest:
+                slowest, longest = params, time.perf_counter() - start
+        index.set_search_params(**slowest)
+        measured = measure_gil_release(
+            lambda i: index.search_one(prepared[i], K), len(prepared), seconds=seconds
+        )
+    summary = (
+        f"a probe thread waits {measured.probe_ms:.3f} ms (median; over 1 ms "
+        f"{measured.held_share:.0%} of the time) while it searches at {slowest}, "
+        f"{measured.control_probe_ms:.3f} ms beside a GIL-releasing control; 2 threads "
+        f"x{measured.speedup:.2f} the throughput of 1 ({measured.qps_1:.0f}/s)"
+    )
+    if measured.releases is None:
+        log.warning("%s releases_gil: host too busy to tell: %s", name, summary)
+    elif cls.releases_gil and not measured.releases:
+        raise AssertionError(
+            f"{name} releases_gil: claimed, but its search holds the GIL: {summary}; "
+            "set releases_gil = False"
+        )
+    elif measured.releases and not cls.releases_gil:
+        log.info("%s releases the GIL (%s); it may declare releases_gil = True", name, summary)
+    return measured

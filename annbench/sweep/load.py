@@ -40,7 +40,6 @@ import logging
 import math
 import os
 import queue
-import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -305,7 +304,10 @@ def _closed_threads(
     try:
         window.append(now())
         barrier.wait()
-        stop.wait(warmup + seconds)
+        end = time.monotonic() + warmup + seconds
+        while not stop.wait(min(max(end - time.monotonic(), 0), 0.1)):  # short: Ctrl-C is seen
+            if time.monotonic() >= end:
+                break
         _join(threads, until=lambda: not errors)
         if errors:
             raise errors[0]
@@ -582,51 +584,87 @@ def generator_ceiling(
 
 @dataclass(frozen=True)
 class GilMeasurement:
-    """Throughput of a search in 1 and 2 threads, beside a control known to release the GIL.
+    """Whether a search holds the GIL, told by a probe thread, with thread throughputs.
 
-    ``speedup`` is 2-thread over 1-thread throughput (medians over repeats);
-    ``control_speedup`` the same for hashing a large buffer (hashlib releases the GIL), what
-    this host can show at the moment; ``releases`` is True when the search gains at least
-    half of what the control gains, None when the control gains under ``min_control`` (the
-    host is too busy to tell).
+    While one thread runs the search back to back, a probe thread sleeps ``PROBE_NAP_S`` again
+    and again; waking, it needs the GIL. A search that releases it lets the probe in at once;
+    one that holds it keeps the probe waiting until the interpreter's switch interval (5 ms)
+    forces a hand-over. ``probe_ms`` is the probe's median wake-up delay, ``held_share`` the
+    share of wake-ups delayed over 1 ms (roughly the share of time the GIL is held);
+    ``control_*`` the same beside hashing a buffer, which releases the GIL: what this host
+    shows for a releasing call. Unlike a throughput speedup this holds on a busy host.
+    ``releases`` is ``probe_ms`` under 1 ms, None when even the control is over (the host is
+    too busy to tell). ``qps_1``/``qps_2``: throughput in 1 and 2 closed-loop threads and
+    their ratio ``speedup``, which needs free cores to show anything.
     """
 
+    probe_ms: float
+    held_share: float
+    control_probe_ms: float
+    control_held_share: float
     qps_1: float
     qps_2: float
     speedup: float
-    control_speedup: float
     releases: bool | None
 
 
-def measure_gil_release(
-    search: SearchFn,
-    nq: int,
-    *,
-    seconds: float = 0.5,
-    repeats: int = 3,
-    min_control: float = 1.3,
-) -> GilMeasurement:
-    """Whether ``search(i)`` runs in parallel in two threads (see ``GilMeasurement``); give it
-    a search of at least ~0.1 ms, with one library thread. Runs the search and the control
-    alternately, ``repeats`` times each, ``seconds`` per run."""
-    buffer = os.urandom(1 << 20)
+#: the probe thread's sleep between wake-ups
+PROBE_NAP_S = 0.001
+#: a wake-up delayed more than this found the GIL held
+HELD_NS = 1_000_000
+
+
+def measure_gil_release(search: SearchFn, nq: int, *, seconds: float = 0.5) -> GilMeasurement:
+    """Whether ``search(i)`` releases the GIL (see ``GilMeasurement``), each of the four
+    measurements taking ``seconds``; give it one library thread."""
+    seconds = _seconds(seconds)
+    nq = _nq(search, nq)
+    buffer = os.urandom(1 << 18)
 
     def control(i: int) -> bytes:
         return hashlib.sha256(buffer).digest()
 
-    one, two, c_one, c_two = [], [], [], []
-    for _ in range(_clients(repeats, "repeats")):
-        c_one.append(closed_loop(control, 1, seconds, nq=1).qps)
-        one.append(closed_loop(search, 1, seconds, nq=nq).qps)
-        c_two.append(closed_loop(control, 2, seconds, nq=1).qps)
-        two.append(closed_loop(search, 2, seconds, nq=nq).qps)
-    qps_1, qps_2 = statistics.median(one), statistics.median(two)
-    speedup = statistics.median(b / a for a, b in zip(one, two, strict=True))
-    control_speedup = statistics.median(b / a for a, b in zip(c_one, c_two, strict=True))
-    releases = None
-    if control_speedup >= min_control:
-        releases = speedup >= 1 + (control_speedup - 1) / 2
-    return GilMeasurement(qps_1, qps_2, speedup, control_speedup, releases)
+    control_ms, control_held = _probe(control, 1, seconds)
+    probe_ms, held = _probe(search, nq, seconds)
+    qps_1 = closed_loop(search, 1, seconds, nq=nq).qps
+    qps_2 = closed_loop(search, 2, seconds, nq=nq).qps
+    releases = None if control_ms >= HELD_NS / 1e6 else probe_ms < HELD_NS / 1e6
+    return GilMeasurement(
+        probe_ms, held, control_ms, control_held, qps_1, qps_2, qps_2 / qps_1, releases
+    )
+
+
+def _probe(search: SearchFn, nq: int, seconds: float) -> tuple[float, float]:
+    """(median wake-up delay in ms, share over HELD_NS) of a thread napping while another
+    runs ``search`` back to back."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def busy(slot: int) -> None:
+        i = 0
+        try:
+            while not stop.is_set():
+                search(i % nq)
+                i += 1
+        except BaseException as exc:  # reported in the driving thread
+            errors.append(exc)
+
+    threads = _start(busy, 1, "gil-probe")
+    delays: list[int] = []
+    try:
+        time.sleep(0.02)
+        end = time.perf_counter_ns() + _ns(seconds)
+        nap = _ns(PROBE_NAP_S)
+        while (now := time.perf_counter_ns()) < end and not errors:
+            time.sleep(PROBE_NAP_S)
+            delays.append(time.perf_counter_ns() - now - nap)
+    finally:
+        stop.set()
+        _join(threads)
+    if errors:
+        raise errors[0]
+    values = np.array(delays)
+    return float(np.median(values)) / 1e6, float((values > HELD_NS).mean())
 
 
 # --- checks --------------------------------------------------------------------------------
