@@ -370,7 +370,10 @@ def check_releases_gil(
                 slowest, longest = params, time.perf_counter() - start
         index.set_search_params(**slowest)
         measured = measure_gil_release(
-            lambda i: index.search_one(prepared[i], K), len(prepared), seconds=seconds
+            lambda i: index.search_one(prepared[i], K),
+            len(prepared),
+            seconds=seconds,
+            thread_setup=lambda: index.set_num_threads(1),  # OpenMP's count is per thread
         )
     summary = (
         f"a probe thread waits {measured.probe_ms:.3f} ms (median; over 1 ms "

@@ -190,10 +190,13 @@ def closed_loop(
     deadline_ms: float | None = None,
     keep_ids: bool = False,
     load_timeout: float = 600.0,
+    thread_setup: Callable[[], None] | None = None,
 ) -> LoadResult:
     """``clients`` clients each run one query after another for ``seconds`` (after ``warmup``
     seconds not measured), cycling through queries ``0..nq-1``; threads calling ``target(i)``
     or, for a ``SavedIndex``, processes that each load it (within ``load_timeout`` s).
+    ``thread_setup()`` runs first in each client thread: per-thread library settings go there
+    (OpenMP's thread count is per thread: ``lambda: index.set_num_threads(1)``).
 
     Example::
 
@@ -211,7 +214,7 @@ def closed_loop(
         )
         executor = "process"
     else:
-        t0, rows = _closed_threads(target, nq, clients, seconds, warmup, keep_ids)
+        t0, rows = _closed_threads(target, nq, clients, seconds, warmup, keep_ids, thread_setup)
         executor = "thread"
     return _result(
         "concurrent", executor, clients, None, None, None, seconds, deadline_ms,
@@ -233,12 +236,14 @@ def open_loop(
     drain: float | None = None,
     keep_ids: bool = False,
     load_timeout: float = 600.0,
+    thread_setup: Callable[[], None] | None = None,
 ) -> LoadResult:
     """Queries arrive at ``rate``/s on a seeded ``schedule`` for ``seconds`` (after ``warmup``
     seconds not measured), query ``j`` of the schedule being ``j % nq``; latency counts from
     the intended send time. ``workers`` threads (default: the CPUs this process may use) or,
     for a ``SavedIndex``, processes serve them. Queries still waiting ``drain`` seconds after
     the schedule ends (default: ``max(1, seconds)``) are abandoned and counted as unfinished.
+    ``thread_setup()`` runs first in each worker thread, as for ``closed_loop``.
 
     Example::
 
@@ -263,7 +268,9 @@ def open_loop(
         t0, rows = run_processes(target, plans, keep_ids, load_timeout, give_up / 1e9 + 30)
         executor = "process"
     else:
-        t0, rows = _open_threads(target, queries, offsets, workers, warmup, give_up, keep_ids)
+        t0, rows = _open_threads(
+            target, queries, offsets, workers, warmup, give_up, keep_ids, thread_setup
+        )
         executor = "thread"
     return _result(
         "rate", executor, workers, rate, schedule, seed, seconds, deadline_ms,
@@ -275,7 +282,13 @@ def open_loop(
 
 
 def _closed_threads(
-    search: SearchFn, nq: int, clients: int, seconds: float, warmup: float, keep_ids: bool
+    search: SearchFn,
+    nq: int,
+    clients: int,
+    seconds: float,
+    warmup: float,
+    keep_ids: bool,
+    setup: Callable[[], None] | None,
 ) -> tuple[int, list[Rows]]:
     """Closed loop in ``clients`` threads: (start_ns, rows per client)."""
     now = time.perf_counter_ns
@@ -289,6 +302,8 @@ def _closed_threads(
 
     def client(slot: int) -> None:
         try:
+            if setup is not None:
+                setup()
             barrier.wait()
             begin = window[0] + _ns(warmup)
             rows[slot] = run_closed(
@@ -326,6 +341,7 @@ def _open_threads(
     warmup: float,
     give_up: int,
     keep_ids: bool,
+    setup: Callable[[], None] | None,
 ) -> tuple[int, list[Rows]]:
     """Open loop: this thread dispatches on schedule to ``workers`` threads."""
     now = time.perf_counter_ns
@@ -336,6 +352,12 @@ def _open_threads(
 
     def worker(slot: int) -> None:
         mine = rows[slot]
+        if setup is not None:
+            try:
+                setup()
+            except BaseException as exc:  # reported in the driving thread
+                errors.append(exc)
+                abandon.set()
         while (item := inbox.get()) is not None:
             i, due, counted = item
             if abandon.is_set():
@@ -614,9 +636,16 @@ PROBE_NAP_S = 0.001
 HELD_NS = 1_000_000
 
 
-def measure_gil_release(search: SearchFn, nq: int, *, seconds: float = 0.5) -> GilMeasurement:
+def measure_gil_release(
+    search: SearchFn,
+    nq: int,
+    *,
+    seconds: float = 0.5,
+    thread_setup: Callable[[], None] | None = None,
+) -> GilMeasurement:
     """Whether ``search(i)`` releases the GIL (see ``GilMeasurement``), each of the four
-    measurements taking ``seconds``; give it one library thread."""
+    measurements taking ``seconds``; ``thread_setup()`` runs first in each searching thread
+    (give the library one thread there)."""
     seconds = _seconds(seconds)
     nq = _nq(search, nq)
     buffer = os.urandom(1 << 18)
@@ -625,16 +654,18 @@ def measure_gil_release(search: SearchFn, nq: int, *, seconds: float = 0.5) -> G
         return hashlib.sha256(buffer).digest()
 
     control_ms, control_held = _probe(control, 1, seconds)
-    probe_ms, held = _probe(search, nq, seconds)
-    qps_1 = closed_loop(search, 1, seconds, nq=nq).qps
-    qps_2 = closed_loop(search, 2, seconds, nq=nq).qps
+    probe_ms, held = _probe(search, nq, seconds, thread_setup)
+    qps_1 = closed_loop(search, 1, seconds, nq=nq, thread_setup=thread_setup).qps
+    qps_2 = closed_loop(search, 2, seconds, nq=nq, thread_setup=thread_setup).qps
     releases = None if control_ms >= HELD_NS / 1e6 else probe_ms < HELD_NS / 1e6
     return GilMeasurement(
         probe_ms, held, control_ms, control_held, qps_1, qps_2, qps_2 / qps_1, releases
     )
 
 
-def _probe(search: SearchFn, nq: int, seconds: float) -> tuple[float, float]:
+def _probe(
+    search: SearchFn, nq: int, seconds: float, setup: Callable[[], None] | None = None
+) -> tuple[float, float]:
     """(median wake-up delay in ms, share over HELD_NS) of a thread napping while another
     runs ``search`` back to back."""
     stop = threading.Event()
@@ -643,6 +674,8 @@ def _probe(search: SearchFn, nq: int, seconds: float) -> tuple[float, float]:
     def busy(slot: int) -> None:
         i = 0
         try:
+            if setup is not None:
+                setup()
             while not stop.is_set():
                 search(i % nq)
                 i += 1
