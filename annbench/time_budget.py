@@ -437,9 +437,15 @@ class History:
         return rows[same] if len(rows) else rows
 
     def settled(
-        self, job: BuildJob, runs: int, constraints: Constraints, best: pd.Series | None
+        self,
+        job: BuildJob,
+        runs: int,
+        constraints: Constraints,
+        best: pd.Series | None,
+        objective: str = "qps",
     ) -> str | None:
-        """Why ``job`` need not be built again, from what is stored; None when it must."""
+        """Why ``job`` need not be built again, from what is stored (``best``: the stored pick
+        for ``objective``); None when it must."""
         ok = self._search(job)
         if not len(ok):
             return None
@@ -457,7 +463,7 @@ class History:
         answer = _replay(job, rungs, runs)
         if answer is not None:
             return answer
-        return _cannot_contend(job, rungs, best)
+        return _cannot_contend(job, rungs, best, objective)
 
     def _measured_limits(self, ok: pd.DataFrame, constraints: Constraints) -> str | None:
         """A limit the build breaks whatever the search setting: memory, build time."""
@@ -532,13 +538,15 @@ def _replay(job: BuildJob, rungs: list[pd.Series | None], runs: int) -> str | No
 
 
 def _cannot_contend(
-    job: BuildJob, rungs: list[pd.Series | None], best: pd.Series | None
+    job: BuildJob, rungs: list[pd.Series | None], best: pd.Series | None, objective: str
 ) -> str | None:
-    """Why the best this job can find is beaten by ``best`` (stored) whatever its unmeasured
-    rungs show, by the monotone ladder; None when it may still contend."""
-    if best is None:
+    """Why the best this job can find is beaten by ``best`` (stored) on recall or QPS
+    whatever its unmeasured rungs show, by the monotone ladder; None when it may contend."""
+    if best is None or objective not in ("recall", "qps"):
         return None
     if job.latency_bound:
+        if objective != "recall":
+            return None
         # the answer lies below the lowest rung known too slow: its recall is a ceiling
         slow = [r for r in rungs if r is not None and not _fits_latency(r, job)]
         if slow and slow[0]["recall"] < best["recall"] - RECALL_TIE:
@@ -546,6 +554,8 @@ def _cannot_contend(
                 f"cannot contend: at most recall {slow[0]['recall']:.4f} within the latency "
                 f"limit (measured) against {best['recall']:.4f} stored"
             )
+        return None
+    if objective != "qps":
         return None
     # the answer lies above the highest rung known to miss the target: its QPS is a ceiling
     miss = [r for r in rungs if r is not None and r["recall"] < (job.target_recall or 0)]
@@ -566,6 +576,7 @@ class Planned:
     structure: Structure
     estimate: Estimate
     rank: tuple[float, ...] = ()
+    breaks: list[str] = field(default_factory=list)  # limits it is expected to break
 
 
 def recall_within(s: Structure, n: int, d: int, rates: Rates, latency_s: float) -> float:
@@ -593,32 +604,35 @@ def chance(
     d: int,
     rates: Rates,
     budget_s: float = math.inf,
-) -> tuple[float, ...]:
-    """Sort key, most likely to win first: how many limits its structure is expected to
-    break, then its expected objective in coarse bands (these are priors; a candidate that
+) -> tuple[tuple[float, ...], list[str]]:
+    """Sort key, most likely to win first, and the limits ``s`` is expected to break: their
+    count, then its expected objective in coarse bands (these are priors; a candidate that
     would take over a quarter of ``budget_s`` drops one band), then its cost."""
     cap = prior_recall(s)
     limits = [constraints.max_latency_ms, (constraints.max_p99_ms or math.inf) / 1.5]
     latency_limit = min(limit for limit in limits if limit is not None) / 1e3
-    breaks = 0
+    breaks = []
     if objective == "recall":
         expected = recall_within(s, n, d, rates, latency_limit) if latency_limit < 1 else cap
-        breaks += expected <= 0 or expected < (constraints.min_recall or 0)
+        if expected <= 0 or expected < (constraints.min_recall or 0):
+            breaks.append(f"recall about {expected:.2f} within the latency limit")
         band = -math.floor(expected / 0.02)
     else:
         target = constraints.min_recall or 0.95
         latency = model_query_s(s, n, d, rates, target)
-        breaks += cap < target
-        breaks += latency > latency_limit
+        if cap < target:
+            breaks.append(f"its recall ceiling about {cap:.2f} < {target:g}")
+        if latency > latency_limit:
+            breaks.append(f"about {latency * 1e3:.2f} ms a query at recall {target:g}")
         band = round(math.log2(max(latency * 1e3, 1e-6)))
         if objective == "memory":
             band = round(math.log2(max(s.bits, 1)))
         elif objective == "build":
             band = round(math.log2(max(estimate_.build_s, 0.1)))
     if constraints.max_build_s is not None and estimate_.build_s > constraints.max_build_s:
-        breaks += 1
+        breaks.append(f"build about {estimate_.build_s:.0f} s")
     slow = estimate_.seconds > budget_s / 4
-    return (breaks, band + slow, estimate_.seconds)
+    return (len(breaks), band + slow, estimate_.seconds), breaks
 
 
 def plan(
@@ -639,8 +653,8 @@ def plan(
     for label, job in jobs:
         s = structure(job.backend, job.build_params, d)
         cost = estimate(job, s, n, nq, rates, history, build_threads)
-        rank = chance(s, cost, constraints, objective, n, d, rates, budget_s)
-        out.append(Planned(label, job, s, cost, rank))
+        rank, breaks = chance(s, cost, constraints, objective, n, d, rates, budget_s)
+        out.append(Planned(label, job, s, cost, rank, breaks))
     out.sort(key=lambda p: p.rank)
     for number, p in enumerate(out, 1):
         log.info(
@@ -685,9 +699,9 @@ def measure_within(
     skips: list[Skip] = []
     for number, plan in enumerate(planned, 1):
         best = recommend(frame(), constraints, objective).choice
-        reason = history.settled(plan.job, runs, constraints, best)
+        reason = history.settled(plan.job, runs, constraints, best, objective)
         if reason is None:
-            reason = _no_time(plan, budget.left())
+            reason = _no_time(plan, budget.left(), budget.seconds)
         if reason is not None:
             skips.append(Skip(plan.label, reason))
             say(f"[{number}/{len(planned)}] {plan.label}: skipped, {reason}")
@@ -713,14 +727,18 @@ def measure_within(
     return steps, skips
 
 
-def _no_time(plan: Planned, left: float) -> str | None:
-    """Why ``plan`` cannot be given the time it needs out of ``left`` seconds; None if it can."""
-    if plan.estimate.seconds <= left:
-        return None
-    return (
+def _no_time(plan: Planned, left: float, budget_s: float) -> str | None:
+    """Why ``plan`` cannot be given the time it needs out of ``left`` seconds (or, expected
+    to break a limit, more than a quarter of ``budget_s``); None if it can."""
+    needs = (
         f"needs about {plan.estimate.seconds:.0f} s (build {plan.estimate.build_s:.0f} s: "
-        f"{plan.estimate.basis}), {max(left, 0):.0f} s left"
+        f"{plan.estimate.basis})"
     )
+    if plan.estimate.seconds > left:
+        return f"{needs}, {max(left, 0):.0f} s left"
+    if plan.breaks and plan.estimate.seconds > budget_s / 4:
+        return f"expected to break the limits ({'; '.join(plan.breaks)}) and {needs}"
+    return None
 
 
 def _kept(records: Iterable[RunRecord], store: ResultStore) -> Iterable[RunRecord]:

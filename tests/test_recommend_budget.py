@@ -110,7 +110,7 @@ def _stored(tiny, store, **fields) -> None:
         threads=1,
         library_version=load_backend(IVF).library_version(),
         probe=True,
-        runs=1,
+        runs=2,
         recall=0.5,
         qps=5000.0,
         latency_p99_ms=0.5,
@@ -167,12 +167,29 @@ def test_a_candidate_that_cannot_reach_the_target_is_not_rebuilt(tiny, tmp_path,
     assert "best recall 0.8000" in reason and "below 0.9" in reason
 
 
+def test_what_is_stored_answers_for_the_candidates_that_cannot_contend(tiny, tmp_path, workers):
+    calls, _ = workers
+    with ResultStore(tmp_path) as store:
+        # flat's answer is stored; faiss-ivf missed the target at nprobe=4 with half its QPS,
+        # and each higher nprobe is slower: it cannot beat flat whatever it finds
+        flat = dict(backend=FLAT, build_params={}, search_params={}, probe=False, recall=0.99)
+        _stored(tiny, store, **flat, qps=1000.0, build_s=0.1)
+        _stored(tiny, store, search_params={"nprobe": 4}, recall=0.85, qps=500.0, build_s=1.0)
+        outcome = _recommend(tiny, store, 120.0)
+    assert calls == [] and outcome.steps == []
+    reasons = _skips(outcome)
+    assert reasons["faiss-flat [-]"] == "measured on an earlier call (stored)"
+    assert reasons["faiss-ivf [nlist=16]"].startswith("cannot contend: at most 500 QPS")
+    assert outcome.recommendation.choice["backend"] == FLAT
+
+
 def test_the_whole_call_stays_within_the_time_budget(tiny, tmp_path, workers, fake_time):
     calls, costs = workers
     costs[FLAT], costs[IVF] = 30.0, 45.0
     with ResultStore(tmp_path) as store:
         # the best stored point, measured with fewer repeats than asked: re-measured at the end
-        _stored(tiny, store, build_params={"nlist": 32}, probe=False, recall=0.99, qps=1e6)
+        pick = dict(build_params={"nlist": 32}, probe=False, runs=1, recall=0.99, qps=1e6)
+        _stored(tiny, store, **pick)
         start = fake_time.now
         outcome = _recommend(tiny, store, 60.0)
         assert fake_time.now - start <= 60.0
