@@ -404,10 +404,10 @@ def _busy_python(i: int) -> int:
 def test_gil_release_is_told_by_measurement():
     sleeping = load.measure_gil_release(lambda i: time.sleep(0.0005), 1, seconds=0.3)
     holding = load.measure_gil_release(_busy_python, 1, seconds=0.3)
-    if sleeping.releases is None or holding.releases is None:
-        pytest.skip(f"host too busy: control probe {sleeping.control_probe_ms:.2f} ms")
-    assert sleeping.releases and sleeping.probe_ms < 1
-    assert not holding.releases and holding.probe_ms > 1 and holding.held_share > 0.5
+    assert sleeping.releases and sleeping.probe_ms < 5  # True needs no control
+    if holding.releases is None:
+        pytest.skip(f"host too busy: control probe {holding.control_probe_ms:.2f} ms")
+    assert not holding.releases and holding.probe_ms > 5 and holding.held_share > 0.5
 
 
 class _HoldsTheGil(Index):

@@ -40,6 +40,7 @@ import logging
 import math
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -610,14 +611,16 @@ class GilMeasurement:
 
     While one thread runs the search back to back, a probe thread sleeps ``PROBE_NAP_S`` again
     and again; waking, it needs the GIL. A search that releases it lets the probe in at once;
-    one that holds it keeps the probe waiting until the interpreter's switch interval (5 ms)
-    forces a hand-over. ``probe_ms`` is the probe's median wake-up delay, ``held_share`` the
-    share of wake-ups delayed over 1 ms (roughly the share of time the GIL is held);
+    one that holds it keeps the probe waiting until the interpreter's switch interval (set to
+    ``PROBE_SWITCH_S`` meanwhile, far above what a busy CPU delays a wake-up by) forces a
+    hand-over. ``probe_ms`` is the probe's median wake-up delay, ``held_share`` the share of
+    wake-ups delayed over ``HELD_NS`` (roughly the share of time the GIL is held);
     ``control_*`` the same beside hashing a buffer, which releases the GIL: what this host
     shows for a releasing call. Unlike a throughput speedup this holds on a busy host.
-    ``releases`` is ``probe_ms`` under 1 ms, None when even the control is over (the host is
-    too busy to tell). ``qps_1``/``qps_2``: throughput in 1 and 2 closed-loop threads and
-    their ratio ``speedup``, which needs free cores to show anything.
+    ``releases`` is ``probe_ms`` under ``HELD_NS``; over it, False when the control's is
+    under, None when both are over (the host is too busy to tell). ``qps_1``/``qps_2``:
+    throughput in 1 and 2 closed-loop threads, and their ratio ``speedup``, which needs free
+    cores to show anything.
     """
 
     probe_ms: float
@@ -632,8 +635,10 @@ class GilMeasurement:
 
 #: the probe thread's sleep between wake-ups
 PROBE_NAP_S = 0.001
+#: the interpreter's switch interval while probing: how long a held GIL keeps the probe out
+PROBE_SWITCH_S = 0.02
 #: a wake-up delayed more than this found the GIL held
-HELD_NS = 1_000_000
+HELD_NS = 5_000_000
 
 
 def measure_gil_release(
@@ -657,7 +662,9 @@ def measure_gil_release(
     probe_ms, held = _probe(search, nq, seconds, thread_setup)
     qps_1 = closed_loop(search, 1, seconds, nq=nq, thread_setup=thread_setup).qps
     qps_2 = closed_loop(search, 2, seconds, nq=nq, thread_setup=thread_setup).qps
-    releases = None if control_ms >= HELD_NS / 1e6 else probe_ms < HELD_NS / 1e6
+    releases: bool | None = True  # a held GIL keeps the probe out for PROBE_SWITCH_S
+    if probe_ms >= HELD_NS / 1e6:
+        releases = False if control_ms < HELD_NS / 1e6 else None
     return GilMeasurement(
         probe_ms, held, control_ms, control_held, qps_1, qps_2, qps_2 / qps_1, releases
     )
@@ -682,6 +689,8 @@ def _probe(
         except BaseException as exc:  # reported in the driving thread
             errors.append(exc)
 
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(PROBE_SWITCH_S)
     threads = _start(busy, 1, "gil-probe")
     delays: list[int] = []
     try:
@@ -694,6 +703,7 @@ def _probe(
     finally:
         stop.set()
         _join(threads)
+        sys.setswitchinterval(switch)
     if errors:
         raise errors[0]
     values = np.array(delays)
