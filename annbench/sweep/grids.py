@@ -1,5 +1,9 @@
 """Parameter grids: a scalar is fixed, a list is swept; ``build`` and ``search`` are separate.
 
+A grid may be a list of blocks, each swept on its own: so a search range can follow the build
+(``nprobe`` up to each block's ``nlist``), and a block with ``metrics:`` applies only to
+datasets of those metrics (``i8`` storage where only angular data fits it).
+
 A backend's default grid travels with it (see ``default_grid``); the built-in ones are the
 editable YAML files in the top-level ``backends/`` folder, installed as the
 ``annbench.default_grids`` package so a wheel finds them from any directory.
@@ -21,6 +25,7 @@ import yaml
 
 from annbench.errors import AnnbenchError, BackendUnavailable
 from annbench.index import Index, build_param_names, search_param_names
+from annbench.metrics import Metric
 
 Params = dict[str, Any]
 
@@ -31,16 +36,23 @@ class Grid:
 
     ``more`` holds further blocks, each a Grid swept on its own: a YAML list of
     ``{build:, search:}`` maps, so that (say) IVF factory strings sweep nprobe while HNSW ones
-    sweep efSearch.
+    sweep efSearch. ``metrics`` names the dataset metrics a block applies to (None: all).
     """
 
     build: dict[str, list[Any]] = field(default_factory=dict)
     search: dict[str, list[Any]] = field(default_factory=dict)
     more: tuple[Grid, ...] = ()
+    metrics: frozenset[Metric] | None = None
 
     def blocks(self) -> list[Grid]:
-        """Every block, this one first, each without further blocks."""
-        return [Grid(self.build, self.search), *self.more]
+        """Every block, this one first, each without further blocks (none that applies to no
+        metric: the empty grid ``for_metric`` leaves)."""
+        blocks = [Grid(self.build, self.search, metrics=self.metrics), *self.more]
+        return [block for block in blocks if block.metrics != frozenset()]
+
+    def for_metric(self, metric: Metric) -> Grid:
+        """The blocks that apply to datasets of ``metric`` (an empty grid when none does)."""
+        return join_blocks([b for b in self.blocks() if b.metrics is None or metric in b.metrics])
 
     def build_configs(self) -> list[Params]:
         """Every build parameter combination, over all blocks."""
@@ -57,11 +69,21 @@ class Grid:
                 return _product(block.search)
         return []
 
-    def size(self) -> int:
-        """Number of (build, search) configurations the grid runs."""
+    def size(self, metric: Metric | None = None) -> int:
+        """Number of (build, search) configurations the grid runs (on ``metric``'s data)."""
+        grid = self if metric is None else self.for_metric(metric)
         return sum(
-            len(_product(block.build)) * len(_product(block.search)) for block in self.blocks()
+            len(_product(block.build)) * len(_product(block.search)) for block in grid.blocks()
         )
+
+
+def join_blocks(blocks: list[Grid]) -> Grid:
+    """One Grid of ``blocks`` (each without further blocks), the first one leading; the empty
+    grid (no configuration at all) when there are none."""
+    if not blocks:
+        return Grid(metrics=frozenset())
+    first = blocks[0]
+    return Grid(first.build, first.search, tuple(blocks[1:]), first.metrics)
 
 
 def default_grid(backend: str, cls: type[Index] | None = None) -> Grid:
@@ -122,19 +144,36 @@ def _packaged(backend: str) -> Any:
 
 
 def parse_grid(raw: Any, backend: str) -> Grid:
-    """A Grid from a ``{build:, search:}`` map, or a list of them (blocks swept separately)."""
+    """A Grid from a ``{build:, search:}`` map, or a list of them (blocks swept separately),
+    each optionally with ``metrics:`` (the dataset metrics it applies to)."""
     blocks = raw if isinstance(raw, list) and raw else [raw]
     grids = []
     for block in blocks:
-        if not isinstance(block, dict) or set(block) - {"build", "search"}:
+        if not isinstance(block, dict) or set(block) - {"build", "search", "metrics"}:
             raise AnnbenchError(
-                f"Grid for '{backend}' must hold only 'build:' and 'search:' maps "
-                "(or a list of such maps)"
+                f"Grid for '{backend}' must hold only 'build:' and 'search:' maps and an "
+                "optional 'metrics:' list (or a list of such blocks)"
             )
         grids.append(
-            Grid(_as_lists(block.get("build"), backend), _as_lists(block.get("search"), backend))
+            Grid(
+                _as_lists(block.get("build"), backend),
+                _as_lists(block.get("search"), backend),
+                metrics=_metrics(block, backend),
+            )
         )
-    return Grid(grids[0].build, grids[0].search, tuple(grids[1:]))
+    return join_blocks(grids)
+
+
+def _metrics(block: dict[str, Any], backend: str) -> frozenset[Metric] | None:
+    """The ``metrics:`` of a grid block, parsed (None when it has none)."""
+    if "metrics" not in block:
+        return None
+    raw = block["metrics"]
+    names = raw if isinstance(raw, list) else [raw]
+    try:
+        return frozenset(Metric.parse(str(name)) for name in names)
+    except AnnbenchError as exc:
+        raise AnnbenchError(f"Grid for '{backend}': {exc}") from None
 
 
 def with_overrides(grid: Grid, cls: type[Index], overrides: dict[str, list[Any]]) -> Grid:
@@ -142,7 +181,8 @@ def with_overrides(grid: Grid, cls: type[Index], overrides: dict[str, list[Any]]
 
     In a grid of several blocks, a search override goes to the blocks that sweep that key (all
     when none does); a build override makes one block of the first with the overrides, sweeping
-    only the search keys given (the first block's when none is).
+    only the search keys given (else the first block's keys, each with the values of every
+    block that sweeps the same keys: ``-g nlist=2048`` on per-nlist blocks sweeps every nprobe).
     """
     build_names, search_names = build_param_names(cls), search_param_names(cls)
     build_over = {k: v for k, v in overrides.items() if k in build_names}
@@ -150,15 +190,24 @@ def with_overrides(grid: Grid, cls: type[Index], overrides: dict[str, list[Any]]
     blocks = grid.blocks()
     if len(blocks) > 1 and build_over:
         first = blocks[0]
-        return Grid({**first.build, **build_over}, search_over or dict(first.search))
+        alike = [b.search for b in blocks if set(b.search) == set(first.search)]
+        merged = {key: _union(s[key] for s in alike) for key in first.search}
+        return Grid({**first.build, **build_over}, search_over or merged, metrics=first.metrics)
     out = []
     for block in blocks:
         search = dict(block.search)
         for key, values in search_over.items():
             if len(blocks) == 1 or key in block.search or not any(key in b.search for b in blocks):
                 search[key] = values
-        out.append(Grid({**block.build, **build_over}, search))
-    return Grid(out[0].build, out[0].search, tuple(out[1:]))
+        out.append(Grid({**block.build, **build_over}, search, metrics=block.metrics))
+    return join_blocks(out)
+
+
+def _union(lists: Any) -> list[Any]:
+    """The values of ``lists`` once each, numbers in increasing order."""
+    values = list(dict.fromkeys(v for values in lists for v in values))
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    return sorted(values) if numeric else values
 
 
 def check_grid(backend: str, cls: type[Index], grid: Grid) -> None:

@@ -151,8 +151,11 @@ def plan_sweep(
 
     jobs = []
     for name, cls in classes.items():
-        grid = with_overrides(default_grid(name), cls, overrides)
+        # default-grid blocks for other metrics are not attempted (nor recorded as failed)
+        grid = with_overrides(default_grid(name).for_metric(dataset.metric), cls, overrides)
         check_grid(name, cls, grid)
+        if not grid.build_configs():
+            log.warning("%s: its grid has no block for %s data", name, dataset.metric.value)
         for build_params in grid.build_configs():
             searches = tuple(grid.search_configs(build_params))
             problem = _check_values(
