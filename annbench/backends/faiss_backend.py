@@ -173,15 +173,33 @@ class FaissIVF(_FaissIndex):
 
 
 class FaissIVFPQ(FaissIVF):
-    """Inverted file with product-quantized codes (faiss IVF<nlist>,PQ<m>x<nbits>)."""
+    """Inverted file with product-quantized codes (faiss IVF<nlist>,PQ<m>x<nbits>np, trained
+    without the polysemous codes its search never uses); ``refine`` keeps the vectors in a
+    second store (Flat: exact) to re-rank the best ``k_factor * k`` candidates, which lifts
+    recall past the codes' ceiling. faiss cannot remove from a refined index."""
 
-    def __init__(self, metric: Metric, *, nlist: int, m: int, nbits: int = 8) -> None:
+    #: Stores a refine stage can re-rank from, beside "none".
+    REFINES = ("Flat", "SQfp16", "SQ8")
+
+    def __init__(
+        self, metric: Metric, *, nlist: int, m: int, nbits: int = 8, refine: str = "none"
+    ) -> None:
         super().__init__(metric, nlist=nlist)
         self.m = positive_int("m", m)
         self.nbits = positive_int("nbits", nbits)
         if self.nbits > 16:
             raise AnnbenchError(f"Parameter nbits must be <= 16, got {nbits}")
+        if refine != "none" and refine not in self.REFINES:
+            raise AnnbenchError(
+                f"Parameter refine must be none or one of {', '.join(self.REFINES)}, "
+                f"got {refine!r}"
+            )
+        self.refine = refine
         self.build_params.update(m=self.m, nbits=self.nbits)
+        if refine != "none":  # keyed as before when there is no refine stage
+            self.build_params["refine"] = refine
+        self.supports_remove = refine == "none"  # instance-level: IndexRefine has no remove
+        self._k_factor = 1
 
     def check(self, n: int, d: int) -> None:
         super().check(n, d)
@@ -197,7 +215,29 @@ class FaissIVFPQ(FaissIVF):
             )
 
     def spec(self) -> str:
-        return f"IVF{self.nlist},PQ{self.m}x{self.nbits}"
+        base = f"IVF{self.nlist},PQ{self.m}x{self.nbits}np"
+        if self.refine == "none":
+            return base
+        return f"{base},RFlat" if self.refine == "Flat" else f"{base},Refine({self.refine})"
+
+    def _make(self, d: int) -> faiss.Index:
+        index = super()._make(d)
+        return index if _keeps_ids(index) else faiss.IndexIDMap(index)
+
+    def set_search_params(self, *, nprobe: int, k_factor: int = 1) -> None:
+        k_factor = positive_int("k_factor", k_factor)
+        if k_factor != 1 and self.refine == "none":
+            raise AnnbenchError(
+                f"k_factor={k_factor} re-ranks with a refine stage, which this index has not; "
+                "add --grid refine=Flat"
+            )
+        self._k_factor = k_factor
+        super().set_search_params(nprobe=nprobe)
+
+    def _apply_search_params(self) -> None:
+        super()._apply_search_params()
+        if self._index is not None and self.refine != "none":
+            _unwrap(self._index).k_factor = self._k_factor
 
 
 class FaissHNSW(_FaissIndex):
