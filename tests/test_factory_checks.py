@@ -100,13 +100,13 @@ def test_memory_estimate_over_the_machine_fails(tiny, monkeypatch, no_worker):
 
 def test_default_grid_entry_that_cannot_work_is_recorded_failed(tmp_path, no_worker):
     path = create_synthetic(tmp_path / "n500.hdf5", n=500, nq=10, d=16, metric=Metric.EUCLIDEAN)
-    jobs = plan_sweep(read_dataset(path), ["faiss-ivf"])  # default nlist 64, 256, 1024
+    jobs = plan_sweep(read_dataset(path), ["faiss-ivf"])  # default nlist 64, 256, 512
     rejected = [job for job in jobs if isinstance(job, RejectedJob)]
-    assert [job.build_params["nlist"] for job in rejected] == [1024]
+    assert [job.build_params["nlist"] for job in rejected] == [512]
     records = list(run_in_worker(rejected[0]))
     assert len(records) == len(rejected[0].search_configs)
     assert {r.status for r in records} == {"failed"}
-    assert "nlist=1024 exceeds the 500 base vectors" in records[0].error
+    assert "nlist=512 exceeds the 500 base vectors" in records[0].error
 
 
 def test_valid_factory_string_still_runs_without_faiss_in_the_planner(
