@@ -10,9 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from annbench.errors import AnnbenchError, BackendUnavailable, MissingDependency, one_line_error
 from annbench.index import Index, build_param_names, search_param_names
+from annbench.metrics import Metric
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from annbench.sweep.grids import Grid
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +106,21 @@ def runnable_backends() -> tuple[list[str], dict[str, str]]:
     return names, skipped
 
 
+#: Capabilities an index declares, by the attribute it declares each with (yes / no words).
+CAPABILITIES = {
+    "filter": ("native_filter", "native", "post only"),
+    "add": ("supports_add", "yes", "no"),
+    "remove": ("supports_remove", "yes", "no"),
+}
+
+
 def capability_table() -> pd.DataFrame:
     """One row per registered backend: installed, library version, metrics, filtered search,
-    add/remove, save/load and default grid size (build x search configurations)."""
+    add/remove, save/load and default grid size (build x search configurations).
+
+    A capability that differs between the default grid's build configurations reads
+    ``depends: no for <params>``; a grid size that differs by metric reads ``28; angular 42``.
+    """
     import pandas as pd
 
     from annbench.sweep.grids import default_grid
@@ -121,15 +136,17 @@ def capability_table() -> pd.DataFrame:
             cls = None
         else:
             row["installed"] = "yes"
+        grid = None
         try:
-            row["grid"] = default_grid(name, cls).size()
+            grid = default_grid(name, cls)
+            row["grid"] = _grid_size(grid, cls)
         except AnnbenchError as exc:
             row["grid"] = None
             if cls is not None:
                 row["installed"] = f"yes, but its default grid is unusable: {exc}"
         if cls is not None:
             try:
-                row.update(_describe(cls))
+                row.update(_describe(cls, grid))
             except Exception as exc:  # a malformed plugin class must not stop the others
                 row["installed"] = f"no: {_malformed(name, exc)}"
         rows.append(row)
@@ -141,15 +158,24 @@ def capability_table() -> pd.DataFrame:
     return table
 
 
-def _describe(cls: type[Index]) -> dict[str, Any]:
-    """The capability columns of a loaded backend class."""
+def _grid_size(grid: Grid, cls: type[Index] | None) -> int | str:
+    """The grid's number of configurations; per metric (``28; angular 42``) when it differs."""
+    metrics = sorted(cls.metrics if cls is not None else Metric, key=lambda m: m.value)
+    sizes = {metric.value: grid.size(metric) for metric in metrics}
+    common = max(set(sizes.values()), key=list(sizes.values()).count)
+    if len(set(sizes.values())) == 1:
+        return common
+    return "; ".join([str(common)] + [f"{m} {n}" for m, n in sizes.items() if n != common])
+
+
+def _describe(cls: type[Index], grid: Grid | None = None) -> dict[str, Any]:
+    """The capability columns of a loaded backend class (asked of its default grid's
+    instances, when it has a usable grid)."""
     return dict(
         library=cls.library or "-",
         version=cls.library_version(),
         metrics=",".join(sorted(m.value for m in cls.metrics)),
-        filter="native" if cls.native_filter else "post only",
-        add="yes" if cls.supports_add else "no",
-        remove="yes" if cls.supports_remove else "no",
+        **{name: _capability(cls, grid, name) for name in CAPABILITIES},
         save_load="yes" if _overrides(cls, "save") and _overrides(cls, "load") else "no",
         parameters="; ".join(
             f"{kind}: {','.join(names)}"
@@ -160,6 +186,37 @@ def _describe(cls: type[Index]) -> dict[str, Any]:
             if names
         ),
     )
+
+
+def _capability(cls: type[Index], grid: Grid | None, capability: str) -> str:
+    """``capability`` of ``cls`` as the table shows it: the class's declaration, or ``depends:
+    no for ...`` naming the build values of the default grid whose instances lack it."""
+    attribute, yes, no = CAPABILITIES[capability]
+    answers: list[tuple[dict[str, Any], bool]] = []
+    for metric in sorted(cls.metrics, key=lambda m: m.value) if grid is not None else ():
+        for build_params in grid.for_metric(metric).build_configs():
+            try:
+                index = cls(metric, **build_params)
+            except Exception:  # noqa: S112 - a constructor that raises tells nothing here
+                continue
+            answers.append((build_params, bool(getattr(index, attribute))))
+    if len({has for _, has in answers}) < 2:
+        return yes if getattr(cls, attribute) else no
+    having = {(k, repr(v)) for params, has in answers if has for k, v in params.items()}
+    lacking = {
+        f"{k}={v}": None  # the values only configurations without the capability have
+        for params, has in answers
+        if not has
+        for k, v in params.items()
+        if (k, repr(v)) not in having
+    }
+    if not lacking:  # only combinations lack it: name them whole
+        lacking = {_label(p): None for p, has in answers if not has}
+    return f"depends: {no} for {', '.join(lacking)}"
+
+
+def _label(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.items()) or "-"
 
 
 def _overrides(cls: type[Index], method: str) -> bool:
