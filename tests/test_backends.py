@@ -1,14 +1,17 @@
 """Every backend on the same data, per metric: each must reach the recall it should."""
 
+import faiss
 import numpy as np
 import pytest
 
 from annbench.data.datasets import create_synthetic, read_dataset
+from annbench.data.runbooks import Step
 from annbench.errors import AnnbenchError, BackendUnavailable
 from annbench.index import Index
 from annbench.metrics import Metric, recall_at_k, true_distances
-from annbench.registry import backend_names, load_backend
+from annbench.registry import backend_names, capability_table, load_backend
 from annbench.sweep.grids import default_grid
+from annbench.sweep.replay import ReplayIndex
 
 STRONG = {
     "faiss-flat": ({}, {}, 1.0),
@@ -175,3 +178,55 @@ def test_faiss_factory_default_grid_sweeps_what_each_string_has(tiny):
         index.check(22000, 384)
         for search in searches:
             index.set_search_params(**search)
+
+
+def test_ivfpq_skips_polysemous_training_and_refine_passes_the_codes_ceiling(tiny):
+    """PQ4 codes on 32 dims are coarse; re-ranking 16 * k candidates exactly recovers recall."""
+    cls = load_backend("faiss-ivfpq")
+    recalls = {}
+    for refine, k_factor in (("none", 1), ("Flat", 16)):
+        index = cls(tiny.metric, nlist=16, m=4, refine=refine)
+        index.build(tiny.train)
+        index.set_search_params(nprobe=16, k_factor=k_factor)
+        ids = index.search(index.prepare_queries(tiny.test), 10).ids
+        found = true_distances(tiny.metric, tiny.train, tiny.test, ids)
+        recalls[refine] = recall_at_k(ids, found, tiny.neighbors, tiny.distances, 10).recall.mean()
+        inner = faiss.downcast_index(faiss.extract_index_ivf(index._index))
+        assert not inner.do_polysemous_training
+    assert recalls["none"] < 0.8 and recalls["Flat"] >= 0.95, recalls
+    with pytest.raises(AnnbenchError, match="k_factor=4 re-ranks with a refine stage.*refine=Flat"):
+        cls(tiny.metric, nlist=16, m=4).set_search_params(nprobe=4, k_factor=4)
+    assert cls(tiny.metric, nlist=16, m=4).build_params == {"nlist": 16, "m": 4, "nbits": 8}
+
+
+@pytest.mark.parametrize(
+    ("name", "build", "removes"),
+    [
+        ("faiss-factory", {"factory": "IVF16,SQ8"}, True),
+        ("faiss-factory", {"factory": "HNSW16"}, False),
+        ("faiss-ivfpq", {"nlist": 16, "m": 4}, True),
+        ("faiss-ivfpq", {"nlist": 16, "m": 4, "refine": "Flat"}, False),
+    ],
+)
+def test_remove_is_answered_per_instance_and_replay_follows_it(name, build, removes, tiny):
+    """The instance says whether faiss can remove from it; a runbook replay removes where it
+    can and rebuilds from the live rows where it cannot."""
+    index = load_backend(name)(tiny.metric, **build)
+    assert index.supports_remove is removes
+    index.build(tiny.train)
+    if removes:
+        index.remove(np.arange(5, dtype=np.int64))
+    else:
+        with pytest.raises(RuntimeError):  # faiss itself refuses: the answer is not too careful
+            index._index.remove_ids(np.arange(5, dtype=np.int64))
+    replay = ReplayIndex(load_backend(name), tiny.metric, build, tiny.train)
+    replay.apply(Step("insert", insert=(0, 1000)))
+    assert replay.apply(Step("delete", delete=(0, 100)))["rebuilt"] is not removes
+    assert not replay.live[:100].any() and replay.live[100:1000].all()
+
+
+def test_capability_table_says_when_remove_depends_on_the_build():
+    table = capability_table().set_index("backend")
+    assert table.loc["faiss-factory", "remove"] == "depends: no for factory=HNSW32,SQ8"
+    assert table.loc["faiss-ivfpq", "remove"] == "depends: no for refine=Flat"
+    assert table.loc["faiss-ivf", "remove"] == "yes" and table.loc["faiss-hnsw", "remove"] == "no"
