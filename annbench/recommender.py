@@ -427,7 +427,7 @@ def _frame(
     threads: int,
 ) -> pd.DataFrame:
     """Stored full measurements of exactly this content, workload, k, mode and threads."""
-    frame = store.dataframe(dataset.name)
+    frame = store.dataframe(dataset.name, content_hash=dataset.content_hash)
     keep = (
         (frame["k"] == k)
         & (frame["mode"] == mode)
@@ -475,6 +475,7 @@ def _jobs(
         mean = constraints.max_latency_ms
         bisect = {"max_latency_ms": mean if mean is not None else math.inf}
         bisect["max_p99_ms"] = constraints.max_p99_ms
+        bisect["latency_clock"] = constraints.clock  # the limits' own clock, wall or cpu
     else:
         bisect = {"target_recall": constraints.min_recall}
     if backends:
@@ -494,7 +495,16 @@ def _jobs(
             bisect.get("target_recall"),
             max_latency_ms=bisect.get("max_latency_ms"),
         )
-        jobs = [replace(j, max_p99_ms=bisect.get("max_p99_ms")) if j.adaptive else j for j in jobs]
+        jobs = [
+            replace(
+                j,
+                max_p99_ms=bisect.get("max_p99_ms"),
+                latency_clock=bisect.get("latency_clock", "wall"),
+            )
+            if j.adaptive
+            else j
+            for j in jobs
+        ]
         return [(f"{j.backend} [{params_label(j.build_params)}]", j) for j in jobs]
     if overrides:
         raise BadUsage("--grid overrides apply to named backends' grids; add -b BACKEND")
