@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from annbench.errors import AnnbenchError
+from annbench.errors import AnnbenchError, BadUsage
 from annbench.results.columns import JSON_COLUMNS, as_dict, flatten, with_dicts
 from annbench.sweep.measure import MIN_SECONDS
 
@@ -168,8 +168,8 @@ def run(
         build_threads = 1  # one core per worker slot
     plan = None
     if runbook is not None and any(w != "plain" for w in workloads):
-        raise AnnbenchError(
-            "runbook and filters measure different workloads; run them as separate sweeps"
+        raise BadUsage(
+            "--runbook and --filter measure different workloads; run them as separate sweeps"
         )
     if runbook is not None:
         from annbench.data.runbooks import prepare_runbook

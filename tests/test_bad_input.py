@@ -503,6 +503,21 @@ CASES = {
         "Runbook path is too long for the file system",
         1,
     ),
+    "threads in single mode": (
+        run_tiny("-b", "faiss-flat", "--threads", "2"),
+        "single mode times one query per call on one thread; use --mode batch",
+        2,
+    ),
+    "runbook and filter together": (
+        run_tiny("-b", "faiss-flat", "--runbook", "grow", "--filter", "label"),
+        "--runbook and --filter measure different workloads",
+        2,
+    ),
+    "filter strategy without a filter": (
+        run_tiny("-b", "faiss-flat", "-g", "filter_strategy=post"),
+        "filter_strategy applies only to filtered searches; add --filter",
+        2,
+    ),
     "empty --url": (
         lambda t, tiny: ["datasets", "fetch", "gist-960-euclidean", "--url", ""],
         "--url is empty",

@@ -120,7 +120,7 @@ def plan_sweep(
     if any(t < 1 for t in counts):
         raise AnnbenchError(f"threads must be at least 1, got {', '.join(map(str, counts))}")
     if mode == "single" and counts != (1,):
-        raise AnnbenchError(
+        raise BadUsage(
             "single mode times one query per call on one thread; "
             "use --mode batch to measure thread counts"
         )
@@ -130,14 +130,14 @@ def plan_sweep(
     filtering = {key: overrides.pop(key) for key in FILTER_PARAMS if key in overrides}
     workloads = list(dict.fromkeys(workloads)) or [PLAIN]
     if runbook is not None and workloads != [PLAIN]:
-        raise AnnbenchError(
+        raise BadUsage(
             "--runbook and --filter measure different workloads; run them as separate sweeps"
         )
     for workload in workloads:
         check_filter(dataset, workload)
     workloads = canonical_workloads(dataset, workloads)  # range:ATTR:x is range:x
     if filtering and not any(is_filter(w) for w in workloads):
-        raise AnnbenchError(
+        raise BadUsage(
             f"{' and '.join(filtering)} {'applies' if len(filtering) == 1 else 'apply'} only "
             "to filtered searches; add --filter (e.g. label)"
         )
