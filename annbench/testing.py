@@ -155,7 +155,8 @@ def check_backend(
         if metric not in cls.metrics:
             raise AssertionError(f"{name}: asked to check {metric.value}, which it does not claim")
         with _raising_named(name, metric.value):
-            _check_metric(cls, name, metric, configs, seed, min_recall)
+            own = _configs(cls, name, build, search, metric)
+            _check_metric(cls, name, metric, own, seed, min_recall)
 
 
 @contextmanager
@@ -196,9 +197,14 @@ def _check_metric(
 
 
 def _configs(
-    cls: type[Index], name: str, build: Params | None, search: Params | list[Params] | None
+    cls: type[Index],
+    name: str,
+    build: Params | None,
+    search: Params | list[Params] | None,
+    metric: Metric | None = None,
 ) -> list[tuple[Params, list[Params]]]:
-    """(build, search settings) pairs to choose the best from."""
+    """(build, search settings) pairs to choose the best from: the default grid's blocks for
+    ``metric`` (all blocks without one), unless ``build``/``search`` say otherwise."""
     if build is not None or search is not None:
         searches = [search or {}] if not isinstance(search, list) else search
         return [(build or {}, searches)]
@@ -210,6 +216,8 @@ def _configs(
             f"{name} default grid: {exc}; ship one (a default_grid class attribute or a "
             f"{name}.yaml beside the module) or pass build= and search= to check_backend"
         ) from None
+    if metric is not None and grid.for_metric(metric).build_configs():
+        grid = grid.for_metric(metric)  # e.g. usearch's i8 block is for angular data only
     return [(b, grid.search_configs(b)) for b in grid.build_configs()]
 
 
@@ -345,7 +353,7 @@ def check_releases_gil(
     x, _ = clustered_gaussian(n + 100, d, n_clusters=32, seed=seed)
     xb, xq = x[:n], x[n:]
     fitting = None
-    for build_params, settings in _configs(cls, name, build, search):
+    for build_params, settings in _configs(cls, name, build, search, metric):
         try:
             candidate = cls(metric, **build_params)
             candidate.check(n, d)
