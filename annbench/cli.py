@@ -1021,7 +1021,9 @@ def backends() -> None:
     click.echo(table.to_string(index=False))
     click.echo(
         "filter: native = the library filters during search, post only = annbench filters a "
-        "larger result; grid: build x search configurations of the default grid"
+        "larger result; clients: load clients as threads (search releases the GIL) or as "
+        "processes serving the saved index; grid: build x search configurations of the "
+        "default grid"
     )
 
 

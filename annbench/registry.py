@@ -151,7 +151,7 @@ def capability_table() -> pd.DataFrame:
                 row["installed"] = f"no: {_malformed(name, exc)}"
         rows.append(row)
     columns = ["backend", "installed", "library", "version", "metrics", "filter", "add"]
-    columns += ["remove", "save_load", "grid", "parameters"]
+    columns += ["remove", "save_load", "clients", "grid", "parameters"]
     table = pd.DataFrame(rows, columns=columns)
     # whole numbers, and None where a grid is unusable (not NaN in a float column)
     table["grid"] = pd.Series([row.get("grid") for row in rows], dtype=object)
@@ -177,6 +177,7 @@ def _describe(cls: type[Index], grid: Grid | None = None) -> dict[str, Any]:
         metrics=",".join(sorted(m.value for m in cls.metrics)),
         **{name: _capability(cls, grid, name) for name in CAPABILITIES},
         save_load="yes" if _overrides(cls, "save") and _overrides(cls, "load") else "no",
+        clients="threads" if cls.releases_gil else "processes",
         parameters="; ".join(
             f"{kind}: {','.join(names)}"
             for kind, names in (

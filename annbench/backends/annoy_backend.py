@@ -24,6 +24,7 @@ class Annoy(Index):
     """Forest of random-projection trees; search_k nodes are inspected per query."""
 
     library = "annoy"
+    releases_gil = True  # search runs in C++ without the GIL: load clients are threads
 
     def __init__(self, metric: Metric, *, n_trees: int) -> None:
         super().__init__(metric, n_trees=positive_int("n_trees", n_trees))

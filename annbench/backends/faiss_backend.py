@@ -40,6 +40,7 @@ class _FaissIndex(Index):
     take any int64 ids and filtered search uses faiss' ``IDSelectorBitmap``."""
 
     library = "faiss-cpu"
+    releases_gil = True  # search runs in C++ without the GIL: load clients are threads
     supports_add = True
     supports_remove = True
     native_filter = True

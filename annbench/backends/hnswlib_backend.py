@@ -25,6 +25,7 @@ class Hnswlib(Index):
     and filters natively with a callable over ids."""
 
     library = "hnswlib"
+    releases_gil = True  # search runs in C++ without the GIL: load clients are threads
     supports_add = True
     supports_remove = True
     native_filter = True

@@ -41,6 +41,7 @@ class Scann(Index):
     candidates re-ranked exactly per query."""
 
     library = "scann"
+    releases_gil = True  # search runs in C++ without the GIL: load clients are threads
 
     def __init__(
         self,

@@ -49,6 +49,7 @@ class Usearch(Index):
     beam, ``dtype`` vector storage; ``expansion_search`` beam per query."""
 
     library = "usearch"
+    releases_gil = True  # search runs in C++ without the GIL: load clients are threads
     supports_add = True
     supports_remove = True
 
