@@ -18,7 +18,6 @@ import multiprocessing
 import os
 import queue
 import signal
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -181,7 +180,9 @@ def _client(
     parent: int,
 ) -> None:
     """A client process: load, report ready, wait for the start instant, run ``plan``."""
-    _die_with_parent(parent)
+    from annbench.sweep.runner import exit_with_parent
+
+    exit_with_parent(parent)  # a killed load run leaves no client behind
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us, after Ctrl-C too
     try:
         search, nq = open_saved(spec)
@@ -311,14 +312,3 @@ def _reap(processes: list[Any], grace: float = 2.0) -> None:
         if process.is_alive():
             process.kill()
             process.join()
-
-
-def _die_with_parent(parent: int) -> None:
-    """Die with the process that started us (Linux), so a killed run leaves nothing behind."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:
-        os._exit(1)
