@@ -441,7 +441,7 @@ def test_the_conformance_kit_refutes_a_false_gil_claim():
     assert load.executor_for(Index) == "process"
 
 
-@pytest.mark.parametrize("name", ["faiss-hnsw", "hnswlib", "annoy", "usearch", "voyager", "scann"])
+@pytest.mark.parametrize("name", ["faiss-hnsw", "hnswlib", "annoy", "usearch", "scann"])
 def test_each_backends_gil_claim_holds_when_measured(name):
     """The conformance kit measures what each built-in declares: a claim of releasing the GIL
     that the probe contradicts fails. PyNNDescent (numba holds the GIL in its search, probe
@@ -458,9 +458,12 @@ def test_each_backends_gil_claim_holds_when_measured(name):
         assert measured.releases
 
 
-def test_a_backend_that_holds_the_gil_gets_process_clients():
+@pytest.mark.parametrize("name", ["pynndescent", "voyager"])
+def test_a_backend_that_holds_the_gil_gets_process_clients(name):
+    """PyNNDescent (numba) holds the GIL in its search; Voyager's single query held it in one
+    measurement (probe median 61 ms) and not in another (1.8 ms): neither claims it."""
     try:
-        cls = load_backend("pynndescent")
+        cls = load_backend(name)
     except AnnbenchError as exc:
         pytest.skip(str(exc))
     assert not cls.releases_gil and load.executor_for(cls) == "process"

@@ -39,7 +39,6 @@ class Voyager(Index):
     ``storage`` vector type; ``ef`` beam per query."""
 
     library = "voyager"
-    releases_gil = True  # search runs in C++ without the GIL: load clients are threads
     supports_add = True
     supports_remove = True
 
