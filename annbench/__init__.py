@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MIN_SECONDS",
     "AnnbenchError",
+    "LoadOptions",
     "load_dataset",
     "load_results",
     "pareto_frontier",
@@ -30,6 +31,7 @@ __all__ = [
 if TYPE_CHECKING:
     from annbench.api import (
         MIN_SECONDS,
+        LoadOptions,
         load_dataset,
         load_results,
         pareto_frontier,

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from annbench.errors import AnnbenchError, BadUsage
 from annbench.results.columns import JSON_COLUMNS, as_dict, flatten, with_dicts
+from annbench.sweep.load import LoadOptions
 from annbench.sweep.measure import MIN_SECONDS
 
 if TYPE_CHECKING:
@@ -122,6 +123,9 @@ def run(
     progress: bool | Progress = True,
     filters: str | Sequence[str] | None = None,
     runbook: str | Path | None = None,
+    clients: int | Sequence[int] | None = None,
+    rates: float | str | Sequence[float | str] | None = None,
+    load: LoadOptions | None = None,
 ) -> pd.DataFrame:
     """Build each index configuration once in its own worker process, sweep its search
     parameters, store every record; returns the records of this sweep (already stored ones
@@ -136,6 +140,10 @@ def run(
     the unfiltered sweep; see ``annbench.data.workloads``), each swept separately.
     ``runbook``: replay this runbook (a shipped name or a YAML file) of inserts, deletes and
     searches per build configuration instead of one static build (one record per step).
+    ``mode="concurrent"``: each setting under each of ``clients`` closed-loop clients (default
+    1, 2, 4); ``mode="rate"``: at each of ``rates``, queries per second or shares of the
+    measured saturation (``"50%"``), paced by ``clients`` clients; ``load``
+    (``LoadOptions``): how long each load run lasts, the arrival schedule, a deadline.
 
     Scripts must call it under ``if __name__ == "__main__":`` (workers are spawned and import
     the script again); notebooks need nothing.
@@ -193,6 +201,9 @@ def run(
         workloads=workloads,
         runbook=plan,
         memory_limit=limit,
+        clients=(clients,) if isinstance(clients, int) else clients,
+        rates=(rates,) if isinstance(rates, (int, float, str)) else rates,
+        load=load,
     )
     keys = {r.key for job in jobs for r in job_records(job)}
     with ResultStore(_store_path(results)) as store:

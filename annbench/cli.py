@@ -25,11 +25,12 @@ from annbench.data.workloads import BadFilter, canonical_workloads, check_filter
 from annbench.errors import AnnbenchError, BadUsage
 from annbench.paths import check_output_dir, output_file, results_dir, write_text_file
 from annbench.recommender import DEFAULT_TIME_BUDGET_S, EXIT_NOTHING_FITS, FULL_PROTOCOL
-from annbench.record import MODES, PLAIN, params_label
+from annbench.record import LOAD_MODES, MODES, PLAIN, mode_label, params_label
 from annbench.registry import capability_table, plugin_problems, runnable_backends
 from annbench.results.analysis import NOISY_SPREAD
 from annbench.results.store import ResultStore, store_file
 from annbench.sweep.grids import parse_overrides
+from annbench.sweep.load import SCHEDULES
 from annbench.sweep.measure import MIN_SECONDS
 
 
@@ -90,7 +91,43 @@ Examples:
     type=click.Choice(MODES),
     default="single",
     show_default=True,
-    help="single: one query per call on one thread (latency); batch: all queries per call.",
+    help="single: one query per call on one thread (latency); batch: all queries per call; "
+    "concurrent: --clients closed-loop clients at once; rate: queries arriving at --rate.",
+)
+@click.option(
+    "--clients",
+    default=None,
+    type=types.CLIENTS,
+    help="Concurrent mode: client counts, each sending queries back to back (1,2,4) "
+    "[default: 1,2,4]; rate mode: the clients that pace the arrivals [default: the cores].",
+)
+@click.option(
+    "--rate",
+    "rates",
+    default=None,
+    type=types.RATES,
+    help="Rate mode: offered queries per second (500,1000,2000) or shares of the measured "
+    "saturation throughput (25%,50%,90%).",
+)
+@click.option(
+    "--load-seconds",
+    default=3.0,
+    show_default=True,
+    type=types.LOAD_SECONDS,
+    help="Concurrent and rate modes: seconds each load run is measured (after 0.5 s warm-up).",
+)
+@click.option(
+    "--schedule",
+    type=click.Choice(SCHEDULES),
+    default="poisson",
+    show_default=True,
+    help="Rate mode: arrival times, Poisson (seeded) or evenly spaced.",
+)
+@click.option(
+    "--deadline-ms",
+    type=types.MILLISECONDS,
+    default=None,
+    help="Concurrent and rate modes: count the share of queries answered later than this.",
 )
 @click.option(
     "--threads",
@@ -154,6 +191,11 @@ def run(
     runs: int,
     min_seconds: float,
     mode: str,
+    clients: tuple[int, ...] | None,
+    rates: tuple[str, ...] | None,
+    load_seconds: float,
+    schedule: str,
+    deadline_ms: float | None,
     threads: tuple[int, ...] | None,
     timeout: float | None,
     memory_limit: float | None,
@@ -195,6 +237,9 @@ def run(
             progress=not quiet,
             filters=filters,
             runbook=runbook,
+            clients=clients,
+            rates=rates,
+            load=api.LoadOptions(seconds=load_seconds, schedule=schedule, deadline_ms=deadline_ms),
         )
     except BadFilter as exc:  # a usage error: exit code 2
         raise click.BadParameter(str(exc), param_hint="--filter") from None
@@ -1089,6 +1134,27 @@ def _megabytes(frame: pd.DataFrame, column: str) -> pd.Series:
     return (pd.to_numeric(frame[column], errors="coerce") / 1e6).map(lambda v: _num(v, ".1f"))
 
 
+def _mode_labels(frame: pd.DataFrame) -> list[str]:
+    """Each row's mode with its load point (clients, rate, cores)."""
+    columns = [frame.get(c, pd.Series(None, index=frame.index)) for c in _LOAD_COLUMNS]
+    return [mode_label(*values) for values in zip(frame["mode"], *columns, strict=True)]
+
+
+_LOAD_COLUMNS = ("clients", "rate", "rate_share", "cores")
+
+
+def _near_ceiling(frame: pd.DataFrame) -> list[bool]:
+    """Whether each load row's offered rate (or throughput) is over half the generator's
+    ceiling: its figure may describe the load generator as much as the index."""
+    offered = frame["rate"].where(frame["mode"] == "rate", frame["qps"])
+    ceiling = pd.to_numeric(frame["generator_max_qps"], errors="coerce")
+    return list((offered > 0.5 * ceiling).fillna(False))
+
+
+def _share(value: Any) -> str:
+    return "" if value is None or pd.isna(value) else f"{value:.1%}"
+
+
 def _table(frame: pd.DataFrame) -> str:
     view = pd.DataFrame(
         {
@@ -1097,14 +1163,17 @@ def _table(frame: pd.DataFrame) -> str:
             "build": frame["build_params"].map(lambda p: params_label(_params(p))),
             "search": frame["search_params"].map(lambda p: params_label(_params(p))),
             "k": frame["k"],
-            "mode": frame["mode"],
+            "mode": _mode_labels(frame),
             "status": frame["status"],
             "recall": frame["recall"].map(lambda v: _num(v, ".4f")),
             "ab_recall": frame["ann_benchmarks_recall"].map(lambda v: _num(v, ".4f")),
             "label_precision": frame["label_precision"].map(lambda v: _num(v, ".4f")),
             "qps": frame["qps"].map(lambda v: _num(v, ",.0f")),
             "spread": [
-                _spread(v, s) for v, s in zip(frame["qps_spread"], frame["status"], strict=True)
+                "" if mode in LOAD_MODES else _spread(v, s)  # one load run: its tail shows
+                for v, s, mode in zip(
+                    frame["qps_spread"], frame["status"], frame["mode"], strict=True
+                )
             ],
             "p50_ms": frame["latency_p50_ms"].map(lambda v: _num(v, ".3f")),
             "p99_ms": frame["latency_p99_ms"].map(lambda v: _num(v, ".3f")),
@@ -1140,6 +1209,15 @@ def _table(frame: pd.DataFrame) -> str:
                 for v, bad in zip(frame["wall_cpu_ratio"], flagged, strict=True)
             ],
         )
+    if frame["mode"].isin(LOAD_MODES).any():  # under load: the tail, deadlines, the ceiling
+        at = view.columns.get_loc("p99_ms") + 1
+        view.insert(at, "p999_ms", frame["latency_p999_ms"].map(lambda v: _num(v, ".3f")))
+        if frame["deadline_miss"].notna().any():
+            view.insert(at + 1, "past_deadline", frame["deadline_miss"].map(_share))
+        view["generator_max_qps"] = [
+            _num(v, ",.0f") + ("!" if near else "")
+            for v, near in zip(frame["generator_max_qps"], _near_ceiling(frame), strict=True)
+        ]
     if (view["recall"] == view["ab_recall"]).all():
         view = view.drop(columns="ab_recall")  # shown only where the two definitions differ
     if len(frame) and (frame["status"] != "ok").any():

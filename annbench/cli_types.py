@@ -120,6 +120,32 @@ class IntList(click.ParamType):
         return self.metavar
 
 
+class RateList(click.ParamType):
+    """Offered rates separated by commas: queries per second (``500,1000``) or shares of the
+    saturation throughput (``25%,50%``), checked by ``annbench.sweep.load.parse_rates``."""
+
+    name = "rates"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, ...]:
+        """``'500,25%'`` -> ``('500', '25%')``, or a usage error."""
+        if isinstance(value, tuple):
+            return value
+        from annbench.sweep.load import parse_rates
+
+        parts = tuple(part.strip() for part in str(value).split(","))
+        try:
+            parse_rates(parts)
+        except AnnbenchError as exc:
+            self.fail(str(exc), param, ctx)
+        return parts
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        """Shown in --help."""
+        return "QPS|SHARE%[,...]"
+
+
 quiet_option = click.option(
     "--quiet", "-q", is_flag=True, help="No progress display (errors and results still shown)."
 )
@@ -129,8 +155,11 @@ RUNS = click.IntRange(1, 1000)
 K = click.IntRange(1, 10_000)
 THREADS = click.IntRange(1, 4096)
 WORKERS = click.IntRange(1, 1024)
+CLIENTS = IntList(1, 1024)
+RATES = RateList()
 SEED = click.IntRange(0, 2**32 - 1)
 SECONDS = FiniteFloat(0, 7 * 24 * 3600, min_open=True)
+LOAD_SECONDS = FiniteFloat(0, 86_400, min_open=True)
 MIN_TIME = FiniteFloat(0, 3600)
 MILLISECONDS = FiniteFloat(0, 3_600_000, min_open=True)
 RECALL = FiniteFloat(0, 1, min_open=True)

@@ -8,8 +8,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
+from hdrh.histogram import HdrHistogram
 
-MODES = ("single", "batch")
+#: single: one query per call on one thread; batch: all queries in one call; concurrent: N
+#: closed-loop clients at once; rate: queries arriving on a seeded schedule (open loop)
+MODES = ("single", "batch", "concurrent", "rate")
+#: the modes that drive the index under load (annbench.sweep.load)
+LOAD_MODES = ("concurrent", "rate")
 #: The workload of an ordinary k-NN sweep; filters (``label``, ``range:0.01``) and runbooks
 #: (``runbook:sliding-window``) name theirs.
 PLAIN = "plain"
@@ -35,6 +40,11 @@ class RunRecord:
     library_version: str | None = None  # version of the backend's library: part of the key
     step: int | None = None  # runbooks: index of the step this record measures
     probe: bool = False  # a short measurement taken while searching, not a full result
+    #: load modes: closed-loop clients (concurrent) or the clients pacing arrivals (rate)
+    clients: int | None = None
+    rate: float | None = None  # rate mode: offered queries per second
+    rate_share: float | None = None  # rate mode: offered rate as a share of saturation_qps
+    cores: int | None = None  # load modes: CPUs the measuring process could run on
     status: str = "ok"  # "ok" or "failed"
     error: str | None = None
     recall: float | None = None  # annbench recall@k: id-based, ties counted
@@ -78,12 +88,25 @@ class RunRecord:
     rebuilt: bool | None = None  # runbooks: the step rebuilt the index from the live set
     rebuild_s: float | None = None  # runbooks: time of that rebuild (part of update_s)
     not_live: int | None = None  # runbooks: returned ids not live at the step (misses)
+    #: Load modes (see annbench.sweep.load). ``qps`` is the achieved throughput and the
+    #: latency percentiles come from the HDR histogram (rate mode: from intended send times).
+    saturation_qps: float | None = None  # highest closed-loop throughput over client counts
+    latency_mean_ms: float | None = None
+    latency_max_ms: float | None = None
+    deadline_ms: float | None = None
+    deadline_miss: float | None = None  # share of queries answered past deadline_ms
+    unfinished: int | None = None  # rate mode: scheduled queries abandoned unanswered
+    lag_p99_ms: float | None = None  # rate mode: how late clients started queries (p99)
+    load_seconds: float | None = None  # measured window of the load run
+    generator_max_qps: float | None = None  # the load generator's own ceiling (no-op index)
     n_queries: int | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
     ids: np.ndarray | None = field(default=None, repr=False)  # (nq, k) ids of the median repeat
     latencies_ns: np.ndarray | None = field(default=None, repr=False)  # (nq,) single mode
     cpu_ns: np.ndarray | None = field(default=None, repr=False)  # (nq,) thread CPU, single mode
+    #: load modes: base64 HDR histogram of the latencies in ns (annbench.sweep.load)
+    latency_histogram: str | None = field(default=None, repr=False)
 
     @property
     def key(self) -> str:
@@ -99,7 +122,38 @@ class RunRecord:
             self.workload,
             self.library_version,
             self.step,
+            self.load_point,
         )
+
+    @property
+    def load_point(self) -> dict[str, Any] | None:
+        """Load modes: what the run offered (client count, or rate or share of saturation,
+        and clients) and on how many cores; None for single and batch."""
+        if self.mode not in LOAD_MODES:
+            return None
+        point: dict[str, Any] = {"clients": self.clients, "cores": self.cores}
+        if self.mode == "rate":
+            point |= {"rate_share": self.rate_share} if self.rate_share else {"rate": self.rate}
+        return point
+
+    @property
+    def near_generator_ceiling(self) -> bool:
+        """Whether a load figure sits within half of the load generator's own ceiling, so it
+        may describe the generator as much as the index."""
+        offered = self.rate if self.mode == "rate" else self.qps
+        if not offered or not self.generator_max_qps:
+            return False
+        return offered > 0.5 * self.generator_max_qps
+
+    def latency_percentile_ms(self, percentile: float) -> float | None:
+        """Latency at ``percentile`` (0-100) recomputed from the stored HDR histogram (load
+        modes, read with raw arrays), or from the raw latencies of single mode."""
+        if self.latency_histogram:
+            histogram = HdrHistogram.decode(self.latency_histogram.encode("ascii"))
+            return histogram.get_value_at_percentile(percentile) / 1e6
+        if self.latencies_ns is not None and len(self.latencies_ns):
+            return float(np.percentile(self.latencies_ns, percentile)) / 1e6
+        return None
 
     @property
     def qps_spread(self) -> float | None:
@@ -118,7 +172,7 @@ class RunRecord:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in RAW_FIELDS}
 
 
-RAW_FIELDS = ("ids", "latencies_ns", "cpu_ns")
+RAW_FIELDS = ("ids", "latencies_ns", "cpu_ns", "latency_histogram")
 JSON_FIELDS = ("build_params", "search_params", "provenance")
 SCALAR_FIELDS = tuple(
     f.name for f in fields(RunRecord) if f.name not in RAW_FIELDS and f.name not in JSON_FIELDS
@@ -136,15 +190,46 @@ def record_key(
     workload: str = PLAIN,
     library_version: str | None = None,
     step: int | None = None,
+    load: dict[str, Any] | None = None,
 ) -> str:
-    """Canonical text key of a measurement (records stored before workloads, versions and
-    steps existed keep their keys)."""
+    """Canonical text key of a measurement (records stored before workloads, versions,
+    steps and load modes existed keep their keys)."""
     parts: list[Any] = [dataset_hash, backend, build_params, search_params, k, mode, threads]
-    extra = {"workload": workload, "library_version": library_version, "step": step}
+    extra = {"workload": workload, "library_version": library_version, "step": step, "load": load}
     extra = {name: value for name, value in extra.items() if value not in (None, PLAIN)}
     if extra:
         parts.append(extra)
     return json.dumps(parts, sort_keys=True)
+
+
+def mode_label(
+    mode: str,
+    clients: Any = None,
+    rate: Any = None,
+    rate_share: Any = None,
+    cores: Any = None,
+) -> str:
+    """How a record was measured, for tables: ``single``, ``batch``, ``concurrent 4 clients,
+    2 cores``, ``rate 2,000/s (25% sat) 2 clients, 2 cores``; missing values (None, NaN)
+    left out."""
+    if mode not in LOAD_MODES:
+        return str(mode)
+
+    def given(value: Any) -> bool:
+        return value is not None and value == value  # NaN != NaN
+
+    parts = [mode]
+    if mode == "rate":
+        if given(rate):
+            parts.append(f"{float(rate):,.0f}/s")
+        if given(rate_share):
+            parts.append(f"({float(rate_share):.0%} sat)")
+    counts = []
+    if given(clients):
+        counts.append(f"{int(clients)} client{'s' if int(clients) != 1 else ''}")
+    if given(cores):
+        counts.append(f"{int(cores)} core{'s' if int(cores) != 1 else ''}")
+    return " ".join(parts) + (" " + ", ".join(counts) if counts else "")
 
 
 def params_label(params: dict[str, Any]) -> str:

@@ -192,8 +192,7 @@ class FaissIVFPQ(FaissIVF):
             raise AnnbenchError(f"Parameter nbits must be <= 16, got {nbits}")
         if refine != "none" and refine not in self.REFINES:
             raise AnnbenchError(
-                f"Parameter refine must be none or one of {', '.join(self.REFINES)}, "
-                f"got {refine!r}"
+                f"Parameter refine must be none or one of {', '.join(self.REFINES)}, got {refine!r}"
             )
         self.refine = refine
         self.build_params.update(m=self.m, nbits=self.nbits)

@@ -38,6 +38,9 @@ _OWN = {"attempts", "attempt_raw", "results", "raw", "sqlite_sequence", "sqlite_
 
 _COLUMN_TYPES = {
     "k": "INTEGER",
+    "clients": "INTEGER",
+    "cores": "INTEGER",
+    "unfinished": "INTEGER",
     "threads": "INTEGER",
     "duplicates": "INTEGER",
     "missing": "INTEGER",
@@ -164,13 +167,14 @@ class ResultStore:
                 f"INSERT INTO attempts ({columns}) VALUES ({marks})", list(row.values())
             )
             self._db.execute(
-                "INSERT INTO attempt_raw (attempt_id, ids, latencies_ns, cpu_ns) "
-                "VALUES (?, ?, ?, ?)",
+                "INSERT INTO attempt_raw (attempt_id, ids, latencies_ns, cpu_ns, "
+                "latency_histogram) VALUES (?, ?, ?, ?, ?)",
                 (
                     cursor.lastrowid,
                     _pack(record.ids),
                     _pack(record.latencies_ns),
                     _pack(record.cpu_ns),
+                    record.latency_histogram,
                 ),
             )
 
@@ -339,10 +343,12 @@ class ResultStore:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS attempt_raw (attempt_id INTEGER PRIMARY KEY "
             "REFERENCES attempts(id) ON DELETE CASCADE, ids BLOB, latencies_ns BLOB, "
-            "cpu_ns BLOB)"
+            "cpu_ns BLOB, latency_histogram TEXT)"
         )
-        if "cpu_ns" not in self._columns("attempt_raw"):  # stores from before CPU times
-            self._db.execute("ALTER TABLE attempt_raw ADD COLUMN cpu_ns BLOB")
+        raw = self._columns("attempt_raw")
+        for name, kind in _RAW_ADDED.items():  # stores from before these arrays
+            if name not in raw:
+                self._db.execute(f"ALTER TABLE attempt_raw ADD COLUMN {name} {kind}")
         self._db.execute("CREATE INDEX IF NOT EXISTS attempts_key ON attempts(key)")
         self._db.execute("CREATE INDEX IF NOT EXISTS attempts_dataset ON attempts(dataset)")
         # for other tools (sqlite3 shell, older scripts): the current view under the old name
@@ -378,10 +384,11 @@ class ResultStore:
         )
         self._db.execute(f"CREATE TEMP VIEW attempts AS SELECT {columns} FROM main.results")
         raw = (
-            "SELECT result_id AS attempt_id, ids, latencies_ns, NULL AS cpu_ns FROM main.raw"
+            "SELECT result_id AS attempt_id, ids, latencies_ns, NULL AS cpu_ns, "
+            "NULL AS latency_histogram FROM main.raw"
             if "raw" in self._tables()
-            else "SELECT NULL AS attempt_id, NULL AS ids, NULL AS latencies_ns, NULL AS cpu_ns "
-            "WHERE 0"
+            else "SELECT NULL AS attempt_id, NULL AS ids, NULL AS latencies_ns, NULL AS cpu_ns, "
+            "NULL AS latency_histogram WHERE 0"
         )
         self._db.execute(f"CREATE TEMP VIEW attempt_raw AS {raw}")
 
@@ -392,10 +399,15 @@ class ResultStore:
         if missing:
             columns = ", ".join(["*", *(f"NULL AS {name}" for name in missing)])
             self._db.execute(f"CREATE TEMP VIEW attempts AS SELECT {columns} FROM main.attempts")
-        if "cpu_ns" not in self._columns("attempt_raw"):
-            self._db.execute(
-                "CREATE TEMP VIEW attempt_raw AS SELECT *, NULL AS cpu_ns FROM main.attempt_raw"
-            )
+        raw = self._columns("attempt_raw")
+        if any(name not in raw for name in _RAW_ADDED):
+            columns = ", ".join(["*", *(f"NULL AS {n}" for n in _RAW_ADDED if n not in raw)])
+            view = f"CREATE TEMP VIEW attempt_raw AS SELECT {columns} FROM main.attempt_raw"
+            self._db.execute(view)
+
+
+#: raw columns added after the first stores were written, and their types
+_RAW_ADDED = {"cpu_ns": "BLOB", "latency_histogram": "TEXT"}
 
 
 def _connect(path: Path, read_only: bool) -> sqlite3.Connection:
@@ -455,10 +467,12 @@ def _record(row: dict[str, Any]) -> RunRecord:
 def _with_raw(db: sqlite3.Connection, row: dict[str, Any]) -> RunRecord:
     record = _record(row)
     raw = db.execute(
-        "SELECT ids, latencies_ns, cpu_ns FROM attempt_raw WHERE attempt_id = ?", (row["id"],)
+        "SELECT ids, latencies_ns, cpu_ns, latency_histogram FROM attempt_raw WHERE attempt_id = ?",
+        (row["id"],),
     ).fetchone()
     if raw is not None:
-        record.ids, record.latencies_ns, record.cpu_ns = (_unpack(blob) for blob in raw)
+        record.ids, record.latencies_ns, record.cpu_ns = (_unpack(blob) for blob in raw[:3])
+        record.latency_histogram = raw[3]
     return record
 
 

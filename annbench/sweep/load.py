@@ -13,10 +13,10 @@ search releases the GIL (``Index.releases_gil``), processes for the others
 * ``open_loop``: queries arrive on a seeded schedule (Poisson, or evenly spaced) at ``rate``
   per second whatever the index does, and each latency runs from the query's *intended* send
   time, so a stall delays every query scheduled during it, as it would delay real users (no
-  coordinated omission, as in wrk2). A dispatcher thread sleeps until each send time and hands
-  the query to ``workers`` threads (the server's concurrency); how late the dispatcher itself
-  was is reported as generator lag. In process mode client ``c`` of ``N`` takes every Nth
-  arrival and serves its share in order.
+  coordinated omission, as in wrk2). Each of ``workers`` clients (threads or processes: the
+  server's concurrency) owns every Nth arrival and paces it itself, sleeping until its send
+  time, as wrk2 paces each connection: no hand-off between threads adds to the latency. How
+  late a client started a query it was free to start on time is reported as generator lag.
 
 Latencies go into an HDR histogram (the ``hdrhistogram`` package, nanoseconds, 3 significant
 digits) kept in the result base64-encoded, so any percentile can be recomputed later
@@ -39,7 +39,6 @@ import itertools
 import logging
 import math
 import os
-import queue
 import sys
 import threading
 import time
@@ -51,24 +50,35 @@ from typing import Any
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
-from annbench.errors import AnnbenchError
-from annbench.sweep.load_process import Rows, SavedIndex, run_closed, run_processes
+from annbench.errors import BadUsage
+from annbench.sweep.load_process import (
+    Rows,
+    SavedIndex,
+    precise_sleep,
+    run_arrivals,
+    run_closed,
+    run_processes,
+)
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "GeneratorCeiling",
     "GilMeasurement",
+    "LoadOptions",
     "LoadResult",
     "SavedIndex",
     "Saturation",
     "arrival_schedule",
+    "available_cores",
+    "check_clients",
     "closed_loop",
     "decode_histogram",
     "executor_for",
     "generator_ceiling",
     "measure_gil_release",
     "open_loop",
+    "parse_rates",
     "saturation",
 ]
 
@@ -78,7 +88,7 @@ Target = SearchFn | SavedIndex
 SCHEDULES = ("poisson", "uniform")
 #: most clients (threads or processes) or open-loop workers one run may start
 MAX_CLIENTS = 1024
-#: highest offered rate, queries per second: far above what one Python dispatcher can keep
+#: highest offered rate, queries per second: far above what one Python client can pace
 MAX_RATE = 1_000_000.0
 #: most arrivals one open-loop schedule may hold (8 bytes each)
 MAX_ARRIVALS = 20_000_000
@@ -87,7 +97,7 @@ MAX_SECONDS = 86_400.0
 #: latencies the histogram tracks: 1 ns to one hour, 3 significant digits
 HISTOGRAM_RANGE_NS = (1, 3_600 * 10**9)
 HISTOGRAM_DIGITS = 3
-#: a dispatch later than this after its intended time counts as late (generator lag)
+#: a start later than this after its intended time counts as late (generator lag)
 LATE_NS = 1_000_000
 _JOIN_S = 5.0
 
@@ -101,7 +111,7 @@ class LoadResult:
     workers). Latencies in ms; for ``"rate"`` from each query's intended send time.
     ``unfinished`` scheduled queries were abandoned at the drain limit: they count in the
     histogram at a lower bound of their latency and as past the deadline. Generator lag:
-    how late the dispatcher started queries it could have started on time.
+    how late a client started queries it could have started on time.
     """
 
     mode: str
@@ -125,7 +135,7 @@ class LoadResult:
     lag_p50_ms: float
     lag_p99_ms: float
     lag_max_ms: float
-    late_share: float  # share of queries dispatched over LATE_NS after their intended time
+    late_share: float  # share of queries started over LATE_NS after their intended time
     histogram: str  # base64 HDR histogram of latencies in ns
     queries: np.ndarray = field(repr=False)  # (count,) query number of each answer
     sent_ns: np.ndarray = field(repr=False)  # (count,) intended (rate) or actual send time
@@ -147,6 +157,27 @@ class LoadResult:
         return {k: v for k, v in self.__dict__.items() if k not in skip}
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """How each load run of a sweep is driven: ``seconds`` measured after ``warmup`` seconds,
+    open-loop arrivals on ``schedule`` drawn with ``seed``, the share of queries past
+    ``deadline_ms`` counted, client processes given ``load_timeout`` s to load the index."""
+
+    seconds: float = 3.0
+    warmup: float = 0.5
+    schedule: str = "poisson"
+    seed: int = 0
+    deadline_ms: float | None = None
+    load_timeout: float = 600.0
+
+    def __post_init__(self) -> None:
+        _seconds(self.seconds)
+        _seconds(self.warmup, "warmup", zero=True)
+        _schedule(self.schedule)
+        _deadline(self.deadline_ms)
+        _seconds(self.load_timeout, "load_timeout")
+
+
 def decode_histogram(encoded: str | bytes) -> HdrHistogram:
     """An ``HdrHistogram`` (ns) from ``LoadResult.histogram``."""
     return HdrHistogram.decode(encoded.encode() if isinstance(encoded, str) else encoded)
@@ -166,7 +197,7 @@ def arrival_schedule(
     schedule = _schedule(schedule)
     expected = rate * seconds
     if expected > MAX_ARRIVALS:
-        raise AnnbenchError(
+        raise BadUsage(
             f"A load run of {seconds:g} s at {rate:g} queries/s schedules {expected:.3g} "
             f"queries, over {MAX_ARRIVALS}; lower the rate or the duration"
         )
@@ -254,7 +285,7 @@ def open_loop(
     """
     rate, seconds = _rate(rate), _seconds(seconds)
     warmup = _seconds(warmup, "warmup", zero=True)
-    workers = _clients(_default_workers() if workers is None else workers, "workers")
+    workers = _clients(available_cores() if workers is None else workers, "workers")
     deadline_ms = _deadline(deadline_ms)
     drain = max(1.0, seconds) if drain is None else _seconds(drain, "drain", zero=True)
     nq = _nq(target, nq)
@@ -344,74 +375,45 @@ def _open_threads(
     keep_ids: bool,
     setup: Callable[[], None] | None,
 ) -> tuple[int, list[Rows]]:
-    """Open loop: this thread dispatches on schedule to ``workers`` threads."""
-    now = time.perf_counter_ns
-    inbox: queue.SimpleQueue = queue.SimpleQueue()
-    abandon = threading.Event()
-    rows = [Rows(ids=[] if keep_ids else None) for _ in range(workers)]
+    """Open loop in ``workers`` threads, each pacing its own share of the arrivals (every
+    ``workers``-th) as a process client does: (start_ns, rows per worker)."""
+    now = time.monotonic_ns
+    stop = threading.Event()
+    barrier = threading.Barrier(workers + 1)
+    start: list[int] = []
+    rows = [Rows() for _ in range(workers)]
     errors: list[BaseException] = []
 
     def worker(slot: int) -> None:
-        mine = rows[slot]
-        if setup is not None:
-            try:
+        try:
+            precise_sleep()
+            if setup is not None:
                 setup()
-            except BaseException as exc:  # reported in the driving thread
-                errors.append(exc)
-                abandon.set()
-        while (item := inbox.get()) is not None:
-            i, due, counted = item
-            if abandon.is_set():
-                if counted:
-                    mine.unfinished_ns.append(now() - due)
-                continue
-            try:
-                start = now()
-                found = search(i)
-                done = now()
-            except BaseException as exc:  # reported in the driving thread
-                errors.append(exc)
-                abandon.set()
-                continue
-            if counted:
-                mine.queries.append(i)
-                mine.sent_ns.append(due)
-                mine.start_ns.append(start)
-                mine.end_ns.append(done)
-                if mine.ids is not None:
-                    mine.ids.append(np.asarray(found))
+            barrier.wait()
+            t0 = start[0]
+            mine = queries[slot::workers].tolist(), offsets[slot::workers].tolist()
+            arrivals = [(i, t0 + offset) for i, offset in zip(*mine, strict=True)]
+            rows[slot] = run_arrivals(
+                search, arrivals, t0 + _ns(warmup), t0 + give_up, stop.is_set, keep_ids
+            )
+        except threading.BrokenBarrierError:
+            return
+        except BaseException as exc:  # reported in the driving thread
+            errors.append(exc)
+            stop.set()
 
     threads = _start(worker, workers, "worker")
-    lag = Rows()
-    sentinels = False
     try:
-        t0 = now() + 1_000_000  # every worker is waiting by then
-        begin = t0 + _ns(warmup)
-        lags = lag.lag_ns
-        for i, offset in zip(queries.tolist(), offsets.tolist(), strict=True):
-            due = t0 + offset
-            wait = due - now()
-            if wait > 0:
-                time.sleep(wait / 1e9)
-            if errors:
-                raise errors[0]
-            inbox.put((i, due, due >= begin))
-            if due >= begin:
-                lags.append(now() - due)
-        for _ in threads:
-            inbox.put(None)
-        sentinels = True
-        _join(threads, deadline=t0 + give_up)
-        abandon.set()
-        _join(threads)
+        start.append(now() + 2_000_000)  # every worker is waiting by then
+        barrier.wait()
+        deadline = time.perf_counter_ns() + give_up + _ns(_JOIN_S)
+        _join(threads, deadline=deadline, until=lambda: not errors)
         if errors:
             raise errors[0]
-        return t0, [*rows, lag]
+        return start[0], rows
     finally:
-        abandon.set()
-        if not sentinels:
-            for _ in threads:
-                inbox.put(None)
+        stop.set()
+        barrier.abort()
         _join(threads)
 
 
@@ -543,7 +545,7 @@ def saturation(
     ``options`` go to ``closed_loop``."""
     counts = [_clients(c, "clients") for c in clients]
     if not counts:
-        raise AnnbenchError("saturation needs at least one client count, e.g. clients=(1, 2, 4)")
+        raise BadUsage("saturation needs at least one client count, e.g. clients=(1, 2, 4)")
     results: list[LoadResult] = []
     best: LoadResult | None = None
     flat = 0
@@ -713,11 +715,53 @@ def _probe(
 # --- checks --------------------------------------------------------------------------------
 
 
-def _default_workers() -> int:
+def available_cores() -> int:
+    """CPUs this process may run on (its affinity mask), at least 1."""
     try:
         return max(len(os.sched_getaffinity(0)), 1)
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def check_clients(value: Any) -> int:
+    """``value`` as a client count: a whole number from 1 to MAX_CLIENTS, else BadUsage."""
+    return _clients(value, "clients")
+
+
+#: highest share of the saturation throughput a rate may be given as
+MAX_RATE_SHARE = 10.0
+
+
+def parse_rates(values: Sequence[float | str]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Offered rates as ``(queries per second, shares of saturation)``: numbers (or numeric
+    text) are queries per second, ``"50%"`` is half the saturation throughput; each checked
+    (BadUsage), repeats dropped."""
+    rates: list[float] = []
+    shares: list[float] = []
+    for value in values:
+        text = value.strip() if isinstance(value, str) else None
+        if text is not None and text.endswith("%"):
+            try:
+                share = float(text[:-1]) / 100
+            except ValueError:
+                share = math.nan
+            if not (math.isfinite(share) and 0 < share <= MAX_RATE_SHARE):
+                raise BadUsage(
+                    f"A rate given as a share of saturation must be above 0% and at most "
+                    f"{MAX_RATE_SHARE:.0%}, got {value!r}; pass e.g. --rate 25%,50%,90%"
+                )
+            shares.append(share)
+            continue
+        if text is not None:
+            try:
+                value = float(text)
+            except ValueError:
+                raise BadUsage(
+                    f"Not a rate: {value!r}; pass queries per second (--rate 500,1000) or "
+                    "shares of saturation (--rate 25%,50%)"
+                ) from None
+        rates.append(_rate(value))
+    return tuple(dict.fromkeys(rates)), tuple(dict.fromkeys(shares))
 
 
 def _ns(seconds: float) -> int:
@@ -738,7 +782,7 @@ def _clients(value: Any, name: str) -> int:
     else:
         ok = 1 <= number <= MAX_CLIENTS
     if not ok:
-        raise AnnbenchError(
+        raise BadUsage(
             f"Load {name} must be a whole number from 1 to {MAX_CLIENTS}, got {value!r}; "
             f"pass e.g. {name}=4"
         )
@@ -748,7 +792,7 @@ def _clients(value: Any, name: str) -> int:
 def _rate(value: Any) -> float:
     number = _number(value)
     if number is None or not math.isfinite(number) or not 0 < number <= MAX_RATE:
-        raise AnnbenchError(
+        raise BadUsage(
             f"The offered rate must be a number of queries per second above 0 and at most "
             f"{MAX_RATE:.0f}, got {value!r}; pass e.g. rate=100"
         )
@@ -760,7 +804,7 @@ def _seconds(value: Any, name: str = "seconds", zero: bool = False) -> float:
     low_ok = number is not None and (number >= 0 if zero else number > 0)
     if number is None or not math.isfinite(number) or not low_ok or number > MAX_SECONDS:
         bound = "0 or more" if zero else "above 0"
-        raise AnnbenchError(
+        raise BadUsage(
             f"Load {name} must be a number of seconds {bound} and at most {MAX_SECONDS:.0f}, "
             f"got {value!r}; pass e.g. {name}=10"
         )
@@ -772,7 +816,7 @@ def _deadline(value: Any) -> float | None:
         return None
     number = _number(value)
     if number is None or not math.isfinite(number) or number <= 0:
-        raise AnnbenchError(
+        raise BadUsage(
             f"deadline_ms must be a number of milliseconds above 0, got {value!r}; "
             "pass e.g. deadline_ms=10, or None for no deadline"
         )
@@ -781,27 +825,23 @@ def _deadline(value: Any) -> float | None:
 
 def _schedule(value: Any) -> str:
     if value not in SCHEDULES:
-        raise AnnbenchError(
-            f"Unknown arrival schedule {value!r}; use one of: {', '.join(SCHEDULES)}"
-        )
+        raise BadUsage(f"Unknown arrival schedule {value!r}; use one of: {', '.join(SCHEDULES)}")
     return value
 
 
 def _nq(target: Any, nq: Any) -> int:
     if isinstance(target, SavedIndex):
         if nq is not None and nq != target.nq:
-            raise AnnbenchError(
-                f"nq={nq!r} but the SavedIndex holds {target.nq} queries; leave nq out"
-            )
+            raise BadUsage(f"nq={nq!r} but the SavedIndex holds {target.nq} queries; leave nq out")
         nq = target.nq
     elif not callable(target):
-        raise AnnbenchError(
+        raise BadUsage(
             f"The load target must be a search function search(i) or a SavedIndex, got "
             f"{type(target).__name__}"
         )
     number = _number(nq)
     if number is None or not math.isfinite(number) or number != int(number) or number < 1:
-        raise AnnbenchError(
+        raise BadUsage(
             f"nq must be the number of queries search(i) takes (1 or more), got {nq!r}; "
             "pass nq=len(xq)"
         )

@@ -13,11 +13,13 @@ each client.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
 import queue
 import signal
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +38,7 @@ WARMUP_QUERIES = 8
 START_AHEAD_NS = 50_000_000
 #: longest a client sleeps before it looks at the stop flag again
 _NAP_S = 0.05
+_PR_SET_TIMERSLACK = 29  # prctl option, linux/prctl.h
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,9 @@ class SavedIndex:
 
     ``queries (nq, d)`` are raw query vectors (each client prepares them with the backend's
     ``prepare_queries``); a client runs query ``i`` as ``search_one(queries[i], k)`` under
-    ``search_params`` with ``threads`` library threads.
+    ``search_params`` with ``threads`` library threads. With a filter ``workload`` of the
+    dataset at ``dataset_path`` (``filtering``: its strategy and overfetch), query ``i`` is
+    searched under its own filter, as ``annbench.sweep.filtering.FilteredSearch.one`` does.
     """
 
     backend: str
@@ -55,6 +60,9 @@ class SavedIndex:
     queries: np.ndarray
     k: int = 10
     threads: int = 1
+    dataset_path: str | None = None
+    workload: str | None = None
+    filtering: dict[str, Any] | None = None
 
     @property
     def nq(self) -> int:
@@ -90,12 +98,44 @@ def open_saved(spec: SavedIndex) -> tuple[Callable[[int], Any], int]:
     index.load(Path(spec.path))
     index.set_search_params(**spec.search_params)
     index.set_num_threads(spec.threads)
+    if spec.workload is not None:
+        return _open_filtered(spec, index)
     xq, k = index.prepare_queries(spec.queries), spec.k
 
     def search(i: int) -> Any:
         return index.search_one(xq[i], k)
 
     return search, len(xq)
+
+
+def _open_filtered(spec: SavedIndex, index: Any) -> tuple[Callable[[int], Any], int]:
+    from annbench.data.datasets import read_dataset
+    from annbench.data.workloads import load_workload
+    from annbench.sweep.filtering import FilteredSearch
+
+    dataset = read_dataset(Path(str(spec.dataset_path)), probe=False)
+    workload = load_workload(dataset, str(spec.workload))
+    searcher = FilteredSearch(
+        index, workload, dataset.train, dataset.metric, spec.k, **(spec.filtering or {})
+    )
+    xq = searcher.prepare_queries(spec.queries)
+
+    def search(i: int) -> Any:
+        return searcher.one(i, xq[i])
+
+    return search, len(xq)
+
+
+def precise_sleep() -> None:
+    """Let this thread's sleeps end on time (Linux): a timer slack of 1 ns instead of the
+    default 50 us, which would add up to that much to every paced query's latency."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_TIMERSLACK, ctypes.c_ulong(1), 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl: sleeps keep the default slack
+        return
 
 
 def run_closed(
@@ -184,6 +224,7 @@ def _client(
 
     exit_with_parent(parent)  # a killed load run leaves no client behind
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us, after Ctrl-C too
+    precise_sleep()
     try:
         search, nq = open_saved(spec)
         for i in range(min(nq, WARMUP_QUERIES)):

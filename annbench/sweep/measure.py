@@ -22,9 +22,21 @@ from annbench.errors import AnnbenchError, one_line_error
 from annbench.index import CheckedSearches, Index, check_neighbors
 from annbench.metrics import label_metrics, recall_at_k, true_distances
 from annbench.provenance import provenance
-from annbench.record import PLAIN, RunRecord, params_label
+from annbench.record import LOAD_MODES, PLAIN, RunRecord, params_label
 from annbench.registry import load_backend
 from annbench.sweep.filtering import FilteredSearch, split_filter_params
+from annbench.sweep.load import (
+    GeneratorCeiling,
+    LoadOptions,
+    LoadResult,
+    SavedIndex,
+    Target,
+    closed_loop,
+    executor_for,
+    generator_ceiling,
+    open_loop,
+    saturation,
+)
 from annbench.sweep.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
 from annbench.sweep.serving import Serving, measure_serving
 
@@ -56,6 +68,13 @@ class BuildJob:
     library_version: str | None = None  # of the backend's library, part of every record's key
     workload: str = PLAIN  # "plain", a filter ("label", "range:0.01") or "runbook:NAME"
     runbook: RunbookPlan | None = None  # replay this runbook (annbench.sweep.replay), not one build
+    #: load modes (annbench.sweep.load): concurrent: the client counts to measure; rate: the
+    #: clients pacing arrivals (one count)
+    clients: tuple[int, ...] = ()
+    rates: tuple[float, ...] = ()  # rate mode: offered queries per second
+    rate_shares: tuple[float, ...] = ()  # rate mode: offered rates as shares of saturation
+    load: LoadOptions | None = None  # load modes: duration, schedule, deadline
+    cores: int | None = None  # load modes: CPUs the sweep runs on, part of each record's key
 
     @property
     def latency_bound(self) -> bool:
@@ -85,9 +104,26 @@ class BuildJob:
             **fields,
         )
 
+    def load_points(self) -> list[dict[str, Any]]:
+        """The record fields of each point a search setting is measured at: per client count
+        (concurrent), per rate or share of saturation (rate), else one empty point."""
+        base = {"cores": self.cores}
+        if self.mode == "concurrent":
+            return [base | {"clients": clients} for clients in self.clients]
+        if self.mode == "rate":
+            clients = {"clients": self.clients[0]}
+            return [base | clients | {"rate": rate} for rate in self.rates] + [
+                base | clients | {"rate_share": share} for share in self.rate_shares
+            ]
+        return [{}]
+
     def records(self, search_params: dict[str, Any], **fields: Any) -> list[RunRecord]:
-        """One RunRecord for ``search_params`` per thread count."""
-        return [self.record(search_params, threads, **fields) for threads in self.threads]
+        """One RunRecord for ``search_params`` per thread count and load point."""
+        return [
+            self.record(search_params, threads, **point, **fields)
+            for threads in self.threads
+            for point in self.load_points()
+        ]
 
 
 @dataclass
@@ -119,6 +155,12 @@ def run_build_job(
     tell = status or (lambda text: None)
     tell("building")
     measurer = _Measurer(job, tell)
+    if job.mode in LOAD_MODES:
+        with measurer.load_target_folder():
+            for search_params in job.search_configs:
+                for record in measurer.measure_load(search_params):
+                    emit(record)
+        return
     if not job.adaptive:
         for search_params in job.search_configs:
             for threads in job.threads:
@@ -220,6 +262,10 @@ class _Measurer:
             self.build["provenance"]["serving_memory"] = note
         self.xq = dataset.test
         self.filter = load_workload(dataset, job.workload) if is_filter(job.workload) else None
+        self.tell = tell
+        self._load_folder: Path | None = None
+        self._load_saved = False
+        self._ceiling: GeneratorCeiling | None = None
 
     def measure(
         self, search_params: dict[str, Any], runs: int, threads: int, min_seconds: float = 0.0
@@ -254,30 +300,10 @@ class _Measurer:
             return job.record(
                 search_params, threads, status="failed", error=failure_reason(job.backend, exc)
             )
-        workload_fields: dict[str, Any] = {}
-        if self.filter is None:
-            found = true_distances(dataset.metric, dataset.train, dataset.test, timing.ids)
-            recall = recall_at_k(timing.ids, found, dataset.neighbors, dataset.distances, job.k)
-        else:
-            recall = self.filter.recall(dataset, timing.ids, job.k)
-            workload_fields["selectivity"] = self.filter.mean_selectivity
-        labels = {}
-        if dataset.train_labels is not None and dataset.test_labels is not None:
-            by_label = label_metrics(timing.ids, dataset.train_labels, dataset.test_labels, job.k)
-            labels = {
-                "label_top_k_accuracy": float(by_label.top_k_accuracy.mean()),
-                "label_precision": float(by_label.precision.mean()),
-                "label_map": float(by_label.average_precision.mean()),
-            }
         return job.record(
             search_params,
             threads,
-            recall=float(recall.recall.mean()),
-            ann_benchmarks_recall=float(recall.ann_benchmarks_recall.mean()),
-            duplicates=recall.duplicates,
-            missing=recall.missing,
-            **labels,
-            **workload_fields,
+            **self.quality(timing.ids),
             **timing_fields(timing),
             latency_p99_spread=_relative_iqr(timing.p99_ms),
             n_queries=len(self.xq),
@@ -286,6 +312,228 @@ class _Measurer:
             cpu_ns=timing.cpu_ns,
             **self.build,
         )
+
+    def quality(self, ids: np.ndarray) -> dict[str, Any]:
+        """Recall (against the workload's ground truth) and label figures of ``ids``."""
+        job, dataset = self.job, self.dataset
+        fields: dict[str, Any] = {}
+        if self.filter is None:
+            found = true_distances(dataset.metric, dataset.train, dataset.test, ids)
+            recall = recall_at_k(ids, found, dataset.neighbors, dataset.distances, job.k)
+        else:
+            recall = self.filter.recall(dataset, ids, job.k)
+            fields["selectivity"] = self.filter.mean_selectivity
+        if dataset.train_labels is not None and dataset.test_labels is not None:
+            by_label = label_metrics(ids, dataset.train_labels, dataset.test_labels, job.k)
+            fields |= {
+                "label_top_k_accuracy": float(by_label.top_k_accuracy.mean()),
+                "label_precision": float(by_label.precision.mean()),
+                "label_map": float(by_label.average_precision.mean()),
+            }
+        return fields | {
+            "recall": float(recall.recall.mean()),
+            "ann_benchmarks_recall": float(recall.ann_benchmarks_recall.mean()),
+            "duplicates": recall.duplicates,
+            "missing": recall.missing,
+        }
+
+    @contextmanager
+    def load_target_folder(self) -> Iterator[None]:
+        """A folder for the index file that load client processes share, for the job."""
+        with tempfile.TemporaryDirectory(prefix="annbench-load-") as folder:
+            self._load_folder = Path(folder)
+            try:
+                yield
+            finally:
+                self._load_folder = None
+
+    def measure_load(self, search_params: dict[str, Any]) -> Iterator[RunRecord]:
+        """Records of ``search_params`` under load, one per load point of the job (client
+        count, rate or share of saturation); a failed record for each point that fails.
+
+        Recall comes from one checked batch search of every query at this setting (what a
+        query returns does not depend on the load); throughput and latency from the load run.
+        """
+        job, index, options = self.job, self.index, self.job.load or LoadOptions()
+        points = job.load_points()
+        threads = job.threads[0]
+        done = 0
+        try:
+            params, filtering = split_filter_params(search_params)
+            if filtering.get("filter_strategy") != "brute":
+                index.set_search_params(**params)
+            index.set_num_threads(1)
+            answers = self._answers(filtering)
+            quality = self.quality(answers.ids)
+            target, setup = self._load_target(params, filtering)
+            drive = {
+                "nq": len(self.xq),
+                "warmup": options.warmup,
+                "deadline_ms": options.deadline_ms,
+                "load_timeout": options.load_timeout,
+                "thread_setup": setup,
+            }
+            ceiling = self._generator_ceiling(job.clients[0] if job.mode == "rate" else 1)
+            common = quality | {"n_queries": len(self.xq), "cores": job.cores} | self.build
+            if job.mode == "concurrent":
+                runs = []
+                for clients in job.clients:
+                    self.tell(f"{params_label(search_params)} with {clients} clients")
+                    runs.append(closed_loop(target, clients, options.seconds, **drive))
+                top = max(run.qps for run in runs)
+                for run in runs:
+                    done += 1
+                    yield job.record(
+                        search_params,
+                        threads,
+                        **common,
+                        **load_fields(run),
+                        saturation_qps=top,
+                        generator_max_qps=ceiling.closed.qps,
+                    )
+                return
+            top = None
+            if job.rate_shares:
+                self.tell(f"{params_label(search_params)}: saturation")
+                counts = _saturation_clients(job.cores)
+                top = saturation(target, options.seconds, clients=counts, **drive).qps
+            for point in points:
+                rate = point.get("rate") or point["rate_share"] * top
+                self.tell(f"{params_label(search_params)} at {rate:,.0f} queries/s")
+                run = open_loop(
+                    target,
+                    rate,
+                    options.seconds,
+                    schedule=options.schedule,
+                    seed=options.seed,
+                    workers=job.clients[0],
+                    **drive,
+                )
+                done += 1
+                yield job.record(
+                    search_params,
+                    threads,
+                    **common,
+                    **load_fields(run),
+                    rate_share=point.get("rate_share"),
+                    saturation_qps=top,
+                    generator_max_qps=ceiling.max_rate,
+                )
+        except (Exception, SystemExit) as exc:  # the backend's own code may raise anything
+            error = failure_reason(job.backend, exc)
+            for point in points[done:]:
+                yield job.record(search_params, threads, **point, status="failed", error=error)
+
+    def _answers(self, filtering: dict[str, Any]) -> Timing:
+        """Every query's answer at the current setting, checked: one batch call."""
+        job, dataset = self.job, self.dataset
+        n = len(dataset.train)
+        if self.filter is None:
+            return time_search(self.index, self.xq, job.k, "batch", 1, n=n, backend=job.backend)
+        searcher = FilteredSearch(
+            self.index, self.filter, dataset.train, dataset.metric, job.k, **filtering
+        )
+        return time_filtered_search(searcher, self.xq, "batch", 1, backend=job.backend)
+
+    def _load_target(
+        self, params: dict[str, Any], filtering: dict[str, Any]
+    ) -> tuple[Target, Callable[[], None] | None]:
+        """What the load generator drives, and what each client thread runs first: the index
+        itself in threads when its search releases the GIL, else a saved copy that client
+        processes load."""
+        job, dataset, index = self.job, self.dataset, self.index
+        if executor_for(type(index)) == "process":
+            path = self._saved_for_clients()
+            filtered = self.filter is not None
+            return SavedIndex(
+                backend=job.backend,
+                metric=dataset.metric.value,
+                build_params=job.build_params,
+                search_params=params if filtering.get("filter_strategy") != "brute" else {},
+                path=path,
+                queries=dataset.test,
+                k=job.k,
+                dataset_path=job.dataset_path if filtered else None,
+                workload=job.workload if filtered else None,
+                filtering=filtering if filtered else None,
+            ), None
+        k = job.k
+        if self.filter is None:
+            xq = index.prepare_queries(self.xq)
+            search_one = index.search_one
+
+            def search(i: int) -> Any:
+                return search_one(xq[i], k)
+
+        else:
+            searcher = FilteredSearch(
+                index, self.filter, dataset.train, dataset.metric, k, **filtering
+            )
+            xq = searcher.prepare_queries(self.xq)
+            one = searcher.one
+
+            def search(i: int) -> Any:
+                return one(i, xq[i])
+
+        return search, lambda: index.set_num_threads(1)
+
+    def _saved_for_clients(self) -> Path:
+        """The built index saved once into the job's load folder (see load_target_folder)."""
+        if self._load_folder is None:
+            raise RuntimeError("load client processes need measure_load inside load_target_folder")
+        path = self._load_folder / "index"
+        if not self._load_saved:
+            try:
+                self.index.save(path)
+            except NotImplementedError:
+                raise AnnbenchError(
+                    f"{self.job.backend} holds the GIL while searching and cannot save its "
+                    "index, so load clients can run neither as threads nor as processes"
+                ) from None
+            self._load_saved = True
+        return path
+
+    def _generator_ceiling(self, workers: int) -> GeneratorCeiling:
+        """The load generator's own ceiling against a no-op search, measured once per job."""
+        if self._ceiling is None:
+            self.tell("measuring the load generator's own ceiling")
+            self._ceiling = generator_ceiling(CEILING_SECONDS, workers=workers)
+        return self._ceiling
+
+
+#: each step of the load generator's ceiling measurement, seconds
+CEILING_SECONDS = 0.3
+
+
+def _saturation_clients(cores: int | None) -> tuple[int, ...]:
+    """Client counts that find saturation: doubling up to four times the cores."""
+    top = 4 * (cores or 1)
+    counts = [1]
+    while counts[-1] < top:
+        counts.append(counts[-1] * 2)
+    return tuple(counts)
+
+
+def load_fields(run: LoadResult) -> dict[str, Any]:
+    """A record's speed figures from one load run."""
+    return {
+        "clients": run.clients,
+        "rate": run.rate,
+        "qps": run.qps,
+        "runs": 1,
+        "latency_mean_ms": run.mean_ms,
+        "latency_p50_ms": run.p50_ms,
+        "latency_p95_ms": run.p95_ms,
+        "latency_p99_ms": run.p99_ms,
+        "latency_p999_ms": run.p999_ms,
+        "latency_max_ms": run.max_ms,
+        "deadline_ms": run.deadline_ms,
+        "deadline_miss": run.deadline_miss,
+        "unfinished": run.unfinished if run.mode == "rate" else None,
+        "lag_p99_ms": run.lag_p99_ms if run.mode == "rate" else None,
+        "load_seconds": run.seconds,
+        "latency_histogram": run.histogram,
+    }
 
 
 def timing_fields(timing: Timing) -> dict[str, Any]:

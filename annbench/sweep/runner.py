@@ -34,11 +34,12 @@ from annbench.data.workloads import (
 from annbench.errors import AnnbenchError, BadUsage, one_line_error
 from annbench.index import Index
 from annbench.metrics import Metric
-from annbench.record import MODES, PLAIN, RunRecord, params_label
+from annbench.record import LOAD_MODES, MODES, PLAIN, RunRecord, params_label
 from annbench.registry import load_backend, plugin_problems
 from annbench.results.store import ResultStore
 from annbench.sweep.filtering import FILTER_PARAMS, default_overfetch, filter_search_configs
 from annbench.sweep.grids import check_grid, check_overrides, default_grid, with_overrides
+from annbench.sweep.load import LoadOptions, available_cores, check_clients, parse_rates
 from annbench.sweep.measure import (
     MIN_SECONDS,
     BuildJob,
@@ -89,6 +90,9 @@ def plan_sweep(
     workloads: Sequence[str] = (PLAIN,),
     runbook: RunbookPlan | None = None,
     memory_limit: float | None = None,
+    clients: Sequence[int] | None = None,
+    rates: Sequence[float | str] | None = None,
+    load: LoadOptions | None = None,
 ) -> list[BuildJob]:
     """Every build job of the sweep, with all parameters checked before anything runs.
 
@@ -100,7 +104,12 @@ def plan_sweep(
     Each workload (``plain`` or a filter, see ``annbench.data.workloads``) gets its own build jobs;
     a filter workload's search settings add ``filter_strategy`` (and ``overfetch`` for
     ``post``), which ``overrides`` may set like any search parameter. With ``runbook`` (see
-    ``annbench.data.runbooks.prepare_runbook``) each job replays it instead (no filters then)."""
+    ``annbench.data.runbooks.prepare_runbook``) each job replays it instead (no filters then).
+
+    Load modes (see ``annbench.sweep.load``): ``concurrent`` measures each setting with each
+    of ``clients`` closed-loop clients (default 1, 2 and 4); ``rate`` at each of ``rates``,
+    queries per second or shares of the measured saturation (``0.5`` of it written ``"50%"``),
+    paced by ``clients`` clients (one count, default: the cores), driven as ``load`` says."""
     n, d = dataset.train.shape
     if mode not in MODES:
         raise AnnbenchError(f"Mode '{mode}' not valid. Use one of: {', '.join(MODES)}")
@@ -115,8 +124,14 @@ def plan_sweep(
         raise AnnbenchError(f"runs must be at least 1, got {runs}")
     if not min_seconds >= 0:  # also rejects NaN
         raise AnnbenchError(f"minimum timing seconds must be 0 or more, got {min_seconds:g}")
+    counted = load_points(mode, clients, rates, runbook)
     counts = (threads,) if isinstance(threads, int) else tuple(threads or ())
-    counts = counts or ((1,) if mode == "single" else (os.cpu_count() or 1,))
+    if mode in LOAD_MODES and counts not in ((), (1,)):
+        raise BadUsage(
+            f"{mode} mode runs each query on one library thread per client; "
+            "vary --clients instead of --threads"
+        )
+    counts = counts or ((1,) if mode in ("single", *LOAD_MODES) else (os.cpu_count() or 1,))
     if any(t < 1 for t in counts):
         raise AnnbenchError(f"threads must be at least 1, got {', '.join(map(str, counts))}")
     if mode == "single" and counts != (1,):
@@ -201,11 +216,48 @@ def plan_sweep(
                         library_version=cls.library_version(),
                         workload=runbook.runbook.workload if runbook else workload,
                         runbook=runbook,
+                        **counted,
+                        load=load or LoadOptions() if mode in LOAD_MODES else None,
                     )
                 )
     # filter records are keyed on the workload's ground truth too (computed here if missing)
     hashes = {w: workload_hash(dataset, w) for w in workloads if is_filter(w)}
     return [replace(j, dataset_hash=hashes.get(j.workload, j.dataset_hash)) for j in jobs]
+
+
+def load_points(
+    mode: str,
+    clients: Sequence[int] | None,
+    rates: Sequence[float | str] | None,
+    runbook: RunbookPlan | None = None,
+) -> dict[str, Any]:
+    """BuildJob fields of a load mode's points (client counts, rates, shares of saturation,
+    cores), checked: BadUsage for what the mode cannot take."""
+    if mode not in LOAD_MODES:
+        if clients or rates:
+            raise BadUsage("--clients and --rate need --mode concurrent or --mode rate")
+        return {}
+    if runbook is not None:
+        raise BadUsage(f"{mode} mode does not replay runbooks; run the runbook in single mode")
+    cores = available_cores()
+    if mode == "concurrent":
+        if rates:
+            raise BadUsage("--rate needs --mode rate; concurrent mode varies --clients")
+        counts = tuple(dict.fromkeys(check_clients(c) for c in (clients or (1, 2, 4))))
+        return {"clients": counts, "cores": cores}
+    if not rates:
+        raise BadUsage(
+            "rate mode needs --rate: queries per second (500,1000) or shares of the "
+            "saturation throughput (25%,50%)"
+        )
+    counts = tuple(check_clients(c) for c in (clients or (cores,)))
+    if len(counts) != 1:
+        raise BadUsage(
+            f"rate mode paces arrivals with one client count, got {len(counts)}; "
+            "pass one --clients value"
+        )
+    absolute, shares = parse_rates(rates)
+    return {"clients": counts, "rates": absolute, "rate_shares": shares, "cores": cores}
 
 
 def _check_values(
@@ -359,7 +411,7 @@ def pending_jobs(
         remaining = tuple(
             s for s in job.search_configs if any(r.key not in done for r in job.records(s))
         )
-        skipped += (len(job.search_configs) - len(remaining)) * len(job.threads)
+        skipped += (len(job.search_configs) - len(remaining)) * len(job.records({}))
         if remaining:
             todo.append(replace(job, search_configs=remaining))
     return todo, skipped
@@ -425,7 +477,7 @@ def pending_runs(jobs: list[BuildJob], store: ResultStore, force: bool = False) 
         if job.runbook is not None
         else max_probes(len(job.search_configs)) + (2 if job.latency_bound else 1)
         if job.adaptive
-        else len(job.search_configs) * len(job.threads)
+        else len(job.search_configs) * len(job.records({}))
         for job in todo
     )
 
