@@ -497,7 +497,7 @@ def _interrupt(signum: int, frame: Any) -> None:
 def _by_key(frame: pd.DataFrame, keys: set[str]) -> pd.DataFrame:
     import pandas as pd
 
-    from annbench.record import record_key
+    from annbench.record import load_point, record_key
 
     mask = [
         record_key(
@@ -511,6 +511,7 @@ def _by_key(frame: pd.DataFrame, keys: set[str]) -> pd.DataFrame:
             row.workload,
             row.library_version,
             None if _missing(row.step) else int(row.step),
+            load_point(row.mode, row.clients, row.rate, row.rate_share, row.cores),
         )
         in keys
         for row in frame.itertuples()

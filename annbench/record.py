@@ -129,12 +129,7 @@ class RunRecord:
     def load_point(self) -> dict[str, Any] | None:
         """Load modes: what the run offered (client count, or rate or share of saturation,
         and clients) and on how many cores; None for single and batch."""
-        if self.mode not in LOAD_MODES:
-            return None
-        point: dict[str, Any] = {"clients": self.clients, "cores": self.cores}
-        if self.mode == "rate":
-            point |= {"rate_share": self.rate_share} if self.rate_share else {"rate": self.rate}
-        return point
+        return load_point(self.mode, self.clients, self.rate, self.rate_share, self.cores)
 
     @property
     def near_generator_ceiling(self) -> bool:
@@ -200,6 +195,24 @@ def record_key(
     if extra:
         parts.append(extra)
     return json.dumps(parts, sort_keys=True)
+
+
+def load_point(
+    mode: str, clients: Any, rate: Any, rate_share: Any, cores: Any
+) -> dict[str, Any] | None:
+    """The load point of a record's key (see ``RunRecord.load_point``), from fields as stored
+    or as DataFrame cells (NaN for missing, floats for counts)."""
+    if mode not in LOAD_MODES:
+        return None
+
+    def number(value: Any, kind: type) -> Any:
+        return None if value is None or value != value else kind(value)  # NaN != NaN
+
+    point: dict[str, Any] = {"clients": number(clients, int), "cores": number(cores, int)}
+    if mode == "rate":
+        share = number(rate_share, float)
+        point |= {"rate_share": share} if share else {"rate": number(rate, float)}
+    return point
 
 
 def mode_label(

@@ -31,6 +31,7 @@ from annbench.sweep.load import (
     LoadResult,
     SavedIndex,
     Target,
+    available_cores,
     closed_loop,
     executor_for,
     generator_ceiling,
@@ -374,7 +375,14 @@ class _Measurer:
                 "thread_setup": setup,
             }
             ceiling = self._generator_ceiling(job.clients[0] if job.mode == "rate" else 1)
+            driven = {
+                "load_executor": "thread" if callable(target) else "process",
+                "load_schedule": options.schedule if job.mode == "rate" else None,
+                "load_seed": options.seed if job.mode == "rate" else None,
+                "load_cores_seen": available_cores(),
+            }
             common = quality | {"n_queries": len(self.xq), "cores": job.cores} | self.build
+            common["provenance"] = self.build["provenance"] | driven
             if job.mode == "concurrent":
                 runs = []
                 for clients in job.clients:

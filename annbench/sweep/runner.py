@@ -588,6 +588,10 @@ def _worker_main(job: BuildJob, sender: Any, parent: int | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     if parent is not None:
         exit_with_parent(parent)
+    if job.mode in LOAD_MODES:
+        # a load run may start client processes, which a daemonic process may not; this
+        # worker still dies with its parent (exit_with_parent) and is stopped by it
+        multiprocessing.current_process().daemon = False
 
     def send(message: tuple[str, Any]) -> None:
         try:
