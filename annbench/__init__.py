@@ -25,6 +25,7 @@ __all__ = [
     "recommend",
     "run",
     "runbook_summary",
+    "serving_summary",
     "summary",
 ]
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
         recommend,
         run,
         runbook_summary,
+        serving_summary,
         summary,
     )
     from annbench.errors import AnnbenchError

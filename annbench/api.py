@@ -286,6 +286,14 @@ def summary(frame: pd.DataFrame, latency_budget_ms: float | None = None) -> pd.D
     return summarize(with_dicts(without_runbooks(frame)), latency_budget_ms=latency_budget_ms)
 
 
+def serving_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration measured in concurrent or rate mode, and core count: recall,
+    saturation throughput, and achieved QPS / p99 ms at each client count or offered rate."""
+    from annbench.results.analysis import serving_summary as summarize
+
+    return summarize(with_dicts(frame))
+
+
 def runbook_summary(frame: pd.DataFrame) -> pd.DataFrame:
     """Per runbook, configuration and search setting: the worst recall over the runbook's
     search steps (and its step), recall and QPS at the last step, median QPS, inserts and

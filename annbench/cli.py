@@ -390,7 +390,13 @@ Examples:
 @click.option(
     "--dataset", "-d", default=DEFAULT_DATASET, show_default=True, help="Dataset to plot."
 )
-@click.option("--mode", type=click.Choice(MODES), default="single", show_default=True)
+@click.option(
+    "--mode",
+    type=click.Choice(("single", "batch")),
+    default="single",
+    show_default=True,
+    help="Runs of this mode ('annbench report' plots concurrent and rate runs).",
+)
 @click.option(
     "--k", type=types.K, default=None, help="Only runs with this k [default: the most common]."
 )
@@ -666,7 +672,8 @@ def summary_command(
         frame = frame[frame["workload"].isin(_workloads(filters))]
     table = api.summary(frame, latency_budget_ms)
     runbooks = api.runbook_summary(frame)
-    if table.empty and runbooks.empty:
+    serving = api.serving_summary(frame)
+    if table.empty and runbooks.empty and serving.empty:
         where = f" for {dataset}" if dataset else ""
         if filters:
             where += f" under {', '.join(_workloads(filters))}"
@@ -682,6 +689,20 @@ def summary_command(
     ):
         click.echo(f"\n{name}, runbook {runbook} ({mode} mode, k={k})")
         click.echo(_runbook_table(rows))
+    groups = serving.groupby(["dataset", "workload", "mode", "k", "cores"]) if len(serving) else ()
+    for (name, workload, mode, k, cores), rows in groups:
+        shown = "" if workload == PLAIN else f", filter {workload}"
+        what = (
+            "QPS / p99 ms per client count"
+            if mode == "concurrent"
+            else "QPS / p99 ms per offered rate"
+        )
+        click.echo(f"\n{name} ({mode} mode on {cores} cores, k={k}{shown}): {what}")
+        view = rows.drop(columns=["dataset", "workload", "mode", "k", "cores", "backend"])
+        view = view.dropna(axis=1, how="all").fillna("")
+        view["recall"] = view["recall"].map(lambda v: _num(v, ".4f"))
+        view["saturation_qps"] = view["saturation_qps"].map(lambda v: _num(v, ",.0f"))
+        click.echo(view.to_string(index=False))
 
 
 @main.command(

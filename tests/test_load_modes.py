@@ -60,6 +60,13 @@ def test_concurrent_mode_stores_one_record_per_client_count_and_resumes(tiny_pat
         assert record.provenance["load_executor"] == "thread"  # hnswlib releases the GIL
     again = api.run("hnswlib", **run)
     assert again.attrs["sweep"]["stored"] == 0 and again.attrs["sweep"]["skipped"] == 4
+    shown = CliRunner().invoke(main, ["summary", "--results", str(tmp_path)])
+    assert shown.exit_code == 0, shown.output
+    assert f"concurrent mode on {available_cores()} cores" in shown.output
+    assert "1 clients" in shown.output and "2 clients" in shown.output
+    listed = CliRunner().invoke(main, ["results", "--results", str(tmp_path)])
+    assert "concurrent 2 clients" in listed.output and "p999_ms" in listed.output
+    assert api.summary(frame).empty  # offered load is no best-QPS figure
 
 
 def test_rate_mode_at_rates_and_shares_of_saturation(tiny_path, tmp_path):

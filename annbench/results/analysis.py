@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from annbench.errors import AnnbenchError, BadUsage
-from annbench.record import params_label
+from annbench.record import LOAD_MODES, params_label
 
 RECALL_LEVELS = (0.8, 0.9, 0.95, 0.99)
 #: A run whose repeats spread more than this fraction of the median QPS is flagged noisy.
@@ -42,7 +42,10 @@ def successful(frame: pd.DataFrame) -> pd.DataFrame:
     ok["p99_noisy"] = ok["p99_spread"] > NOISY_SPREAD
     ok["noisy"] = ok["qps_noisy"] | ok["p99_noisy"]
     ok["interference"] = host_interference(ok)
-    ok["latency_mean_ms"] = 1e3 / ok["qps"]  # single mode: per query; batch: amortized
+    per_query = 1e3 / ok["qps"]  # single mode: per query; batch: amortized
+    if "latency_mean_ms" in ok:  # load modes measured theirs, queueing included
+        per_query = ok["latency_mean_ms"].where(ok["mode"].isin(LOAD_MODES), per_query)
+    ok["latency_mean_ms"] = per_query
     ok["memory_footprint"] = memory_footprint(ok)
     ok["config"] = [
         f"{b} [{params_label(bp)}] [{params_label(sp)}]"
@@ -125,8 +128,10 @@ def summary(
     latency_budget_ms: float | None = None,
 ) -> pd.DataFrame:
     """Per dataset and backend: best QPS at each recall level (with that point's build time
-    and memory) and, given a budget, the best recall whose p99 latency fits it."""
+    and memory) and, given a budget, the best recall whose p99 latency fits it. Load-mode
+    runs are left out: their throughput is what was offered, not what the index can do."""
     ok = brute_force_apart(successful(frame))
+    ok = ok[~ok["mode"].isin(LOAD_MODES)]
     rows = []
     groups = ok.groupby(["dataset", "workload", "backend", "mode", "k"])
     for (dataset, workload, backend, mode, k), runs in groups:
@@ -166,6 +171,39 @@ def summary(
             row["best_recall_within_budget"] = None if best is None else best["recall"]
             row["config_within_budget"] = None if best is None else best["config"]
         row["noisy_runs"] = int(runs["noisy"].sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def serving_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration measured under load (concurrent or rate mode) and core count: its
+    recall, saturation throughput, and at each load point (``1 clients``, ``2,000/s``,
+    ``50%``) the achieved QPS and p99 latency, as ``"QPS / p99 ms"`` text."""
+    ok = successful(frame)
+    ok = ok[ok["mode"].isin(LOAD_MODES)]
+    rows = []
+    keys = ["dataset", "workload", "k", "cores", "mode", "backend", "config"]
+    for (dataset, workload, k, cores, mode, backend, config), runs in ok.groupby(keys):
+        row: dict[str, object] = {
+            "dataset": dataset,
+            "workload": workload,
+            "k": k,
+            "cores": int(cores),
+            "mode": mode,
+            "backend": backend,
+            "config": config,
+            "recall": runs["recall"].mean(),
+            "saturation_qps": runs["saturation_qps"].max(),
+        }
+        order = runs.sort_values("clients" if mode == "concurrent" else "rate")
+        for run in order.itertuples():
+            if mode == "concurrent":
+                point = f"{int(run.clients)} clients"
+            elif pd.notna(run.rate_share):
+                point = f"{run.rate_share:.0%}"
+            else:
+                point = f"{run.rate:,.0f}/s"
+            row[point] = f"{run.qps:,.0f} / {run.latency_p99_ms:.3g}"
         rows.append(row)
     return pd.DataFrame(rows)
 
