@@ -17,7 +17,7 @@ import pandas as pd
 from annbench import __version__
 from annbench.paths import write_text_file
 from annbench.progress import Progress
-from annbench.record import PLAIN, params_label
+from annbench.record import LOAD_MODES, PLAIN, mode_label, params_label
 from annbench.results.analysis import (
     INTERFERENCE_MEAN,
     INTERFERENCE_P99,
@@ -117,7 +117,8 @@ _PAGE = """<!DOCTYPE html>
 """
 
 _SECTION = """<h2 id="{{ anchor }}">{{ name }}</h2>
-{% if not groups and not runbooks %}<p>No successful runs of this dataset yet.</p>{% endif %}
+{% if not groups and not runbooks and not serving %}<p>No successful runs of this dataset yet.</p>
+{% endif %}
 {% for group in groups %}
 <h3>{{ group.label }}</h3>
 {% if group.plot %}<div class="plot">{{ group.plot }}</div>
@@ -134,6 +135,7 @@ its parameters; click a legend entry to hide a backend, double-click to show onl
 <h3>Every run ({{ group.label }})</h3>
 {{ group.runs }}
 {% endfor %}
+{{ serving }}
 {{ runbooks }}
 """
 
@@ -201,11 +203,33 @@ def _dataset_section(
 ) -> str:
     from markupsafe import Markup
 
-    from annbench.report.plot import interactive_figure, interactive_threads_figure
     from annbench.results.runbook_analysis import without_runbooks
 
+    static = without_runbooks(frame)  # runbook steps are no static sweep
+    load = static["mode"].isin(LOAD_MODES)  # load points are no recall/cost trade-off
+    # figures drawn in page order: the plotly library is inlined with the first
+    groups = _static_groups(name, static[~load], latency_budget_ms, state)
+    serving = Markup(_load_section(env, name, static[load], state))
     runbooks = Markup(_runbook_sections(env, name, frame, state))
-    frame = without_runbooks(frame)  # runbook steps are no static sweep
+    return env.from_string(_SECTION).render(
+        anchor=name,
+        name=name,
+        groups=groups,
+        budget_ms=f"{latency_budget_ms:g}",
+        serving=serving,
+        runbooks=runbooks,
+    )
+
+
+def _static_groups(
+    name: str, frame: pd.DataFrame, latency_budget_ms: float, state: dict[str, bool]
+) -> list[dict[str, Any]]:
+    """Per (workload, mode, k) of a static sweep: the recall/cost plot, the tables of best
+    QPS per recall level and within the latency budget, and every run."""
+    from markupsafe import Markup
+
+    from annbench.report.plot import interactive_figure, interactive_threads_figure
+
     ok = successful(frame)
     groups = []
     # one group per workload: the unfiltered sweep first, then each filter beside it
@@ -236,14 +260,7 @@ def _dataset_section(
                 "runs": Markup(_runs_table(runs)),
             }
         )
-    groups = [g for g in groups if g["plot"] is not None or len(g["runs"])]
-    return env.from_string(_SECTION).render(
-        anchor=name,
-        name=name,
-        groups=groups,
-        budget_ms=f"{latency_budget_ms:g}",
-        runbooks=runbooks,
-    )
+    return [g for g in groups if g["plot"] is not None or len(g["runs"])]
 
 
 def _plain_first(group: tuple[tuple[str, str, int], pd.DataFrame]) -> tuple[bool, str, str, int]:
@@ -304,6 +321,45 @@ def _runbook_sections(env: Any, name: str, frame: pd.DataFrame, state: dict[str,
             }
         )
     return env.from_string(_RUNBOOK).render(parts=parts) if parts else ""
+
+
+_LOAD = """<h3 id="load-{{ anchor }}">Serving under load</h3>
+<p class="note">Rate mode (open loop): queries arrive at the offered rate on a seeded schedule
+and latency counts from each query's intended send time, so queueing shows; p99 solid, p50
+dashed, in order of offered rate: where p99 turns up is the knee. Concurrent mode (closed
+loop): each client sends its next query when the last returns; the dotted line is the core
+count. Crosses: offered above half the load generator's own ceiling (measured against a no-op
+index), where the figure may describe the generator rather than the index.</p>
+{% for plot in plots %}<div class="plot">{{ plot }}</div>
+{% endfor %}<h3>Every load run</h3>
+{{ runs }}
+"""
+
+
+def _load_section(env: Any, name: str, frame: pd.DataFrame, state: dict[str, bool]) -> str:
+    """Latency against offered load (rate mode), throughput against clients (concurrent
+    mode) and every load run with its load point ('' when there are no load runs)."""
+    from markupsafe import Markup
+
+    from annbench.report.load_plot import latency_load_figure, throughput_clients_figure
+
+    if frame.empty:
+        return ""
+    ok = successful(frame)
+    plots = []
+    for mode, draw, tag, what in (
+        ("rate", latency_load_figure, "latency", "latency against offered load"),
+        ("concurrent", throughput_clients_figure, "clients", "throughput against clients"),
+    ):
+        if (ok["mode"] == mode).any():
+            figure = draw(frame, f"{name}: {what}")
+            plots.append(Markup(_figure_html(figure, f"load-{tag}-{name}", state)))
+    order = frame.assign(
+        _build=frame["build_params"].map(params_label),
+        _search=frame["search_params"].map(params_label),
+    ).sort_values(["mode", "backend", "_build", "_search", "clients", "rate"], kind="stable")
+    runs = frame.loc[order.index]
+    return env.from_string(_LOAD).render(anchor=name, plots=plots, runs=Markup(_runs_table(runs)))
 
 
 def _figure_html(figure: Any, div_id: str, state: dict[str, bool]) -> str:
@@ -385,6 +441,14 @@ _DECIMALS = {
     "serving MB": 1,
     "build peak MB": 1,
     "file MB": 1,
+    "offered /s": 0,
+    "saturation QPS": 0,
+    "p99.9 ms": 3,
+    "max ms": 3,
+    "deadline miss %": 2,
+    "unfinished": 0,
+    "lag p99 ms": 3,
+    "generator max QPS": 0,
 }
 
 
@@ -415,15 +479,17 @@ def _runs_table(frame: pd.DataFrame) -> str:
             "build peak MB": frame["peak_rss_bytes"] / 1e6,
             "file MB": frame["index_bytes"] / 1e6,
             "note": [
-                _run_note(status, spread, bad)
-                for status, spread, bad in zip(
-                    frame["status"], frame["qps_spread"], interfered, strict=True
+                _run_note(status, spread, bad, mode in LOAD_MODES)
+                for status, spread, bad, mode in zip(
+                    frame["status"], frame["qps_spread"], interfered, frame["mode"], strict=True
                 )
             ],
             "error": frame["error"],
         },
         index=frame.index,
     )
+    if frame["mode"].isin(LOAD_MODES).any():
+        view = _with_load_columns(view, frame)
     for column in (
         "ann-b. recall",
         "label acc",
@@ -457,14 +523,67 @@ def _runs_table(frame: pd.DataFrame) -> str:
     return html_table(view, "runs", classes, decimals=decimals, sortable=True)
 
 
-def _run_note(status: str, spread: float | None, interfered: bool) -> str:
-    """What to know about a run's figures, in words a table filter finds."""
+def _with_load_columns(view: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    """``view`` with the load point of each run after its search parameters (``rate 2,000/s
+    2 clients, 2 cores``) and the figures of load runs after p99, those measured at all."""
+    from annbench.report.load_plot import over_ceiling
+
+    def column(name: str) -> pd.Series:
+        values = frame[name] if name in frame else pd.Series(None, index=frame.index)
+        return pd.to_numeric(values, errors="coerce").astype(float)
+
+    point = [
+        mode_label(mode, clients, rate, share, cores)
+        for mode, clients, rate, share, cores in zip(
+            frame["mode"],
+            column("clients"),
+            column("rate"),
+            column("rate_share"),
+            column("cores"),
+            strict=True,
+        )
+    ]
+    at = list(view.columns).index("search") + 1
+    view.insert(at, "load point", point)
+    extra = {
+        "offered /s": column("rate"),
+        "saturation QPS": column("saturation_qps"),
+        "p99.9 ms": column("latency_p999_ms"),
+        "max ms": column("latency_max_ms"),
+        "deadline ms": column("deadline_ms"),
+        "deadline miss %": column("deadline_miss") * 100,
+        "unfinished": column("unfinished"),
+        "lag p99 ms": column("lag_p99_ms"),
+        "generator max QPS": column("generator_max_qps"),
+    }
+    at = list(view.columns).index("p99 ms") + 1 if "p99 ms" in view else len(view.columns)
+    for offset, (name, values) in enumerate(
+        item for item in extra.items() if item[1].notna().any()
+    ):
+        view.insert(at + offset, name, values)
+    if view["spread %"].isna().all():
+        view = view.drop(columns="spread %")  # a load run is one measured window
+    near = pd.Series(False, index=frame.index)
+    for mode, rows in frame[frame["mode"].isin(LOAD_MODES)].groupby("mode"):
+        near[rows.index] = over_ceiling(rows, mode)
+    view["note"] = [
+        ", ".join(n for n in (note, "near generator ceiling" if bad else "") if n)
+        if note != "failed"
+        else note
+        for note, bad in zip(view["note"], near, strict=True)
+    ]
+    return view
+
+
+def _run_note(status: str, spread: float | None, interfered: bool, load: bool = False) -> str:
+    """What to know about a run's figures, in words a table filter finds (a ``load`` run is
+    one measured window: it has no spread over repeats)."""
     if status != "ok":
         return "failed"
     notes = []
-    if spread is None or pd.isna(spread):
+    if not load and (spread is None or pd.isna(spread)):
         notes.append("spread unknown (one repeat)")
-    elif spread > NOISY_SPREAD:
+    elif spread is not None and spread > NOISY_SPREAD:
         notes.append("noisy")
     if interfered:
         notes.append("host interference")
