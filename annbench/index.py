@@ -43,6 +43,16 @@ class Index(ABC):
     #: ``search``/``search_one`` release the GIL, so load clients can be threads (else each
     #: client is a process serving the saved index); ``annbench.testing`` checks the claim.
     releases_gil: ClassVar[bool] = False
+    #: What serves the index: ``"library"`` (in this process), ``"embedded"`` (a database
+    #: inside this process) or ``"server"`` (a database server process the backend starts,
+    #: see ``annbench.backends.server``).
+    kind: ClassVar[str] = "library"
+    #: The annbench backend of the library a database is built on (``"hnswlib"``), measured
+    #: beside it at matched parameters; None for libraries.
+    engine: ClassVar[str | None] = None
+    #: ``build`` runs in phases the runner times apart: ``insert`` the vectors, ``create_index``
+    #: over them, ``wait_until_ready`` for the database's own "index built/loaded" state.
+    load_phases: ClassVar[bool] = False
     #: Default grid shipped with the class, ``{"build": {...}, "search": {...}}``; None: the
     #: packaged ``backends/<name>.yaml`` (built-ins) or a ``<name>.yaml`` beside the module.
     default_grid: ClassVar[dict[str, dict[str, Any]] | None] = None
@@ -83,6 +93,38 @@ class Index(ABC):
     @abstractmethod
     def build(self, xb: np.ndarray) -> None:
         """Index the base vectors ``xb (n, d)`` float32; ids are row numbers."""
+
+    def insert(self, xb: np.ndarray) -> None:
+        """Phase 1 of a ``load_phases`` build: store the base vectors ``xb`` (ids: row numbers)."""
+        raise NotImplementedError
+
+    def create_index(self) -> None:
+        """Phase 2 of a ``load_phases`` build: build the index over what ``insert`` stored."""
+        raise NotImplementedError
+
+    def wait_until_ready(self) -> None:  # noqa: B027 - databases that are ready at once
+        """Phase 3 of a ``load_phases`` build (and after ``load``): return once the database
+        says the index is built and loaded, so no search is timed against half an index."""
+
+    def build_in_phases(self, xb: np.ndarray) -> None:
+        """``build`` of a ``load_phases`` backend: the three phases in order."""
+        self.insert(xb)
+        self.create_index()
+        self.wait_until_ready()
+
+    def process_ids(self) -> list[int]:
+        """Processes besides this one that serve the index (a database server), whose
+        resident memory counts as the index's serving memory."""
+        return []
+
+    def problem(self) -> str | None:
+        """Why the index can no longer serve, for the record of a failed run (a database
+        server that died, with the tail of its log); None when nothing is known."""
+        return None
+
+    def close(self) -> None:  # noqa: B027 - libraries hold nothing outside this process
+        """Release what the index holds outside this object: stop a server, close files.
+        Called once the index is no longer used; safe to call twice."""
 
     def set_search_params(self) -> None:  # noqa: B027 - backends without search parameters
         """Apply search parameters (keyword-only in subclasses)."""

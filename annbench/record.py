@@ -74,6 +74,11 @@ class RunRecord:
     wall_cpu_ratio: float | None = None  # summed wall time / summed CPU time of the queries
     wall_cpu_p99_ratio: float | None = None  # p99 wall latency / p99 CPU time
     build_s: float | None = None
+    #: databases (``Index.load_phases``): build_s split into storing the vectors, building
+    #: the index over them, and waiting until the database says it is ready to serve
+    insert_s: float | None = None
+    index_build_s: float | None = None
+    ready_s: float | None = None
     index_bytes: int | None = None  # serialized index size (file size)
     memory_bytes: int | None = None  # resident memory the worker grew by while building
     peak_rss_bytes: int | None = None  # peak resident memory of the worker during build

@@ -150,7 +150,7 @@ def capability_table() -> pd.DataFrame:
             except Exception as exc:  # a malformed plugin class must not stop the others
                 row["installed"] = f"no: {_malformed(name, exc)}"
         rows.append(row)
-    columns = ["backend", "installed", "library", "version", "metrics", "filter", "add"]
+    columns = ["backend", "installed", "kind", "library", "version", "metrics", "filter", "add"]
     columns += ["remove", "save_load", "clients", "grid", "parameters"]
     table = pd.DataFrame(rows, columns=columns)
     # whole numbers, and None where a grid is unusable (not NaN in a float column)
@@ -172,6 +172,7 @@ def _describe(cls: type[Index], grid: Grid | None = None) -> dict[str, Any]:
     """The capability columns of a loaded backend class (asked of its default grid's
     instances, when it has a usable grid)."""
     return dict(
+        kind=cls.kind if cls.engine is None else f"{cls.kind} (on {cls.engine})",
         library=cls.library or "-",
         version=cls.library_version(),
         metrics=",".join(sorted(m.value for m in cls.metrics)),

@@ -201,7 +201,7 @@ def test_backends_prints_one_capability_table(test_backends):
     from annbench.cli import main
 
     lines = CliRunner().invoke(main, ["backends"]).output.splitlines()
-    assert lines[0].split()[:4] == ["backend", "installed", "library", "version"]
+    assert lines[0].split()[:5] == ["backend", "installed", "kind", "library", "version"]
     rows = {line.split()[0]: line for line in lines[1:] if line.split()}
     assert "no: pip install a-library-that-is-not-installed" in rows["test-missing"]
     assert " native " in rows["hnswlib"] and " post only " in rows["annoy"]

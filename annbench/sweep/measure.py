@@ -156,6 +156,18 @@ def run_build_job(
     tell = status or (lambda text: None)
     tell("building")
     measurer = _Measurer(job, tell)
+    try:
+        _measure_all(job, measurer, emit, tell)
+    finally:
+        measurer.index.close()  # a database server stops here, whatever happened
+
+
+def _measure_all(
+    job: BuildJob,
+    measurer: _Measurer,
+    emit: Callable[[RunRecord], None],
+    tell: Callable[[str], None],
+) -> None:
     if job.mode in LOAD_MODES:
         with measurer.load_target_folder():
             for search_params in job.search_configs:
@@ -234,6 +246,24 @@ def max_probes(size: int) -> int:
     return 1 + math.ceil(math.log2(size)) if size > 1 else size
 
 
+def _build(index: Index, xb: np.ndarray) -> dict[str, float]:
+    """Build ``index`` over ``xb``; a ``load_phases`` backend phase by phase, each timed
+    (``insert_s``, ``index_build_s``, ``ready_s``)."""
+    if not index.load_phases:
+        index.build(xb)
+        return {}
+    timed = {}
+    for name, phase in (
+        ("insert_s", lambda: index.insert(xb)),
+        ("index_build_s", index.create_index),
+        ("ready_s", index.wait_until_ready),
+    ):
+        start = time.perf_counter()
+        phase()
+        timed[name] = time.perf_counter() - start
+    return timed
+
+
 class _Measurer:
     """Builds the job's index once, then measures search settings on it."""
 
@@ -248,9 +278,10 @@ class _Measurer:
         reset_peak_rss()
         before = rss_bytes()
         start = time.perf_counter()
-        self.index.build(dataset.train)
+        phases = _build(self.index, dataset.train)
         self.build = {
             "build_s": time.perf_counter() - start,
+            **phases,
             "peak_rss_bytes": peak_rss_bytes(),
             "memory_bytes": self.index.memory_bytes() or max(rss_bytes() - before, 0),
         }
@@ -299,7 +330,10 @@ class _Measurer:
                 )
         except (Exception, SystemExit) as exc:  # the backend's own code may raise anything
             return job.record(
-                search_params, threads, status="failed", error=failure_reason(job.backend, exc)
+                search_params,
+                threads,
+                status="failed",
+                error=index.problem() or failure_reason(job.backend, exc),
             )
         return job.record(
             search_params,
@@ -428,7 +462,7 @@ class _Measurer:
                     generator_max_qps=ceiling.max_rate,
                 )
         except (Exception, SystemExit) as exc:  # the backend's own code may raise anything
-            error = failure_reason(job.backend, exc)
+            error = index.problem() or failure_reason(job.backend, exc)
             for point in points[done:]:
                 yield job.record(search_params, threads, **point, status="failed", error=error)
 

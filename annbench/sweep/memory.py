@@ -16,6 +16,21 @@ def rss_bytes() -> int:
     return psutil.Process().memory_info().rss
 
 
+def process_tree_rss_bytes(pids: list[int]) -> int:
+    """Resident memory of the processes ``pids`` and all their descendants, each counted once
+    (those already gone count nothing)."""
+    seen: dict[int, int] = {}
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            for process in [root, *root.children(recursive=True)]:
+                if process.pid not in seen:
+                    seen[process.pid] = process.memory_info().rss
+        except psutil.Error:
+            continue
+    return sum(seen.values())
+
+
 def reset_peak_rss() -> bool:
     """Restart the peak-RSS high-water mark (Linux only); False where it cannot."""
     try:

@@ -86,6 +86,12 @@ class ReplayIndex:
         fields["vectors_per_s"] = step.changed / elapsed if elapsed > 0 else None
         return fields
 
+    def close(self) -> None:
+        """Release the current index (a database server stops)."""
+        if self.index is not None:
+            self.index.close()
+        self.index = None
+
     def search_rows(self, ids: np.ndarray) -> np.ndarray:
         """The index's returned ids ``(nq, k)`` as base rows (-1 stays -1)."""
         if self.id_map is None:
@@ -96,7 +102,7 @@ class ReplayIndex:
     def _build(self, rows: np.ndarray) -> None:
         index = self.cls(self.metric, **self.build_params)
         index.set_num_threads(self.threads)
-        self.index = None  # the old index (if any) is freed before the new one is built
+        self.close()  # the old index (if any) is freed before the new one is built
         index.build(self.xb[rows])
         self.index = index
         self.live[:] = False
@@ -145,6 +151,24 @@ def run_runbook_job(
     build_threads = job.build_threads or os.cpu_count() or 1
     context = {"provenance": provenance(build_threads)}
     before = rss_bytes()
+    try:
+        _replay(job, replay, dataset, truth, before, build_threads, context, emit, tell)
+    finally:
+        replay.close()
+
+
+def _replay(
+    job: BuildJob,
+    replay: ReplayIndex,
+    dataset: Any,
+    truth: RunbookTruth,
+    before: int,
+    build_threads: int,
+    context: dict[str, Any],
+    emit: Callable[[RunRecord], None],
+    tell: Callable[[str], None],
+) -> None:
+    runbook = job.runbook.runbook
     for i, step in enumerate(runbook.steps):
         tell(f"step {i + 1}/{len(runbook.steps)}: {step.describe()}")
         if step.kind != "search":
@@ -200,7 +224,7 @@ def _measure(
             backend=job.backend,
         )
     except (Exception, SystemExit) as exc:  # the backend's own code may raise anything
-        error = failure_reason(job.backend, exc)
+        error = (index.problem() if index is not None else None) or failure_reason(job.backend, exc)
         return job.record(search_params, threads, status="failed", error=error, **common)
     ids = replay.search_rows(timing.ids)
     known = (ids >= 0) & (ids < len(dataset.train))

@@ -25,7 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from annbench.sweep.memory import drop_from_page_cache, owned_rss_bytes, rss_bytes
+from annbench.sweep.memory import (
+    drop_from_page_cache,
+    owned_rss_bytes,
+    process_tree_rss_bytes,
+    rss_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -115,17 +120,21 @@ def _serve(spec: dict[str, Any]) -> dict[str, Any]:
         index.load(path)
     except NotImplementedError:
         return {"note": f"not measured: {spec['backend']} cannot load a saved index"}
-    load_s = time.perf_counter() - start
-    index.set_search_params(**spec["search_params"])
-    for q in xq:
-        index.search_one(q, spec["k"])
-    gc.collect()
-    after, rss_after = owned_rss_bytes(path.parent), rss_bytes()
-    return {
-        "memory_bytes": max(after - before, 0),
-        "rss_bytes": max(rss_after - rss_before, 0),
-        "load_s": load_s,
-    }
+    try:
+        load_s = time.perf_counter() - start
+        index.set_search_params(**spec["search_params"])
+        for q in xq:
+            index.search_one(q, spec["k"])
+        gc.collect()
+        after, rss_after = owned_rss_bytes(path.parent), rss_bytes()
+        served = process_tree_rss_bytes(index.process_ids())  # a database server's processes
+        return {
+            "memory_bytes": max(after - before, 0) + served,
+            "rss_bytes": max(rss_after - rss_before, 0) + served,
+            "load_s": load_s,
+        }
+    finally:
+        index.close()
 
 
 def _exit_with_parent(parent: int) -> None:
