@@ -294,6 +294,24 @@ def serving_summary(frame: pd.DataFrame) -> pd.DataFrame:
     return summarize(with_dicts(frame))
 
 
+def engine_comparison(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each database backend beside the library it is built on (its ``engine``), wherever
+    both were measured alike: at recall 0.9 and 0.95, the best QPS of each, their ratio,
+    recall, p99, memory and build time (see ``annbench.results.analysis.engine_comparison``)."""
+    from annbench.registry import load_backend
+    from annbench.results.analysis import engine_comparison as compare
+
+    engines = {}
+    for name in sorted(set(frame["backend"])) if len(frame) else ():
+        try:
+            engine = load_backend(name).engine
+        except AnnbenchError:  # not installed here: its records still show elsewhere
+            continue
+        if engine is not None:
+            engines[name] = engine
+    return compare(with_dicts(frame), engines)
+
+
 def runbook_summary(frame: pd.DataFrame) -> pd.DataFrame:
     """Per runbook, configuration and search setting: the worst recall over the runbook's
     search steps (and its step), recall and QPS at the last step, median QPS, inserts and

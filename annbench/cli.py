@@ -673,6 +673,7 @@ def summary_command(
     table = api.summary(frame, latency_budget_ms)
     runbooks = api.runbook_summary(frame)
     serving = api.serving_summary(frame)
+    engines = api.engine_comparison(frame)
     if table.empty and runbooks.empty and serving.empty:
         where = f" for {dataset}" if dataset else ""
         if filters:
@@ -703,6 +704,9 @@ def summary_command(
         view["recall"] = view["recall"].map(lambda v: _num(v, ".4f"))
         view["saturation_qps"] = view["saturation_qps"].map(lambda v: _num(v, ",.0f"))
         click.echo(view.to_string(index=False))
+    if len(engines):
+        click.echo("\nEach database beside the library it is built on (best QPS at each recall):")
+        click.echo(_engine_table(engines))
 
 
 @main.command(
@@ -1127,6 +1131,30 @@ def _summary_table(rows: pd.DataFrame, latency_budget_ms: float | None) -> str:
             lambda v: _num(v, ".4f") or "-"
         )
     view["noisy"] = rows["noisy_runs"]
+    return view.to_string(index=False)
+
+
+def _engine_table(rows: pd.DataFrame) -> str:
+    view = pd.DataFrame(
+        {
+            "dataset": rows["dataset"],
+            "mode": rows["mode"],
+            "database": rows["database"],
+            "engine": rows["engine"],
+            "recall>=": rows["recall_level"].map(lambda v: f"{v:g}"),
+            "qps_ratio": rows["qps_ratio"].map(lambda v: _num(v, ".2f")),
+            "db_qps": rows["database_qps"].map(lambda v: _num(v, ",.0f")),
+            "engine_qps": rows["engine_qps"].map(lambda v: _num(v, ",.0f")),
+            "db_recall": rows["database_recall"].map(lambda v: _num(v, ".4f")),
+            "engine_recall": rows["engine_recall"].map(lambda v: _num(v, ".4f")),
+            "db_p99_ms": rows["database_p99_ms"].map(lambda v: _num(v, ".3f")),
+            "engine_p99_ms": rows["engine_p99_ms"].map(lambda v: _num(v, ".3f")),
+            "db_MB": rows["database_memory_MB"].map(lambda v: _num(v, ".1f")),
+            "engine_MB": rows["engine_memory_MB"].map(lambda v: _num(v, ".1f")),
+        }
+    )
+    if rows["workload"].ne(PLAIN).any():
+        view.insert(1, "workload", rows["workload"])
     return view.to_string(index=False)
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from annbench.errors import AnnbenchError, BadUsage
-from annbench.record import LOAD_MODES, params_label
+from annbench.record import LOAD_MODES, mode_label, params_label
 
 RECALL_LEVELS = (0.8, 0.9, 0.95, 0.99)
 #: A run whose repeats spread more than this fraction of the median QPS is flagged noisy.
@@ -219,6 +219,63 @@ _UNITS = {
     "gib": (2**30, "GiB"),
     "tib": (2**40, "TiB"),
 }
+
+
+#: recall levels at which a database is set beside its engine
+ENGINE_LEVELS = (0.9, 0.95)
+
+
+def engine_comparison(
+    frame: pd.DataFrame, engines: dict[str, str], levels: tuple[float, ...] = ENGINE_LEVELS
+) -> pd.DataFrame:
+    """Each database beside the library it is built on (``engines``: database backend ->
+    engine backend), per dataset, workload, mode, load point and k, at each recall level: the
+    best QPS reaching it on each side, their ratio (database / engine), the recall and p99
+    of those points, and memory and load (build) time. Only cells both sides reached."""
+    ok = brute_force_apart(successful(frame))
+    ok = ok.assign(point=[
+        mode_label(*values)
+        for values in zip(ok["mode"], *(ok[c] for c in _POINT_COLUMNS), strict=True)
+    ])  # fmt: skip
+    rows = []
+    for (dataset, workload, point, k), runs in ok.groupby(["dataset", "workload", "point", "k"]):
+        for database, engine in engines.items():
+            ours, theirs = runs[runs["backend"] == database], runs[runs["backend"] == engine]
+            if ours.empty or theirs.empty:
+                continue
+            for level in levels:
+                best = [side[side["recall"] >= level] for side in (ours, theirs)]
+                if any(side.empty for side in best):
+                    continue
+                db, lib = (side.loc[side["qps"].idxmax()] for side in best)
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "workload": workload,
+                        "mode": point,
+                        "k": k,
+                        "database": database,
+                        "engine": engine,
+                        "recall_level": level,
+                        "qps_ratio": db["qps"] / lib["qps"],
+                        "database_qps": db["qps"],
+                        "engine_qps": lib["qps"],
+                        "database_recall": db["recall"],
+                        "engine_recall": lib["recall"],
+                        "database_p99_ms": db["latency_p99_ms"],
+                        "engine_p99_ms": lib["latency_p99_ms"],
+                        "database_memory_MB": db["memory_footprint"] / 1e6,
+                        "engine_memory_MB": lib["memory_footprint"] / 1e6,
+                        "database_build_s": db["build_s"],
+                        "engine_build_s": lib["build_s"],
+                        "database_config": db["config"],
+                        "engine_config": lib["config"],
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+_POINT_COLUMNS = ("clients", "rate", "rate_share", "cores")
 
 
 def parse_bytes(text: str) -> float:
