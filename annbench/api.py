@@ -298,17 +298,10 @@ def engine_comparison(frame: pd.DataFrame) -> pd.DataFrame:
     """Each database backend beside the library it is built on (its ``engine``), wherever
     both were measured alike: at recall 0.9 and 0.95, the best QPS of each, their ratio,
     recall, p99, memory and build time (see ``annbench.results.analysis.engine_comparison``)."""
-    from annbench.registry import load_backend
+    from annbench.registry import database_engines
     from annbench.results.analysis import engine_comparison as compare
 
-    engines = {}
-    for name in sorted(set(frame["backend"])) if len(frame) else ():
-        try:
-            engine = load_backend(name).engine
-        except AnnbenchError:  # not installed here: its records still show elsewhere
-            continue
-        if engine is not None:
-            engines[name] = engine
+    engines = database_engines(frame["backend"]) if len(frame) else {}
     return compare(with_dicts(frame), engines)
 
 

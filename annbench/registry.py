@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import import_module, metadata
 from typing import TYPE_CHECKING, Any
@@ -112,6 +113,20 @@ CAPABILITIES = {
     "add": ("supports_add", "yes", "no"),
     "remove": ("supports_remove", "yes", "no"),
 }
+
+
+def database_engines(names: Iterable[str]) -> dict[str, str]:
+    """``{database backend: the backend of the library it is built on}`` for those of
+    ``names`` that declare an ``engine`` (backends not installed here are left out)."""
+    engines = {}
+    for name in sorted(set(names)):
+        try:
+            engine = load_backend(name).engine
+        except AnnbenchError:  # not installed here
+            continue
+        if engine is not None:
+            engines[name] = engine
+    return engines
 
 
 def capability_table() -> pd.DataFrame:

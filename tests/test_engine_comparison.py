@@ -54,3 +54,19 @@ def test_only_like_measurements_are_compared():
     )
     assert list(table["mode"]) == ["concurrent 4 clients, 2 cores"] * 2
     assert table["qps_ratio"].tolist() == pytest.approx([300 / 900] * 2)
+
+
+def test_the_report_sets_each_database_beside_its_engine(tmp_path, monkeypatch):
+    from annbench import registry
+    from annbench.report.html import write_report
+
+    monkeypatch.setattr(registry, "database_engines", lambda names: {"redis": "hnswlib"})
+    records = frame(
+        a_record(16, backend="hnswlib", recall=0.96, qps=6000.0),
+        a_record(16, backend="redis", recall=0.955, qps=2400.0),
+    )
+    page = write_report(records, tmp_path).read_text()
+    assert "Databases beside their engines" in page
+    assert "0.40" in page  # 2,400 / 6,000
+    alone = write_report(records[records["backend"] == "hnswlib"], tmp_path / "alone")
+    assert "Databases beside their engines" not in alone.read_text()

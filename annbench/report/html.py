@@ -136,6 +136,11 @@ its parameters; click a legend entry to hide a backend, double-click to show onl
 {{ group.runs }}
 {% endfor %}
 {{ serving }}
+{% if engines %}<h3 id="engines-{{ anchor }}">Databases beside their engines</h3>
+<p class="note">Each database next to the library it is built on, measured the same way (mode,
+load point, k): at each recall level, the best QPS either reached, and their ratio (database /
+library): what the database layer costs at the same recall.</p>
+{{ engines }}{% endif %}
 {{ runbooks }}
 """
 
@@ -217,8 +222,43 @@ def _dataset_section(
         groups=groups,
         budget_ms=f"{latency_budget_ms:g}",
         serving=serving,
+        engines=Markup(_engine_table(name, static)),
         runbooks=runbooks,
     )
+
+
+def _engine_table(name: str, frame: pd.DataFrame) -> str:
+    """Databases beside their engines ('' when no database was measured with its engine)."""
+    from annbench.registry import database_engines
+    from annbench.results.analysis import engine_comparison
+
+    table = engine_comparison(frame, database_engines(frame["backend"])) if len(frame) else None
+    if table is None or table.empty:
+        return ""
+    view = pd.DataFrame(
+        {
+            "workload": table["workload"],
+            "mode": table["mode"],
+            "database": table["database"],
+            "engine": table["engine"],
+            "recall ≥": table["recall_level"],
+            "QPS ratio": table["qps_ratio"],
+            "database QPS": table["database_qps"],
+            "engine QPS": table["engine_qps"],
+            "database recall": table["database_recall"],
+            "engine recall": table["engine_recall"],
+            "database p99 ms": table["database_p99_ms"],
+            "engine p99 ms": table["engine_p99_ms"],
+            "database MB": table["database_memory_MB"],
+            "engine MB": table["engine_memory_MB"],
+            "database build s": table["database_build_s"],
+            "engine build s": table["engine_build_s"],
+            "database config": table["database_config"],
+            "engine config": table["engine_config"],
+        }
+    )
+    decimals = {"QPS ratio": 2, "database QPS": 0, "engine QPS": 0}
+    return html_table(view, f"engines-{name}", decimals=decimals, sortable=True)
 
 
 def _static_groups(
