@@ -322,26 +322,49 @@ def recommend(
     max_build_s: float | None = None,
     optimize: str | None = None,
     max_latency_ms: float | None = None,
+    at_qps: float | None = None,
 ) -> Recommendation:
     """The configuration meeting every constraint with the best ``optimize`` objective
     (``recall``, ``qps``, ``memory``, ``build`` or ``latency``; default ``qps`` given
     ``min_recall``, else ``recall``), its runners-up and what bound the choice; ``choice`` is
     None (and ``closest`` lists the misses nearest the budget) when nothing fits. The same
     choice as ``annbench recommend`` (``annbench.recommender.recommend_index`` also
-    measures)."""
+    measures).
+
+    With ``at_qps`` (queries per second, with ``max_p99_ms``): the choice among the frame's
+    rate-mode rows, each configuration judged at the lowest offered rate measured at or
+    above ``at_qps`` and only if it kept up (default objective: recall); its ``rate``,
+    ``clients`` and ``cores`` say what its figures were measured at
+    (``annbench.recommend_load``).
+
+    Examples:
+        >>> import annbench
+        >>> frame = annbench.load_results(dataset="tiny")  # doctest: +SKIP
+        >>> annbench.recommend(frame, max_p99_ms=1, at_qps=2000).choice  # doctest: +SKIP
+    """
     from annbench.recommender import default_objective
     from annbench.results.analysis import OBJECTIVES, Constraints
     from annbench.results.analysis import recommend as choose
 
     if min_recall is not None and not 0 < min_recall <= 1:
         raise AnnbenchError(f"min_recall must be in (0, 1], got {min_recall}")
+    if at_qps is not None and "mode" in frame:
+        frame = frame[frame["mode"] == "rate"]
     _check_comparable(frame)
     constraints = Constraints(
         min_recall, max_p99_ms, _memory_limit(max_memory), max_build_s, max_latency_ms
     )
+    if at_qps is not None:
+        from annbench.recommend_load import check_at_rate, recommend_at
+        from annbench.sweep.load import available_cores
+
+        optimize = optimize or "recall"
+        check_at_rate(constraints, optimize, at_qps)
     optimize = optimize or default_objective(constraints)
     if optimize not in OBJECTIVES:
         raise AnnbenchError(f"optimize '{optimize}' not valid. Use one of: {', '.join(OBJECTIVES)}")
+    if at_qps is not None:
+        return recommend_at(with_dicts(frame), constraints, optimize, at_qps, available_cores())[0]
     return choose(with_dicts(frame), constraints, optimize)
 
 

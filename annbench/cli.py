@@ -717,6 +717,8 @@ Examples:
   annbench recommend -d clustered-10k-64-angular --min-recall 0.9 --max-p99-ms 1 --max-memory 1GB
   annbench recommend --max-latency-ms 0.3 --max-memory 12MB --measure --emit python
   annbench recommend --min-recall 0.99 --optimize memory --measure -b hnswlib
+  annbench recommend --at-qps 2000 --max-p99-ms 1 --min-recall 0.9
+  annbench recommend --at-qps 2000 --max-p99-ms 1 --measure -b hnswlib --time-budget 120
 """,
 )
 @click.option("--dataset", "-d", default=DEFAULT_DATASET, show_default=True)
@@ -733,6 +735,15 @@ Examples:
     help="Largest mean latency per query (ms).",
 )
 @click.option("--max-p99-ms", type=types.MILLISECONDS, default=None, help="Largest p99 (ms).")
+@click.option(
+    "--at-qps",
+    type=types.FiniteFloat(0, 1_000_000, min_open=True),
+    default=None,
+    metavar="QPS",
+    help="Answer for queries arriving at this rate (queries/s, open loop; needs --max-p99-ms): "
+    "each configuration is judged by its rate-mode record at the lowest offered rate measured "
+    "at or above it, and only if it kept up.",
+)
 @click.option(
     "--max-memory",
     default=None,
@@ -772,7 +783,8 @@ Examples:
     type=click.Choice(MODES),
     default="single",
     show_default=True,
-    help="Query mode the limits are for: single (one query per call, one thread) or batch.",
+    help="Query mode the limits are for: single (one query per call, one thread) or batch "
+    "(--at-qps implies rate).",
 )
 @click.option(
     "--threads",
@@ -792,7 +804,8 @@ Examples:
     "--measure",
     is_flag=True,
     help="First measure: index structures sized to --max-memory (or the grids of -b "
-    "backends), bisecting each one's search parameter, within --time-budget.",
+    "backends), bisecting each one's search parameter, within --time-budget; with --at-qps, "
+    "then the settings whose single-query figures make that rate plausible, at the rate.",
 )
 @click.option(
     "--backend",
@@ -815,6 +828,12 @@ Examples:
     type=types.THREADS,
     default=None,
     help="With --measure: threads for building [default: all cores].",
+)
+@click.option(
+    "--load-seconds",
+    type=types.LOAD_SECONDS,
+    default=None,
+    help="With --measure --at-qps: measured seconds of each load run [default: 3].",
 )
 @click.option(
     "--runs",
@@ -850,6 +869,7 @@ def recommend_command(
     min_recall: float | None,
     max_latency_ms: float | None,
     max_p99_ms: float | None,
+    at_qps: float | None,
     max_memory: float | None,
     latency_clock: str,
     memory_figure: str,
@@ -864,6 +884,7 @@ def recommend_command(
     grid_overrides: tuple[str, ...],
     time_budget_s: float,
     build_threads: int | None,
+    load_seconds: float | None,
     runs: int,
     min_seconds: float,
     as_json: bool,
@@ -873,15 +894,22 @@ def recommend_command(
 ) -> None:
     """Pick the configuration that meets every limit with the best objective.
 
+    With --at-qps the limits hold while queries arrive at that rate, from rate-mode records
+    (annbench run --mode rate); the answer states the client and core counts its figure was
+    measured with.
+
     Exit status: 0 with a pick, 3 when nothing meets the targets (the closest misses are
-    listed, nearest the budget first), 1 on errors, 2 on usage errors.
+    listed, nearest the budget first) or nothing was measured at the --at-qps rate, 1 on
+    errors, 2 on usage errors.
     """
     import json
 
+    from annbench.recommend_load import load_figures, load_warnings
     from annbench.recommender import MeasurementPolicy, recommend_index
     from annbench.results.analysis import Constraints, describe_bytes
     from annbench.results.deploy import emit_python
     from annbench.results.deploy import save_index as save_index_to
+    from annbench.sweep.load import LoadOptions
     from annbench.time_budget import process_started
 
     if as_json and emit:
@@ -902,6 +930,34 @@ def recommend_command(
         clock=latency_clock,
         memory_figure=memory_figure,
     )
+    mode_given = click.get_current_context().get_parameter_source("mode") not in (
+        click.core.ParameterSource.DEFAULT,
+        None,
+    )
+    if at_qps is not None:
+        if mode_given and mode != "rate":
+            raise click.UsageError(
+                f"--at-qps asks about queries arriving at a rate (open-loop rate mode); "
+                f"--mode {mode} contradicts it: leave --mode out"
+            )
+        if max_p99_ms is None:
+            raise click.UsageError(
+                f"--at-qps {at_qps:g} needs --max-p99-ms: the p99 latency the configuration "
+                "must keep while queries arrive at that rate"
+            )
+        mode = "rate"
+    elif load_seconds is not None:
+        raise click.UsageError("--load-seconds sets the load runs of --at-qps; add --at-qps")
+    if load_seconds is not None and not measure:
+        raise click.UsageError(
+            "--load-seconds sets how long --measure measures each setting at the rate; "
+            "add --measure"
+        )
+    if latency_clock == "cpu" and at_qps is not None:
+        raise click.UsageError(
+            "--at-qps figures are wall time from each query's intended send time; "
+            "--latency-clock cpu needs single mode"
+        )
     if latency_clock == "cpu" and mode != "single":
         raise click.UsageError("--latency-clock cpu needs --mode single (CPU times are per query)")
     quiet = as_json or emit is not None  # stdout carries only the JSON or the snippet
@@ -917,14 +973,14 @@ def recommend_command(
     location = results_path or results_dir()
     with ResultStore(location) if measure else ResultStore.open_existing(location) as store:
         if measure:
-            say(_limits_line(constraints, max_memory, mode, threads))
+            say(_limits_line(constraints, max_memory, mode, threads, at_qps))
         outcome = recommend_index(
             data,
             store,
             constraints,
             optimize,
             k=k,
-            mode=mode,
+            mode=mode if mode_given or at_qps is not None else None,
             threads=threads,
             measure=measure,
             backends=list(backends) or None,
@@ -935,6 +991,8 @@ def recommend_command(
             workload=workloads[0],
             build_threads=build_threads,
             started=process_started(),
+            at_qps=at_qps,
+            load=None if load_seconds is None else LoadOptions(seconds=load_seconds),
         )
     result = outcome.recommendation
     for line in outcome.budget_report():  # what --measure's time budget bought
@@ -945,7 +1003,15 @@ def recommend_command(
             payload["constraints"]["max_memory"] = describe_bytes(max_memory)
         click.echo(json.dumps(payload, indent=2, default=str))
     if not measure:
-        say(_limits_line(constraints, max_memory, mode, outcome.threads))
+        say(_limits_line(constraints, max_memory, mode, outcome.threads, at_qps))
+    if at_qps is not None:
+        cores = outcome.cores or 1
+
+        def figures(row: pd.Series) -> str:
+            return load_figures(row, at_qps, cores)
+
+    else:
+        figures = _figures
     if result.choice is None:
         under = "" if workloads[0] == PLAIN else f", filter {workloads[0]}"
         say(
@@ -955,12 +1021,17 @@ def recommend_command(
         if result.closest is not None and len(result.closest):
             say("Closest misses, nearest the budget first:")
             for _, row in result.closest.iterrows():
-                say(f"  {row['config']}: {_figures(row)} - breaks {row['violations']}")
-        say("Measure more with --measure, or relax a constraint.")
+                say(f"  {row['config']}: {figures(row)} - breaks {row['violations']}")
+        say(outcome.hint or "Measure more with --measure, or relax a constraint.")
         sys.exit(EXIT_NOTHING_FITS)
     choice = result.choice
     say(f"Recommended: {choice['config']}")
-    say(f"  {_figures(choice)}{_noisy(choice)}{_interfered(choice)}")
+    if at_qps is not None:
+        say(f"  {figures(choice)}")
+        for warning in load_warnings(choice):
+            say(f"  [{warning}]")
+    else:
+        say(f"  {_figures(choice)}{_noisy(choice)}{_interfered(choice)}")
     say(
         f"  best {outcome.objective} of {result.candidates} stored configurations meeting "
         f"every constraint; figures for {outcome.query_mode}"
@@ -976,7 +1047,7 @@ def recommend_command(
     if len(result.runners_up):
         say("Runners-up:")
         for _, row in result.runners_up.iterrows():
-            say(f"  {row['config']}: {_figures(row)}")
+            say(f"  {row['config']}: {figures(row)}")
     if emit == "python":
         click.echo(emit_python(choice, data, k), nl=False)
     if save_index is not None:
@@ -991,7 +1062,13 @@ def _size_text(ctx: click.Context, param: click.Parameter, value: str | None) ->
     return value
 
 
-def _limits_line(constraints: Any, max_memory: str | None, mode: str, threads: int | None) -> str:
+def _limits_line(
+    constraints: Any,
+    max_memory: str | None,
+    mode: str,
+    threads: int | None,
+    at_qps: float | None = None,
+) -> str:
     """The limits as understood, memory in both MB and MiB."""
     from annbench.recommender import query_mode
     from annbench.results.analysis import describe_bytes
@@ -1003,7 +1080,8 @@ def _limits_line(constraints: Any, max_memory: str | None, mode: str, threads: i
     if constraints.max_latency_ms is not None:
         parts.append(f"mean latency <= {constraints.max_latency_ms:g} ms ({clock})")
     if constraints.max_p99_ms is not None:
-        parts.append(f"p99 <= {constraints.max_p99_ms:g} ms ({clock})")
+        at = f" at {at_qps:,.0f} queries/s offered" if at_qps is not None else ""
+        parts.append(f"p99 <= {constraints.max_p99_ms:g} ms ({clock}){at}")
     if max_memory:
         figure = (
             "process RSS gain (fresh process, library code included)"
@@ -1013,7 +1091,8 @@ def _limits_line(constraints: Any, max_memory: str | None, mode: str, threads: i
         parts.append(f"{figure} <= {describe_bytes(max_memory)}")
     if constraints.max_build_s is not None:
         parts.append(f"build <= {constraints.max_build_s:g} s")
-    mode_text = query_mode(mode, threads or (1 if mode == "single" else os.cpu_count() or 1))
+    threads = threads or (1 if mode in ("single", "rate") else os.cpu_count() or 1)
+    mode_text = query_mode(mode, threads, at_qps)
     return f"Limits: {', '.join(parts) or 'none'}; query mode: {mode_text}"
 
 

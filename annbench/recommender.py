@@ -1,9 +1,11 @@
 """The deployment question: the best configuration within a budget, measured if need be.
 
-``recommend_index`` is what ``annbench recommend`` and ``annbench.api.recommend`` both call:
-optionally measure budget-fitted candidates (or named backends' grids) by bisection within a
-time budget (spent on the likeliest winners first: ``annbench.time_budget``), then pick among
-the full measurements stored for exactly this dataset content.
+``recommend_index`` is what ``annbench recommend`` calls (``annbench.api.recommend`` picks
+the same way from a DataFrame): optionally measure budget-fitted candidates (or named
+backends' grids) by bisection within a time budget (spent on the likeliest winners first:
+``annbench.time_budget``), then pick among the full measurements stored for exactly this
+dataset content. With ``at_qps`` the question is asked at an offered rate, from rate-mode
+records (``annbench.recommend_load``).
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ import pandas as pd
 from annbench.candidates import CANDIDATE_BACKENDS, Candidate, propose
 from annbench.data.datasets import Dataset
 from annbench.errors import AnnbenchError, BadUsage, NothingFits
-from annbench.record import MODES, PLAIN, params_label
+from annbench.record import LOAD_MODES, MODES, PLAIN, params_label
 from annbench.registry import backend_names, load_backend
 from annbench.results.analysis import Constraints, Recommendation, check_objective, recommend
 from annbench.results.store import ResultStore
+from annbench.sweep.load import LoadOptions
 from annbench.sweep.measure import MIN_SECONDS, BuildJob
 from annbench.time_budget import (
     DEFAULT_RATES,
@@ -79,6 +82,9 @@ class Outcome:
     measure_seconds: float = 0.0  # spent measuring
     time_budget_s: float | None = None  # with --measure
     elapsed_s: float = 0.0  # from the start of the time budget to the answer
+    at_qps: float | None = None  # the offered rate the limits hold at (rate mode)
+    cores: int | None = None  # rate mode: this machine's cores, beside those of the figures
+    hint: str | None = None  # rate mode, nothing measured at the rate: how to measure it
 
     @property
     def found(self) -> bool:
@@ -88,10 +94,23 @@ class Outcome:
     @property
     def query_mode(self) -> str:
         """Which query mode the latency and QPS figures are for."""
-        return query_mode(self.mode, self.threads)
+        return query_mode(self.mode, self.threads, self.at_qps)
 
     def to_dict(self) -> dict[str, Any]:
         """Everything as plain JSON-able values (``--json``)."""
+        rec = self.recommendation
+        out = self._to_dict()
+        if self.at_qps is not None:
+            from annbench.recommend_load import describe_load, load_warnings
+
+            out |= {"at_qps": self.at_qps, "machine_cores": self.cores, "hint": self.hint}
+            if rec.choice is not None:
+                assert self.cores is not None
+                out["choice"]["figure"] = describe_load(rec.choice, self.at_qps, self.cores)
+                out["choice"]["warnings"] = load_warnings(rec.choice)
+        return out
+
+    def _to_dict(self) -> dict[str, Any]:
         rec = self.recommendation
         return {
             "found": self.found,
@@ -152,11 +171,14 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def query_mode(mode: str, threads: int) -> str:
-    """``'single-query, 1 thread'`` or ``'batch, 4 threads (latency = time per query
-    amortized over the batch)'``."""
+def query_mode(mode: str, threads: int, at_qps: float | None = None) -> str:
+    """``'single-query, 1 thread'``, ``'batch, 4 threads (latency = time per query
+    amortized over the batch)'`` or, rate mode, ``'open loop at 2,000 queries/s ...'``."""
     if mode == "single":
         return "single-query, 1 thread"
+    if mode == "rate":
+        at = f" at {at_qps:,.0f} queries/s" if at_qps else ""
+        return f"open loop{at} (latency from each query's intended send time)"
     plural = "s" if threads != 1 else ""
     return f"batch, {threads} thread{plural} (mean latency = batch time / queries)"
 
@@ -194,6 +216,10 @@ def point(row: pd.Series) -> dict[str, Any]:
         "p99_spread": _plain(row.get("p99_spread")),
         "noisy": bool(row.get("noisy", False)),
     }
+    if row.get("mode") in LOAD_MODES:
+        from annbench.recommend_load import load_point
+
+        out |= load_point(row)
     return out
 
 
@@ -232,7 +258,7 @@ def recommend_index(
     optimize: str | None = None,
     *,
     k: int = 10,
-    mode: str = "single",
+    mode: str | None = None,
     threads: int | None = None,
     measure: bool = False,
     backends: list[str] | None = None,
@@ -243,6 +269,8 @@ def recommend_index(
     workload: str = PLAIN,
     build_threads: int | None = None,
     started: float | None = None,
+    at_qps: float | None = None,
+    load: LoadOptions | None = None,
 ) -> Outcome:
     """The configuration of ``dataset`` meeting ``constraints`` with the best ``optimize``.
 
@@ -253,9 +281,57 @@ def recommend_index(
     than ``policy`` is re-measured first, when the time budget covers it. ``build_threads``
     as for ``annbench run`` (None: every core). ``started``: the ``time_budget.clock()``
     reading at which the time budget began (the CLI passes its process start; None: now).
+    ``mode``: ``single`` (the default) or ``batch``.
+
+    With ``at_qps``, the limits hold while queries arrive at ``at_qps`` per second (rate
+    mode, open loop; ``mode`` None or ``rate``): the answer comes from rate-mode records,
+    and ``measure`` measures candidates at that rate, each load run as ``load`` says
+    (``annbench.recommend_load.recommend_at_rate``).
     """
+    if at_qps is not None:
+        from annbench.recommend_load import recommend_at_rate
+
+        if mode not in (None, "rate"):
+            raise BadUsage(
+                f"--at-qps asks about queries arriving at a rate (open loop, rate mode); "
+                f"--mode {mode} contradicts it: leave --mode out"
+            )
+        if threads not in (None, 1):
+            raise BadUsage(
+                "--at-qps: rate mode runs each query on one library thread per client; "
+                "leave --threads out"
+            )
+        return recommend_at_rate(
+            dataset,
+            store,
+            constraints,
+            optimize,
+            at_qps=at_qps,
+            k=k,
+            measure=measure,
+            backends=backends,
+            overrides=overrides,
+            time_budget_s=time_budget_s,
+            policy=policy,
+            progress=progress,
+            workload=workload,
+            build_threads=build_threads,
+            started=started,
+            load=load,
+        )
+    mode = mode or "single"
+    if mode in LOAD_MODES:
+        raise BadUsage(
+            "recommend answers for single or batch mode, or for queries arriving at a rate: "
+            f"for --mode {mode} give --at-qps X (the offered queries per second)"
+            if mode == "rate"
+            else "recommend answers for single or batch mode, or at an offered rate "
+            "(--at-qps X); closed-loop concurrent results are not ranked"
+        )
+    if load is not None:
+        raise BadUsage("load options set the load runs of --at-qps; add --at-qps")
     optimize = optimize or default_objective(constraints)
-    threads = _check(
+    threads = check_request(
         dataset, constraints, optimize, k, mode, threads, time_budget_s, policy, build_threads
     )
     say = progress or log.info
@@ -270,7 +346,7 @@ def recommend_index(
             dataset, constraints, optimize, k, mode, threads, backends, overrides, policy, workload
         )
         jobs = [(label, replace(job, build_threads=build_threads)) for label, job in jobs]
-        dataset_hash = _hash(dataset, workload)
+        dataset_hash = records_hash(dataset, workload)
         history = History(
             store,
             dataset.name,
@@ -299,20 +375,14 @@ def recommend_index(
             runs=policy.runs,
             constraints=constraints,
             objective=optimize,
-            frame=lambda: _frame(store, dataset, dataset_hash, workload, k, mode, threads),
+            frame=lambda: measured_frame(store, dataset, dataset_hash, workload, k, mode, threads),
             say=say,
         )
         spent = budget.elapsed() - start
-    if not measure and workload != PLAIN:
-        from annbench.data.workloads import is_prepared
-
-        if not is_prepared(dataset, workload):  # read-only: nothing computed, nothing written
-            raise AnnbenchError(
-                f"Nothing measured on {dataset.name} under filter {workload}; measure it with "
-                f"'annbench run -d {dataset.name} --filter {workload}', or add --measure"
-            )
-    dataset_hash = _hash(dataset, workload)
-    frame = _frame(store, dataset, dataset_hash, workload, k, mode, threads)
+    if not measure:
+        check_prepared(dataset, workload)
+    dataset_hash = records_hash(dataset, workload)
+    frame = measured_frame(store, dataset, dataset_hash, workload, k, mode, threads)
     result = recommend(frame, constraints, optimize)
     choice = result.choice
     if history is not None and choice is not None and (choice["runs"] or 0) < policy.runs:
@@ -339,7 +409,7 @@ def recommend_index(
         spent += budget.elapsed() - start
         steps += more
         skipped += [replace(skip, reason=f"re-measuring the pick {skip.reason}") for skip in fewer]
-        frame = _frame(store, dataset, dataset_hash, workload, k, mode, threads)
+        frame = measured_frame(store, dataset, dataset_hash, workload, k, mode, threads)
         result = recommend(frame, constraints, optimize)
     return Outcome(
         result,
@@ -358,7 +428,7 @@ def recommend_index(
     )
 
 
-def _check(
+def check_request(
     dataset: Dataset,
     constraints: Constraints,
     optimize: str,
@@ -408,7 +478,22 @@ def _check(
     return threads
 
 
-def _hash(dataset: Dataset, workload: str) -> str:
+def check_prepared(dataset: Dataset, workload: str, options: str = "") -> None:
+    """Raise AnnbenchError when nothing can be stored for ``workload`` on ``dataset`` (a
+    filter whose ground truth was never computed), suggesting the run that measures it with
+    ``options`` added: read-only, nothing computed or written."""
+    if workload == PLAIN:
+        return
+    from annbench.data.workloads import is_prepared
+
+    if not is_prepared(dataset, workload):
+        raise AnnbenchError(
+            f"Nothing measured on {dataset.name} under filter {workload}; measure it with "
+            f"'annbench run -d {dataset.name} --filter {workload}{options}', or add --measure"
+        )
+
+
+def records_hash(dataset: Dataset, workload: str) -> str:
     """What records of ``workload`` on ``dataset`` are keyed on."""
     if workload == PLAIN:
         return dataset.content_hash
@@ -417,7 +502,7 @@ def _hash(dataset: Dataset, workload: str) -> str:
     return workload_hash(dataset, workload)
 
 
-def _frame(
+def measured_frame(
     store: ResultStore,
     dataset: Dataset,
     dataset_hash: str,

@@ -7,7 +7,9 @@ stored for this dataset (or by a small timed numpy probe). The store's attempts 
 across calls: a configuration whose build timed out is not retried unless the budget gives it
 clearly more time, and one whose stored measurements answer its question, or show it cannot
 contend with what is stored, is not rebuilt. Candidates run in order of their chance to win,
-each with the time it needs; the others are skipped with a reason.
+each with the time it needs; the others are skipped with a reason. Load jobs (``recommend
+--at-qps --measure``) are estimated per search setting (``load_estimate``), so a job can be
+cut to the settings that fit.
 """
 
 from __future__ import annotations
@@ -303,20 +305,7 @@ def estimate(
     the model scaled by this dataset's stored builds, plus worker start, serving memory and
     the searches its bisection (or grid) measures."""
     d = history.d
-    stored = history.build_seconds(job)
-    if stored is not None:
-        build, basis = stored, "its stored build"
-    else:
-        build = model_build_s(s, n, d, rates, build_threads)
-        scale, count = history.calibration(s, rates, build_threads)
-        build *= scale
-        basis = f"model calibrated by {count} stored builds" if count else "model"
-    timed_out = history.timed_out(job)
-    if timed_out is not None and build < timed_out[0]:
-        # it took longer than that: retried only when it can be given clearly more
-        build = RETRY_FACTOR * timed_out[0]
-        seconds, when = timed_out
-        basis = f"its build timed out after {seconds:g} s on an earlier call ({when[:19]})"
+    build, basis = build_estimate(job, s, n, rates, history, build_threads)
     call = CALL_S if job.mode == "single" else 0.0
     query = model_query_s(s, n, d, rates, job.target_recall or 0.99) + call
     top = _top_query_s(job, s, n, d, rates) + call
@@ -331,6 +320,83 @@ def estimate(
     search += fulls * max(job.runs * nq * query, job.min_seconds)
     overhead = WORKER_S + SERVING_S + 2 * n * d * 4 / READ_BYTES_S
     return Estimate(overhead + build + search, build, basis)
+
+
+def build_estimate(
+    job: BuildJob, s: Structure, n: int, rates: Rates, history: History, build_threads: int
+) -> tuple[float, str]:
+    """Seconds ``job``'s build is expected to take, and what the figure rests on: stored
+    builds of the same configuration, else the model scaled by this dataset's stored builds;
+    a build that timed out before is given clearly more (``RETRY_FACTOR``)."""
+    stored = history.build_seconds(job)
+    if stored is not None:
+        build, basis = stored, "its stored build"
+    else:
+        build = model_build_s(s, n, history.d, rates, build_threads)
+        scale, count = history.calibration(s, rates, build_threads)
+        build *= scale
+        basis = f"model calibrated by {count} stored builds" if count else "model"
+    earlier = history.timed_out(job)
+    if earlier is not None and build < earlier[0]:
+        # it took longer than that: retried only when it can be given clearly more
+        build = RETRY_FACTOR * earlier[0]
+        seconds, when = earlier
+        basis = f"its build timed out after {seconds:g} s on an earlier call ({when[:19]})"
+    return build, basis
+
+
+#: Load jobs (rate mode): seconds measuring the load generator's own ceiling once a job;
+#: per search setting besides its warm-up and measured window, the recall check and starting
+#: the clients, and when the clients are processes, each loading the saved index.
+CEILING_S = 3.0
+LOAD_SETTING_S = 0.5
+PROCESS_CLIENTS_S = 3.0
+
+
+@dataclass(frozen=True)
+class LoadEstimate:
+    """Seconds a load job is expected to take: ``fixed_s`` (worker, build, serving memory,
+    the generator's ceiling) plus ``per_setting_s`` for each search setting."""
+
+    fixed_s: float
+    per_setting_s: float
+    build_s: float
+    basis: str
+
+    def for_settings(self, count: int) -> Estimate:
+        """The whole job's estimate with ``count`` search settings."""
+        return Estimate(self.fixed_s + count * self.per_setting_s, self.build_s, self.basis)
+
+    def settings_within(self, seconds: float) -> int:
+        """How many search settings fit in ``seconds`` (0: not even one)."""
+        if seconds < self.fixed_s + self.per_setting_s:
+            return 0
+        return int((seconds - self.fixed_s) // self.per_setting_s)
+
+
+def load_estimate(
+    job: BuildJob,
+    s: Structure,
+    n: int,
+    nq: int,
+    history: History,
+    build_threads: int,
+    *,
+    process_clients: bool,
+    rates: Rates = DEFAULT_RATES,
+) -> LoadEstimate:
+    """What a rate-mode ``job`` is expected to take (``job.load``: warm-up and measured
+    seconds of each setting's load run): build as ``estimate`` has it, worker start, serving
+    memory, the generator's ceiling, then per setting its load run, the recall check (one
+    batch of ``nq`` queries) and starting its clients (``process_clients``: processes)."""
+    build, basis = build_estimate(job, s, n, rates, history, build_threads)
+    d = history.d
+    overhead = WORKER_S + SERVING_S + 2 * n * d * 4 / READ_BYTES_S
+    warmup, seconds = (job.load.warmup, job.load.seconds) if job.load else (0.5, 3.0)
+    per_setting = warmup + seconds + LOAD_SETTING_S + nq * _top_query_s(job, s, n, d, rates)
+    if process_clients:
+        per_setting += PROCESS_CLIENTS_S
+    return LoadEstimate(overhead + build + CEILING_S, per_setting, build, basis)
 
 
 def timeout_for(estimate: Estimate, left: float) -> float:
@@ -712,14 +778,14 @@ def measure_within(
             f"given {timeout:.0f} s) ..."
         )
         start = clock()
-        records = list(_kept(runner.run_in_worker(plan.job, timeout), store))
+        records = list(kept(runner.run_in_worker(plan.job, timeout), store))
         step = Step(
             plan.label,
             clock() - start,
             _outcome(plan.job, records),
             records,
             plan.estimate.seconds,
-            any(_TIMED_OUT.search(r.error or "") for r in records),
+            timed_out(records),
         )
         steps.append(step)
         history.refresh()
@@ -741,7 +807,12 @@ def _no_time(plan: Planned, left: float, budget_s: float) -> str | None:
     return None
 
 
-def _kept(records: Iterable[RunRecord], store: ResultStore) -> Iterable[RunRecord]:
+def timed_out(records: Iterable[RunRecord]) -> bool:
+    """Whether a job's worker was stopped by its timeout (its failed records say so)."""
+    return any(_TIMED_OUT.search(r.error or "") for r in records)
+
+
+def kept(records: Iterable[RunRecord], store: ResultStore) -> Iterable[RunRecord]:
     """Store each record (one failure per build: the rest say the same) and pass it on."""
     failed = False
     for record in records:
