@@ -12,7 +12,8 @@ from tests_helpers import a_record
 
 import annbench
 from annbench.cli import main
-from annbench.recommend_load import at_rate, measure_at_rate, recommend_at
+from annbench.rate_candidates import measure_at_rate
+from annbench.recommend_load import at_rate, recommend_at
 from annbench.recommender import EXIT_NOTHING_FITS, MeasurementPolicy, recommend_index
 from annbench.record import RunRecord
 from annbench.registry import load_backend
