@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -20,6 +21,25 @@ class Neighbors(NamedTuple):
 
     distances: np.ndarray
     ids: np.ndarray
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A filter as a database states it in its own query language, on the fields
+    ``Index.set_fields`` stored: ``label == equals`` (an integer or tag field), or
+    ``low <= value <= high`` (a numeric field)."""
+
+    field: str  # "label" or "value"
+    equals: int | None = None
+    low: float | None = None
+    high: float | None = None
+
+    def allows(self, labels: np.ndarray | None, values: np.ndarray | None) -> np.ndarray:
+        """The bool mask of the rows this condition allows, given the stored fields."""
+        if self.field == "label":
+            return np.asarray(labels) == self.equals
+        column = np.asarray(values)
+        return (column >= self.low) & (column <= self.high)
 
 
 class Index(ABC):
@@ -40,6 +60,9 @@ class Index(ABC):
     supports_remove: ClassVar[bool] = False
     #: ``search_filtered`` uses the library's own filtered search (else only post-filtering).
     native_filter: ClassVar[bool] = False
+    #: ``search_where`` filters with the database's own where-clause on fields stored with
+    #: the vectors (``set_fields``): filter_strategy ``where``.
+    native_where: ClassVar[bool] = False
     #: ``search``/``search_one`` release the GIL, so load clients can be threads (else each
     #: client is a process serving the saved index); ``annbench.testing`` checks the claim.
     releases_gil: ClassVar[bool] = False
@@ -175,6 +198,17 @@ class Index(ABC):
         True, with the library's own filtered search (when ``native_filter``)."""
         raise NotImplementedError
 
+    def set_fields(self, labels: np.ndarray | None, values: np.ndarray | None) -> None:
+        """Before ``build`` (when ``native_where``): each base vector's integer ``labels``
+        and numeric ``values`` (either may be None), to store as fields the database filters
+        on."""
+        raise NotImplementedError
+
+    def search_where(self, xq: np.ndarray, k: int, condition: Condition) -> Neighbors:
+        """Like ``search``, returning only rows the ``condition`` allows, stated as the
+        database's own where-clause (when ``native_where``)."""
+        raise NotImplementedError
+
     def memory_bytes(self) -> int | None:
         """Bytes the index holds in memory, when the library can tell."""
         return None
@@ -185,7 +219,8 @@ class Index(ABC):
 
 
 class CheckedSearches:
-    """``index`` with what ``search``, ``search_one`` and ``search_filtered`` return checked by
+    """``index`` with what ``search``, ``search_one``, ``search_filtered`` and
+    ``search_where`` return checked by
     ``check_neighbors`` against ``n`` base ids; for warming up, never inside timing."""
 
     def __init__(self, index: Index, n: int, backend: str) -> None:
@@ -212,6 +247,12 @@ class CheckedSearches:
         """``index.search_filtered``, checked."""
         result = self.index.search_filtered(xq, k, allowed)
         check_neighbors(result, len(xq), k, self.n, self.backend, "search_filtered")
+        return result
+
+    def search_where(self, xq: np.ndarray, k: int, condition: Condition) -> Neighbors:
+        """``index.search_where``, checked."""
+        result = self.index.search_where(xq, k, condition)
+        check_neighbors(result, len(xq), k, self.n, self.backend, "search_where")
         return result
 
 

@@ -110,6 +110,7 @@ def runnable_backends() -> tuple[list[str], dict[str, str]]:
 #: Capabilities an index declares, by the attribute it declares each with (yes / no words).
 CAPABILITIES = {
     "filter": ("native_filter", "native", "post only"),
+    "where": ("native_where", "yes", "no"),
     "add": ("supports_add", "yes", "no"),
     "remove": ("supports_remove", "yes", "no"),
 }
@@ -165,7 +166,8 @@ def capability_table() -> pd.DataFrame:
             except Exception as exc:  # a malformed plugin class must not stop the others
                 row["installed"] = f"no: {_malformed(name, exc)}"
         rows.append(row)
-    columns = ["backend", "installed", "kind", "library", "version", "metrics", "filter", "add"]
+    columns = ["backend", "installed", "kind", "library", "version", "metrics", "filter"]
+    columns += ["where", "add"]
     columns += ["remove", "save_load", "clients", "grid", "parameters"]
     table = pd.DataFrame(rows, columns=columns)
     # whole numbers, and None where a grid is unusable (not NaN in a float column)

@@ -26,7 +26,7 @@ import numpy as np
 from annbench.data.groundtruth import exact_knn
 from annbench.data.synthetic import clustered_gaussian
 from annbench.errors import AnnbenchError, one_line_error
-from annbench.index import Index, Neighbors
+from annbench.index import Condition, Index, Neighbors
 from annbench.metrics import Metric, recall_at_k, true_distances
 from annbench.sweep.grids import Params, check_grid, grid_for_class
 
@@ -189,6 +189,8 @@ def _check_metric(
     # capabilities may depend on the build parameters (instance attributes)
     if index.native_filter:
         _check_filtered(checker, index)
+    if index.native_where:
+        _check_where(checker, build_params, search_params)
     if loaded.supports_remove:
         _check_remove(checker, loaded)
     if loaded.supports_add:
@@ -298,6 +300,47 @@ def _check_filtered(checker: _Checker, index: Index) -> None:
             raise checker.fail(call, f"returned ids that are not allowed: {found[~allowed[found]]}")
         if share > 0.1 and not len(found):
             raise checker.fail(call, "found nothing")
+
+
+#: recall@10 ``search_where`` must reach, against the exact answer among allowed rows
+MIN_WHERE_RECALL = 0.8
+
+
+def _check_where(checker: _Checker, build_params: Params, search_params: Params) -> None:
+    """``set_fields`` then ``search_where``: only allowed rows, near the exact filtered answer,
+    for a label condition, a value range and a condition nothing meets."""
+    rng = np.random.default_rng(11)
+    labels = rng.integers(0, 3, N_BASE)
+    values = rng.random(N_BASE)
+    index = checker.cls(checker.metric, **build_params)
+    index.set_num_threads(1)
+    index.set_fields(labels, values)
+    index.build(checker.xb)
+    index.set_search_params(**search_params)
+    xq = index.prepare_queries(checker.xq)
+    for condition in (
+        Condition("label", equals=1),
+        Condition("value", low=0.25, high=0.75),
+        Condition("label", equals=7),
+    ):
+        call = f"search_where ({condition})"
+        allowed = condition.allows(labels, values)
+        ids = checker.checked(index.search_where(xq, K, condition), K, call)
+        found = ids[ids >= 0]
+        if not allowed[found].all():
+            raise checker.fail(
+                call, f"returned rows the condition excludes: {found[~allowed[found]]}"
+            )
+        if not allowed.any():
+            continue
+        rows = np.flatnonzero(allowed)
+        _, top = exact_knn(checker.xb[rows], checker.xq, K, checker.metric)
+        truth = np.where(top >= 0, rows[np.maximum(top, 0)], -1)
+        hits = [len(set(a[a >= 0]) & set(t[t >= 0])) / max((t >= 0).sum(), 1)
+                for a, t in zip(ids, truth, strict=True)]  # fmt: skip
+        if np.mean(hits) < MIN_WHERE_RECALL:
+            raise checker.fail(call, f"recall {np.mean(hits):.3f} < {MIN_WHERE_RECALL}")
+    index.close()
 
 
 def _check_remove(checker: _Checker, index: Index) -> None:

@@ -23,7 +23,7 @@ import math
 import os
 import shutil
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from annbench.data.fingerprint import (
 )
 from annbench.data.groundtruth import GT_K, filtered_knn
 from annbench.errors import AnnbenchError
+from annbench.index import Condition
 from annbench.metrics import RecallResult, recall_at_k, true_distances
 from annbench.paths import data_dir
 from annbench.record import PLAIN
@@ -258,6 +259,10 @@ class FilterWorkload:
     neighbors: np.ndarray  # (nq, GT_K) int64 nearest allowed ids, -1 past the allowed count
     distances: np.ndarray  # (nq, GT_K) float64, inf past the allowed count
     selectivity: np.ndarray  # (nq,) fraction of the base each query may return
+    #: per group, the filter as a condition on the fields ``fields`` gives (for databases)
+    conditions: list[Condition] = field(default_factory=list)
+    labels: np.ndarray | None = None  # (n,) the label field of a label workload
+    values: np.ndarray | None = None  # (n,) the numeric field of a range workload
 
     @property
     def mean_selectivity(self) -> float:
@@ -338,6 +343,17 @@ def load_workload(dataset: Dataset, workload: str) -> FilterWorkload:
         store_workloads(dataset, {workload: arrays})
     definition = arrays["filter"]
     group, masks = filter_groups(dataset, workload, definition)
+    spec = parse_workload(workload)
+    assert spec is not None
+    if spec.kind == "label":
+        keys = np.unique(definition)
+        conditions = [Condition("label", equals=int(key)) for key in keys.tolist()]
+        fields = {"labels": np.asarray(dataset.train_labels).astype(np.int64)}
+    else:
+        keys = np.unique(definition, axis=0)
+        conditions = [Condition("value", low=float(lo), high=float(hi)) for lo, hi in keys]
+        column = dataset.train_attrs[:, _attribute_column(dataset, spec)]
+        fields = {"values": np.asarray(column, dtype=np.float64)}
     return FilterWorkload(
         name=workload,
         definition=definition,
@@ -346,6 +362,8 @@ def load_workload(dataset: Dataset, workload: str) -> FilterWorkload:
         neighbors=arrays["neighbors"].astype(np.int64),
         distances=arrays["distances"].astype(np.float64),
         selectivity=arrays["selectivity"].astype(np.float64),
+        conditions=conditions,
+        **fields,
     )
 
 

@@ -1,7 +1,10 @@
 """Filtered search strategies, swept as the search parameter ``filter_strategy``:
 
-- ``native``: the library's own filtered search (``Index.search_filtered``), for backends
-  with ``native_filter``;
+- ``native``: the library's own filtered search (``Index.search_filtered``, given the allowed
+  rows), for backends with ``native_filter``;
+- ``where``: a database's own where-clause on fields stored with the vectors (the label, or
+  the numeric attribute of a range workload: ``Index.set_fields`` before the build,
+  ``Index.search_where``), for backends with ``native_where``;
 - ``post``: ask the index for ``ceil(k * overfetch)`` neighbours, drop the disallowed ones and
   keep the first ``k`` (any backend);
 - ``brute``: exact search over the allowed vectors only, with numpy/faiss and no index: the
@@ -25,7 +28,7 @@ from annbench.errors import AnnbenchError
 from annbench.index import CheckedSearches, Index, cosine_ready
 from annbench.metrics import Metric, normalize_rows
 
-STRATEGIES = ("native", "post", "brute")
+STRATEGIES = ("native", "where", "post", "brute")
 FILTER_PARAMS = ("filter_strategy", "overfetch")
 #: Above this allowed fraction, brute force scans every base vector and masks the disallowed
 #: ones; below it, it gathers the allowed vectors first.
@@ -40,8 +43,11 @@ def split_filter_params(
     return backend, {k: v for k, v in search_params.items() if k in FILTER_PARAMS}
 
 
-def check_strategy(strategy: Any, overfetch: Any, backend: str, native: bool) -> None:
-    """Raise AnnbenchError when ``strategy``/``overfetch`` are not valid for ``backend``."""
+def check_strategy(
+    strategy: Any, overfetch: Any, backend: str, native: bool, where: bool = False
+) -> None:
+    """Raise AnnbenchError when ``strategy``/``overfetch`` are not valid for ``backend``
+    (``native``: it has ``native_filter``; ``where``: it has ``native_where``)."""
     if strategy not in STRATEGIES:
         raise AnnbenchError(
             f"filter_strategy '{strategy}' not valid. Use one of: {', '.join(STRATEGIES)}"
@@ -50,6 +56,11 @@ def check_strategy(strategy: Any, overfetch: Any, backend: str, native: bool) ->
         raise AnnbenchError(
             f"Backend '{backend}' has no native filtered search; use filter_strategy=post or "
             "brute for it ('annbench backends' shows which backends filter natively)"
+        )
+    if strategy == "where" and not where:
+        raise AnnbenchError(
+            f"Backend '{backend}' filters with no where-clause of its own; use "
+            "filter_strategy=native, post or brute for it ('annbench backends' shows which)"
         )
     if strategy == "post":
         if isinstance(overfetch, bool) or not isinstance(overfetch, (int, float)):
@@ -76,22 +87,24 @@ def filter_search_configs(
     native: bool,
     strategies: Sequence[str] | None,
     overfetch: Sequence[float],
+    where: bool = False,
 ) -> tuple[dict[str, Any], ...]:
     """Search settings of a filter workload: the backend's settings with each strategy
     (``post`` once per ``overfetch``), and ``brute`` once (it does not use the index).
-    ``strategies`` None: ``native`` where the backend has it, and ``post``."""
-    chosen = list(strategies) if strategies else (["native", "post"] if native else ["post"])
+    ``strategies`` None: ``where`` and ``native`` where the backend has them, and ``post``."""
+    default = [s for s, has in (("where", where), ("native", native)) if has] + ["post"]
+    chosen = list(strategies) if strategies else default
     configs: list[dict[str, Any]] = []
     for strategy in dict.fromkeys(chosen):
         if strategy == "brute":
-            check_strategy(strategy, None, backend, native)
+            check_strategy(strategy, None, backend, native, where)
             configs.append({"filter_strategy": "brute"})
         elif strategy == "post":
             for value in overfetch:
-                check_strategy(strategy, value, backend, native)
+                check_strategy(strategy, value, backend, native, where)
                 configs += [{**s, "filter_strategy": "post", "overfetch": value} for s in searches]
         else:
-            check_strategy(strategy, None, backend, native)
+            check_strategy(strategy, None, backend, native, where)
             configs += [{**s, "filter_strategy": strategy} for s in searches]
     return tuple(configs)
 
@@ -111,7 +124,8 @@ class FilteredSearch:
         threads: int = 1,
     ) -> None:
         native = index is not None and index.native_filter
-        check_strategy(filter_strategy, overfetch, type(index).__name__, native)
+        where = index is not None and index.native_where
+        check_strategy(filter_strategy, overfetch, type(index).__name__, native, where)
         self.index, self.workload, self.metric, self.k = index, workload, metric, k
         self.strategy = filter_strategy
         self.k_post = post_filter_k(k, overfetch, len(xb))
@@ -119,6 +133,9 @@ class FilteredSearch:
         self.threads = threads
         self.rows = workload.group_queries()
         self.masks = workload.masks
+        self.conditions = workload.conditions
+        if filter_strategy == "where" and len(self.conditions) != len(self.masks):
+            raise AnnbenchError(f"Filter workload {workload.name} states no where-clauses")
         if filter_strategy == "brute":
             self.base = normalize_rows(xb) if metric is Metric.ANGULAR else xb.astype(np.float32)
             self.norms = (self.base**2).sum(axis=1) if metric is Metric.EUCLIDEAN else None
@@ -155,6 +172,8 @@ class FilteredSearch:
         g = self.workload.group[query]
         if self.strategy == "native":
             return self.index.search_filtered(q[None, :], self.k, self.masks[g]).ids[0]
+        if self.strategy == "where":
+            return self.index.search_where(q[None, :], self.k, self.conditions[g]).ids[0]
         if self.strategy == "post":
             found = np.asarray(self.index.search_one(q, self.k_post))
             found = found[found >= 0]
@@ -165,6 +184,8 @@ class FilteredSearch:
         mask = self.masks[g]
         if self.strategy == "native":
             return _width(self.index.search_filtered(xq, self.k, mask).ids, self.k)
+        if self.strategy == "where":
+            return _width(self.index.search_where(xq, self.k, self.conditions[g]).ids, self.k)
         if self.strategy == "post":
             return keep_allowed(self.index.search(xq, self.k_post).ids, mask, self.k)
         return self._brute_group(g, xq)

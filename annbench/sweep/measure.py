@@ -273,6 +273,9 @@ class _Measurer:
         self.dataset = dataset = read_dataset(Path(job.dataset_path), probe=False)
         self.index = load_backend(job.backend)(dataset.metric, **job.build_params)
         self.index.check(*dataset.train.shape)
+        self.filter = load_workload(dataset, job.workload) if is_filter(job.workload) else None
+        if self.filter is not None and self.index.native_where:  # stored with the vectors
+            self.index.set_fields(self.filter.labels, self.filter.values)
         build_threads = job.build_threads or os.cpu_count() or 1
         self.index.set_num_threads(build_threads)
         reset_peak_rss()
@@ -293,7 +296,6 @@ class _Measurer:
         if note:  # the record says why its serving memory is missing
             self.build["provenance"]["serving_memory"] = note
         self.xq = dataset.test
-        self.filter = load_workload(dataset, job.workload) if is_filter(job.workload) else None
         self.tell = tell
         self._load_folder: Path | None = None
         self._load_saved = False

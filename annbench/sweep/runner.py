@@ -198,6 +198,7 @@ def plan_sweep(
                         cls.native_filter,
                         filtering.get("filter_strategy"),
                         overfetch,
+                        where=cls.native_where,
                     )
                 jobs.append(
                     make_job(

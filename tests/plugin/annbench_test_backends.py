@@ -89,3 +89,65 @@ class SlowSearch(_Exact):
 
     def search_one(self, q: np.ndarray, k: int):
         return super().search(q[None, :], k).ids[0]
+
+
+class WhereExact(_Exact):
+    """An exact 'database': vectors stored in phases with a label and a value field, filtered
+    by its own condition (what a database's where-clause does)."""
+
+    kind = "embedded"
+    load_phases = True
+    native_where = True
+    metrics = frozenset({Metric.EUCLIDEAN})
+    default_grid = {"build": {"size": [1]}, "search": {"level": [1]}}
+    labels: np.ndarray | None = None
+    values: np.ndarray | None = None
+
+    def set_fields(self, labels, values) -> None:
+        self.labels, self.values = labels, values
+
+    def insert(self, xb: np.ndarray) -> None:
+        self.xb = np.asarray(xb, dtype=np.float32)
+
+    def create_index(self) -> None:
+        self.built = True
+
+    def build(self, xb: np.ndarray) -> None:
+        self.build_in_phases(xb)
+
+    def search(self, xq: np.ndarray, k: int) -> Neighbors:
+        return self._knn(xq, k, np.ones(len(self.xb), dtype=bool))
+
+    def search_where(self, xq: np.ndarray, k: int, condition) -> Neighbors:
+        return self._knn(xq, k, condition.allows(self.labels, self.values))
+
+    def _knn(self, xq: np.ndarray, k: int, allowed: np.ndarray) -> Neighbors:
+        d = ((xq[:, None, :] - self.xb[None, :, :]) ** 2).sum(axis=2)
+        d[:, ~allowed] = np.inf
+        d = np.hstack([d, np.full((len(xq), max(k - d.shape[1], 0)), np.inf)])
+        ids = np.argsort(d, axis=1, kind="stable")[:, :k]
+        dist = np.take_along_axis(d, ids, axis=1)
+        ids[~np.isfinite(dist)] = -1
+        return Neighbors(dist, ids.astype(np.int64))
+
+    def save(self, path) -> None:
+        with open(path, "wb") as out:
+            np.savez(
+                out,
+                xb=self.xb,
+                labels=np.asarray(self.labels if self.labels is not None else []),
+                values=np.asarray(self.values if self.values is not None else []),
+            )
+
+    def load(self, path) -> None:
+        saved = np.load(path)
+        self.xb = saved["xb"]
+        self.labels = saved["labels"] if len(saved["labels"]) else None
+        self.values = saved["values"] if len(saved["values"]) else None
+
+
+class WhereIgnored(WhereExact):
+    """Claims a where-clause but ignores it."""
+
+    def search_where(self, xq: np.ndarray, k: int, condition) -> Neighbors:
+        return self.search(xq, k)  # the condition is ignored
