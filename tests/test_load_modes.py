@@ -247,3 +247,25 @@ def _alive(process: psutil.Process) -> bool:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_a_plugin_gets_the_load_modes_without_writing_code(tiny_path, tmp_path, test_backends):
+    """A third-party backend that declares nothing about the GIL is served by client
+    processes loading its saved index, through the same worker, record and store."""
+    frame = api.run(
+        "test-where",
+        dataset=tiny_path,
+        mode="rate",
+        rates=[50],
+        clients=1,
+        runs=1,
+        load=FAST,
+        results=tmp_path,
+        progress=False,
+    )
+    (row,) = frame.itertuples()
+    assert row.status == "ok", row.error
+    assert row.recall == pytest.approx(1.0) and row.rate == 50
+    with ResultStore(tmp_path) as store:
+        (record,) = store.records()
+    assert record.provenance["load_executor"] == "process"
