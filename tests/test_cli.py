@@ -268,7 +268,7 @@ def test_results_show_a_single_repeat_spread_as_unknown_and_label_precision(cli,
 def test_every_numeric_option_is_bounded_and_finite():
     import click
 
-    from annbench.cli_types import FiniteFloat
+    from annbench.cli.types import FiniteFloat
 
     for path in commands():
         command = main
@@ -277,7 +277,7 @@ def test_every_numeric_option_is_bounded_and_finite():
         for param in command.params:
             kind = param.type
             if isinstance(kind, click.types.FloatParamType):  # FLOAT and FloatRange take nan
-                raise AssertionError(f"{' '.join(path)} {param.name}: use cli_types.FiniteFloat")
+                raise AssertionError(f"{' '.join(path)} {param.name}: use cli.types.FiniteFloat")
             if isinstance(kind, click.types.IntParamType):
                 assert isinstance(kind, click.IntRange), f"{' '.join(path)} {param.name}"
                 assert kind.min is not None and kind.max is not None, param.name

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from tests_helpers import a_record
 
 from annbench.cli import main
-from annbench.cli_types import InputPath, OutputPath, StoreLocation
+from annbench.cli.types import InputPath, OutputPath, StoreLocation
 from annbench.data.datasets import create_synthetic
 from annbench.errors import AnnbenchError
 from annbench.metrics import Metric

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from annbench.cli_types import StoreLocation
+from annbench.cli.types import StoreLocation
 from annbench.errors import AnnbenchError
 
 

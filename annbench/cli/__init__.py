@@ -11,10 +11,10 @@ import click
 import pandas as pd
 
 from annbench import __version__
-from annbench import cli_types as types
-from annbench.cli_base import AnnbenchGroup, grid_option, results_option
-from annbench.cli_datasets import datasets
-from annbench.cli_types import quiet_option
+from annbench.cli import types
+from annbench.cli.base import AnnbenchGroup, grid_option, results_option
+from annbench.cli.datasets import datasets
+from annbench.cli.types import quiet_option
 from annbench.data.datasets import (
     DEFAULT_DATASET,
     Dataset,
@@ -1356,6 +1356,3 @@ def _table(frame: pd.DataFrame) -> str:
 
 
 main.add_command(datasets)
-
-if __name__ == "__main__":
-    main()

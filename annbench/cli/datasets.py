@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from annbench import cli_types as types
-from annbench.cli_base import AnnbenchGroup
+from annbench.cli import types
+from annbench.cli.base import AnnbenchGroup
 from annbench.data.datasets import (
     BUILTIN,
     BUNDLED,
