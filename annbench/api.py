@@ -33,7 +33,7 @@ from annbench.sweep.measure import MIN_SECONDS
 if TYPE_CHECKING:
     import pandas as pd
 
-    from annbench.data.datasets import Dataset
+    from annbench.data.format import Dataset
     from annbench.progress import Progress
     from annbench.results.analysis import Recommendation
 
@@ -83,7 +83,7 @@ def dataset_content_hash(name_or_path: str | Path) -> str | None:
     """The content hash of the dataset ``name_or_path`` names when its file is here already
     (nothing is generated or downloaded): what results are keyed on, so results measured on
     the same content under another name are found too. None when there is no such file."""
-    from annbench.data.datasets import BUNDLED, resolve_dataset
+    from annbench.data.catalog import BUNDLED, resolve_dataset
     from annbench.data.fingerprint import fingerprint
     from annbench.paths import data_dir
 
@@ -99,7 +99,8 @@ def dataset_content_hash(name_or_path: str | Path) -> str | None:
 def load_dataset(name_or_path: str | Path) -> Dataset:
     """A dataset by name (``annbench datasets list``) or HDF5 path, with its vectors
     (``train`` (n, d), ``test`` (nq, d)), exact ground truth, labels and attributes."""
-    from annbench.data.datasets import read_dataset, resolve_dataset
+    from annbench.data.catalog import resolve_dataset
+    from annbench.data.format import read_dataset
 
     return read_dataset(resolve_dataset(str(name_or_path), progress=log.info))
 
@@ -148,7 +149,8 @@ def run(
     Scripts must call it under ``if __name__ == "__main__":`` (workers are spawned and import
     the script again); notebooks need nothing.
     """
-    from annbench.data.datasets import DEFAULT_DATASET, read_dataset, resolve_dataset
+    from annbench.data.catalog import DEFAULT_DATASET, resolve_dataset
+    from annbench.data.format import read_dataset
     from annbench.data.workloads import canonical_workloads, parse_filters, prepare_workloads
     from annbench.progress import as_progress, counting, notice
     from annbench.record import params_label

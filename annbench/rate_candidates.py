@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from annbench.data.datasets import Dataset
+from annbench.data.format import Dataset
 from annbench.recommend_load import SAME_RATE, AtRate, at_rate, config_key, plural, whole
 from annbench.record import PLAIN, RunRecord, params_label
 from annbench.results.analysis import RECALL_TIE, Constraints, recommend, successful

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from annbench.data.datasets import Dataset
+from annbench.data.format import Dataset
 from annbench.errors import BadUsage
 from annbench.record import PLAIN, RunRecord
 from annbench.results.analysis import Constraints, Recommendation, recommend, successful

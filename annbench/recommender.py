@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from annbench.candidates import CANDIDATE_BACKENDS, Candidate, propose
-from annbench.data.datasets import Dataset
+from annbench.data.format import Dataset
 from annbench.errors import AnnbenchError, BadUsage, NothingFits
 from annbench.record import LOAD_MODES, MODES, PLAIN, params_label
 from annbench.registry import backend_names, load_backend

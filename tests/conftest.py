@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from annbench.data.datasets import create_synthetic, read_dataset
+from annbench.data.format import read_dataset
+from annbench.data.synthetic import create_synthetic
 from annbench.metrics import Metric
 
 PLUGIN_DIR = Path(__file__).parent / "plugin"

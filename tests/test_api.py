@@ -226,7 +226,7 @@ def test_results_are_found_by_content_under_any_name(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from annbench.cli import main
-    from annbench.data.datasets import create_synthetic
+    from annbench.data.synthetic import create_synthetic
     from annbench.metrics import Metric
 
     data = tmp_path / "data"

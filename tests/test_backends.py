@@ -4,8 +4,9 @@ import faiss
 import numpy as np
 import pytest
 
-from annbench.data.datasets import create_synthetic, read_dataset
+from annbench.data.format import read_dataset
 from annbench.data.runbooks import Step
+from annbench.data.synthetic import create_synthetic
 from annbench.errors import AnnbenchError, BackendUnavailable
 from annbench.index import Index
 from annbench.metrics import Metric, recall_at_k, true_distances

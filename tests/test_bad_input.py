@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from tests_helpers import a_record
 
 from annbench.cli import main
-from annbench.data.datasets import create_synthetic
+from annbench.data.synthetic import create_synthetic
 from annbench.metrics import Metric
 from annbench.results.store import ResultStore
 
@@ -115,9 +115,7 @@ def looping_hdf5(tmp, tiny):
 
 @pytest.fixture(autouse=True)
 def quick_probe(monkeypatch):
-    from annbench.data import datasets
-
-    monkeypatch.setattr(datasets, "PROBE_SECONDS", 3.0)
+    monkeypatch.setattr("annbench.data.format.PROBE_SECONDS", 3.0)
 
 
 def run_on(path_maker, *extra):

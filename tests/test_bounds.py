@@ -13,8 +13,9 @@ from click.testing import CliRunner
 from annbench import api
 from annbench.cli import main
 from annbench.data import fingerprint, workloads
-from annbench.data.datasets import create_synthetic, read_dataset
+from annbench.data.format import read_dataset
 from annbench.data.runbooks import load_runbook
+from annbench.data.synthetic import create_synthetic
 from annbench.data.workloads import BadFilter, parse_filters, prepare_workloads, workload_hash
 from annbench.errors import AnnbenchError
 from annbench.metrics import Metric

@@ -6,13 +6,8 @@ import h5py
 import numpy as np
 import pytest
 
-from annbench.data.datasets import (
-    BUILTIN,
-    DEFAULT_DATASET,
-    read_dataset,
-    resolve_dataset,
-    write_dataset,
-)
+from annbench.data.catalog import BUILTIN, DEFAULT_DATASET, resolve_dataset
+from annbench.data.format import read_dataset, write_dataset
 from annbench.data.groundtruth import exact_knn
 from annbench.errors import AnnbenchError
 from annbench.metrics import Metric
@@ -171,8 +166,6 @@ def test_unknown_dataset_lists_the_valid_ones():
 def test_file_that_makes_libhdf5_loop_is_reported_corrupt(tiny_path, tmp_path, monkeypatch):
     """Zeroing one attribute's stored value makes libhdf5 loop forever reading it (found by
     fuzzing); the forked metadata probe turns that into an error."""
-    from annbench.data import datasets
-
     blob = bytearray(tiny_path.read_bytes())
     with h5py.File(tiny_path, "r") as f:
         value = f.attrs["annbench_version"]
@@ -183,7 +176,7 @@ def test_file_that_makes_libhdf5_loop_is_reported_corrupt(tiny_path, tmp_path, m
     blob[start - 64 : start + 1024] = bytes(1088)
     path = tmp_path / "loops.hdf5"
     path.write_bytes(bytes(blob))
-    monkeypatch.setattr(datasets, "PROBE_SECONDS", 3.0)
+    monkeypatch.setattr("annbench.data.format.PROBE_SECONDS", 3.0)
     with pytest.raises(AnnbenchError, match="not a readable HDF5 dataset"):
         read_dataset(path)
 
@@ -299,13 +292,13 @@ def test_wrong_ground_truth_is_refused_with_the_fix(tiny_path, tmp_path, change,
 
 
 def test_ground_truth_verdict_is_cached_with_the_hash(tiny_path, tmp_path, monkeypatch):
-    from annbench.data import datasets, fingerprint
+    from annbench.data import fingerprint
 
     monkeypatch.setattr(fingerprint, "RACY_NS", 0)
     path = _copy(tiny_path, tmp_path / "checked.hdf5")
     assert read_dataset(path, probe=False).attrs["ground_truth_check"].startswith("passed")
     calls = []
-    monkeypatch.setattr(datasets, "check_ground_truth", lambda *a: calls.append(a))
+    monkeypatch.setattr("annbench.data.format.check_ground_truth", lambda *a: calls.append(a))
     assert read_dataset(path, probe=False).attrs["ground_truth_check"].startswith("passed")
     assert not calls  # not repeated for an unchanged file
     with h5py.File(path, "r+") as f:
@@ -343,16 +336,16 @@ def test_zero_vectors_under_cosine_are_counted_and_warned(tmp_path, rng, caplog)
     test = rng.normal(size=(20, 8)).astype(np.float32)
     train[[3, 50]] = 0
     test[5] = 0
-    with caplog.at_level("WARNING", logger="annbench.data.datasets"):
+    with caplog.at_level("WARNING", logger="annbench.data.format"):
         path = write_dataset(tmp_path / "z.hdf5", train, test, Metric.ANGULAR)
     assert "2 base vectors and 1 queries have zero length" in caplog.text
     assert "of 20 queries affected" in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="annbench.data.datasets"):
+    with caplog.at_level("WARNING", logger="annbench.data.format"):
         read_dataset(path)
     assert "2 base vectors and 1 queries have zero length; under cosine" in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="annbench.data.datasets"):
+    with caplog.at_level("WARNING", logger="annbench.data.format"):
         write_dataset(tmp_path / "e.hdf5", train, test, Metric.EUCLIDEAN)
     assert not caplog.text  # only cosine makes zero vectors meaningless
 
@@ -387,3 +380,19 @@ def test_records_say_the_ground_truth_was_checked(tiny_path, tmp_path):
         run_sweep(jobs, store)
         (record,) = store.records()
     assert record.provenance["ground_truth_check"].startswith("passed")
+
+
+def test_old_datasets_module_gives_the_moved_names_from_their_new_homes():
+    """``annbench.data.datasets`` is the catalog's compatibility surface: each name it had is
+    the very object of the module it moved to."""
+    import importlib
+
+    from annbench.data import datasets
+
+    homes = [
+        importlib.import_module(f"annbench.data.{m}")
+        for m in ("catalog", "format", "split", "synthetic")
+    ]
+    for name in datasets.__all__:
+        found = [vars(m)[name] for m in homes if name in vars(m)]
+        assert found and all(x is getattr(datasets, name) for x in found), name

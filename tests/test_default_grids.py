@@ -15,7 +15,8 @@ from dataclasses import replace
 import pytest
 
 from annbench.backends.faiss_factory import read_factory
-from annbench.data.datasets import create_synthetic, read_dataset
+from annbench.data.format import read_dataset
+from annbench.data.synthetic import create_synthetic
 from annbench.errors import AnnbenchError, BackendUnavailable
 from annbench.metrics import Metric
 from annbench.registry import load_backend

@@ -8,9 +8,9 @@ from click.testing import CliRunner
 
 from annbench.cli import main
 from annbench.data import download
-from annbench.data.datasets import read_dataset
 from annbench.data.download import StandardDataset, fetch_standard
 from annbench.data.download import download as download_url
+from annbench.data.format import read_dataset
 from annbench.errors import AnnbenchError
 from annbench.metrics import Metric
 

@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from annbench.cli import main
-from annbench.data.datasets import read_dataset
 from annbench.data.embed import embed, load_corpus
+from annbench.data.format import read_dataset
 from annbench.errors import AnnbenchError
 
 pytest.importorskip("sentence_transformers")

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 import annbench
 from annbench.candidates import propose
 from annbench.cli import main
-from annbench.data.datasets import create_synthetic, read_dataset
+from annbench.data.format import read_dataset
+from annbench.data.synthetic import create_synthetic
 from annbench.errors import AnnbenchError, BadUsage
 from annbench.metrics import Metric
 from annbench.registry import load_backend

@@ -10,8 +10,10 @@ from hypothesis import strategies as st
 
 from annbench.cli import main
 from annbench.data import groundtruth
-from annbench.data.datasets import create_synthetic, read_dataset, resolve_dataset, write_dataset
+from annbench.data.catalog import resolve_dataset
+from annbench.data.format import read_dataset, write_dataset
 from annbench.data.groundtruth import filtered_knn
+from annbench.data.synthetic import create_synthetic
 from annbench.data.workloads import (
     FilterWorkload,
     compute_workload,

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from annbench.data.datasets import read_dataset
+from annbench.data.format import read_dataset
 from annbench.errors import AnnbenchError
 from annbench.metrics import label_metrics, recall_at_k
 
@@ -72,10 +72,8 @@ def valid_bytes(tiny_path):
 @pytest.fixture(autouse=True, scope="module")
 def quick_probe():
     """Some corrupt files make libhdf5 loop; the metadata probe gives up on them quickly here."""
-    from annbench.data import datasets
-
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(datasets, "PROBE_SECONDS", 3.0)
+        patch.setattr("annbench.data.format.PROBE_SECONDS", 3.0)
         yield
 
 
@@ -170,7 +168,7 @@ def test_no_bad_input_ends_in_the_catch_all_message(tiny_path, tmp_path, isolate
     from click.testing import CliRunner
 
     from annbench.cli import main
-    from annbench.data.datasets import PROBE_SECONDS  # noqa: F401 - the probe stays in use
+    from annbench.data.format import PROBE_SECONDS  # noqa: F401 - the probe stays in use
 
     unexpected = []
     for args in _bad_cli_inputs(tmp_path, tiny_path):

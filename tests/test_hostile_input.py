@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from tests_helpers import a_record
 
 from annbench.cli import main
-from annbench.data.datasets import create_synthetic
+from annbench.data.synthetic import create_synthetic
 from annbench.errors import AnnbenchError
 from annbench.metrics import Metric
 from annbench.results.store import ResultStore

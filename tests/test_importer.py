@@ -4,7 +4,7 @@ import pytest
 from click.testing import CliRunner
 
 from annbench.cli import main
-from annbench.data.datasets import read_dataset
+from annbench.data.format import read_dataset
 from annbench.data.groundtruth import exact_knn
 from annbench.data.importer import import_vectors, open_vectors
 from annbench.errors import AnnbenchError
@@ -83,14 +83,12 @@ def test_import_holds_out_queries_and_computes_exact_truth(tmp_path, vectors):
 
 
 def test_import_in_chunks_matches_in_memory(tmp_path, rng, monkeypatch):
-    from annbench.data import datasets
-
     x = rng.normal(size=(1000, 6)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     whole = read_dataset(
         import_vectors(tmp_path / "x.npy", tmp_path / "a.hdf5", Metric.EUCLIDEAN, 40)
     )
-    monkeypatch.setattr(datasets, "WRITE_CHUNK", 97)
+    monkeypatch.setattr("annbench.data.format.WRITE_CHUNK", 97)
     seen = []
     chunked = read_dataset(
         import_vectors(

@@ -129,12 +129,12 @@ def test_the_cli_states_the_clock_and_marks_interference(isolated_folders):
     assert "cpu_p99_ms" in table[0] and "wall/cpu" in table[0]
     assert "1.80!" in table[1] and "1.02" in table[2] and "1.02!" not in table[2]
     # recommend reads a dataset: point it at one whose content the records name
-    from annbench.data.datasets import create_synthetic
+    from annbench.data.synthetic import create_synthetic
 
     path = create_synthetic(
         isolated_folders / "d.hdf5", n=200, nq=10, d=4, metric=Metric.EUCLIDEAN, seed=1
     )
-    from annbench.data.datasets import read_dataset
+    from annbench.data.format import read_dataset
 
     content = read_dataset(path).content_hash
     with ResultStore(folder) as store:

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from annbench import api
 from annbench.cli import main
-from annbench.data.datasets import create_synthetic
+from annbench.data.synthetic import create_synthetic
 from annbench.metrics import Metric
 from annbench.record import RunRecord, mode_label
 from annbench.registry import load_backend

@@ -12,13 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from annbench.cli import main
-from annbench.data.datasets import (
-    held_out_rows,
-    read_dataset,
-    resolve_dataset,
-    split_queries,
-    write_dataset,
-)
+from annbench.data.catalog import resolve_dataset
+from annbench.data.format import read_dataset, write_dataset
+from annbench.data.split import held_out_rows, split_queries
 from annbench.metrics import Metric
 from annbench.report.neighbours import choose_queries, dataset_items, neighbours_page
 from annbench.results.store import ResultStore

@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from annbench.data.datasets import create_synthetic, read_dataset
+from annbench.data.format import read_dataset
+from annbench.data.synthetic import create_synthetic
 from annbench.errors import AnnbenchError, MissingDependency
 from annbench.metrics import Metric, recall_at_k, true_distances
 from annbench.registry import backend_names, load_backend

@@ -20,7 +20,7 @@ from tests_helpers import a_record
 
 from annbench.cli import main
 from annbench.cli.types import InputPath, OutputPath, StoreLocation
-from annbench.data.datasets import create_synthetic
+from annbench.data.synthetic import create_synthetic
 from annbench.errors import AnnbenchError
 from annbench.metrics import Metric
 from annbench.paths import output_file, protected

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 import annbench.registry
 from annbench.backends.faiss_backend import FaissFlat
 from annbench.cli import main
-from annbench.data.datasets import read_dataset
+from annbench.data.format import read_dataset
 from annbench.errors import AnnbenchError, BackendUnavailable
 from annbench.index import Neighbors, check_neighbors
 from annbench.registry import capability_table, load_backend, plugin_problems, runnable_backends

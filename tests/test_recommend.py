@@ -373,7 +373,7 @@ def test_emitted_snippet_prints_both_recalls_labelled_on_ties(tmp_path):
     second figure) counts them, as ties."""
     import h5py
 
-    from annbench.data.datasets import read_dataset
+    from annbench.data.format import read_dataset
 
     rng = np.random.default_rng(5)
     xb = np.repeat(rng.standard_normal((300, 8)).astype(np.float32), 4, axis=0)

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from annbench.cli import main
-from annbench.data.datasets import create_synthetic, read_dataset, resolve_dataset
+from annbench.data.catalog import resolve_dataset
+from annbench.data.format import read_dataset
 from annbench.data.runbooks import (
     compute_truth,
     load_runbook,
@@ -24,6 +25,7 @@ from annbench.data.runbooks import (
     shipped_runbooks,
     truth_path,
 )
+from annbench.data.synthetic import create_synthetic
 from annbench.errors import AnnbenchError, BackendUnavailable
 from annbench.metrics import Metric
 from annbench.registry import backend_names, load_backend

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from annbench.data.datasets import create_synthetic, read_dataset
+from annbench.data.format import read_dataset
+from annbench.data.synthetic import create_synthetic
 from annbench.metrics import Metric
 from annbench.results.analysis import successful
 from annbench.results.store import ResultStore

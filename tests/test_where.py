@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from annbench import api
-from annbench.data.datasets import create_synthetic, read_dataset
+from annbench.data.format import read_dataset
+from annbench.data.synthetic import create_synthetic
 from annbench.data.workloads import load_workload
 from annbench.index import Condition
 from annbench.metrics import Metric

@@ -12,7 +12,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from annbench.data.datasets import ArrayLike, held_out_rows, random_attribute, write_dataset
+from annbench.data.format import ArrayLike, write_dataset
+from annbench.data.split import held_out_rows
+from annbench.data.synthetic import random_attribute
 from annbench.errors import AnnbenchError
 from annbench.metrics import Metric
 from annbench.paths import check_input_file

@@ -37,7 +37,7 @@ import h5py
 import numpy as np
 import yaml
 
-from annbench.data.datasets import Dataset
+from annbench.data.format import Dataset
 from annbench.data.groundtruth import GT_K, exact_knn
 from annbench.errors import AnnbenchError
 from annbench.paths import check_input_file, check_path_name, data_dir

@@ -1,8 +1,18 @@
-"""Synthetic data that behaves like embeddings: clustered, anisotropic, low intrinsic dimension."""
+"""Synthetic data that behaves like embeddings: clustered, anisotropic, low intrinsic dimension;
+written as a dataset file with held-out queries (``create_synthetic``), with a random numeric
+attribute to filter on when asked."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
+
+from annbench.data.format import write_dataset
+from annbench.data.split import split_queries
+from annbench.errors import AnnbenchError
+from annbench.metrics import Metric
 
 
 def clustered_gaussian(
@@ -84,3 +94,57 @@ class ClusteredGaussianRows:
         )
         x = z @ self._projection + rng.normal(scale=0.05, size=(rows, self.shape[1]))
         return x.astype(np.float32), labels
+
+
+def create_synthetic(
+    path: Path,
+    n: int,
+    nq: int,
+    d: int,
+    metric: Metric,
+    n_clusters: int = 64,
+    seed: int = 0,
+    description: str = "clustered Gaussian",
+    random_attr: str | None = None,
+) -> Path:
+    """Write a clustered-Gaussian dataset with ``nq`` held-out queries (not in the base), and
+    a uniform random numeric attribute named ``random_attr`` when given."""
+    if n < 1 or nq < 1 or d < 1:
+        raise AnnbenchError(f"n, nq and d must be positive, got n={n}, nq={nq}, d={d}")
+    needed, available = (n + nq) * d * SYNTHETIC_BYTES, _memory_bytes()
+    if available and needed > available:
+        raise AnnbenchError(
+            f"{n + nq:,} synthetic vectors of dimension {d} need about {needed / 1e9:,.0f} GB "
+            f"of memory to generate, more than this machine's {available / 1e9:,.0f} GB; "
+            "choose a smaller --n, --nq or --d"
+        )
+    x, labels = clustered_gaussian(n + nq, d, n_clusters=n_clusters, seed=seed)
+    train, test, train_labels, test_labels = split_queries(x, labels, nq, seed + 1)
+    attrs = {
+        "source": f"annbench synthetic: {description}",
+        "generator": f"clustered_gaussian(n={n + nq}, d={d}, n_clusters={n_clusters}, seed={seed})",
+    }
+    numeric = {random_attr: random_attribute(n, nq, seed)} if random_attr else None
+    return write_dataset(
+        path, train, test, metric, train_labels, test_labels, attrs, numeric_attrs=numeric
+    )
+
+
+#: Bytes of memory per value while a synthetic dataset is generated (float64 draws and their
+#: float32 copy).
+SYNTHETIC_BYTES = 28
+
+
+def _memory_bytes() -> int:
+    """This machine's physical memory in bytes (0 when the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def random_attribute(n: int, nq: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Uniform random values in [0, 1) for ``n`` base vectors and ``nq`` queries (seeded): an
+    attribute unrelated to the vectors, to compare filters on with one that correlates."""
+    values = np.random.default_rng([seed, 1]).random(n + nq)
+    return values[:n], values[n:]

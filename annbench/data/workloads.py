@@ -32,7 +32,6 @@ import h5py
 import numpy as np
 
 from annbench import __version__
-from annbench.data.datasets import Dataset
 from annbench.data.fingerprint import (
     Fingerprint,
     combine_workload,
@@ -40,6 +39,7 @@ from annbench.data.fingerprint import (
     stat_signature,
     workload_digests,
 )
+from annbench.data.format import Dataset
 from annbench.data.groundtruth import GT_K, filtered_knn
 from annbench.errors import AnnbenchError
 from annbench.index import Condition

@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from annbench.data.datasets import Dataset
+from annbench.data.format import Dataset
 from annbench.errors import AnnbenchError
 from annbench.metrics import true_distances
 from annbench.paths import output_file

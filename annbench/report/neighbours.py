@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from annbench.data.datasets import Dataset, held_out_rows
+from annbench.data.format import Dataset
+from annbench.data.split import held_out_rows
 from annbench.errors import AnnbenchError
 from annbench.metrics import TIE_ATOL, TIE_RTOL, true_distances
 from annbench.paths import check_input_file

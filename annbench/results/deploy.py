@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from annbench.data.datasets import Dataset
+from annbench.data.format import Dataset
 from annbench.errors import AnnbenchError, one_line_error
 from annbench.metrics import TIE_ATOL, TIE_RTOL, Metric
 from annbench.paths import check_output_file, output_file, write_text_file

@@ -109,7 +109,7 @@ def open_saved(spec: SavedIndex) -> tuple[Callable[[int], Any], int]:
 
 
 def _open_filtered(spec: SavedIndex, index: Any) -> tuple[Callable[[int], Any], int]:
-    from annbench.data.datasets import read_dataset
+    from annbench.data.format import read_dataset
     from annbench.data.workloads import load_workload
     from annbench.sweep.filtering import FilteredSearch
 

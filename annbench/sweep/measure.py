@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import psutil
 
-from annbench.data.datasets import read_dataset
+from annbench.data.format import read_dataset
 from annbench.data.workloads import is_filter, load_workload
 from annbench.errors import AnnbenchError, one_line_error
 from annbench.index import CheckedSearches, Index, check_neighbors

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from annbench.data.datasets import read_dataset
+from annbench.data.format import read_dataset
 from annbench.data.runbooks import Runbook, RunbookTruth, Step, read_truth
 from annbench.errors import AnnbenchError
 from annbench.index import Index

@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from annbench.data.datasets import Dataset
+from annbench.data.format import Dataset
 from annbench.data.runbooks import RunbookPlan
 from annbench.data.workloads import (
     canonical_workloads,
