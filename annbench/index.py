@@ -175,7 +175,8 @@ class Index(ABC):
         """Use ``n`` threads for searching from now on."""
 
     def save(self, path: Path) -> None:
-        """Write the index to ``path`` (a file); its size is the reported index size."""
+        """Write the index to ``path``, a file or a folder of files (their total size is the
+        reported index size)."""
         raise NotImplementedError
 
     def load(self, path: Path) -> None:

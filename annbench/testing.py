@@ -28,7 +28,8 @@ from annbench.data.synthetic import clustered_gaussian
 from annbench.errors import AnnbenchError, one_line_error
 from annbench.index import Condition, Index, Neighbors
 from annbench.metrics import Metric, recall_at_k, true_distances
-from annbench.sweep.grids import Params, check_grid, grid_for_class
+from annbench.param_grid import Params, check_grid
+from annbench.registry import grid_for_class
 
 if TYPE_CHECKING:
     from annbench.sweep.load import GilMeasurement
@@ -260,8 +261,11 @@ def _check_save_load(
 ) -> Index:
     path = folder / "index"
     index.save(path)
-    if not path.is_file() or path.stat().st_size == 0:
-        raise checker.fail("save", f"must write a non-empty file at the path given ({path})")
+    written = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    if not sum(p.stat().st_size for p in written):
+        raise checker.fail(
+            "save", f"must write a non-empty file (or folder of files) at the path given ({path})"
+        )
     fresh = checker.cls(checker.metric, **build)
     try:
         fresh.load(path)
