@@ -185,7 +185,7 @@ def test_run_all_names_what_it_skips_on_one_line(test_backends, tiny_path, monke
 
     names, skipped = runnable_backends()
     monkeypatch.setattr(annbench.registry, "runnable_backends", lambda: (["faiss-flat"], skipped))
-    monkeypatch.setattr("annbench.cli.runnable_backends", lambda: (["faiss-flat"], skipped))
+    monkeypatch.setattr("annbench.cli.run.runnable_backends", lambda: (["faiss-flat"], skipped))
     result = CliRunner().invoke(main, ["run", "-b", "all", "-d", str(tiny_path), "--runs", "1"])
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if "skipped" in line]

@@ -1,4 +1,5 @@
-"""Command-line plumbing shared by the annbench commands: errors as one line, common options."""
+"""Command-line plumbing shared by the annbench commands: errors as one line, common options,
+--filter values as workload names."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any
 import click
 
 from annbench.cli.types import StoreLocation
+from annbench.data.datasets import Dataset
+from annbench.data.workloads import BadFilter, canonical_workloads, check_filter, parse_filters
 from annbench.errors import AnnbenchError
 
 
@@ -101,3 +104,15 @@ def int_list(option: str, text: str) -> tuple[int, ...]:
         raise AnnbenchError(
             f"{option} takes whole numbers separated by commas, got '{text}'"
         ) from None
+
+
+def filter_workloads(specs: tuple[str, ...], data: Dataset | None = None) -> list[str]:
+    """Workload names of ``--filter`` values, checked against ``data``: a bad spec is a usage
+    error (exit code 2)."""
+    try:
+        workloads = parse_filters(specs)
+        for workload in workloads if data is not None else ():
+            check_filter(data, workload)
+    except BadFilter as exc:
+        raise click.BadParameter(str(exc), param_hint="--filter") from None
+    return workloads if data is None else canonical_workloads(data, workloads)
