@@ -107,7 +107,7 @@ def test_a_server_that_dies_mid_run_says_so_with_its_log():
         os.killpg(server.process.pid, signal.SIGKILL)
         assert gone(server.process.pid)
         problem = server.problem()
-    assert problem is not None and "test-http server died (exit code -9)" in problem, (server.process, server.process and server.process.poll())
+    assert problem is not None and "test-http server died (exit code -9)" in problem, problem
 
 
 def test_stale_folders_of_dead_owners_are_removed_and_live_ones_kept():

@@ -37,10 +37,8 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import shutil
 import tarfile
-import tempfile
 import time
 import weakref
 from pathlib import Path
@@ -71,9 +69,7 @@ SYNC_THRESHOLD = 1000
 READY_TIMEOUT_S = 600.0
 #: filters whose allowed-id lists ``search_filtered`` keeps (one per filter group)
 _FILTER_CACHE = 256
-#: names the process that owns a temporary folder, as annbench.backends.server does, so a
-#: killed run's folders are removed by the next one (remove_stale_folders)
-_OWNER_FILE = "annbench-owner.pid"
+#: the private temporary folders (annbench.backends.server.owned_folder): annbench-NAME-*
 _PREFIX = "chroma"
 
 
@@ -248,12 +244,10 @@ class Chroma(Index):
     def _new_folder(self) -> Path:
         """A temporary folder this object owns, removed by ``close``, garbage collection,
         interpreter exit, or (after a kill) the next run's ``remove_stale_folders``."""
-        from annbench.backends.server import remove_stale_folders
+        from annbench.backends.server import owned_folder
 
         self.close()
-        remove_stale_folders(_PREFIX)
-        folder = Path(tempfile.mkdtemp(prefix=f"annbench-{_PREFIX}-"))
-        (folder / _OWNER_FILE).write_text(str(os.getpid()))
+        folder = owned_folder(_PREFIX)
         self._folder = folder
         self._held = {}
         self._finalizer = weakref.finalize(self, _release, self._held, folder)

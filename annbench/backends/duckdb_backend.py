@@ -48,7 +48,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 import threading
 import time
 import weakref
@@ -86,7 +85,6 @@ _CONFIG = {
 INSERT_BATCH = 10_000
 #: seconds ``wait_until_ready`` waits for the index to hold every row
 READY_TIMEOUT_S = 600.0
-_OWNER_FILE = "annbench-owner.pid"
 _PREFIX = "duckdb"
 
 
@@ -379,12 +377,10 @@ class DuckDBVSS(Index):
     def _new_folder(self) -> Path:
         """A temporary folder this object owns, removed by ``close``, garbage collection,
         interpreter exit, or (after a kill) the next run's ``remove_stale_folders``."""
-        from annbench.backends.server import remove_stale_folders
+        from annbench.backends.server import owned_folder
 
         self.close()
-        remove_stale_folders(_PREFIX)
-        folder = Path(tempfile.mkdtemp(prefix=f"annbench-{_PREFIX}-"))
-        (folder / _OWNER_FILE).write_text(str(os.getpid()))
+        folder = owned_folder(_PREFIX)
         self._held["folder"] = folder
         self._finalizer = weakref.finalize(self, _release, self._held)
         return folder

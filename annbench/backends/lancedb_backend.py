@@ -7,7 +7,6 @@ import asyncio
 import os
 import shutil
 import tarfile
-import tempfile
 import threading
 import time
 from datetime import timedelta
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from annbench.backends.server import owned_folder
 from annbench.errors import AnnbenchError, MissingDependency
 from annbench.index import Index, Neighbors, as_float32, positive_int
 from annbench.metrics import Metric
@@ -57,6 +57,10 @@ _TABLE, _VECTOR_INDEX = "vectors", "vector_idx"
 INSERT_BATCH = 10_000
 #: seconds ``wait_until_ready`` waits for the index to cover every row
 READY_TIMEOUT_S = 600.0
+
+
+#: the database folder inside the private temporary folder (which also holds its owner file)
+_DB = "db"
 
 
 class LanceDB(Index):
@@ -216,8 +220,8 @@ class LanceDB(Index):
     def insert(self, xb: np.ndarray) -> None:
         xb = as_float32(xb)
         self.close()
-        self._folder = Path(tempfile.mkdtemp(prefix="annbench-lancedb-"))
-        self._db = self._run(lancedb.connect_async(self._folder))
+        self._folder = owned_folder("lancedb")
+        self._db = self._run(lancedb.connect_async(self._folder / _DB))
         schema = _schema(xb.shape[1], self._fields)
         batches = (
             _batch(schema, xb[s : s + INSERT_BATCH], s, self._fields)
@@ -363,20 +367,20 @@ class LanceDB(Index):
     def save(self, path: Path) -> None:
         """The database folder as one uncompressed tar file (its size is the folder's)."""
         with tarfile.open(path, "w") as archive:
-            archive.add(self._folder, arcname=".")
+            archive.add(self._folder / _DB, arcname=_DB)
 
     def load(self, path: Path) -> None:
         """Unpack the saved folder into a private temporary folder (each loading process its
         own) and open the table there."""
         self.close()
-        folder = Path(tempfile.mkdtemp(prefix="annbench-lancedb-"))
+        folder = owned_folder("lancedb")
         self._folder = folder
         try:
             with tarfile.open(path, "r") as archive:
                 archive.extractall(folder, filter="data")
         except (OSError, tarfile.TarError) as exc:
             raise AnnbenchError(f"Cannot read the LanceDB database saved at {path}: {exc}") from exc
-        self._db = self._run(lancedb.connect_async(folder))
+        self._db = self._run(lancedb.connect_async(folder / _DB))
         self._table = self._run(self._db.open_table(_TABLE))
         schema = self._run(self._table.schema())
         self._fields = {name: np.empty(0) for name in schema.names[2:]}

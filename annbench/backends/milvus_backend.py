@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
 import tarfile
-import tempfile
 import time
 import weakref
 from collections.abc import Iterator
@@ -24,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from annbench.backends.faiss_factory import POINTS_PER_CENTROID
-from annbench.backends.server import _OWNER_FILE, remove_stale_folders
+from annbench.backends.server import owned_folder
 from annbench.errors import AnnbenchError, MissingDependency
 from annbench.index import Index, Neighbors, as_float32, positive_int
 from annbench.metrics import Metric
@@ -394,9 +392,7 @@ class Milvus(Index):
         """A private temporary folder (the one of a previous build closed first); folders of
         killed processes are removed."""
         self.close()
-        remove_stale_folders("milvus")
-        folder = Path(tempfile.mkdtemp(prefix="annbench-milvus-"))
-        (folder / _OWNER_FILE).write_text(str(os.getpid()))
+        folder = owned_folder("milvus")
         self._folder = folder
         self._finalizer = weakref.finalize(self, _release, None, None, folder)
         return folder

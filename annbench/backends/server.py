@@ -45,7 +45,8 @@ PORT_TRIES = 3
 LOG_TAIL_LINES = 5
 #: seconds a server has to stop after SIGTERM before it gets SIGKILL
 STOP_GRACE_S = 10.0
-_OWNER_FILE = "annbench-owner.pid"
+#: the file in an owned temporary folder naming the process that owns it
+OWNER_FILE = "annbench-owner.pid"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -110,10 +111,7 @@ class Server:
         """Start the server and wait until it is healthy; ServerError (one line, the log's
         tail) when it cannot. Nothing is left behind by a failed start."""
         remove_stale_folders(self.name)
-        owned = self.given_folder is None
-        self.folder = Path(tempfile.mkdtemp(prefix=f"annbench-{self.name}-")) if owned else None
-        if self.folder is not None:
-            (self.folder / _OWNER_FILE).write_text(str(os.getpid()))
+        self.folder = owned_folder(self.name) if self.given_folder is None else None
         data = self.folder if self.folder is not None else Path(str(self.given_folder))
         logs = self.folder or Path(tempfile.mkdtemp(prefix=f"annbench-{self.name}-log-"))
         self._log = logs / "server.log"
@@ -260,12 +258,22 @@ def _cleanup(
         shutil.rmtree(log_file.parent, ignore_errors=True)
 
 
+def owned_folder(name: str) -> Path:
+    """A new temporary folder ``annbench-<name>-*`` marked with this process as its owner,
+    after removing those of ``name`` whose owner is gone (a killed run's); the caller removes
+    it when done. For embedded databases' private copies as well as servers' data."""
+    remove_stale_folders(name)
+    folder = Path(tempfile.mkdtemp(prefix=f"annbench-{name}-"))
+    (folder / OWNER_FILE).write_text(str(os.getpid()))
+    return folder
+
+
 def remove_stale_folders(name: str) -> list[Path]:
     """Remove the temporary folders of ``name`` servers whose owner process is gone (a run
     killed before its watchdog could clean up); the removed folders."""
     removed = []
     for folder in Path(tempfile.gettempdir()).glob(f"annbench-{name}-*"):
-        owner = folder / _OWNER_FILE
+        owner = folder / OWNER_FILE
         try:
             pid = int(owner.read_text())
         except (OSError, ValueError):

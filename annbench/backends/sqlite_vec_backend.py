@@ -37,11 +37,9 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
-import os
 import shutil
 import sqlite3
 import sys
-import tempfile
 import threading
 import time
 import weakref
@@ -77,9 +75,7 @@ K_MAX = 4096
 READY_TIMEOUT_S = 60.0
 #: allowed-id lists ``search_filtered`` keeps (one per filter group)
 _FILTER_CACHE = 256
-#: names the process that owns a temporary folder (annbench.backends.server's convention), so
-#: a killed run's folders are removed by the next run
-_OWNER_FILE = "annbench-owner.pid"
+#: the private temporary folders (annbench.backends.server.owned_folder): annbench-NAME-*
 _PREFIX = "sqlite-vec"
 _FIELDS = {"label": "integer", "value": "float"}
 
@@ -341,13 +337,11 @@ class SqliteVec(Index):
     def _new_folder(self, keep_connections: bool = False) -> Path:
         """A temporary folder this object owns, removed by ``close``, garbage collection,
         interpreter exit, or (after a kill) the next run's ``remove_stale_folders``."""
-        from annbench.backends.server import remove_stale_folders
+        from annbench.backends.server import owned_folder
 
         if not keep_connections:
             self.close()
-        remove_stale_folders(_PREFIX)
-        folder = Path(tempfile.mkdtemp(prefix=f"annbench-{_PREFIX}-"))
-        (folder / _OWNER_FILE).write_text(str(os.getpid()))
+        folder = owned_folder(_PREFIX)
         assert self._held["folder"] is None  # one private folder at a time
         self._held["folder"] = folder
         if self._finalizer is None:
