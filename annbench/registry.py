@@ -1,22 +1,31 @@
-"""Backends by name, found through the ``annbench.backends`` entry-point group, loaded lazily."""
+"""Backends by name, found through the ``annbench.backends`` entry-point group, loaded lazily,
+and the default grid each ships.
+
+A backend's default grid travels with it (see ``default_grid``); the built-in ones are the
+editable YAML files in the top-level ``backends/`` folder, installed as the
+``annbench.default_grids`` package so a wheel finds them from any directory.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from importlib import import_module, metadata
+from importlib import import_module, metadata, resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from annbench.errors import AnnbenchError, BackendUnavailable, MissingDependency, one_line_error
 from annbench.index import Index, build_param_names, search_param_names
 from annbench.metrics import Metric
+from annbench.param_grid import Grid, check_grid, missing_params, parse_grid
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from annbench.sweep.grids import Grid
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +87,67 @@ def name_of(cls: type[Index]) -> str | None:
     return None
 
 
+def default_grid(backend: str, cls: type[Index] | None = None) -> Grid:
+    """The default grid of ``backend`` (class ``cls`` when already loaded): the class's
+    ``default_grid``, else a ``<backend>.yaml`` beside the module its entry point names, else
+    the packaged ``backends/<backend>.yaml``; empty when there is none."""
+    if cls is None:
+        try:
+            cls = load_backend(backend)
+        except BackendUnavailable:  # library missing: a YAML file can still tell its grid
+            cls = None
+    if cls is not None and cls.default_grid is not None:
+        return parse_grid(cls.default_grid, backend)
+    for path in (_beside_module(backend), _packaged(backend)):
+        if path is not None and path.is_file():
+            return parse_grid(_read_grid_file(backend, path), backend)
+    return Grid()  # every value comes from --grid
+
+
+def _read_grid_file(backend: str, path: Any) -> Any:
+    """The YAML in ``path``, or an AnnbenchError naming the backend and its package."""
+    grid = f"Grid file {path} of backend '{backend}' (package '{backend_package(backend)}')"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise AnnbenchError(f"{grid} is not UTF-8 text; fix or remove it") from None
+    except OSError as exc:
+        raise AnnbenchError(f"{grid} cannot be read ({exc.strerror}); fix or remove it") from None
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        message = " ".join(str(exc).split())
+        raise AnnbenchError(f"{grid} is not valid YAML: {message}") from exc
+
+
+def _beside_module(backend: str) -> Any:
+    """``<backend>.yaml`` in the folder of the module the backend's entry point names."""
+    module = backend_target(backend).partition(":")[0]
+    try:
+        spec = importlib.util.find_spec(module)  # imports the parent package of a dotted name
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # a plugin package may raise anything at import, SystemExit too
+        return None
+    if spec is None or not spec.origin or spec.origin in ("built-in", "frozen"):
+        return None
+    return Path(spec.origin).parent / f"{backend}.yaml"
+
+
+def _packaged(backend: str) -> Any:
+    return resources.files("annbench.default_grids") / f"{backend}.yaml"
+
+
+def grid_for_class(name: str, cls: type[Index]) -> Grid:
+    """Default grid of ``cls``, registered as ``name`` or not (then only its attribute)."""
+    if cls.default_grid is not None or name_of(cls) != name:
+        return parse_grid(cls.default_grid or {}, name)
+    return default_grid(name, cls)
+
+
 def runnable_backends() -> tuple[list[str], dict[str, str]]:
     """What ``-b all`` runs: installed backends whose default grid gives every parameter they
     need; and the others with the reason each is skipped."""
-    from annbench.sweep.grids import check_grid, default_grid, missing_params
-
     names, skipped = [], {}
     for name in backend_names():
         try:
@@ -138,8 +203,6 @@ def capability_table() -> pd.DataFrame:
     ``depends: no for <params>``; a grid size that differs by metric reads ``28; angular 42``.
     """
     import pandas as pd
-
-    from annbench.sweep.grids import default_grid
 
     rows = []
     for name in backend_names():

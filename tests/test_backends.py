@@ -10,8 +10,7 @@ from annbench.data.synthetic import create_synthetic
 from annbench.errors import AnnbenchError, BackendUnavailable
 from annbench.index import Index
 from annbench.metrics import Metric, recall_at_k, true_distances
-from annbench.registry import backend_names, capability_table, load_backend
-from annbench.sweep.grids import default_grid
+from annbench.registry import backend_names, capability_table, default_grid, load_backend
 from annbench.sweep.replay import ReplayIndex
 
 STRONG = {

@@ -19,9 +19,10 @@ from annbench.data.format import read_dataset
 from annbench.data.synthetic import create_synthetic
 from annbench.errors import AnnbenchError, BackendUnavailable
 from annbench.metrics import Metric
-from annbench.registry import load_backend
+from annbench.param_grid import parse_grid
+from annbench.registry import default_grid, load_backend
 from annbench.sweep import measure
-from annbench.sweep.grids import default_grid, parse_grid, with_overrides
+from annbench.sweep.grids import with_overrides
 from annbench.sweep.measure import BuildJob, run_build_job
 from annbench.sweep.runner import RejectedJob, plan_sweep
 from annbench.sweep.serving import Serving

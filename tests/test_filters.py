@@ -212,7 +212,7 @@ SMALL_BUILD = {
 def built(attr_data):
     """Every installed backend built once on the small dataset (small parameters)."""
     from annbench.index import build_param_names
-    from annbench.sweep.grids import default_grid
+    from annbench.registry import default_grid
 
     indexes = {}
     for name, cls in _installed():

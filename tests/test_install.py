@@ -83,10 +83,10 @@ def test_installed_wheel_loads_grids_from_elsewhere(wheel, tmp_path):
         capture_output=True,
     )
     script = (
-        "import annbench, annbench.sweep.grids as g, annbench.registry as r\n"
+        "import annbench, annbench.registry as r\n"
         f"assert annbench.__file__.startswith({str(target)!r}), annbench.__file__\n"
         "for name in ['faiss-flat','faiss-ivf','faiss-ivfpq','faiss-hnsw','hnswlib','annoy']:\n"
-        "    r.load_backend(name); grid = g.default_grid(name)\n"
+        "    r.load_backend(name); grid = r.default_grid(name)\n"
         "    assert name == 'faiss-flat' or grid.search, name\n"
         "from annbench.data.catalog import DEFAULT_DATASET, resolve_dataset\n"
         "from annbench.data.format import read_dataset\n"

@@ -14,8 +14,8 @@ from annbench.data.format import read_dataset
 from annbench.data.synthetic import create_synthetic
 from annbench.errors import AnnbenchError, MissingDependency
 from annbench.metrics import Metric, recall_at_k, true_distances
-from annbench.registry import backend_names, load_backend
-from annbench.sweep.grids import check_grid, default_grid
+from annbench.param_grid import check_grid
+from annbench.registry import backend_names, default_grid, load_backend
 
 #: build parameters, search parameters at a generous setting, recall floor
 STRONG = {

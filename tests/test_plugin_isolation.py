@@ -20,9 +20,15 @@ from annbench.cli import main
 from annbench.data.format import read_dataset
 from annbench.errors import AnnbenchError, BackendUnavailable
 from annbench.index import Neighbors, check_neighbors
-from annbench.registry import capability_table, load_backend, plugin_problems, runnable_backends
+from annbench.param_grid import Grid
+from annbench.registry import (
+    capability_table,
+    default_grid,
+    load_backend,
+    plugin_problems,
+    runnable_backends,
+)
 from annbench.results.store import ResultStore
-from annbench.sweep.grids import Grid, default_grid
 from annbench.sweep.measure import run_build_job
 from annbench.sweep.runner import plan_sweep
 from annbench.testing import check_backend

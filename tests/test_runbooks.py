@@ -28,10 +28,9 @@ from annbench.data.runbooks import (
 from annbench.data.synthetic import create_synthetic
 from annbench.errors import AnnbenchError, BackendUnavailable
 from annbench.metrics import Metric
-from annbench.registry import backend_names, load_backend
+from annbench.registry import backend_names, default_grid, load_backend
 from annbench.results.runbook_analysis import runbook_summary
 from annbench.results.store import ResultStore
-from annbench.sweep.grids import default_grid
 from annbench.sweep.replay import ReplayIndex
 from annbench.sweep.runner import pending_runs, plan_sweep, run_sweep
 

@@ -1,2 +1,2 @@
-"""Sweeps: grids, planning, the isolated worker that builds and times, serving memory,
+"""Sweeps: grid overrides, planning, the isolated worker that builds and times, serving memory,
 runbook replay, Dask."""

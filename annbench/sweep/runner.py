@@ -34,11 +34,12 @@ from annbench.data.workloads import (
 from annbench.errors import AnnbenchError, BadUsage, one_line_error
 from annbench.index import Index
 from annbench.metrics import Metric
+from annbench.param_grid import check_grid
 from annbench.record import LOAD_MODES, MODES, PLAIN, RunRecord, params_label
-from annbench.registry import load_backend, plugin_problems
+from annbench.registry import default_grid, load_backend, plugin_problems
 from annbench.results.store import ResultStore
 from annbench.sweep.filtering import FILTER_PARAMS, default_overfetch, filter_search_configs
-from annbench.sweep.grids import check_grid, check_overrides, default_grid, with_overrides
+from annbench.sweep.grids import check_overrides, with_overrides
 from annbench.sweep.load import LoadOptions, available_cores, check_clients, parse_rates
 from annbench.sweep.measure import (
     MIN_SECONDS,
