@@ -33,16 +33,22 @@ S = 0.004  # service time of the fake indexes, seconds
 
 
 class SerialService:
-    """One server of fixed service time ``s`` (a lock: concurrent callers queue), which can
-    stall once for ``stall`` seconds on the first call at or after ``stall_at_ns``."""
+    """One server of fixed service time ``s`` whose concurrent callers queue first come,
+    first served (a ticket lock: a plain lock lets the thread that releases it take it again
+    at once on a quiet host, starving the others), which can stall once for ``stall``
+    seconds on the first call at or after ``stall_at_ns``."""
 
     def __init__(self, s: float = S, stall: float = 0.0, stall_at_ns: int | None = None) -> None:
         self.s, self.stall, self.stall_at_ns = s, stall, stall_at_ns
-        self.lock = threading.Lock()
+        self.turn = threading.Condition()
+        self.tickets, self.serving = 0, 0
         self.stalled: tuple[int, int] | None = None
 
     def __call__(self, i: int) -> int:
-        with self.lock:
+        with self.turn:
+            ticket, self.tickets = self.tickets, self.tickets + 1
+            self.turn.wait_for(lambda: self.serving == ticket)
+        try:
             if self.stalled is None and self.stall_at_ns is not None:
                 if time.perf_counter_ns() >= self.stall_at_ns:
                     start = time.perf_counter_ns()
@@ -50,7 +56,11 @@ class SerialService:
                     self.stalled = (start, time.perf_counter_ns())
                     return i
             time.sleep(self.s)
-        return i
+            return i
+        finally:
+            with self.turn:
+                self.serving += 1
+                self.turn.notify_all()
 
 
 def mean_wait_ms(result: load.LoadResult) -> float:
@@ -100,6 +110,7 @@ def test_open_loop_evenly_spaced_arrivals_barely_wait():
     assert mean_wait_ms(uniform) < 0.5 * md1
 
 
+@pytest.mark.slow
 def test_a_stall_shows_in_open_loop_p99_not_in_closed_loop_p99():
     """200 ms stall: every query scheduled during it waits (open loop), while closed-loop
     clients just send less (coordinated omission)."""
@@ -358,6 +369,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["closed", "open"])
 def test_sigint_stops_a_load_run_and_its_client_processes(saved, tmp_path, mode):
     spec, _ = saved
@@ -441,6 +453,7 @@ def test_the_conformance_kit_refutes_a_false_gil_claim():
     assert load.executor_for(Index) == "process"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["faiss-hnsw", "hnswlib", "annoy", "usearch", "scann"])
 def test_each_backends_gil_claim_holds_when_measured(name):
     """The conformance kit measures what each built-in declares: a claim of releasing the GIL

@@ -89,8 +89,9 @@ class Rows:
     ids: list[np.ndarray] | None = None
 
 
-def open_saved(spec: SavedIndex) -> tuple[Callable[[int], Any], int]:
-    """Load ``spec``'s index as its backend does and return ``(search(i), nq)``."""
+def open_saved(spec: SavedIndex) -> tuple[Callable[[int], Any], int, Callable[[], None]]:
+    """Load ``spec``'s index as its backend does and return ``(search(i), nq, close)``;
+    ``close()`` releases what the index holds (a database's private copy or server)."""
     from annbench.metrics import Metric
     from annbench.registry import load_backend
 
@@ -99,13 +100,13 @@ def open_saved(spec: SavedIndex) -> tuple[Callable[[int], Any], int]:
     index.set_search_params(**spec.search_params)
     index.set_num_threads(spec.threads)
     if spec.workload is not None:
-        return _open_filtered(spec, index)
+        return (*_open_filtered(spec, index), index.close)
     xq, k = index.prepare_queries(spec.queries), spec.k
 
     def search(i: int) -> Any:
         return index.search_one(xq[i], k)
 
-    return search, len(xq)
+    return search, len(xq), index.close
 
 
 def _open_filtered(spec: SavedIndex, index: Any) -> tuple[Callable[[int], Any], int]:
@@ -225,13 +226,34 @@ def _client(
     exit_with_parent(parent)  # a killed load run leaves no client behind
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us, after Ctrl-C too
     precise_sleep()
+    close: Callable[[], None] = lambda: None  # noqa: E731 - replaced once the index loads
     try:
-        search, nq = open_saved(spec)
+        search, nq, close = open_saved(spec)
         for i in range(min(nq, WARMUP_QUERIES)):
             search(i)
     except BaseException as exc:  # anything a backend raises is reported, not a traceback
         ready.put((slot, one_line_error(exc)))
+        close()
         return
+    try:
+        _run_plan(search, nq, slot, plan, keep_ids, ready, results, go, start, stop)
+    finally:
+        close()  # a database's private copy of the index goes with the client
+
+
+def _run_plan(
+    search: Callable[[int], Any],
+    nq: int,
+    slot: int,
+    plan: tuple[Any, ...],
+    keep_ids: bool,
+    ready: Any,
+    results: Any,
+    go: Any,
+    start: Any,
+    stop: Any,
+) -> None:
+    """A loaded client: report ready, wait for the start instant, run ``plan``."""
     ready.put((slot, None))
     while not go.wait(_NAP_S * 4):
         pass

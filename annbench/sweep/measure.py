@@ -650,6 +650,8 @@ def time_search(
                 checked.search_one(q, k)
             timing = _repeat(runs, min_seconds, lambda: _time_single(index, xq, k))
     timing.ids = check_neighbors(timing.ids, len(xq), k, n, backend)
+    if index.kind != "library":  # a database searches in its own threads or server process
+        timing.cpu_ns = None  # the calling thread's CPU time would under-count it
     return timing
 
 
@@ -676,6 +678,8 @@ def time_filtered_search(
                 checked.one(i, xq[i])
             timing = _repeat(runs, min_seconds, lambda: _time_single_filtered(searcher, xq))
     timing.ids = check_neighbors(timing.ids, len(xq), searcher.k, searcher.n, backend)
+    if searcher.index is not None and searcher.index.kind != "library":
+        timing.cpu_ns = None  # as in time_search: the calling thread's CPU under-counts it
     return timing
 
 
