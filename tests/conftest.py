@@ -1,8 +1,10 @@
-"""Shared fixtures: isolated data/results folders and tiny datasets with exact ground truth."""
+"""Shared fixtures: isolated data/results folders and tiny datasets with exact ground truth;
+and the fast default run: tests marked ``slow`` are left out unless ``--full`` is given."""
 
 from __future__ import annotations
 
 import sys
+from fnmatch import fnmatch
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,105 @@ from annbench.data.synthetic import create_synthetic
 from annbench.metrics import Metric
 
 PLUGIN_DIR = Path(__file__).parent / "plugin"
+
+#: Test files slow as a whole that are marked here rather than in the file (the databases'
+#: tests start servers and sweep them through worker processes).
+SLOW_FILES = ("test_db_*.py",)
+
+#: How a test file says it is slow as a whole (a line of its own, after the imports, with an
+#: optional comment saying why).
+SLOW_FILE_LINE = "pytestmark = pytest.mark.slow"
+
+_LEFT_OUT = pytest.StashKey[int]()
+_FILES_LEFT_OUT = pytest.StashKey[set]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--full",
+        action="store_true",
+        help="Run the complete suite, slow tests included (what .ci/run runs); without it, "
+        "tests marked slow are left out unless their file is named on the command line.",
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if _runs_slow_tests(config):
+        return "annbench: slow tests included"
+    return "annbench: the fast subset; tests marked slow are left out (--full runs them all)"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Without --full, a file slow as a whole is not even imported (torch, database clients),
+    unless it is named on the command line."""
+    if not collection_path.name.startswith("test_") or collection_path.suffix != ".py":
+        return None
+    if _runs_slow_tests(config) or not _slow_file(collection_path):
+        return None
+    path = collection_path.resolve()
+    named, folders = _arguments(config)
+    if path in named or not any(folder in path.parents for folder in folders):
+        return None  # asked for by name, or not asked for at all
+    config.stash.setdefault(_FILES_LEFT_OUT, set()).add(collection_path.name)
+    return True
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark SLOW_FILES slow, then leave slow tests out of a run without --full, except those
+    of files named on the command line (``pytest tests/test_report.py`` runs all of it)."""
+    for item in items:
+        if any(fnmatch(item.path.name, pattern) for pattern in SLOW_FILES):
+            item.add_marker(pytest.mark.slow)
+    if _runs_slow_tests(config):
+        return
+    named, _ = _arguments(config)
+    keep, slow = [], []
+    for item in items:
+        left_out = item.get_closest_marker("slow") and item.path.resolve() not in named
+        (slow if left_out else keep).append(item)
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = keep
+    config.stash[_LEFT_OUT] = len(slow)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    config = terminalreporter.config
+    tests, files = config.stash.get(_LEFT_OUT, 0), sorted(config.stash.get(_FILES_LEFT_OUT, ()))
+    if tests or files:
+        what = [f"{tests} slow tests"] if tests else []
+        what += [f"{len(files)} files slow as a whole ({', '.join(files)})"] if files else []
+        terminalreporter.write_line(
+            f"annbench: left out {' and '.join(what)}; "
+            "'python -m pytest --full' runs the complete suite, as .ci/run does"
+        )
+
+
+def _runs_slow_tests(config: pytest.Config) -> bool:
+    """--full, or a -m expression that asks about slow tests (``-m slow``)."""
+    return config.getoption("--full") or "slow" in (config.getoption("markexpr") or "")
+
+
+def _slow_file(path: Path) -> bool:
+    if any(fnmatch(path.name, pattern) for pattern in SLOW_FILES):
+        return True
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return False  # pytest will say what is wrong with it
+    return any(line.partition("#")[0].strip() == SLOW_FILE_LINE for line in lines)
+
+
+def _arguments(config: pytest.Config) -> tuple[set[Path], set[Path]]:
+    """The files and the folders given on the command line (or by testpaths)."""
+    files, folders = set(), set()
+    for arg in config.args:
+        path = (config.invocation_params.dir / arg.split("::")[0]).resolve()
+        if path.is_file():
+            files.add(path)
+        elif path.is_dir():
+            folders.add(path)
+    return files, folders
 
 
 @pytest.fixture(autouse=True)

@@ -43,6 +43,7 @@ def test_pareto_frontier_keeps_only_unbeaten_points():
     ]
 
 
+@pytest.mark.slow
 def test_summary_best_qps_per_recall_level(swept):
     _, frame = swept
     table = summary(frame, latency_budget_ms=1000)
@@ -80,6 +81,7 @@ def test_geometric_ladder():
     assert geometric_ladder(10, 512, 1.25)[-1] == 512
 
 
+@pytest.mark.slow
 def test_adaptive_search_reaches_target_with_few_runs(tiny, tmp_path):
     jobs = plan_sweep(
         tiny,
@@ -154,6 +156,7 @@ def test_cli_summary_and_recommend(swept, tiny_path):
     assert bad.exit_code == 2 and "Invalid value for '--min-recall': 1.5" in bad.output
 
 
+@pytest.mark.slow
 def test_cli_recommend_measure(tiny_path, tmp_path):
     runner = CliRunner()
     out = runner.invoke(

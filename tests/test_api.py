@@ -22,6 +22,7 @@ def readme_example() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+@pytest.mark.slow
 def test_readme_example_runs_as_written(isolated_folders):
     scope: dict = {}
     exec(compile(readme_example(), "README.md", "exec"), scope)
@@ -52,6 +53,7 @@ def swept(tiny_path, tmp_path_factory):
     return frame, results
 
 
+@pytest.mark.slow
 def test_run_returns_this_sweeps_records_with_flat_parameter_columns(swept):
     frame, _ = swept
     assert len(frame) == 4 and (frame["status"] == "ok").all()
@@ -163,6 +165,7 @@ def test_bad_arguments_are_one_line_errors_before_any_work(kwargs, message, tiny
         annbench.run(**args)
 
 
+@pytest.mark.slow
 def test_import_is_cheap_and_exports_the_api():
     code = (
         "import sys, annbench; "
@@ -194,6 +197,7 @@ def run_script(tmp_path, tiny_path, guarded):
     )
 
 
+@pytest.mark.slow
 def test_a_script_without_the_main_guard_is_told_so(tmp_path, tiny_path):
     result = run_script(tmp_path, tiny_path, guarded=False)
     assert result.returncode == 1
@@ -202,6 +206,7 @@ def test_a_script_without_the_main_guard_is_told_so(tmp_path, tiny_path):
     assert "worker exited" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_guarded_script_runs(tmp_path, tiny_path):
     result = run_script(tmp_path, tiny_path, guarded=True)
     assert result.returncode == 0, result.stderr
@@ -218,6 +223,7 @@ def test_the_guard_check_reads_the_script(tmp_path):
     assert not api._is_main_test(ast.parse("__name__ != '__main__'").body[0].value)
 
 
+@pytest.mark.slow
 def test_results_are_found_by_content_under_any_name(tmp_path, monkeypatch):
     """A dataset whose content is stored under another name: run, results, summary, plot and
     report find those results (they are keyed by content), named as asked."""

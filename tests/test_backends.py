@@ -35,6 +35,7 @@ def data_per_metric(request, tmp_path_factory):
     return read_dataset(path)
 
 
+@pytest.mark.slow
 def test_every_backend_reaches_its_recall(data_per_metric):
     data = data_per_metric
     failures = []
@@ -55,6 +56,7 @@ def test_every_backend_reaches_its_recall(data_per_metric):
     assert not failures, f"{data.metric.value}: " + "; ".join(failures)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MAIN_BACKENDS)
 def test_save_writes_a_file(name, tiny, tmp_path):
     build, search, _ = STRONG[name]
@@ -91,6 +93,7 @@ def test_invalid_parameter_values(name, build):
         load_backend(name)(Metric.EUCLIDEAN, **build)
 
 
+@pytest.mark.slow
 def test_packaged_grids_exist_for_every_backend():
     for name in MAIN_BACKENDS:
         grid = default_grid(name)
@@ -113,6 +116,7 @@ def test_unknown_backend_lists_valid_ones():
         load_backend("nope")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "factory, search",
     [
@@ -180,6 +184,7 @@ def test_faiss_factory_default_grid_sweeps_what_each_string_has(tiny):
             index.set_search_params(**search)
 
 
+@pytest.mark.slow
 def test_ivfpq_skips_polysemous_training_and_refine_passes_the_codes_ceiling(tiny):
     """PQ4 codes on 32 dims are coarse; re-ranking 16 * k candidates exactly recovers recall."""
     cls = load_backend("faiss-ivfpq")
@@ -225,6 +230,7 @@ def test_remove_is_answered_per_instance_and_replay_follows_it(name, build, remo
     assert not replay.live[:100].any() and replay.live[100:1000].all()
 
 
+@pytest.mark.slow
 def test_capability_table_says_when_remove_depends_on_the_build():
     table = capability_table().set_index("backend")
     assert table.loc["faiss-factory", "remove"] == "depends: no for factory=HNSW32,SQ8"

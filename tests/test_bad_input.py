@@ -723,6 +723,7 @@ def test_readme_table_has_every_case():
     assert len(CASES) >= 20
 
 
+@pytest.mark.slow
 def test_disk_full_keeps_what_was_stored(tmp_path):
     """A real write failure: the file-size limit makes SQLite's writes fail with EFBIG."""
     data = create_synthetic(

@@ -115,6 +115,7 @@ def test_more_filter_workloads_than_the_limit_is_a_one_line_usage_error(attr_pat
     assert result.output.strip().count("\n") <= 3  # click's usage lines, then the one error
 
 
+@pytest.mark.slow
 def test_range_filter_with_its_attribute_named_or_implied_is_one_workload(attr_path, tmp_path):
     args = dict(dataset=str(attr_path), runs=1, min_time=0, progress=False, results=tmp_path)
     first = api.run(["faiss-flat"], filters=["range:u:0.3"], **args)
@@ -179,6 +180,7 @@ class Recorder(Progress):
         self.seen.append(text)
 
 
+@pytest.mark.slow
 def test_runbook_ground_truth_shows_progress_through_the_display(tmp_path):
     path = tmp_path / "small.hdf5"
     create_synthetic(path, n=400, nq=10, d=8, metric=Metric.EUCLIDEAN, n_clusters=4, seed=2)

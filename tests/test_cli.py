@@ -85,6 +85,7 @@ def test_bad_input_is_one_line_and_non_zero(cli, args, message, tiny_path):
     assert result.output.strip().count("\n") == 0, result.output
 
 
+@pytest.mark.slow
 def test_bad_input_keeps_stored_results(cli, tiny_path, isolated_folders):
     cli("run", "-b", "faiss-flat", "-d", str(tiny_path), "--runs", "1")
     cli("run", "-b", "nope", "-d", str(tiny_path))
@@ -186,6 +187,7 @@ def test_backends_lists_every_backend(cli):
         assert name in output
 
 
+@pytest.mark.slow
 def test_sweep_progress_names_backend_configuration_and_step(tiny_path, isolated_folders):
     args = ["run", "-b", "hnswlib", "-d", str(tiny_path), "--runs", "1", "--min-time", "0"]
     args += ["-g", "M=8", "-g", "ef_construction=20", "-g", "ef=10,40"]
@@ -284,6 +286,7 @@ def test_every_numeric_option_is_bounded_and_finite():
             assert not isinstance(kind, FiniteFloat) or None not in (kind.min, kind.max)
 
 
+@pytest.mark.slow
 def test_load_results_history_keeps_every_attempt(tiny_path, isolated_folders):
     import annbench
 
@@ -295,6 +298,7 @@ def test_load_results_history_keeps_every_attempt(tiny_path, isolated_folders):
     assert len(history) == 2 and (history["build.M"] == 8).all()
 
 
+@pytest.mark.slow
 def test_output_cut_short_by_its_reader_is_no_error():
     """``annbench backends | head -1``: the reader closes the pipe; no message, no traceback."""
     import subprocess

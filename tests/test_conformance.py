@@ -20,6 +20,7 @@ GIVEN = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", backend_names())
 def test_backend_conforms(name):
     try:

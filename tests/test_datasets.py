@@ -125,6 +125,7 @@ def test_write_refuses_nan_and_leaves_nothing(tmp_path, rng):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_default_is_real_labelled_and_bundled(isolated_folders):
     messages = []
     data = read_dataset(resolve_dataset(DEFAULT_DATASET, progress=messages.append))
@@ -142,6 +143,7 @@ def test_default_is_real_labelled_and_bundled(isolated_folders):
     assert data.distances[:, 0].min() > 0  # queries are held out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(BUILTIN))
 def test_builtin_synthetic_is_generated_once_with_held_out_queries(name, isolated_folders):
     messages = []
@@ -245,6 +247,7 @@ def test_cached_hash_is_not_trusted_once_the_file_changes(tiny_path, tmp_path, m
     assert read_dataset(path, probe=False).content_hash != first
 
 
+@pytest.mark.slow
 def test_corrected_labels_are_measured_again(tiny_path, tmp_path):
     from click.testing import CliRunner
 
@@ -307,6 +310,7 @@ def test_ground_truth_verdict_is_cached_with_the_hash(tiny_path, tmp_path, monke
     assert len(calls) == 1  # the file changed: checked again
 
 
+@pytest.mark.slow
 def test_truth_command_recomputes_what_the_check_refused(tiny_path, tmp_path):
     from click.testing import CliRunner
 
@@ -371,6 +375,7 @@ def test_dataset_name_ending_in_hdf5_is_corrected(isolated_folders):
     assert "Dataset name: mine" in result.output
 
 
+@pytest.mark.slow
 def test_records_say_the_ground_truth_was_checked(tiny_path, tmp_path):
     from annbench.results.store import ResultStore
     from annbench.sweep.runner import plan_sweep, run_sweep

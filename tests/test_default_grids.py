@@ -84,6 +84,7 @@ def repeated_work(job: BuildJob) -> list[str]:
     return problems
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", BUILTIN)
 def test_default_grid_reaches_095_without_failing_or_repeating(name, clustered, monkeypatch):
     _installed(name)

@@ -6,6 +6,8 @@ from click.testing import CliRunner
 from annbench.cli import main
 from annbench.results.store import ResultStore
 
+pytestmark = pytest.mark.slow  # Dask clusters
+
 pytest.importorskip("distributed")
 
 GRID = ["-g", "nlist=8,16", "-g", "nprobe=1,4", "-g", "n_trees=5", "-g", "search_k=50,500"]

@@ -165,6 +165,7 @@ def test_http_errors_and_unknown_names(tmp_path, tiny_spec):
         download_url("http://127.0.0.1:9/x.hdf5", tmp_path / "x.hdf5", attempts=1)
 
 
+@pytest.mark.slow
 def test_cli_fetch_then_run(tiny_path, tiny_spec, isolated_folders):
     runner = CliRunner()
     with Server(tiny_path.read_bytes()) as server:

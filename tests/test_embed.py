@@ -12,6 +12,8 @@ from annbench.data.embed import embed, load_corpus
 from annbench.data.format import read_dataset
 from annbench.errors import AnnbenchError
 
+pytestmark = pytest.mark.slow  # torch models
+
 pytest.importorskip("sentence_transformers")
 
 TEXTS = [

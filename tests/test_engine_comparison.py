@@ -56,6 +56,7 @@ def test_only_like_measurements_are_compared():
     assert table["qps_ratio"].tolist() == pytest.approx([300 / 900] * 2)
 
 
+@pytest.mark.slow
 def test_the_report_sets_each_database_beside_its_engine(tmp_path, monkeypatch):
     from annbench import registry
     from annbench.report.html import write_report

@@ -4,6 +4,7 @@ import re
 
 import h5py
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from annbench.cli import main
@@ -19,6 +20,7 @@ def ann_benchmarks_recall(dataset_distances, run_distances, count, epsilon=1e-3)
     return np.mean(recalls) / count
 
 
+@pytest.mark.slow
 def test_export_layout_and_recall(tiny_path, tiny, tmp_path):
     runner = CliRunner()
     results = tmp_path / "store"

@@ -110,6 +110,7 @@ def test_default_grid_entry_that_cannot_work_is_recorded_failed(tmp_path, no_wor
     assert "nlist=512 exceeds the 500 base vectors" in records[0].error
 
 
+@pytest.mark.slow
 def test_valid_factory_string_still_runs_without_faiss_in_the_planner(
     d64_path, no_faiss_here, isolated_folders
 ):
@@ -134,6 +135,7 @@ def test_unknown_strings_are_asked_of_faiss_in_a_child_process(no_faiss_here):
         load_backend("faiss-factory")(Metric.EUCLIDEAN, factory="IVF4096,RQ2x4").check(2000, 32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "factory",
     [

@@ -152,6 +152,7 @@ def test_recall_under_a_filter_allowing_fewer_than_k(attr_data):
     assert workload.recall(attr_data, wrong, k).recall.max() < 1
 
 
+@pytest.mark.slow
 def test_ground_truth_is_cached_in_the_file_and_bundled_files_stay_untouched(
     attr_path, isolated_folders
 ):
@@ -232,6 +233,7 @@ def built(attr_data):
     return indexes
 
 
+@pytest.mark.slow
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -292,6 +294,7 @@ def test_brute_force_is_exact(attr_data):
     assert workload.recall(attr_data, single, 10).recall.min() == 1
 
 
+@pytest.mark.slow
 def test_sweep_with_filters_resumes(attr_data, isolated_folders):
     jobs = plan_sweep(
         attr_data,
@@ -325,6 +328,7 @@ def test_sweep_with_filters_resumes(attr_data, isolated_folders):
         assert todo == [] and skipped == 10
 
 
+@pytest.mark.slow
 def test_serving_memory_is_measured_when_brute_force_comes_last(attr_data, isolated_folders):
     jobs = plan_sweep(
         attr_data,
@@ -379,6 +383,7 @@ def cli():
     return lambda *args: runner.invoke(main, list(args), catch_exceptions=False)
 
 
+@pytest.mark.slow
 def test_cli_run_with_filters_then_summary_recommend_and_resume(cli, attr_path, tmp_path):
     args = ["run", "-b", "faiss-flat", "-d", str(attr_path), "--runs", "1", "--min-time", "0"]
     args += ["--filter", "label", "--filter", "range:u:0.2", "-g", "overfetch=8"]

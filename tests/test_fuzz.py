@@ -13,6 +13,8 @@ from annbench.data.format import read_dataset
 from annbench.errors import AnnbenchError
 from annbench.metrics import label_metrics, recall_at_k
 
+pytestmark = pytest.mark.slow  # hypothesis fuzzing
+
 
 @st.composite
 def runs(draw):

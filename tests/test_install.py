@@ -54,6 +54,7 @@ def _not_sources(folder: str, names: list[str]) -> set[str]:
     return skipped
 
 
+@pytest.mark.slow
 def test_wheel_contains_every_grid_file(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for grid in (ROOT / "backends").glob("*.yaml"):
@@ -65,6 +66,7 @@ def test_wheel_contains_every_grid_file(wheel):
     assert shipped and all(f"annbench/runbook_files/{rb.name}" in names for rb in shipped)
 
 
+@pytest.mark.slow
 def test_installed_wheel_loads_grids_from_elsewhere(wheel, tmp_path):
     target = tmp_path / "site"
     subprocess.run(
@@ -186,6 +188,7 @@ def _canonical(name: str) -> str:
     return name.lower().replace("_", "-").replace(".", "-")
 
 
+@pytest.mark.slow
 def test_core_commands_run_without_anything_but_core_requirements(tmp_path, monkeypatch):
     """The jinja2 slip (imported by the report, installed here by an extra, missing from a core
     install) fails here: the core commands run with every module of a distribution that is not

@@ -87,6 +87,7 @@ def test_closed_loop_clients_multiply_throughput_where_searches_overlap():
     assert serial.p50_ms == pytest.approx(4 * S * 1e3, rel=0.4)
 
 
+@pytest.mark.slow
 def test_open_loop_poisson_waits_as_md1_predicts():
     """M/D/1: mean wait W = rho*S / (2*(1-rho)), rho and S as realised in the run."""
     result = open_loop(lambda i: time.sleep(S), 125, 3.0, nq=5, workers=1, seed=3)
@@ -100,6 +101,7 @@ def test_open_loop_poisson_waits_as_md1_predicts():
     assert mean_wait_ms(result) == pytest.approx(theory, rel=0.45)
 
 
+@pytest.mark.slow
 def test_open_loop_evenly_spaced_arrivals_barely_wait():
     """D/D/1 below saturation: no queue, unlike Poisson arrivals at the same rate."""
     uniform = open_loop(lambda i: time.sleep(S), 125, 2.0, nq=5, workers=1, schedule="uniform")
@@ -154,6 +156,7 @@ def test_overload_abandons_what_the_drain_cannot_serve():
     assert result.p99_ms > 300  # the backlog, counted from the intended send times
 
 
+@pytest.mark.slow
 def test_saturation_stops_where_throughput_stops_growing():
     two_slots = threading.Semaphore(2)
 
@@ -302,6 +305,7 @@ def _cmdline(process: psutil.Process) -> list[str]:
         return []
 
 
+@pytest.mark.slow
 def test_process_clients_serve_the_saved_index(saved):
     spec, truth = saved
     closed = closed_loop(spec, 2, 0.5, keep_ids=True)
@@ -318,6 +322,7 @@ def test_process_clients_serve_the_saved_index(saved):
     assert _client_processes() == []
 
 
+@pytest.mark.slow
 def test_a_client_process_that_cannot_load_is_one_line(saved, tmp_path):
     spec, _ = saved
     broken = tmp_path / "broken.index"
@@ -334,6 +339,7 @@ class _InterruptWhenRunning(logging.Handler):
             threading.Timer(0.3, _thread.interrupt_main).start()
 
 
+@pytest.mark.slow
 def test_an_interrupt_stops_client_processes(saved):
     spec, _ = saved
     handler = _InterruptWhenRunning()

@@ -32,6 +32,7 @@ def labelled_path(tmp_path_factory):
     return create_synthetic(path, n=1500, nq=60, d=16, metric=Metric.ANGULAR, n_clusters=20, seed=7)
 
 
+@pytest.mark.slow
 def test_concurrent_mode_stores_one_record_per_client_count_and_resumes(tiny_path, tmp_path):
     run = dict(
         dataset=tiny_path,
@@ -68,6 +69,7 @@ def test_concurrent_mode_stores_one_record_per_client_count_and_resumes(tiny_pat
     assert api.summary(frame).empty  # offered load is no best-QPS figure
 
 
+@pytest.mark.slow
 def test_rate_mode_at_rates_and_shares_of_saturation(tiny_path, tmp_path):
     frame = api.run(
         "faiss-hnsw",
@@ -100,6 +102,7 @@ def test_rate_mode_at_rates_and_shares_of_saturation(tiny_path, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_filtered_rate_mode_in_client_processes(labelled_path, tmp_path):
     pytest.importorskip("voyager")
     assert not load_backend("voyager").releases_gil  # served by client processes
@@ -194,6 +197,7 @@ def test_bad_load_options_are_one_line_usage_errors(tiny_path, tmp_path, args, n
     assert not (tmp_path / "annbench.sqlite").exists() or _count(tmp_path) == 0
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_load_run_keeps_what_is_stored_and_leaves_no_client(tiny_path, tmp_path):
     pytest.importorskip("voyager")  # holds the GIL: its load clients are processes
     env = {**os.environ, "ANNBENCH_RESULTS": str(tmp_path)}
@@ -249,6 +253,7 @@ def _alive(process: psutil.Process) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_a_plugin_gets_the_load_modes_without_writing_code(tiny_path, tmp_path, test_backends):
     """A third-party backend that declares nothing about the GIL is served by client
     processes loading its saved index, through the same worker, record and store."""

@@ -20,6 +20,8 @@ from annbench.report.neighbours import choose_queries, dataset_items, neighbours
 from annbench.results.store import ResultStore
 from annbench.sweep.runner import plan_sweep, run_sweep
 
+pytestmark = pytest.mark.slow  # neighbours pages of texts and images, sklearn's digits
+
 WORDS = "red green blue cat dog fish tree rock star moon sun rain snow wind fire".split()
 
 

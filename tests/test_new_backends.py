@@ -34,6 +34,14 @@ MODULES = {
 N, NQ, K = 1000, 40, 10
 
 
+def built_cases(cases):
+    """``cases`` with those that build PyNNDescent marked slow: numba compiles it on its first
+    build, for a minute or more on a busy host."""
+    return [
+        pytest.param(*c, marks=[pytest.mark.slow] if c[0] == "pynndescent" else []) for c in cases
+    ]
+
+
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
     """One tiny clustered dataset per metric, with exact ground truth."""
@@ -91,7 +99,7 @@ def test_new_backends_are_registered_with_their_library():
         assert cls.library_version() != "unknown", name
 
 
-@pytest.mark.parametrize("name, metric", [c for n in NEW for c in claimed(n)])
+@pytest.mark.parametrize("name, metric", built_cases([c for n in NEW for c in claimed(n)]))
 def test_recall_and_id_contract(name, metric, datasets, built):
     data, index = datasets[metric], built(name, metric)
     xq = index.prepare_queries(data.test)
@@ -106,7 +114,7 @@ def test_recall_and_id_contract(name, metric, datasets, built):
     assert recall(data, single) >= STRONG[name][2]
 
 
-@pytest.mark.parametrize("name", NEW)
+@pytest.mark.parametrize("name", built_cases([(n,) for n in NEW]))
 def test_k_beyond_the_base_pads_with_minus_one(name, datasets, built):
     data = datasets[Metric.ANGULAR]
     index = built(name, Metric.ANGULAR)
@@ -125,7 +133,7 @@ def _widest(name):
     return {"scann": {"reorder": N + 7}, "voyager": {"ef": N + 7}}.get(name, {})
 
 
-@pytest.mark.parametrize("name", NEW)
+@pytest.mark.parametrize("name", built_cases([(n,) for n in NEW]))
 def test_save_then_load_gives_the_same_ids(name, datasets, built, tmp_path):
     data = datasets[Metric.ANGULAR]
     index = built(name, Metric.ANGULAR)

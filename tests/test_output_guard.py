@@ -197,6 +197,7 @@ def _file_size_limit(limit: int):
     return apply
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["faiss-flat", "hnswlib"])
 def test_save_index_onto_a_full_device_fails_with_one_line(backend, tmp_path):
     """A real short write: the file-size limit makes the index write fail part-way. faiss

@@ -197,6 +197,7 @@ def test_loading_a_broken_plugin_is_one_error_naming_it_and_its_package(broken):
     assert "broken-boom" in line and PACKAGE in line and "unexpected" not in line
 
 
+@pytest.mark.slow
 def test_capability_table_survives_every_broken_plugin(broken):
     table = capability_table().set_index("backend")
     assert table.loc["fine", "installed"] == "yes" and table.loc["fine", "grid"] == 1
@@ -214,6 +215,7 @@ def misbehaving(plugins):
     )
 
 
+@pytest.mark.slow
 def test_a_raising_constructor_or_build_is_a_failed_run_naming_the_backend(
     misbehaving, tiny_path, tmp_path
 ):
@@ -327,6 +329,7 @@ def shadowing(plugins):
     plugins("annbench-other", {"twin": "shadow:Fake"}, {"shadow.py": SHADOW})
 
 
+@pytest.mark.slow
 def test_a_plugin_reusing_a_built_in_name_is_named_on_one_line(shadowing):
     assert load_backend("faiss-flat") is FaissFlat
     problems = plugin_problems()
@@ -339,6 +342,7 @@ def test_a_plugin_reusing_a_built_in_name_is_named_on_one_line(shadowing):
     assert SHADOWS not in result.stdout and "faiss-flat" in result.stdout
 
 
+@pytest.mark.slow
 def test_run_names_a_plugin_reusing_a_built_in_name(shadowing, tiny_path, tmp_path):
     args = ["run", "-b", "faiss-flat", "-d", str(tiny_path), "--runs", "1", "--min-time", "0"]
     result = CliRunner().invoke(main, [*args, "--results", str(tmp_path / "r")])

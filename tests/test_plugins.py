@@ -48,6 +48,7 @@ def installed(tmp_path_factory):
     importlib.invalidate_caches()
 
 
+@pytest.mark.slow
 def test_installed_plugin_conforms_with_its_shipped_grid(installed):
     cls = load_backend("rproj")
     grid = default_grid("rproj")  # the YAML resource installed beside the module
@@ -55,6 +56,7 @@ def test_installed_plugin_conforms_with_its_shipped_grid(installed):
     check_backend(cls)
 
 
+@pytest.mark.slow
 def test_installed_plugin_is_listed_and_runnable(installed):
     names, skipped = runnable_backends()
     assert "rproj" in names and "rproj" not in skipped
@@ -62,6 +64,7 @@ def test_installed_plugin_is_listed_and_runnable(installed):
     assert (row["installed"], row["metrics"], row["grid"]) == ("yes", "angular,euclidean", 10)
 
 
+@pytest.mark.slow
 def test_installed_plugin_runs_through_the_cli(installed, tiny_path, tmp_path):
     cli = Path(sys.executable).parent / "annbench"
     results = tmp_path / "results"
@@ -170,6 +173,7 @@ def test_grid_blocks_sweep_their_own_search_parameters():
     assert one.search_configs({"factory": "HNSW32,SQ8"}) == [{"efSearch": 8}]
 
 
+@pytest.mark.slow
 def test_all_skips_backends_without_a_grid_or_library_and_says_why(test_backends):
     names, skipped = runnable_backends()
     assert {"faiss-factory", "hnswlib", "annoy"} <= set(names)
@@ -177,6 +181,7 @@ def test_all_skips_backends_without_a_grid_or_library_and_says_why(test_backends
     assert skipped["test-crash"] == "its default grid lacks level"
 
 
+@pytest.mark.slow
 def test_run_all_names_what_it_skips_on_one_line(test_backends, tiny_path, monkeypatch):
     from click.testing import CliRunner
 
@@ -195,6 +200,7 @@ def test_run_all_names_what_it_skips_on_one_line(test_backends, tiny_path, monke
     assert "faiss-flat" in result.output.split(lines[0])[-1]  # the results table
 
 
+@pytest.mark.slow
 def test_backends_prints_one_capability_table(test_backends):
     from click.testing import CliRunner
 

@@ -238,6 +238,7 @@ def test_candidates_take_the_largest_pq_code_that_fits():
     assert m > 32  # beyond today's default grid
 
 
+@pytest.mark.slow
 def test_candidate_estimates_cover_the_saved_index(rng, request):
     faiss = pytest.importorskip("faiss")
     n, d = 1000, 16
@@ -340,6 +341,7 @@ def test_emitted_snippet_reproduces_the_recall(swept, tiny, tmp_path):
         assert abs(recall - choice["recall"]) <= 0.01, (backend, recall, choice["recall"])
 
 
+@pytest.mark.slow
 def test_emitted_usearch_snippet_reproduces_the_recall(tiny, tmp_path):
     pytest.importorskip("usearch")
     grid = {"connectivity": [16], "expansion_add": [64], "dtype": ["f32"], "expansion_search": [32]}
@@ -447,6 +449,7 @@ def test_cli_exit_status_json_and_memory_units(swept, tiny_path):
     assert usage.exit_code == 2 and "needs a recall target" in usage.output
 
 
+@pytest.mark.slow
 def test_cli_measure_tries_budget_fitted_structures_within_time(tiny, tiny_path, tmp_path):
     budget = 2e6
     out = CliRunner().invoke(

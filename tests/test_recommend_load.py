@@ -372,6 +372,7 @@ def test_measure_keeps_only_settings_that_make_the_rate_plausible(tiny, tmp_path
     assert job.search_configs == ({"ef": 10},)
 
 
+@pytest.mark.slow
 def test_measure_at_qps_for_real_on_a_tiny_dataset(tiny, tmp_path):
     """Single-query bisection finds the candidates, a load run measures them at the rate,
     and the answer comes from the rate-mode record it stored, within the time budget."""

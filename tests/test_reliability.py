@@ -17,6 +17,8 @@ from annbench.cli import main
 from annbench.results.store import ResultStore
 from annbench.sweep.runner import plan_sweep, run_sweep
 
+pytestmark = pytest.mark.slow  # sweeps killed and interrupted in subprocesses
+
 SLOW = ["-b", "test-slow", "--mode", "batch", "--runs", "1", "-g", "level=3,4,5,6,7,8,9,10"]
 
 

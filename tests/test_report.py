@@ -12,6 +12,8 @@ from annbench.cli import main
 from annbench.results.store import ResultStore
 from annbench.sweep.runner import plan_sweep, run_sweep
 
+pytestmark = pytest.mark.slow  # the report in headless Chromium
+
 GRID = {"M": [8], "ef_construction": [40], "ef": [10, 40], "nlist": [16], "nprobe": [1, 8]}
 
 

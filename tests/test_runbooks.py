@@ -292,6 +292,7 @@ def _check_never_deleted(cls, params, data, steps, search=None):
         assert masks[i][returned].all(), f"{cls.__name__} returned a row not live at step {i}"
 
 
+@pytest.mark.slow
 @settings(
     max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -306,6 +307,7 @@ def test_dynamic_backends_never_return_deleted_rows(steps, small, rb_backends):
 # ---- runner, records, resume -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_runbook_sweep_records_every_step_and_resumes(small, rb_backends, isolated_folders):
     plan, _ = prepare_runbook(small, "sliding-window")
     jobs = plan_sweep(

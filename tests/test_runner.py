@@ -93,6 +93,7 @@ def test_crashing_worker_is_recorded_and_the_sweep_goes_on(tiny, tmp_path, test_
     assert len(summary.failed) == 2
 
 
+@pytest.mark.slow
 def test_hanging_worker_times_out(tiny, tmp_path, test_backends):
     jobs = plan_sweep(tiny, ["test-hang"], runs=1, min_seconds=0, overrides={"level": [1, 2]})
     with ResultStore(tmp_path) as store:

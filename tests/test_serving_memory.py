@@ -15,6 +15,8 @@ from annbench.results.store import ResultStore
 from annbench.sweep.memory import drop_from_page_cache
 from annbench.sweep.runner import plan_sweep, run_sweep
 
+pytestmark = pytest.mark.slow  # indexes loaded in fresh processes
+
 SERVING_PLUGIN = Path(__file__).parent / "serving_plugin"
 
 
