@@ -1,6 +1,6 @@
 """annbench: benchmark approximate-nearest-neighbour indexes and pick one for deployment.
 
-The public API (see the README's "From Python")::
+The public API (see docs/guides/python.md)::
 
     import annbench
     frame = annbench.run(["hnswlib", "faiss-ivf"], dataset="tiny", runs=1)

@@ -11,7 +11,7 @@ measured through the one pipeline into one fresh results store:
 2. at recall 0.9 and 0.95, the fastest single-mode setting of each side reaching it, measured
    again with 1 and 4 closed-loop clients (concurrent mode).
 
-It prints one markdown table (for the README) with QPS and p99 at 1 and 4 clients, the
+It prints one markdown table (for docs/results.md) with QPS and p99 at 1 and 4 clients, the
 database-to-engine QPS ratio at the same recall, load duration, serving memory and disk size.
 
     python benchmarks/databases.py [--backends chroma redis ...] [--load-seconds 3] [--keep DIR]

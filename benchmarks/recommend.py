@@ -1,7 +1,7 @@
 """What `annbench recommend --measure` buys with its time budget on the bundled dataset.
 
 For each budget (single-query, one thread) it runs the real CLI on a fresh results store (so
-everything is measured, nothing reused) and prints, as a markdown table for the README: the
+everything is measured, nothing reused) and prints, as a markdown table for docs/results.md: the
 wall time recommend took against its --time-budget, how many candidates were measured, killed
 by the time budget and skipped (with the reasons), and the pick with its recall@10.
 

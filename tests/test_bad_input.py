@@ -1,5 +1,6 @@
-"""Every kind of bad input in README's table: one line, the right exit code, no traceback,
-nothing stored lost. Each case here is a row of that table (checked below)."""
+"""Every kind of bad input in the documentation's table (docs/reference/errors.md): one line,
+the right exit code, no traceback, nothing stored lost. Each case here is a row of that table
+(checked below)."""
 
 import gzip
 import io
@@ -20,7 +21,7 @@ from annbench.data.synthetic import create_synthetic
 from annbench.metrics import Metric
 from annbench.results.store import ResultStore
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ERRORS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "reference" / "errors.md"
 
 
 def ab_file(path, **overrides):
@@ -711,14 +712,14 @@ def test_bad_input_gives_one_line_and_exit_code(
         assert store.count() == 1  # nothing stored is lost
 
 
-def test_readme_table_has_every_case():
-    text = README.read_text()
+def test_documented_table_has_every_case():
+    text = ERRORS_PAGE.read_text()
     table = [line for line in text.splitlines() if line.startswith("| ") and "|" in line[2:]]
     rows = [(case, message, code) for case, (_, message, code) in CASES.items()]
     rows.append(("disk full", "Cannot write to results store", 1))  # its own test below
     for case, message, code in rows:
         row = next((line for line in table if line.startswith(f"| {case} |")), None)
-        assert row is not None, f"README's bad-input table lacks a row for: {case}"
+        assert row is not None, f"docs/reference/errors.md lacks a bad-input row for: {case}"
         assert message in row and f"| {code} |" in row, row
     assert len(CASES) >= 20
 

@@ -22,7 +22,8 @@ from annbench.metrics import Metric
 from annbench.progress import Progress
 
 N_FILTERS = 12
-#: The documented limits (README): filter workloads per run; runbook bytes, steps, YAML values.
+#: The documented limits (docs/guides/filtered-search.md and runbooks.md): filter workloads per
+#: run; runbook bytes, steps, YAML values.
 MAX_FILTERS, MAX_BYTES, MAX_STEPS, MAX_VALUES = 64, 1 << 20, 10_000, 200_000
 
 

@@ -73,7 +73,7 @@ def _fits(row, c: Constraints) -> bool:
 
 
 def _near(objective: str, row, best) -> bool:
-    """Independent statement of the near-tie rules in the README."""
+    """Independent statement of the near-tie rules in docs/guides/deployment.md."""
     if objective == "qps":
         return row["qps"] * (1 + row["qps_spread"] / 2) >= best["qps"] * (
             1 - best["qps_spread"] / 2

@@ -401,10 +401,11 @@ def test_cli_runbook_ground_truth_run_and_summary(rb_backends, tmp_path):
     assert result.exit_code != 0 and "Unknown runbook 'nope'" in result.output
 
 
-def test_readme_runbook_example_is_valid():
+def test_documented_runbook_example_is_valid():
     import yaml
 
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    guide = Path(__file__).resolve().parent.parent / "docs" / "guides" / "runbooks.md"
+    text = guide.read_text()
     start = text.index("# my-runbook.yaml")
     example = yaml.safe_load(text[start : text.index("```", start)])
     rb = parse_runbook(example, "my-runbook", 1000)
