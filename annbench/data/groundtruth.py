@@ -8,6 +8,11 @@ push a true neighbour out (euclidean vectors are ranked from their mean, where t
 is smallest). Exact order: each candidate's distance is recomputed exactly, in float64 from
 the vectors as given, and candidates are sorted by (distance, id): equal vectors tie exactly
 and ties go to the lower id.
+
+``knn_in_blocks`` is ``exact_knn`` over row blocks with ``tie_safe_candidates``: where more
+than MARGIN vectors tie (exactly, or within float32 rounding) at the k-th place, faiss' k-NN
+keeps arbitrary ones and ``_top`` the lowest ids of the band, so both can lose a true
+neighbour; the tie-safe step ranks such a band by exact distance instead.
 """
 
 from __future__ import annotations
@@ -353,3 +358,162 @@ def _blocks(xb: np.ndarray | Iterable[np.ndarray], size: int | None) -> Iterable
 def block_rows(d: int, block_bytes: int = 256 << 20) -> int:
     """Rows of ``d`` float32 dimensions per base block: few blocks, bounded memory."""
     return max(65536, block_bytes // (4 * d))
+
+
+def knn_in_blocks(
+    blocks: Iterable[np.ndarray],
+    xq: np.ndarray,
+    k: int,
+    metric: Metric,
+    progress: Callable[[int], None] | None = None,
+    threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``exact_knn`` over consecutive row blocks, with candidates from ``tie_safe_candidates``:
+    the exact top-k by (distance, id) however many vectors tie, in whatever blocks.
+
+    A block may be overwritten once the next one is asked for. Re-ranking runs in ``threads``
+    threads (default: one per CPU). Memory beside the block: the running best, one block's
+    ranked copy and at most NUMPY_SCORES scores at once, O(rows x d + nq x (k + rows))
+    (``annbench.data.scale_truth.streamed_peak_bytes`` states it in bytes).
+    """
+    import faiss
+
+    best_d = np.empty((len(xq), 0), dtype=np.float64)
+    best_i = np.empty((len(xq), 0), dtype=np.int64)
+    queries, center, offset = None, None, 0
+    with _blas_settings(faiss):
+        for block in blocks:
+            if queries is None:  # as in exact_knn, the first block sets the centre
+                center = _center(metric, block)
+                queries = _prepared(metric, xq, center)
+            keep = min(len(block), k + MARGIN)
+            local = tie_safe_candidates(metric, xq, block, queries, center, keep, k)
+            best_d, best_i = _rerank(
+                metric, xq, block, local, k + MARGIN, offset, best_d, best_i, threads
+            )
+            offset += len(block)
+            if progress is not None:
+                progress(offset)
+    return best_d[:, :k], best_i[:, :k]
+
+
+def tie_safe_candidates(
+    metric: Metric,
+    xq: np.ndarray,
+    xb: np.ndarray,
+    queries: np.ndarray,
+    center: np.ndarray | None,
+    keep: int,
+    k: int,
+) -> np.ndarray:
+    """Ids (nq, keep) into ``xb`` that hold every query's exact top-k among ``xb`` by
+    (distance, id), ties included; ``queries`` are ``xq`` as ``_prepared`` ranks them.
+
+    Float32 scores (faiss' k-NN for large blocks, numpy's product for small ones) find the
+    ``keep`` best. Scores within ``TIE_RTOL`` of a query's scale (``_tolerances``) may be in
+    either order, so where the k-th and the ``keep``-th score are that close, the vectors
+    scoring within it of the k-th (the band) could all be nearest: a band larger than
+    ``keep`` is ranked by exact distance and ascending id, in slabs, and its ``keep`` best
+    kept. (faiss cuts a group of equal scores anywhere, and ``exact_knn``'s ``_top`` keeps a
+    band's lowest ids whatever their distances.)
+    """
+    if keep >= len(xb):
+        return np.broadcast_to(np.arange(len(xb)), (len(xq), len(xb))).copy()
+    base = _prepared(metric, xb, center)
+    tolerance = _tolerances(metric, queries, base)
+    if _small(len(queries), len(base), keep):
+        return _band_candidates(
+            metric, xq, xb, queries, base, np.arange(len(xq)), keep, k, tolerance
+        )
+    import faiss
+
+    faiss_metric = faiss.METRIC_L2 if metric is Metric.EUCLIDEAN else faiss.METRIC_INNER_PRODUCT
+    scores, ids = faiss.knn(queries, base, keep, metric=faiss_metric)
+    gap = np.abs(scores[:, keep - 1].astype(np.float64) - scores[:, k - 1])
+    if metric is Metric.EUCLIDEAN:
+        gap /= 2  # faiss' squared distances are |q|^2 - 2 x numpy's score
+    risky = np.flatnonzero(gap <= tolerance)
+    if len(risky):
+        ids[risky] = _band_candidates(metric, xq, xb, queries, base, risky, keep, k, tolerance)
+    return ids
+
+
+def _tolerances(metric: Metric, queries: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Per query, how far apart two float32 scores (numpy's: q.x, minus |x|^2 / 2 under
+    euclidean) may be and still be in either order: TIE_RTOL of their scale, |q| |x|max
+    (plus |x|max^2 / 2 under euclidean)."""
+    q_norms = np.sqrt(np.einsum("qd,qd->q", queries, queries, dtype=np.float64))
+    top = 0.0
+    for start in range(0, len(base), 65536):  # the largest row norm, a bounded slab at a time
+        rows = base[start : start + 65536]
+        top = max(top, float(np.einsum("nd,nd->n", rows, rows, dtype=np.float64).max()))
+    scale = q_norms * np.sqrt(top)
+    if metric is Metric.EUCLIDEAN:
+        scale += top / 2
+    return TIE_RTOL * scale
+
+
+def _band_candidates(
+    metric: Metric,
+    xq: np.ndarray,
+    xb: np.ndarray,
+    queries: np.ndarray,
+    base: np.ndarray,
+    rows: np.ndarray,
+    keep: int,
+    k: int,
+    tolerance: np.ndarray,
+) -> np.ndarray:
+    """Ids (len(rows), keep) into ``xb`` holding the exact top-k of queries ``rows``: numpy's
+    scores of a bounded block of queries at a time; the ``keep`` best scores where no more
+    than ``keep`` score within ``tolerance`` of the k-th, else the band ranked exactly."""
+    n = len(base)
+    out = np.empty((len(rows), keep), dtype=np.int64)
+    half_norms = np.einsum("nd,nd->n", base, base) / 2 if metric is Metric.EUCLIDEAN else None
+    step = max(1, NUMPY_SCORES // n)
+    for start in range(0, len(rows), step):
+        span = rows[start : start + step]
+        scores = queries[span] @ base.T  # larger is nearer
+        if half_norms is not None:
+            scores -= half_norms
+        kth = np.partition(scores, n - k, axis=1)[:, n - k : n - k + 1]
+        floor = kth - tolerance[span, None]
+        wide = np.flatnonzero((scores >= floor).sum(axis=1) > keep)
+        out[start : start + len(span)] = np.argpartition(scores, n - keep, axis=1)[:, n - keep :]
+        for j in wide:
+            band = np.flatnonzero(scores[j] >= floor[j, 0])
+            out[start + j] = _exact_best(metric, xq[span[j]], xb, band, keep)
+    return out
+
+
+#: Band vectors whose exact distances are computed at once (float64 rows of the base).
+BAND_SLAB = 8192
+
+
+def _exact_best(
+    metric: Metric, q: np.ndarray, xb: np.ndarray, band: np.ndarray, keep: int
+) -> np.ndarray:
+    """The ``keep`` ids of ``band`` nearest to query ``q`` by (exact distance, id), computed
+    BAND_SLAB rows at a time."""
+    best_d = np.empty(0, dtype=np.float64)
+    best_i = np.empty(0, dtype=np.int64)
+    for start in range(0, len(band), BAND_SLAB):
+        ids = band[start : start + BAND_SLAB]
+        d = _exact(metric, q[None, :], xb, ids[None, :])[0]
+        d, ids = np.concatenate([best_d, d]), np.concatenate([best_i, ids])
+        order = np.lexsort((ids, d))[:keep]
+        best_d, best_i = d[order], ids[order]
+    return best_i
+
+
+def merge_knn(
+    parts: Iterable[tuple[np.ndarray, np.ndarray]], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest ``(distances, ids)`` per query among partial results, each the exact
+    top-k (nq, <=k) of a disjoint part of the base with ids into the whole base, sorted as
+    ``exact_knn`` sorts: by distance, ties by ascending id."""
+    parts = list(parts)
+    distances = np.hstack([d for d, _ in parts])
+    ids = np.hstack([i for _, i in parts])
+    order = np.lexsort((ids, distances), axis=1)[:, :k]
+    return np.take_along_axis(distances, order, axis=1), np.take_along_axis(ids, order, axis=1)
