@@ -105,11 +105,6 @@ def test_stored_float16_and_integer_bases_stream_as_read_dataset_reads_them(tmp_
         assert_same(streamed_knn(path, k=20, chunk_rows=61), want)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="exact_knn's faiss path keeps arbitrary members of a tie group that reaches past "
-    "k + MARGIN (faiss' reservoir/heap); knn_in_blocks' tie_safe_candidates repairs it",
-)
 def test_in_memory_exact_knn_through_faiss_breaks_ties_by_id(monkeypatch):
     xb, xq = tied("int", 5000, 16, 20)
     want = brute_force(xb, xq, K, Metric.DOT)
@@ -268,11 +263,6 @@ def test_near_ties_within_rounding_are_ranked_by_distance_before_id(tmp_path, ca
         assert_same(streamed_knn(path, chunk_rows=chunk), want)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="exact_knn's numpy path (_top) keeps the lowest ids of a band of scores within "
-    "TIE_RTOL, whatever their exact distances, when the band holds more than k + MARGIN",
-)
 def test_in_memory_exact_knn_ranks_near_ties_by_distance():
     xb, xq = near_ties()
     assert_same(exact_knn(xb, xq, K, Metric.EUCLIDEAN), brute_force(xb, xq, K, Metric.EUCLIDEAN))

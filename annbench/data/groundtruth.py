@@ -58,7 +58,7 @@ def exact_knn(
                 center = _center(metric, block)
                 queries = _prepared(metric, xq, center)
             keep = min(len(block), k + MARGIN)
-            local = _candidates(queries, _prepared(metric, block, center), keep, metric)
+            local = tie_safe_candidates(metric, xq, block, queries, center, keep, k)
             best_d, best_i = _rerank(metric, xq, block, local, k + MARGIN, offset, best_d, best_i)
             offset += len(block)
             if progress is not None:
@@ -414,8 +414,8 @@ def tie_safe_candidates(
     either order, so where the k-th and the ``keep``-th score are that close, the vectors
     scoring within it of the k-th (the band) could all be nearest: a band larger than
     ``keep`` is ranked by exact distance and ascending id, in slabs, and its ``keep`` best
-    kept. (faiss cuts a group of equal scores anywhere, and ``exact_knn``'s ``_top`` keeps a
-    band's lowest ids whatever their distances.)
+    kept. (faiss cuts a group of equal scores anywhere, and ``_top`` keeps a band's lowest
+    ids whatever their distances: ``_candidates`` alone could lose a tied or nearer id.)
     """
     if keep >= len(xb):
         return np.broadcast_to(np.arange(len(xb)), (len(xq), len(xb))).copy()
