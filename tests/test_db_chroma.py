@@ -4,21 +4,24 @@ pipeline, and no network."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("chromadb")
 
-from annbench import api  # noqa: E402
+from database_checks import (  # noqa: E402
+    answers_of_processes,
+    built_index,
+    check_missing_library,
+    check_offline,
+    check_pipeline,
+    check_private_folders,
+    owned_folders,
+    recall,
+)
+
 from annbench.backends.chroma_backend import Chroma  # noqa: E402
 from annbench.data.groundtruth import exact_knn  # noqa: E402
 from annbench.errors import AnnbenchError  # noqa: E402
@@ -33,26 +36,9 @@ BUILD = {"M": 16, "ef_construction": 100}
 EXACT = {"ef": 2000}
 
 
-def _recall(ids: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(ids, truth, strict=True)]))
-
-
-def _folders_of(pids: set[int]) -> list[Path]:
-    """Temporary Chroma folders whose owner is one of ``pids``."""
-    found = []
-    for folder in Path(tempfile.gettempdir()).glob("annbench-chroma-*"):
-        owner = folder / "annbench-owner.pid"
-        if owner.is_file() and int(owner.read_text() or -1) in pids:
-            found.append(folder)
-    return found
-
-
 @pytest.fixture(scope="module")
 def built(tiny):
-    index = Chroma(Metric.EUCLIDEAN, **BUILD)
-    index.build(tiny.train)
-    yield index
-    index.close()
+    yield from built_index(Chroma(Metric.EUCLIDEAN, **BUILD), tiny.train)
 
 
 def test_chroma_conforms():
@@ -86,7 +72,7 @@ def test_insert_builds_the_graph_before_it_returns(tiny):
         found = index.search(index.prepare_queries(tiny.test), 10)
         assert found.ids.dtype == np.int64 and found.ids.shape == (len(tiny.test), 10)
         assert ((found.ids >= 0) & (found.ids < len(tiny.train))).all()
-        assert _recall(found.ids, tiny.neighbors[:, :10]) == 1.0
+        assert recall(found.ids, tiny.neighbors[:, :10]) == 1.0
         configuration = index._collection.configuration["hnsw"]
         assert (configuration["max_neighbors"], configuration["ef_construction"]) == (16, 100)
         assert configuration["space"] == "l2" and configuration["ef_search"] == EXACT["ef"]
@@ -112,7 +98,7 @@ def test_ef_search_takes_effect_by_reopening(rng):
         index.set_search_params(ef=400)
         assert index._collection.configuration["hnsw"]["ef_search"] == 400
         wide = index.search(xq, 10).ids
-        assert _recall(wide, truth) > _recall(narrow, truth) + 0.1
+        assert recall(wide, truth) > recall(narrow, truth) + 0.1
         assert [list(index.search_one(q, 10)) for q in xq[:5]] == wide[:5].tolist()
     finally:
         index.close()
@@ -187,108 +173,43 @@ def test_saved_folder_is_loaded_by_several_processes_at_once(built, tiny, tmp_pa
     built.save(tmp_path / "index")
     assert (tmp_path / "index").is_file() and (tmp_path / "index").stat().st_size > 0
     np.save(tmp_path / "queries.npy", tiny.test)
-    loaders = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                _LOAD,
-                str(tmp_path / "index"),
-                str(tmp_path / "queries.npy"),
-                "32",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
-        for _ in range(2)
-    ]
-    for loader in loaders:
-        out, err = loader.communicate(timeout=120)
-        assert loader.returncode == 0, err
-        assert np.array_equal(np.array(json.loads(out.splitlines()[-1])), expected)
-    assert not _folders_of({loader.pid for loader in loaders})  # removed by close()
+    answers = answers_of_processes(_LOAD, tmp_path / "index", tmp_path / "queries.npy", 32)
+    for ids in answers.values():
+        assert np.array_equal(np.array(ids), expected)
+    assert not owned_folders("chroma", set(answers))  # removed by close()
 
 
-def test_close_removes_the_folder_and_a_killed_owners_folder_goes_next_time(tiny, tmp_path):
-    index = Chroma(Metric.EUCLIDEAN, **BUILD)
-    index.build(tiny.train[:300])
-    folder = index._folder
-    assert (folder / "db" / "chroma.sqlite3").is_file()
-    index.close()
-    index.close()
-    assert not folder.exists()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    stale = Path(tempfile.mkdtemp(prefix="annbench-chroma-"))
-    (stale / "annbench-owner.pid").write_text(dead.stdout.strip())
-    other = Chroma(Metric.EUCLIDEAN, **BUILD)
-    try:
-        other.build(tiny.train[:300])
-        assert not stale.exists()
-    finally:
-        other.close()
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def test_a_sweep_times_the_phases_and_sizes_the_folder(tiny_path, tmp_path):
-    frame = api.run(
+def test_close_removes_the_folder_and_a_killed_owners_folder_goes_next_time(tiny):
+    check_private_folders(
+        lambda: Chroma(Metric.EUCLIDEAN, **BUILD),
+        tiny.train[:300],
         "chroma",
-        dataset=tiny_path,
+        lambda index: index._folder,
+        "db/chroma.sqlite3",
+    )
+
+
+def test_a_rate_sweep_times_the_phases_sizes_the_folder_and_serves_from_threads(
+    tiny_path, tmp_path
+):
+    check_pipeline(
+        "chroma",
+        tiny_path,
+        tmp_path,
         grid={"M": [16], "ef_construction": [100], "ef": [16, 64]},
-        runs=1,
-        min_time=0,
-        results=tmp_path,
-        progress=False,
+        executor="thread",
+        rows=2,
+        min_recall=0.9,
     )
-    assert len(frame) == 2 and (frame["status"] == "ok").all(), frame["error"].tolist()
-    assert (frame["recall"] > 0.9).all()
-    for column in ("insert_s", "index_build_s", "ready_s"):
-        assert frame[column].notna().all() and (frame[column] >= 0).all()
-    assert (frame["insert_s"] > 0).all() and (frame["index_bytes"] > 0).all()
-    # loaded cold in a fresh process (annbench.sweep.serving) from the saved tar
-    assert (frame["serving_memory_bytes"] > 0).all() and (frame["load_s"] > 0).all()
-
-
-def test_a_rate_run_serves_from_threads(tiny_path, tmp_path):
-    frame = api.run(
-        "chroma",
-        dataset=tiny_path,
-        grid={"M": [16], "ef_construction": [100], "ef": [32]},
-        mode="rate",
-        rates=[100],
-        runs=1,
-        load=api.LoadOptions(seconds=0.3, warmup=0.1),
-        results=tmp_path,
-        progress=False,
-    )
-    assert len(frame) == 1
-    row = frame.iloc[0]
-    assert row["status"] == "ok", row["error"]
-    assert json.loads(row["provenance"])["load_executor"] == "thread"
-    assert row["qps"] > 0 and row["recall"] > 0.9
 
 
 def test_missing_chromadb_names_the_extra():
-    script = textwrap.dedent(
-        """
-        import sys
-        sys.modules["chromadb"] = None  # importing chromadb now fails
-        from annbench.errors import BackendUnavailable
-        from annbench.registry import load_backend
-        try:
-            load_backend("chroma")
-        except BackendUnavailable as exc:
-            print(exc)
-        """
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert 'pip install "annbench[chroma]"' in done.stdout, done.stderr
+    check_missing_library("chroma", "chromadb", "chroma")
 
 
 _OFFLINE = textwrap.dedent(
     """
-    import socket, sys, tempfile
+    import tempfile
     from pathlib import Path
     import numpy as np
     from annbench.metrics import Metric
@@ -307,12 +228,6 @@ _OFFLINE = textwrap.dedent(
         assert list(loaded.search_one(xb[0], 5))[0] == 0
         loaded.close()
     index.close()
-    probe = socket.socket(socket.AF_UNIX)  # shows that the trace sees connect()
-    try:
-        probe.connect("/nonexistent/annbench-probe")
-    except OSError:
-        pass
-    print("done")
     """
 )
 
@@ -320,23 +235,5 @@ _OFFLINE = textwrap.dedent(
 def test_nothing_is_fetched(tmp_path):
     """No socket leaves the machine (every connect() traced, in all threads and children)
     and no embedding model lands in the cache."""
-    if shutil.which("strace") is None:
-        pytest.skip("strace is not installed")
-    if subprocess.run(["strace", "-o", os.devnull, "true"], capture_output=True).returncode:
-        pytest.skip("strace may not trace here")
-    trace = tmp_path / "trace.txt"
-    env = {**os.environ, "HOME": str(tmp_path / "home")}
-    done = subprocess.run(
-        ["strace", "-f", "-e", "trace=connect,sendto,sendmsg", "-o", str(trace),
-         sys.executable, "-c", _OFFLINE],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0 and "done" in done.stdout, done.stderr[-2000:]
-    calls = trace.read_text().splitlines()
-    assert any("annbench-probe" in call for call in calls)
-    network = [call for call in calls if "AF_INET" in call]  # AF_INET6 too
-    assert not network, network[:5]
+    check_offline(_OFFLINE, tmp_path)
     assert not (tmp_path / "home" / ".cache" / "chroma").exists()

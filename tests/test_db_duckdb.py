@@ -4,22 +4,29 @@ pipeline, and an extension that comes from its package, never from the network."
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("duckdb_extension_vss")
 
-from annbench import api  # noqa: E402
+from database_checks import (  # noqa: E402
+    answers_of_processes,
+    built_index,
+    check_missing_library,
+    check_offline,
+    check_pipeline,
+    check_private_copy,
+    check_private_folders,
+    owned_folders,
+    recall,
+)
+
 from annbench.backends.duckdb_backend import DuckDBVSS, extension_path  # noqa: E402
 from annbench.data.groundtruth import exact_knn  # noqa: E402
 from annbench.errors import AnnbenchError  # noqa: E402
@@ -34,26 +41,9 @@ BUILD = {"M": 16, "ef_construction": 64}
 EXACT = {"ef_search": 2000}
 
 
-def _recall(ids: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(ids, truth, strict=True)]))
-
-
-def _folders_of(pids: set[int]) -> list[Path]:
-    """Temporary DuckDB folders whose owner is one of ``pids``."""
-    found = []
-    for folder in Path(tempfile.gettempdir()).glob("annbench-duckdb-*"):
-        owner = folder / "annbench-owner.pid"
-        if owner.is_file() and int(owner.read_text() or -1) in pids:
-            found.append(folder)
-    return found
-
-
 @pytest.fixture(scope="module")
 def built(tiny):
-    index = DuckDBVSS(Metric.EUCLIDEAN, **BUILD)
-    index.build(tiny.train)
-    yield index
-    index.close()
+    yield from built_index(DuckDBVSS(Metric.EUCLIDEAN, **BUILD), tiny.train)
 
 
 def test_duckdb_vss_conforms():
@@ -146,7 +136,7 @@ def test_phases_build_an_hnsw_index_that_the_query_plan_uses(built, tiny):
     found = built.search(xq, K)
     assert found.ids.dtype == np.int64 and found.ids.shape == (len(tiny.test), K)
     assert ((found.ids >= 0) & (found.ids < len(tiny.train))).all()
-    assert _recall(found.ids, tiny.neighbors[:, :K]) == 1.0
+    assert recall(found.ids, tiny.neighbors[:, :K]) == 1.0
     exact = np.linalg.norm(tiny.train[found.ids] - tiny.test[:, None, :], axis=2)
     assert np.allclose(found.distances, exact, rtol=1e-4, atol=1e-4)  # array_distance: L2
     assert [list(built.search_one(q, K)) for q in xq[:5]] == found.ids[:5].tolist()
@@ -166,7 +156,7 @@ def test_each_metric_is_an_index_scan(metric, rng):
         assert "HNSW_INDEX_SCAN" in plan and "SEQ_SCAN" not in plan, plan
         index.set_search_params(ef_search=400)
         _, truth = exact_knn(xb, xb[:20], K, metric)
-        assert _recall(index.search(index.prepare_queries(xb[:20]), K).ids, truth) >= 0.99
+        assert recall(index.search(index.prepare_queries(xb[:20]), K).ids, truth) >= 0.99
     finally:
         index.close()
 
@@ -182,7 +172,7 @@ def test_ef_search_is_set_for_every_threads_cursor(rng):
         narrow = index.search(xq, K).ids
         index.set_search_params(ef_search=400)
         wide = index.search(xq, K).ids
-        assert _recall(wide, truth) > _recall(narrow, truth) + 0.1
+        assert recall(wide, truth) > recall(narrow, truth) + 0.1
         got = {}
         thread = threading.Thread(target=lambda: got.update(ids=index.search(xq, K).ids))
         thread.start()
@@ -218,19 +208,8 @@ def test_saved_file_is_loaded_by_several_processes_and_never_written(built, tiny
     assert saved.is_file() and saved.stat().st_size > 2000 * 32 * 4
     before = saved.read_bytes()
     np.save(tmp_path / "queries.npy", tiny.test)
-    loaders = [
-        subprocess.Popen(
-            [sys.executable, "-c", _LOAD, str(saved), str(tmp_path / "queries.npy"), "32"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
-    for loader in loaders:
-        out, err = loader.communicate(timeout=120)
-        assert loader.returncode == 0, err
-        assert np.array_equal(np.array(json.loads(out.splitlines()[-1])), expected)
+    for ids in answers_of_processes(_LOAD, saved, tmp_path / "queries.npy", 32).values():
+        assert np.array_equal(np.array(ids), expected)
     served = measure_serving(
         "duckdb-vss", "euclidean", BUILD, saved, tiny.test, {"ef_search": 32}, K
     )
@@ -239,103 +218,45 @@ def test_saved_file_is_loaded_by_several_processes_and_never_written(built, tiny
     loaded = DuckDBVSS(Metric.EUCLIDEAN, **BUILD)
     loaded.load(saved)
     loaded.set_search_params(**EXACT)
-    xq = loaded.prepare_queries(tiny.test)
-    gone = np.unique(expected[:, 0])
-    loaded.remove(gone)
-    assert not np.isin(loaded.search(xq, K).ids, gone).any()
-    new = np.arange(10_000, 10_000 + len(tiny.test))
-    loaded.add(tiny.test, new)
-    assert (loaded.search(xq, 1).ids[:, 0] == new).all()
-    private = loaded._path
-    assert private.parent != saved.parent and private.is_file()
-    loaded.close()
-    loaded.close()
-    assert not private.parent.exists() and saved.read_bytes() == before
-    assert _folders_of({os.getpid()}) == [built._path.parent]  # the copy went with close
+    check_private_copy(loaded, saved, before, tiny.test, expected)
+    # the copy went with close
+    assert owned_folders("duckdb", {os.getpid()}) == [built._path.parent]
     with pytest.raises(AnnbenchError, match="load it with its own metric"):
         DuckDBVSS(Metric.ANGULAR, **BUILD).load(saved)
 
 
 def test_close_removes_the_folder_and_a_killed_owners_folder_goes_next_time(tiny):
-    index = DuckDBVSS(Metric.EUCLIDEAN, **BUILD)
-    index.build(tiny.train[:300])
-    folder = index._path.parent
-    assert (folder / "index.duckdb").is_file()
-    index.close()
-    index.close()
-    assert not folder.exists()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    stale = Path(tempfile.mkdtemp(prefix="annbench-duckdb-"))
-    (stale / "annbench-owner.pid").write_text(dead.stdout.strip())
-    other = DuckDBVSS(Metric.EUCLIDEAN, **BUILD)
-    try:
-        other.build(tiny.train[:300])
-        assert not stale.exists()
-    finally:
-        other.close()
-        shutil.rmtree(stale, ignore_errors=True)
+    check_private_folders(
+        lambda: DuckDBVSS(Metric.EUCLIDEAN, **BUILD),
+        tiny.train[:300],
+        "duckdb",
+        lambda index: index._path.parent,
+        "index.duckdb",
+    )
 
 
-def test_a_sweep_times_the_phases_and_sizes_the_file(tiny_path, tmp_path):
-    frame = api.run(
+def test_a_rate_sweep_times_the_phases_sizes_the_file_and_serves_from_processes(
+    tiny_path, tmp_path
+):
+    check_pipeline(
         "duckdb-vss",
-        dataset=tiny_path,
+        tiny_path,
+        tmp_path,
         grid={"M": [16], "ef_construction": [64], "ef_search": [64]},
-        runs=1,
-        min_time=0,
-        results=tmp_path,
-        progress=False,
+        executor="process",
+        rows=1,
+        min_recall=0.9,
     )
-    assert len(frame) == 1 and (frame["status"] == "ok").all(), frame["error"].tolist()
-    assert (frame["recall"] > 0.9).all()
-    for column in ("insert_s", "index_build_s", "ready_s"):
-        assert frame[column].notna().all() and (frame[column] >= 0).all()
-    assert (frame["insert_s"] > 0).all() and (frame["index_build_s"] > 0).all()
-    assert (frame["index_bytes"] > 0).all() and (frame["serving_memory_bytes"] > 0).all()
-
-
-def test_a_rate_run_serves_from_processes(tiny_path, tmp_path):
-    frame = api.run(
-        "duckdb-vss",
-        dataset=tiny_path,
-        grid={"M": [16], "ef_construction": [64], "ef_search": [32]},
-        mode="rate",
-        rates=[100],
-        runs=1,
-        load=api.LoadOptions(seconds=0.3, warmup=0.1),
-        results=tmp_path,
-        progress=False,
-    )
-    assert len(frame) == 1
-    row = frame.iloc[0]
-    assert row["status"] == "ok", row["error"]
-    assert json.loads(row["provenance"])["load_executor"] == "process"
-    assert row["qps"] > 0 and row["recall"] > 0.9
 
 
 @pytest.mark.parametrize("module", ["duckdb", "duckdb_extension_vss"])
 def test_missing_duckdb_names_the_extra(module):
-    script = textwrap.dedent(
-        f"""
-        import sys
-        sys.modules[{module!r}] = None  # importing it now fails
-        from annbench.errors import BackendUnavailable
-        from annbench.registry import load_backend
-        try:
-            load_backend("duckdb-vss")
-        except BackendUnavailable as exc:
-            print(exc)
-        """
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert 'pip install "annbench[duckdb]"' in done.stdout, done.stderr
-    assert module.replace("_", "-") in done.stdout
+    check_missing_library("duckdb-vss", module, "duckdb")
 
 
 _OFFLINE = textwrap.dedent(
     """
-    import socket, tempfile
+    import tempfile
     from pathlib import Path
     import numpy as np
     from annbench.metrics import Metric
@@ -357,12 +278,6 @@ _OFFLINE = textwrap.dedent(
             "WHERE extension_name = 'vss'").fetchall())
         loaded.close()
     index.close()
-    probe = socket.socket(socket.AF_UNIX)  # shows that the trace sees connect()
-    try:
-        probe.connect("/nonexistent/annbench-probe")
-    except OSError:
-        pass
-    print("done")
     """
 )
 
@@ -372,24 +287,6 @@ def test_the_extension_comes_from_its_package_and_nothing_is_fetched(tmp_path):
     DuckDB's extension folder, and no socket leaves the machine (every connect() traced, in
     all threads and children)."""
     assert extension_path().is_file() and "duckdb_extension_vss" in str(extension_path())
-    if shutil.which("strace") is None:
-        pytest.skip("strace is not installed")
-    if subprocess.run(["strace", "-o", os.devnull, "true"], capture_output=True).returncode:
-        pytest.skip("strace may not trace here")
-    trace = tmp_path / "trace.txt"
-    env = {**os.environ, "HOME": str(tmp_path / "home")}
-    done = subprocess.run(
-        ["strace", "-f", "-e", "trace=connect,sendto,sendmsg", "-o", str(trace),
-         sys.executable, "-c", _OFFLINE],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0 and "done" in done.stdout, done.stderr[-2000:]
-    assert "[(True, False, 'NOT_INSTALLED')]" in done.stdout  # loaded from the file given
-    calls = trace.read_text().splitlines()
-    assert any("annbench-probe" in call for call in calls)
-    network = [call for call in calls if "AF_INET" in call]  # AF_INET6 too
-    assert not network, network[:5]
+    out = check_offline(_OFFLINE, tmp_path)
+    assert "[(True, False, 'NOT_INSTALLED')]" in out  # loaded from the file given
     assert not (tmp_path / "home" / ".duckdb").exists()  # no extension folder made

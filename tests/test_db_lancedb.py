@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +9,17 @@ import pytest
 
 pytest.importorskip("lancedb")
 
-import annbench  # noqa: E402
-from annbench import api  # noqa: E402
+from database_checks import (  # noqa: E402
+    answers_of_processes,
+    check_missing_library,
+    check_pipeline,
+    recall,
+)
+
 from annbench.backends.lancedb_backend import INDEX_TYPES, LanceDB  # noqa: E402
 from annbench.data.groundtruth import exact_knn  # noqa: E402
 from annbench.data.synthetic import clustered_gaussian  # noqa: E402
-from annbench.errors import AnnbenchError, BackendUnavailable  # noqa: E402
+from annbench.errors import AnnbenchError  # noqa: E402
 from annbench.metrics import Metric  # noqa: E402
 from annbench.testing import check_backend, check_releases_gil  # noqa: E402
 
@@ -38,10 +39,6 @@ def _params(index_type: str, partitions: int = 4) -> dict:
     if "HNSW" in index_type:
         params.update(m=16, ef_construction=100)
     return params
-
-
-def _recall(ids: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(a) & set(t)) / len(t) for a, t in zip(ids, truth, strict=True)]))
 
 
 def test_lancedb_conforms():
@@ -74,7 +71,7 @@ def test_probing_every_partition_of_ivf_flat_is_exact(metric, data):
     finally:
         index.close()
     assert ids.dtype == np.int64 and ids.min() >= 0 and ids.max() < N
-    assert _recall(ids, truth) == 1.0
+    assert recall(ids, truth) == 1.0
     assert all(np.array_equal(a, b) for a, b in zip(one, ids[:5], strict=False))
 
 
@@ -90,7 +87,7 @@ def test_every_index_type_builds_and_refines_to_exact(index_type, data):
         ids = index.search(xq, K).ids
     finally:
         index.close()
-    assert _recall(ids, truth) == 1.0
+    assert recall(ids, truth) == 1.0
 
 
 def test_parameters_are_checked_in_one_line():
@@ -180,54 +177,21 @@ print(json.dumps([index.search(np.load({str(tmp_path / "xq.npy")!r}), {K}).ids.t
                   str(index._folder)]))
 index.close()
 """
-    clients = [
-        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]
-    for client in clients:
-        out, _ = client.communicate(timeout=60)
-        assert client.returncode == 0
-        ids, private = json.loads(out)
+    for ids, private in answers_of_processes(script, timeout=60).values():
         assert np.array_equal(ids, expected) and not Path(private).exists()
 
 
-def test_a_sweep_times_the_three_phases(tiny_path, tmp_path):
-    grid = {"index_type": "IVF_FLAT", "num_partitions": 7, "nprobes": [1, 7]}
-    frame = api.run("lancedb", dataset=tiny_path, grid=grid, runs=1, results=tmp_path,
-                    progress=False)  # fmt: skip
-    assert len(frame) == 2 and (frame["status"] == "ok").all(), frame["error"].tolist()
-    for column in ("insert_s", "index_build_s", "ready_s"):
-        assert (frame[column] >= 0).all(), column
-    assert (frame["index_bytes"] > 0).all()
-    assert (frame["serving_memory_bytes"] > 0).all()  # loaded in a fresh process
-    assert frame["recall"].max() == 1.0  # all 7 partitions probed
-
-
-def test_a_rate_run_serves_from_load_clients(tiny_path, tmp_path):
-    grid = {"index_type": "IVF_HNSW_SQ", "num_partitions": 1, "m": 8, "ef_construction": 40,
-            "ef": 16}  # fmt: skip
-    frame = api.run(
+def test_a_rate_sweep_times_the_three_phases_and_serves_from_threads(tiny_path, tmp_path):
+    check_pipeline(
         "lancedb",
-        dataset=tiny_path,
-        grid=grid,
-        runs=1,
-        results=tmp_path,
-        progress=False,
-        mode="rate",
-        rates=[100],
-        load=annbench.LoadOptions(seconds=0.3, warmup=0.1),
+        tiny_path,
+        tmp_path,
+        grid={"index_type": "IVF_FLAT", "num_partitions": 7, "nprobes": [1, 7]},
+        executor="thread",  # each client thread with its own event loop waiting on LanceDB
+        rows=2,
+        best_recall=1.0,  # all 7 partitions probed
     )
-    assert len(frame) == 1 and (frame["status"] == "ok").all(), frame["error"].tolist()
 
 
-def test_a_missing_library_names_the_extra(monkeypatch):
-    from annbench.registry import load_backend
-
-    monkeypatch.delitem(sys.modules, "annbench.backends.lancedb_backend", raising=False)
-    for name in [m for m in sys.modules if m == "lancedb" or m.startswith("lancedb.")]:
-        monkeypatch.setitem(sys.modules, name, None)
-    monkeypatch.setitem(sys.modules, "lancedb", None)  # importing lancedb now fails
-    with pytest.raises(BackendUnavailable, match=r'pip install "annbench\[lancedb\]"'):
-        load_backend("lancedb")
-    monkeypatch.undo()
-    importlib.import_module("annbench.backends.lancedb_backend")
+def test_a_missing_library_names_the_extra():
+    check_missing_library("lancedb", "lancedb", "lancedb")

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -21,12 +20,18 @@ import pytest
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 
-from annbench import api  # noqa: E402
+from database_checks import (  # noqa: E402
+    built_index,
+    check_missing_library,
+    check_pipeline,
+    owned_folders,
+    recall,
+)
+
 from annbench.backends.milvus_backend import INDEX_TYPES, Milvus  # noqa: E402
 from annbench.data.groundtruth import exact_knn  # noqa: E402
-from annbench.errors import AnnbenchError, BackendUnavailable  # noqa: E402
+from annbench.errors import AnnbenchError  # noqa: E402
 from annbench.metrics import Metric  # noqa: E402
-from annbench.sweep.load import LoadOptions  # noqa: E402
 from annbench.testing import check_backend  # noqa: E402
 
 HNSW = {"index_type": "HNSW", "M": 16, "efConstruction": 100}
@@ -43,26 +48,9 @@ SETTINGS = {
 }
 
 
-def _recall(ids: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(ids, truth, strict=True)]))
-
-
-def _folders_of(pids: set[int]) -> list[Path]:
-    """Temporary Milvus folders whose owner is one of ``pids``."""
-    found = []
-    for folder in Path(tempfile.gettempdir()).glob("annbench-milvus-*"):
-        owner = folder / "annbench-owner.pid"
-        if owner.is_file() and int(owner.read_text() or -1) in pids:
-            found.append(folder)
-    return found
-
-
 @pytest.fixture(scope="module")
 def built(tiny):
-    index = Milvus(Metric.EUCLIDEAN, **HNSW)
-    index.build(tiny.train)
-    yield index
-    index.close()
+    yield from built_index(Milvus(Metric.EUCLIDEAN, **HNSW), tiny.train)
 
 
 def test_milvus_conforms():
@@ -106,7 +94,7 @@ def test_every_index_type_milvus_lite_builds(index_type, tiny):
         found = index.search(index.prepare_queries(tiny.test), 10)
         assert found.ids.dtype == np.int64 and found.ids.shape == (len(tiny.test), 10)
         assert ((found.ids >= 0) & (found.ids < len(tiny.train))).all()
-        assert _recall(found.ids, tiny.neighbors[:, :10]) >= floor
+        assert recall(found.ids, tiny.neighbors[:, :10]) >= floor
     finally:
         index.close()
 
@@ -125,7 +113,7 @@ def test_the_phases_are_milvus_calls_and_ready_means_loaded(tiny):
         assert described["params"] == {"nlist": 32}
         index.set_search_params(nprobe=32)  # every list: exact
         found = index.search(index.prepare_queries(tiny.test), 10).ids
-        assert _recall(found, tiny.neighbors[:, :10]) == 1.0
+        assert recall(found, tiny.neighbors[:, :10]) == 1.0
         one = [list(index.search_one(q, 10)) for q in index.prepare_queries(tiny.test[:5])]
         assert one == found[:5].tolist()
     finally:
@@ -143,7 +131,7 @@ def test_ivf_flat_answers_as_its_engine_at_the_same_parameters(tiny):
             index.set_search_params(nprobe=4)  # an eighth of the lists: approximate
         ids = [index.search(index.prepare_queries(tiny.test), 10).ids for index in (milvus, engine)]
         assert np.array_equal(*ids)  # one segment: the same faiss IVF<nlist>,Flat, trained alike
-        assert _recall(ids[0], tiny.neighbors[:, :10]) < 1.0
+        assert recall(ids[0], tiny.neighbors[:, :10]) < 1.0
     finally:
         milvus.close()
 
@@ -155,7 +143,7 @@ def test_native_filters_keep_only_allowed_rows_exactly(built, tiny, rng):
     rows = np.flatnonzero(allowed)
     _, top = exact_knn(tiny.train[rows], tiny.test, 10, Metric.EUCLIDEAN)
     found = built.search_filtered(xq, 10, allowed).ids
-    assert _recall(found, rows[top]) == 1.0 and allowed[found].all()
+    assert recall(found, rows[top]) == 1.0 and allowed[found].all()
     few = np.zeros(len(tiny.train), dtype=bool)
     few[rows[:3]] = True
     padded = built.search_filtered(xq, 10, few).ids
@@ -235,12 +223,13 @@ def test_a_saved_database_opens_in_several_processes_at_once(built, tiny, tmp_pa
         here.load(path)
         here.set_search_params(**EXACT)
         assert np.array_equal(here.search(here.prepare_queries(tiny.test), 10).ids, expected)
-        assert len(_folders_of({other.pid, os.getpid()})) == 3  # built's, here's, the other's
+        # built's, here's, the other's
+        assert len(owned_folders("milvus", {other.pid, os.getpid()})) == 3
     finally:
         here.close()
         other.communicate("", timeout=60)
     assert other.returncode == 0
-    assert not _folders_of({other.pid})  # close() removed it
+    assert not owned_folders("milvus", {other.pid})  # close() removed it
     # the saved index still serves here after save
     assert np.array_equal(built.search(built.prepare_queries(tiny.test), 10).ids, expected)
 
@@ -294,56 +283,24 @@ def test_a_killed_worker_leaves_no_process_and_its_folder_goes_next_time(tmp_pat
         index.close()
 
 
-def test_a_sweep_through_the_pipeline_times_the_phases(tiny_path, tmp_path):
-    frame = api.run(
-        "milvus",
-        dataset=tiny_path,
-        grid={"index_type": ["HNSW"], "M": [16], "efConstruction": [100], "efSearch": [16, 512]},
-        runs=1,
-        min_time=0,
-        results=tmp_path,
-        progress=False,
-    )
-    assert len(frame) == 2 and (frame["status"] == "ok").all(), frame["error"].tolist()
-    for column in ("insert_s", "index_build_s", "ready_s"):
-        assert (frame[column] >= 0).all(), column
-    assert (frame["index_bytes"] > 0).all() and (frame["serving_memory_bytes"] > 0).all()
-    assert frame["recall"].max() >= 0.99
-
-
-def test_rate_mode_runs_load_clients_that_load_the_saved_database(tiny_path, tmp_path):
+def test_a_rate_sweep_times_the_phases_with_load_clients_that_load_the_saved_database(
+    tiny_path, tmp_path
+):
     start = time.monotonic()
-    frame = api.run(
+    frame = check_pipeline(
         "milvus",
-        dataset=tiny_path,
-        grid={"efSearch": [2000]},
-        runs=1,
-        results=tmp_path,
-        progress=False,
-        mode="rate",
-        rates=[100],
-        load=LoadOptions(seconds=0.3, warmup=0.1),
+        tiny_path,
+        tmp_path,
+        grid={"efSearch": [16, 2000]},  # on the default grid's HNSW build
+        executor="process",  # it holds the GIL: clients load copies
+        rows=2,
     )
-    assert len(frame) == 1 and frame["status"].iloc[0] == "ok", frame["error"].tolist()
-    assert frame["recall"].iloc[0] == 1.0 and frame["qps"].iloc[0] > 0
-    provenance = frame["provenance"].iloc[0]
-    provenance = json.loads(provenance) if isinstance(provenance, str) else provenance
-    assert provenance["load_executor"] == "process"  # it holds the GIL: clients load copies
+    exhaustive = frame["search_params"].map(lambda p: json.loads(p)["efSearch"]) == 2000
+    assert frame[exhaustive]["recall"].tolist() == [1.0]
     assert time.monotonic() - start < 120
-    assert not _folders_of({p.pid for p in psutil.process_iter()} - {os.getpid()})
+    assert not owned_folders("milvus", {p.pid for p in psutil.process_iter()} - {os.getpid()})
 
 
 @pytest.mark.parametrize("library", ["pymilvus", "milvus_lite"])
-def test_a_missing_library_names_the_extra(library, monkeypatch):
-    from annbench.registry import load_backend
-
-    monkeypatch.delitem(sys.modules, "annbench.backends.milvus_backend", raising=False)
-    for loaded in [m for m in sys.modules if m == library or m.startswith(f"{library}.")]:
-        monkeypatch.setitem(sys.modules, loaded, None)  # importing it now fails
-    monkeypatch.setitem(sys.modules, library, None)
-    with pytest.raises(BackendUnavailable) as caught:
-        load_backend("milvus")
-    package = library.replace("_", "-")
-    assert str(caught.value) == (
-        f'Install {package} to use the milvus backend (pip install "annbench[milvus]")'
-    )
+def test_a_missing_library_names_the_extra(library):
+    check_missing_library("milvus", library, "milvus")

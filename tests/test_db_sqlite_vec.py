@@ -6,21 +6,26 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
-import subprocess
-import sys
-import tempfile
 import textwrap
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("sqlite_vec")
 
-from annbench import api  # noqa: E402
+from database_checks import (  # noqa: E402
+    answers_of_processes,
+    built_index,
+    check_missing_library,
+    check_pipeline,
+    check_private_copy,
+    check_private_folders,
+    owned_folders,
+    recall,
+)
+
 from annbench.backends.sqlite_vec_backend import K_MAX, SqliteVec  # noqa: E402
 from annbench.data.groundtruth import exact_knn  # noqa: E402
 from annbench.errors import AnnbenchError  # noqa: E402
@@ -32,22 +37,9 @@ from annbench.testing import check_backend, check_releases_gil  # noqa: E402
 K = 10
 
 
-def _folders_of(pids: set[int]) -> list[Path]:
-    """Temporary sqlite-vec folders whose owner is one of ``pids``."""
-    found = []
-    for folder in Path(tempfile.gettempdir()).glob("annbench-sqlite-vec-*"):
-        owner = folder / "annbench-owner.pid"
-        if owner.is_file() and int(owner.read_text() or -1) in pids:
-            found.append(folder)
-    return found
-
-
 @pytest.fixture(scope="module")
 def built(tiny):
-    index = SqliteVec(Metric.EUCLIDEAN)
-    index.build(tiny.train)
-    yield index
-    index.close()
+    yield from built_index(SqliteVec(Metric.EUCLIDEAN), tiny.train)
 
 
 def test_sqlite_vec_conforms():
@@ -80,10 +72,7 @@ def test_exact_search_in_phases(built, tiny):
     found = built.search(xq, K)
     assert found.ids.dtype == np.int64 and found.ids.shape == (len(tiny.test), K)
     assert ((found.ids >= 0) & (found.ids < len(tiny.train))).all()
-    recall = np.mean(
-        [len(set(a) & set(b)) / K for a, b in zip(found.ids, tiny.neighbors, strict=True)]
-    )
-    assert recall == 1.0  # an exact scan
+    assert recall(found.ids, tiny.neighbors[:, :K]) == 1.0  # an exact scan
     exact = np.linalg.norm(tiny.train[found.ids] - tiny.test[:, None, :], axis=2)
     assert np.allclose(found.distances, exact, rtol=1e-4, atol=1e-4)  # L2, not squared
     assert [list(built.search_one(q, K)) for q in xq[:5]] == found.ids[:5].tolist()
@@ -203,36 +192,16 @@ def test_saved_file_is_loaded_by_several_processes_and_never_written(built, tiny
     assert saved.is_file() and saved.stat().st_size > 2000 * 32 * 4
     before = saved.read_bytes()
     np.save(tmp_path / "queries.npy", tiny.test)
-    loaders = [
-        subprocess.Popen(
-            [sys.executable, "-c", _LOAD, str(saved), str(tmp_path / "queries.npy")],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(3)
-    ]
-    for loader in loaders:
-        out, err = loader.communicate(timeout=120)
-        assert loader.returncode == 0, err
-        assert np.array_equal(np.array(json.loads(out.splitlines()[-1])), expected)
+    for ids in answers_of_processes(_LOAD, saved, tmp_path / "queries.npy", count=3).values():
+        assert np.array_equal(np.array(ids), expected)
     served = measure_serving("sqlite-vec", "euclidean", {}, saved, tiny.test, {}, K)
     assert served.note is None and served.memory_bytes > 0 and served.load_s > 0
     # writes to a loaded index go to a private copy; the saved file stays as it was
     loaded = SqliteVec(Metric.EUCLIDEAN)
     loaded.load(saved)
-    xq = loaded.prepare_queries(tiny.test)
-    gone = np.unique(expected[:, 0])
-    loaded.remove(gone)
-    assert not np.isin(loaded.search(xq, K).ids, gone).any()
-    loaded.add(tiny.test, np.arange(10_000, 10_000 + len(tiny.test)))
-    assert (loaded.search(xq, 1).ids[:, 0] == np.arange(10_000, 10_000 + len(tiny.test))).all()
-    private = loaded._path
-    assert private.parent != saved.parent and private.is_file()
-    loaded.close()
-    loaded.close()
-    assert not private.parent.exists() and saved.read_bytes() == before
-    assert _folders_of({os.getpid()}) == [built._path.parent]  # the copy went with close
+    check_private_copy(loaded, saved, before, tiny.test, expected)
+    # the copy went with close
+    assert owned_folders("sqlite-vec", {os.getpid()}) == [built._path.parent]
     with pytest.raises(AnnbenchError, match="not sqlite-vec|holds no sqlite-vec table"):
         bad = tmp_path / "empty.sqlite"
         sqlite3.connect(bad).execute("CREATE TABLE t (x)").connection.commit()
@@ -250,76 +219,23 @@ def test_extension_is_registered_only_while_its_connections_open(built):
 
 
 def test_close_removes_the_folder_and_a_killed_owners_folder_goes_next_time(tiny):
-    index = SqliteVec(Metric.EUCLIDEAN)
-    index.build(tiny.train[:300])
-    folder = index._path.parent
-    assert (folder / "index.sqlite").is_file()
-    index.close()
-    index.close()
-    assert not folder.exists()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    stale = Path(tempfile.mkdtemp(prefix="annbench-sqlite-vec-"))
-    (stale / "annbench-owner.pid").write_text(dead.stdout.strip())
-    other = SqliteVec(Metric.EUCLIDEAN)
-    try:
-        other.build(tiny.train[:300])
-        assert not stale.exists()
-    finally:
-        other.close()
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def test_a_filtered_sweep_times_the_phases_and_filters_in_the_database(tiny_path, tmp_path):
-    frame = api.run(
+    check_private_folders(
+        lambda: SqliteVec(Metric.EUCLIDEAN),
+        tiny.train[:300],
         "sqlite-vec",
-        dataset=tiny_path,
-        runs=1,
-        min_time=0,
-        results=tmp_path,
-        progress=False,
-        filters="label",
+        lambda index: index._path.parent,
+        "index.sqlite",
     )
-    assert (frame["status"] == "ok").all(), frame["error"].tolist()
-    for column in ("insert_s", "index_build_s", "ready_s"):
-        assert frame[column].notna().all() and (frame[column] >= 0).all()
-    assert (frame["insert_s"] > 0).all() and (frame["index_bytes"] > 0).all()
-    assert (frame["serving_memory_bytes"] > 0).all()
+
+
+def test_a_filtered_rate_sweep_times_the_phases_and_filters_in_the_database(tiny_path, tmp_path):
+    frame = check_pipeline(
+        "sqlite-vec", tiny_path, tmp_path, executor="thread", rows=None, filters="label"
+    )
     strategy = frame["search_params"].map(lambda p: json.loads(p)["filter_strategy"])
     assert set(strategy) == {"where", "native", "post"}
     assert (frame[strategy != "post"]["recall"] == 1.0).all()  # pre-filtered exact scans
 
 
-def test_a_rate_run_serves_from_threads(tiny_path, tmp_path):
-    frame = api.run(
-        "sqlite-vec",
-        dataset=tiny_path,
-        mode="rate",
-        rates=[100],
-        runs=1,
-        load=api.LoadOptions(seconds=0.3, warmup=0.1),
-        results=tmp_path,
-        progress=False,
-    )
-    assert len(frame) == 1
-    row = frame.iloc[0]
-    assert row["status"] == "ok", row["error"]
-    assert json.loads(row["provenance"])["load_executor"] == "thread"
-    assert row["qps"] > 0 and row["recall"] == 1.0
-
-
 def test_missing_sqlite_vec_names_the_extra():
-    script = textwrap.dedent(
-        """
-        import sys
-        sys.modules["sqlite_vec"] = None  # importing sqlite_vec now fails
-        from annbench.errors import BackendUnavailable
-        from annbench.registry import load_backend
-        try:
-            load_backend("sqlite-vec")
-        except BackendUnavailable as exc:
-            print(exc)
-        """
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert 'pip install "annbench[sqlite-vec]"' in done.stdout, done.stderr
+    check_missing_library("sqlite-vec", "sqlite_vec", "sqlite-vec")

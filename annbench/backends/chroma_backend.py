@@ -39,13 +39,13 @@ import functools
 import logging
 import shutil
 import tarfile
-import time
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from annbench.backends.server import owned_folder, wait_until
 from annbench.errors import AnnbenchError, MissingDependency
 from annbench.index import Index, Neighbors, positive_int
 from annbench.metrics import Metric
@@ -131,17 +131,21 @@ class Chroma(Index):
     def wait_until_ready(self) -> None:
         """Return once ``collection.count()``, which first applies any logged record to the
         metadata and HNSW segments, counts every row; AnnbenchError after READY_TIMEOUT_S."""
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
+        counted = None
+
+        def all_counted() -> bool:
+            nonlocal counted
             counted = self._collection.count()
-            if counted >= self._count:
-                return
-            if time.monotonic() > deadline:
-                raise AnnbenchError(
-                    f"Chroma counts {counted} of {self._count} rows after {READY_TIMEOUT_S:g} s; "
-                    "its folder may be damaged: rebuild the index"
-                )
-            time.sleep(0.05)
+            return counted >= self._count
+
+        wait_until(
+            all_counted,
+            READY_TIMEOUT_S,
+            lambda: (
+                f"Chroma counts {counted} of {self._count} rows after {READY_TIMEOUT_S:g} s; "
+                "its folder may be damaged: rebuild the index"
+            ),
+        )
 
     # -- search -------------------------------------------------------------------------
 
@@ -244,8 +248,6 @@ class Chroma(Index):
     def _new_folder(self) -> Path:
         """A temporary folder this object owns, removed by ``close``, garbage collection,
         interpreter exit, or (after a kill) the next run's ``remove_stale_folders``."""
-        from annbench.backends.server import owned_folder
-
         self.close()
         folder = owned_folder(_PREFIX)
         self._folder = folder

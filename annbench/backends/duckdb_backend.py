@@ -49,13 +49,13 @@ import logging
 import os
 import shutil
 import threading
-import time
 import weakref
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from annbench.backends.server import owned_folder, wait_until
 from annbench.errors import AnnbenchError, MissingDependency
 from annbench.index import Index, Neighbors, as_float32, positive_int
 from annbench.metrics import Metric
@@ -183,19 +183,22 @@ class DuckDBVSS(Index):
     def wait_until_ready(self) -> None:
         """Return once VSS's ``pragma_hnsw_index_info`` counts every row of the table in the
         index (``CREATE INDEX`` builds it before it returns: at once)."""
-        deadline = time.monotonic() + READY_TIMEOUT_S
         rows = self._con.execute(f"SELECT count(*) FROM {_TABLE}").fetchone()[0]
-        while True:
+        indexed = None
+
+        def all_indexed() -> bool:
+            nonlocal indexed
             indexed = self._indexed()
-            if indexed == rows:
-                self._count = rows
-                return
-            if time.monotonic() > deadline:
-                raise AnnbenchError(
-                    f"DuckDB's HNSW index holds {indexed} of {rows} rows after "
-                    f"{READY_TIMEOUT_S:g} s"
-                )
-            time.sleep(0.05)
+            return indexed == rows
+
+        wait_until(
+            all_indexed,
+            READY_TIMEOUT_S,
+            lambda: (
+                f"DuckDB's HNSW index holds {indexed} of {rows} rows after {READY_TIMEOUT_S:g} s"
+            ),
+        )
+        self._count = rows
 
     def build(self, xb: np.ndarray) -> None:
         self.build_in_phases(xb)
@@ -377,8 +380,6 @@ class DuckDBVSS(Index):
     def _new_folder(self) -> Path:
         """A temporary folder this object owns, removed by ``close``, garbage collection,
         interpreter exit, or (after a kill) the next run's ``remove_stale_folders``."""
-        from annbench.backends.server import owned_folder
-
         self.close()
         folder = owned_folder(_PREFIX)
         self._held["folder"] = folder

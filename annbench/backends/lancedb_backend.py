@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from annbench.backends.server import owned_folder
+from annbench.backends.server import owned_folder, wait_until
 from annbench.errors import AnnbenchError, MissingDependency
 from annbench.index import Index, Neighbors, as_float32, positive_int
 from annbench.metrics import Metric
@@ -253,17 +253,21 @@ class LanceDB(Index):
             raise AnnbenchError(f"LanceDB index not ready: {_first_line(exc)}") from exc
         # statistics without the IVF centroids (LanceDB's coming default; else it warns)
         os.environ.setdefault("LANCE_INCLUDE_VECTOR_CENTROIDS", "false")
-        while True:  # the database's own count of rows its index does not cover yet
+        stats = None
+
+        def all_indexed() -> bool:  # the database's own count of rows its index lacks
+            nonlocal stats
             stats = self._run(self._table.index_stats(_VECTOR_INDEX))
-            if stats is not None and stats.num_unindexed_rows == 0:
-                return
-            if time.monotonic() > deadline:
-                left = "no index" if stats is None else f"{stats.num_unindexed_rows} rows"
-                raise AnnbenchError(
-                    f"LanceDB index {_VECTOR_INDEX} not ready after {READY_TIMEOUT_S:g} s "
-                    f"({left} unindexed)"
-                )
-            time.sleep(0.05)
+            return stats is not None and stats.num_unindexed_rows == 0
+
+        def describe() -> str:
+            left = "no index" if stats is None else f"{stats.num_unindexed_rows} rows"
+            return (
+                f"LanceDB index {_VECTOR_INDEX} not ready after {READY_TIMEOUT_S:g} s "
+                f"({left} unindexed)"
+            )
+
+        wait_until(all_indexed, deadline - time.monotonic(), describe)
 
     # -- searching -------------------------------------------------------------------------
 

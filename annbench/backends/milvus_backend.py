@@ -12,7 +12,6 @@ import logging
 import math
 import shutil
 import tarfile
-import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from annbench.backends.faiss_factory import POINTS_PER_CENTROID
-from annbench.backends.server import owned_folder
+from annbench.backends.server import owned_folder, wait_until
 from annbench.errors import AnnbenchError, MissingDependency
 from annbench.index import Index, Neighbors, as_float32, positive_int
 from annbench.metrics import Metric
@@ -222,27 +221,32 @@ class Milvus(Index):
 
     def wait_until_ready(self) -> None:
         client = self._client
+        state, index = None, {}
+
+        def loaded() -> bool:
+            nonlocal state, index
+            state = client.get_load_state(COLLECTION)["state"]
+            index = client.describe_index(COLLECTION, "vector") or {}
+            done = index.get("indexed_rows", 0) >= index.get("total_rows", 0)
+            return (
+                state == LoadState.Loaded
+                and index.get("state") == "Finished"
+                and done
+                and not index.get("pending_index_rows")
+            )
+
         with _milvus_errors("load the collection"):
             client.load_collection(COLLECTION)
-            deadline = time.monotonic() + READY_TIMEOUT_S
-            while True:
-                state = client.get_load_state(COLLECTION)["state"]
-                index = client.describe_index(COLLECTION, "vector") or {}
-                done = index.get("indexed_rows", 0) >= index.get("total_rows", 0)
-                if (
-                    state == LoadState.Loaded
-                    and index.get("state") == "Finished"
-                    and done
-                    and not index.get("pending_index_rows")
-                ):
-                    break
-                if time.monotonic() > deadline:
-                    raise AnnbenchError(
-                        f"Milvus did not load its {self.index_type} index within "
-                        f"{READY_TIMEOUT_S:g} s (load state {state}, {index.get('indexed_rows')} "
-                        f"of {index.get('total_rows')} rows indexed)"
-                    )
-                time.sleep(POLL_S)
+            wait_until(
+                loaded,
+                READY_TIMEOUT_S,
+                lambda: (
+                    f"Milvus did not load its {self.index_type} index within "
+                    f"{READY_TIMEOUT_S:g} s (load state {state}, {index.get('indexed_rows')} "
+                    f"of {index.get('total_rows')} rows indexed)"
+                ),
+                poll_s=POLL_S,
+            )
         self._check_index(index)
 
     def _check_index(self, index: dict[str, Any]) -> None:

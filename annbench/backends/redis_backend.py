@@ -17,14 +17,13 @@ import logging
 import math
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from annbench.backends.server import Server, ServerError
+from annbench.backends.server import Server, ServerError, wait_until
 from annbench.errors import AnnbenchError, MissingDependency
 from annbench.index import Index, Neighbors, as_float32, positive_int
 from annbench.metrics import Metric
@@ -279,47 +278,57 @@ class RedisStack(Index):
 
     def _wait_loaded(self) -> None:
         """Return once the server has read its snapshot (``INFO persistence``: loading 0)."""
-        last, since = None, time.monotonic()
-        while True:
+        state: dict[str, Any] = {}
+
+        def loaded() -> bool:
+            nonlocal state
             self._alive()
             state = self._client.info("persistence")
-            if not int(state.get("loading", 0)):
-                return
-            progress = state.get("loading_loaded_bytes")
-            if progress != last:
-                last, since = progress, time.monotonic()
-            elif time.monotonic() - since > STALL_S:
-                raise AnnbenchError(
-                    f"The redis server loaded nothing more of its data for {STALL_S:g} s; see "
-                    "its log"
-                )
-            time.sleep(POLL_S)
+            return not int(state.get("loading", 0))
+
+        wait_until(
+            loaded,
+            STALL_S,
+            lambda: (
+                f"The redis server loaded nothing more of its data for {STALL_S:g} s; see its log"
+            ),
+            progress=lambda: state.get("loading_loaded_bytes"),
+            poll_s=POLL_S,
+        )
 
     def _wait_indexed(self) -> dict[bytes, Any]:
         """``FT.INFO`` once the index has indexed every document (no background scan left,
         percent_indexed 1, num_docs the documents stored); AnnbenchError when documents
         fail to index or nothing progresses for ``STALL_S`` seconds."""
-        last, since = None, time.monotonic()
-        while True:
+        info: dict[bytes, Any] = {}
+        docs = share = None
+
+        def indexed() -> bool:
+            nonlocal info, docs, share
             self._alive()
             info = self._info()
             docs, share = int(info[b"num_docs"]), float(info[b"percent_indexed"])
             if int(info[b"indexing"]) == 0 and share >= 1 and docs == self._count:
-                return info
+                return True
             failures = int(info.get(b"hash_indexing_failures", 0))
             if failures:
                 raise AnnbenchError(
                     f"Redis could not index {failures} of {self._count} vectors "
                     f"({_last_error(info)}); check the dataset's dimension and values"
                 )
-            if (docs, share) != last:
-                last, since = (docs, share), time.monotonic()
-            elif time.monotonic() - since > STALL_S:
-                raise AnnbenchError(
-                    f"The redis index made no progress for {STALL_S:g} s ({docs} of "
-                    f"{self._count} vectors indexed); see the server's log"
-                )
-            time.sleep(POLL_S)
+            return False
+
+        wait_until(
+            indexed,
+            STALL_S,
+            lambda: (
+                f"The redis index made no progress for {STALL_S:g} s ({docs} of "
+                f"{self._count} vectors indexed); see the server's log"
+            ),
+            progress=lambda: (docs, share),
+            poll_s=POLL_S,
+        )
+        return info
 
     def _info(self) -> dict[bytes, Any]:
         try:

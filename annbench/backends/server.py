@@ -268,6 +268,30 @@ def owned_folder(name: str) -> Path:
     return folder
 
 
+def wait_until(
+    ready: Callable[[], bool],
+    timeout_s: float,
+    describe: Callable[[], str],
+    *,
+    progress: Callable[[], object] | None = None,
+    poll_s: float = 0.05,
+) -> None:
+    """Call ``ready`` every ``poll_s`` seconds until it says True (a database's own word that
+    its index is built or loaded); AnnbenchError with the one line ``describe()`` once
+    ``timeout_s`` seconds pass without it. Given ``progress`` (what the last poll saw), the
+    seconds count from its last change: a stall, not a deadline. ``ready`` may raise to stop
+    at once (a dead server, rows that failed to index)."""
+    last, since = None, time.monotonic()
+    while True:
+        if ready():
+            return
+        if progress is not None and (seen := progress()) != last:
+            last, since = seen, time.monotonic()
+        elif time.monotonic() - since > timeout_s:
+            raise AnnbenchError(describe())
+        time.sleep(poll_s)
+
+
 def remove_stale_folders(name: str) -> list[Path]:
     """Remove the temporary folders of ``name`` servers whose owner process is gone (a run
     killed before its watchdog could clean up); the removed folders."""

@@ -41,7 +41,6 @@ import shutil
 import sqlite3
 import sys
 import threading
-import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from annbench.backends.server import owned_folder, wait_until
 from annbench.errors import AnnbenchError, MissingDependency
 from annbench.index import Index, Neighbors, as_float32
 from annbench.metrics import Metric
@@ -152,18 +152,22 @@ class SqliteVec(Index):
 
     def wait_until_ready(self) -> None:
         """Return once SQLite counts every inserted row (a committed insert is at once)."""
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
+        count = None
+
+        def counted() -> bool:
+            nonlocal count
             count = self._reader().execute(f"SELECT count(*) FROM {_TABLE}").fetchone()[0]
-            if self._count is None or count == self._count:
-                self._count = count
-                return
-            if time.monotonic() > deadline:
-                raise AnnbenchError(
-                    f"sqlite-vec counts {count} of {self._count} rows after "
-                    f"{READY_TIMEOUT_S:g} s; the database file was not fully written"
-                )
-            time.sleep(0.05)
+            return self._count is None or count == self._count
+
+        wait_until(
+            counted,
+            READY_TIMEOUT_S,
+            lambda: (
+                f"sqlite-vec counts {count} of {self._count} rows after "
+                f"{READY_TIMEOUT_S:g} s; the database file was not fully written"
+            ),
+        )
+        self._count = count
 
     def build(self, xb: np.ndarray) -> None:
         self.build_in_phases(xb)
@@ -337,8 +341,6 @@ class SqliteVec(Index):
     def _new_folder(self, keep_connections: bool = False) -> Path:
         """A temporary folder this object owns, removed by ``close``, garbage collection,
         interpreter exit, or (after a kill) the next run's ``remove_stale_folders``."""
-        from annbench.backends.server import owned_folder
-
         if not keep_connections:
             self.close()
         folder = owned_folder(_PREFIX)
