@@ -64,6 +64,8 @@ def test_wheel_contains_every_grid_file(wheel):
     assert "annbench/bundled/debian-packages.tsv.gz" in names
     shipped = list((ROOT / "annbench" / "runbook_files").glob("*.yaml"))
     assert shipped and all(f"annbench/runbook_files/{rb.name}" in names for rb in shipped)
+    for package in (ROOT / "annbench").rglob("__init__.py"):  # every subpackage ships
+        assert package.relative_to(ROOT).as_posix() in names
 
 
 @pytest.mark.slow

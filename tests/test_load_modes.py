@@ -274,3 +274,6 @@ def test_a_plugin_gets_the_load_modes_without_writing_code(tiny_path, tmp_path, 
     with ResultStore(tmp_path) as store:
         (record,) = store.records()
     assert record.provenance["load_executor"] == "process"
+    shown = CliRunner().invoke(main, ["summary", "--results", str(tmp_path)])
+    assert shown.exit_code == 0, shown.output  # offered rates only: no saturation measured
+    assert "50/s" in shown.output

@@ -319,9 +319,9 @@ def summary_command(
         )
         click.echo(f"\n{name} ({mode} mode on {cores} cores, k={k}{shown}): {what}")
         view = rows.drop(columns=["dataset", "workload", "mode", "k", "cores", "backend"])
-        view = view.dropna(axis=1, how="all").fillna("")
         view["recall"] = view["recall"].map(lambda v: num(v, ".4f"))
         view["saturation_qps"] = view["saturation_qps"].map(lambda v: num(v, ",.0f"))
+        view = view.dropna(axis=1, how="all").fillna("")  # points other rows were measured at
         click.echo(view.to_string(index=False))
     if len(engines):
         click.echo("\nEach database beside the library it is built on (best QPS at each recall):")
