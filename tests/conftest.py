@@ -15,6 +15,11 @@ from annbench.data.synthetic import create_synthetic
 from annbench.metrics import Metric
 
 PLUGIN_DIR = Path(__file__).parent / "plugin"
+#: The checkout's datasets/ folder (the data cache) must not shadow the ``datasets`` package
+#: that libraries look for (LanceDB registers Hugging Face datasets when ``datasets`` is
+#: imported): ``python -m pytest`` puts the working directory on sys.path.
+_ROOT = Path(__file__).resolve().parent.parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _ROOT]
 
 #: Test files slow as a whole that are marked here rather than in the file (the databases'
 #: tests start servers and sweep them through worker processes).
