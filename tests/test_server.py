@@ -105,7 +105,7 @@ def test_a_server_never_healthy_times_out_and_is_stopped():
 def test_a_server_that_dies_mid_run_says_so_with_its_log():
     with Server("test-http", http_server, answers) as server:
         os.killpg(server.process.pid, signal.SIGKILL)
-        assert gone(server.process.pid)
+        server.process.wait(timeout=20)  # reaped, so the object knows its exit code
         problem = server.problem()
     assert problem is not None and "test-http server died (exit code -9)" in problem, problem
 
