@@ -25,7 +25,13 @@ from annbench.data.datasets import (
 )
 from annbench.errors import AnnbenchError, BadUsage
 from annbench.metrics import Metric
-from annbench.paths import check_path_name, check_writable_file, data_dir, is_hdf5
+from annbench.paths import (
+    check_input_file,
+    check_path_name,
+    check_writable_file,
+    data_dir,
+    is_hdf5,
+)
 from annbench.progress import Stages, progress_bar
 
 #: ``--random-attr NAME`` of create, import and embed.
@@ -348,6 +354,143 @@ def datasets_create(
         path, n, nq, dim, Metric.parse(metric), clusters, seed, random_attr=random_attr
     )
     click.echo(f"Wrote {path}")
+
+
+@datasets.command(
+    "synth",
+    epilog="""\b
+Examples:
+  annbench datasets synth debian-like-1m --n 1000000
+  annbench datasets synth mine-10x --like path/to/mine.hdf5 --n 500000 --save-model mine.npz
+  annbench datasets synth mine-50x --like mine.npz --n 2500000 --no-truth
+""",
+)
+@click.argument("name")
+@click.option(
+    "--like",
+    "source",
+    default=DEFAULT_DATASET,
+    show_default=True,
+    help="Real dataset (name or HDF5 path) to fit the model to, or a model saved with "
+    "--save-model (.npz).",
+)
+@click.option(
+    "--n",
+    default=1_000_000,
+    show_default=True,
+    type=click.IntRange(1, 10**10),
+    help="Base vectors.",
+)
+@click.option(
+    "--nq",
+    default=1_000,
+    show_default=True,
+    type=click.IntRange(1, 10**7),
+    help="Held-out queries.",
+)
+@click.option("--seed", default=0, show_default=True, type=types.SEED)
+@click.option("--metric", default=None, help="euclidean, angular or dot [default: the source's].")
+@click.option(
+    "--clusters",
+    default=None,
+    type=click.IntRange(1, 10**6),
+    help="Topic clusters of the model [default: one per 40 source vectors, at most 4,096].",
+)
+@click.option(
+    "--intrinsic-dim",
+    default=None,
+    type=click.IntRange(1, 65_536),
+    help="Principal directions of every cluster [default: as many as explain 70% of its variance].",
+)
+@click.option(
+    "--save-model",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also save the fitted model (.npz) to draw more later with --like.",
+)
+@click.option(
+    "--no-truth",
+    is_flag=True,
+    help="Leave out the exact ground truth (add it later with 'annbench datasets truth').",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Also compare a sample of the source's size with the source: intrinsic dimension, "
+    "relative contrast, HNSW recall.",
+)
+@types.quiet_option
+@click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
+def datasets_synth(
+    name: str,
+    source: str,
+    n: int,
+    nq: int,
+    seed: int,
+    metric: str | None,
+    clusters: int | None,
+    intrinsic_dim: int | None,
+    save_model: Path | None,
+    no_truth: bool,
+    check: bool,
+    quiet: bool,
+    force: bool,
+) -> None:
+    """Write a SYNTHETIC dataset shaped like real embeddings (clusters with their principal
+    directions, near-duplicates), drawn from a model fitted to a real dataset, with held-out
+    queries and exact ground truth. The file says it is synthetic and what it was fitted to."""
+    from annbench.data.embedding_like import EmbeddingModel, create_like, fit_embedding_model
+
+    try:
+        chosen = Metric.parse(metric) if metric is not None else None
+    except AnnbenchError as exc:
+        raise BadUsage(str(exc)) from exc
+    path = _new_dataset_path(name, force)
+    real = None
+    if source.endswith(".npz"):
+        if clusters is not None or intrinsic_dim is not None:
+            raise BadUsage(
+                "--clusters and --intrinsic-dim fit a model; a saved model (--like *.npz) is "
+                "drawn from as it is"
+            )
+        if check:
+            raise BadUsage("--check compares with a real dataset; give one to --like")
+        model = EmbeddingModel.load(check_input_file(Path(source), "Model file"))
+    else:
+        real = read_dataset(resolve_dataset(source, progress=click.echo))
+        model = fit_embedding_model(
+            real, n_clusters=clusters, intrinsic_dim=intrinsic_dim, seed=seed
+        )
+    if save_model is not None:
+        click.echo(f"Model saved to {model.save(check_writable_file(save_model, 'Model file'))}")
+    with Stages(quiet) as stages:
+        create_like(path, model, n, nq, seed, chosen, truth=not no_truth, progress=stages)
+    summary = model.summary()
+    fitted = summary.get("fitted from", {}).get("name", "no dataset")
+    click.echo(
+        f"Wrote {path}: {n:,} x {model.d} SYNTHETIC vectors and {nq:,} held-out queries drawn "
+        f"from a model of {summary['clusters']} clusters fitted to {fitted}"
+    )
+    if no_truth:
+        click.echo(f"No ground truth yet: add it with 'annbench datasets truth {name} --force'")
+    if check and real is not None:
+        import numpy as np
+
+        from annbench.data.embedding_like import held_out_sample
+        from annbench.data.resemblance import compare, profile
+
+        base, queries, _, _ = held_out_sample(model, len(real.train), len(real.test), seed + 1)
+        checks = compare(
+            profile(real.train, real.test, real.metric),
+            profile(np.asarray(base), queries, real.metric),
+        )
+        click.echo(f"Resemblance of a {len(real.train):,}-vector sample to {real.name}:")
+        for label, found in checks.items():
+            verdict = "ok" if found["ok"] else "DIFFERS"
+            click.echo(
+                f"  {label:18} real {found['real']:8.3f}  synthetic {found['other']:8.3f}  "
+                f"difference {found['difference']:.3f} (limit {found['limit']}): {verdict}"
+            )
 
 
 @datasets.command(
