@@ -121,6 +121,35 @@ def _arguments(config: pytest.Config) -> tuple[set[Path], set[Path]]:
     return files, folders
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_server_outlives_its_module(request: pytest.FixtureRequest):
+    """A database server a test file starts is stopped by the end of that file: a leak fails
+    here, naming the file, instead of surfacing later as another test's stray child process."""
+    import psutil
+
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    yield
+    left = [
+        p
+        for p in psutil.Process().children(recursive=True)
+        if p.pid not in before and _is_server(p)
+    ]
+    for process in left:
+        process.kill()
+    assert not left, f"{request.node.name} left database servers running: {left}"
+
+
+def _is_server(process) -> bool:
+    import psutil
+
+    try:
+        return process.name().endswith("-server") or "annbench.backends.server" in " ".join(
+            process.cmdline()
+        )
+    except psutil.Error:
+        return False
+
+
 @pytest.fixture(autouse=True)
 def isolated_folders(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """Every test gets its own data and results folders."""

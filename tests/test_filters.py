@@ -230,7 +230,9 @@ def built(attr_data):
         index.set_search_params(**search)
         indexes[name] = index
     assert {"faiss-flat", "hnswlib", "annoy"} <= set(indexes)
-    return indexes
+    yield indexes
+    for index in indexes.values():
+        index.close()  # a database backend's server stops here, not at garbage collection
 
 
 @pytest.mark.slow

@@ -42,6 +42,14 @@ WRITE_CASES = {
         "0.5",
         "--save-index",
     ],
+    ("datasets synth", "--save-model"): [
+        "datasets",
+        "synth",
+        "guarded",
+        "--like",
+        "tiny",
+        "--save-model",
+    ],
 }
 
 

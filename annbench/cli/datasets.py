@@ -405,7 +405,7 @@ Examples:
 @click.option(
     "--save-model",
     default=None,
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=types.OutputPath(),
     help="Also save the fitted model (.npz) to draw more later with --like.",
 )
 @click.option(
@@ -462,7 +462,7 @@ def datasets_synth(
             real, n_clusters=clusters, intrinsic_dim=intrinsic_dim, seed=seed
         )
     if save_model is not None:
-        click.echo(f"Model saved to {model.save(check_writable_file(save_model, 'Model file'))}")
+        click.echo(f"Model saved to {model.save(save_model)}")
     with Stages(quiet) as stages:
         create_like(path, model, n, nq, seed, chosen, truth=not no_truth, progress=stages)
     summary = model.summary()
