@@ -1,0 +1,1 @@
+"""Scale: growth curves, memory models and predictions at sizes not measured."""
