@@ -127,6 +127,7 @@ def run(
     clients: int | Sequence[int] | None = None,
     rates: float | str | Sequence[float | str] | None = None,
     load: LoadOptions | None = None,
+    sizes: str | Sequence[int | str] | None = None,
 ) -> pd.DataFrame:
     """Build each index configuration once in its own worker process, sweep its search
     parameters, store every record; returns the records of this sweep (already stored ones
@@ -145,6 +146,8 @@ def run(
     1, 2, 4); ``mode="rate"``: at each of ``rates``, queries per second or shares of the
     measured saturation (``"50%"``), paced by ``clients`` clients; ``load``
     (``LoadOptions``): how long each load run lasts, the arrival schedule, a deadline.
+    ``sizes``: a size ladder, each configuration built and swept on nested subsets of the
+    base, ``"1/16,1/8,1/4,1/2,1"`` or counts (``[62500, "250k"]``); see ``annbench.scale``.
 
     Scripts must call it under ``if __name__ == "__main__":`` (workers are spawned and import
     the script again); notebooks need nothing.
@@ -190,6 +193,13 @@ def run(
             log.info("computed the ground truth of runbook %s", plan.runbook.name)
     else:  # every missing filter ground truth computed, then written in one pass
         prepare_workloads(data, workloads, progress=tell)
+    ladder = None
+    if sizes is not None:
+        from annbench.data.subsets import check_ladder_workload, parse_sizes, prepare_sizes
+
+        check_ladder_workload(workloads, runbook)
+        ladder = parse_sizes(sizes, len(data.train), k)
+        prepare_sizes(data, ladder, progress=tell)
     jobs = plan_sweep(
         data,
         names,
@@ -206,6 +216,7 @@ def run(
         clients=(clients,) if isinstance(clients, int) else clients,
         rates=(rates,) if isinstance(rates, (int, float, str)) else rates,
         load=load,
+        sizes=ladder,
     )
     keys = {r.key for job in jobs for r in job_records(job)}
     with ResultStore(_store_path(results)) as store:
@@ -216,6 +227,8 @@ def run(
             f"{len(data.test)} queries; {len(jobs)} build configurations, "
             f"{total} runs to measure"
         )
+        if ladder is not None:
+            header += f"; base sizes {', '.join(f'{m:,}' for m in ladder)}"
         log.info(header)
         with _stop_on_sigterm(), _display(given, total) as shown:
             shown.message(header)
@@ -556,6 +569,7 @@ def _by_key(frame: pd.DataFrame, keys: set[str]) -> pd.DataFrame:
             row.library_version,
             None if _missing(row.step) else int(row.step),
             load_point(row.mode, row.clients, row.rate, row.rate_share, row.cores),
+            None if _missing(getattr(row, "base_size", None)) else int(row.base_size),
         )
         in keys
         for row in frame.itertuples()

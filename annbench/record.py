@@ -45,6 +45,9 @@ class RunRecord:
     rate: float | None = None  # rate mode: offered queries per second
     rate_share: float | None = None  # rate mode: offered rate as a share of saturation_qps
     cores: int | None = None  # load modes: CPUs the measuring process could run on
+    #: size ladders: rows of the base the index was built on (a nested subset, see
+    #: annbench.data.subsets); None: the whole base
+    base_size: int | None = None
     status: str = "ok"  # "ok" or "failed"
     error: str | None = None
     recall: float | None = None  # annbench recall@k: id-based, ties counted
@@ -128,6 +131,7 @@ class RunRecord:
             self.library_version,
             self.step,
             self.load_point,
+            self.base_size,
         )
 
     @property
@@ -191,11 +195,18 @@ def record_key(
     library_version: str | None = None,
     step: int | None = None,
     load: dict[str, Any] | None = None,
+    base_size: int | None = None,
 ) -> str:
     """Canonical text key of a measurement (records stored before workloads, versions,
-    steps and load modes existed keep their keys)."""
+    steps, load modes and size ladders existed keep their keys)."""
     parts: list[Any] = [dataset_hash, backend, build_params, search_params, k, mode, threads]
-    extra = {"workload": workload, "library_version": library_version, "step": step, "load": load}
+    extra = {
+        "workload": workload,
+        "library_version": library_version,
+        "step": step,
+        "load": load,
+        "size": base_size,
+    }
     extra = {name: value for name, value in extra.items() if value not in (None, PLAIN)}
     if extra:
         parts.append(extra)

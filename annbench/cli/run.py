@@ -150,6 +150,14 @@ Examples:
     help="Replay a runbook of inserts, deletes and searches (shipped: grow, sliding-window; "
     "or a YAML file of at most 1 MB and 10,000 steps) instead of one static build.",
 )
+@click.option(
+    "--sizes",
+    default=None,
+    metavar="LIST",
+    help="A size ladder: build and sweep every configuration on nested subsets of the base, "
+    "fractions or counts, increasing (1/16,1/8,1/4,1/2,1 or 50k,100k,200k); "
+    "'annbench scale' fits and checks how each figure grows.",
+)
 @click.option("--force", is_flag=True, help="Re-measure runs already in the store.")
 @quiet_option
 @results_option
@@ -174,6 +182,7 @@ def run(
     workers: int,
     filters: tuple[str, ...],
     runbook: str | None,
+    sizes: str | None,
     force: bool,
     quiet: bool,
     results_path: Path | None,
@@ -210,6 +219,7 @@ def run(
             clients=clients,
             rates=rates,
             load=api.LoadOptions(seconds=load_seconds, schedule=schedule, deadline_ms=deadline_ms),
+            sizes=sizes,
         )
     except BadFilter as exc:  # a usage error: exit code 2
         raise click.BadParameter(str(exc), param_hint="--filter") from None

@@ -149,6 +149,10 @@ def results_table(frame: pd.DataFrame) -> str:
             "build_peak_MB": _megabytes(frame, "peak_rss_bytes"),
         }
     )
+    if "base_size" in frame and frame["base_size"].notna().any():  # size ladders
+        view.insert(
+            1, "base", frame["base_size"].map(lambda v: "whole" if pd.isna(v) else f"{int(v):,}")
+        )
     if frame["step"].notna().any():  # runbook steps: say which
         view.insert(2, "workload", frame["workload"])
         view.insert(3, "step", frame["step"].map(lambda v: "" if pd.isna(v) else int(v)))

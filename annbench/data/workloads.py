@@ -337,7 +337,7 @@ def compute_workload(dataset: Dataset, workload: str, gt_k: int = GT_K) -> dict[
 def load_workload(dataset: Dataset, workload: str) -> FilterWorkload:
     """The filter workload ``workload`` of ``dataset``: from its file or side file, else
     computed now and stored (see ``prepare_workloads``)."""
-    arrays = _stored(dataset, workload)
+    arrays = stored_workload(dataset, workload)
     if arrays is None:
         arrays = compute_workload(dataset, workload)
         store_workloads(dataset, {workload: arrays})
@@ -376,7 +376,7 @@ def prepare_workloads(
     filters = [w for w in dict.fromkeys(workloads) if is_filter(w)]
     for workload in filters:
         check_filter(dataset, workload)
-    missing = [w for w in filters if _holder(dataset, w) is None]
+    missing = [w for w in filters if workload_holder(dataset, w) is None]
     pending: dict[str, dict[str, np.ndarray]] = {}
     for done, workload in enumerate(missing, 1):
         if progress is not None:
@@ -394,7 +394,7 @@ def prepare_workloads(
 
 def is_prepared(dataset: Dataset, workload: str) -> bool:
     """Whether the ground truth of filter ``workload`` is stored (nothing is computed)."""
-    return _holder(dataset, workload) is not None
+    return workload_holder(dataset, workload) is not None
 
 
 def workload_hash(dataset: Dataset, workload: str) -> str:
@@ -402,7 +402,7 @@ def workload_hash(dataset: Dataset, workload: str) -> str:
     digests of the workload's own arrays, wherever they are stored (computed first if they are
     not yet); other workloads' arrays are not read."""
     prepare_workloads(dataset, [workload])
-    path = _holder(dataset, workload)
+    path = workload_holder(dataset, workload)
     assert path is not None, "prepare_workloads stores what is missing"
     try:
         with h5py.File(path, "r") as f:
@@ -412,19 +412,24 @@ def workload_hash(dataset: Dataset, workload: str) -> str:
     return combine_workload(dataset.content_hash, workload, sorted(digests.values()))
 
 
-def store_workloads(dataset: Dataset, workloads: Mapping[str, Mapping[str, np.ndarray]]) -> Path:
+def store_workloads(
+    dataset: Dataset,
+    workloads: Mapping[str, Mapping[str, np.ndarray]],
+    attrs: Mapping[str, Any] | None = None,
+) -> Path:
     """Write the arrays of each of ``workloads`` into the dataset file (atomically, by
     replacing it with one updated copy), or into its side file when annbench must not change
-    that file; the path written."""
+    that file; the path written. ``attrs`` go on each workload's first array (default: the
+    filter's settings)."""
     if _read_only(dataset.path):
         target = _side_file(dataset)
         target.parent.mkdir(parents=True, exist_ok=True)
         with h5py.File(target, "a") as f:
             f.attrs["dataset"] = dataset.name
             f.attrs["annbench_content_hash"] = dataset.content_hash
-        write_workload_arrays(target, workloads)
+        write_workload_arrays(target, workloads, attrs)
         return target
-    copied, digests = write_workload_arrays(dataset.path, workloads)
+    copied, digests = write_workload_arrays(dataset.path, workloads, attrs)
     known = dataset.fingerprint
     if known is not None and copied == dataset.signature:
         # the bytes copied were the ones fingerprinted: only these workloads' digests changed,
@@ -437,11 +442,14 @@ def store_workloads(dataset: Dataset, workloads: Mapping[str, Mapping[str, np.nd
 
 
 def write_workload_arrays(
-    path: Path, workloads: Mapping[str, Mapping[str, np.ndarray]]
+    path: Path,
+    workloads: Mapping[str, Mapping[str, np.ndarray]],
+    attrs: Mapping[str, Any] | None = None,
 ) -> tuple[list[Any], dict[str, str]]:
     """Add (or replace) the arrays of each of ``workloads`` in the HDF5 file ``path`` in one
     pass: a copy is updated and renamed over it, so a killed process leaves the old file
     intact. Returns the signature of the file copied and the digests of the arrays written."""
+    settings = {"windows": WINDOWS, "seed": FILTER_SEED} if attrs is None else attrs
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         with open(path, "rb") as source, open(partial, "wb") as copy:
@@ -450,14 +458,15 @@ def write_workload_arrays(
         digests: dict[str, str] = {}
         with h5py.File(partial, "a") as f:
             for workload, arrays in workloads.items():
-                for key in ARRAYS:
+                for key, array in arrays.items():
                     name = f"{key}@{workload}"
                     if name in f:
                         del f[name]
-                    f.create_dataset(name, data=arrays[key], compression="gzip")
-                f[f"filter@{workload}"].attrs["annbench_version"] = __version__
-                f[f"filter@{workload}"].attrs["windows"] = WINDOWS
-                f[f"filter@{workload}"].attrs["seed"] = FILTER_SEED
+                    f.create_dataset(name, data=array, compression="gzip")
+                first = f[f"{next(iter(arrays))}@{workload}"]
+                first.attrs["annbench_version"] = __version__
+                for key, value in settings.items():
+                    first.attrs[key] = value
                 digests.update(workload_digests(f, workload))
         os.replace(partial, path)
     finally:
@@ -465,26 +474,29 @@ def write_workload_arrays(
     return copied, digests
 
 
-def _stored(dataset: Dataset, workload: str) -> dict[str, np.ndarray] | None:
-    path = _holder(dataset, workload)
+def stored_workload(
+    dataset: Dataset, workload: str, keys: tuple[str, ...] = ARRAYS
+) -> dict[str, np.ndarray] | None:
+    """The arrays ``keys`` of ``workload`` from the dataset file or its side file, if stored."""
+    path = workload_holder(dataset, workload, keys)
     if path is None:
         return None
     try:
         with h5py.File(path, "r") as f:
-            return {key: f[f"{key}@{workload}"][()] for key in ARRAYS}
+            return {key: f[f"{key}@{workload}"][()] for key in keys}
     except OSError as exc:
         raise AnnbenchError(f"Cannot read filter ground truth from {path}: {exc}") from exc
 
 
-def _holder(dataset: Dataset, workload: str) -> Path | None:
-    """The file holding the complete arrays of ``workload`` (the dataset file first), if any;
-    nothing but their shapes is read."""
+def workload_holder(dataset: Dataset, workload: str, keys: tuple[str, ...] = ARRAYS) -> Path | None:
+    """The file holding the complete arrays ``keys`` of ``workload`` (the dataset file
+    first), if any; nothing but their shapes is read."""
     for path in (dataset.path, _side_file(dataset)):
         if not path.is_file():
             continue
         try:
             with h5py.File(path, "r") as f:
-                if all(f"{key}@{workload}" in f for key in ARRAYS):
+                if all(f"{key}@{workload}" in f for key in keys):
                     if len(f[f"neighbors@{workload}"]) == len(dataset.test):
                         return path
         except OSError as exc:

@@ -56,6 +56,7 @@ _COLUMN_TYPES = {
     "live_size": "INTEGER",
     "rebuilt": "INTEGER",
     "not_live": "INTEGER",
+    "base_size": "INTEGER",
 }
 
 # Per key: the attempt shown (latest ok non-probe, else latest ok probe when probes are asked

@@ -3,6 +3,7 @@ search setting on the same index. Adapters never time themselves; this module do
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import tempfile
@@ -17,6 +18,7 @@ import numpy as np
 import psutil
 
 from annbench.data.format import read_dataset
+from annbench.data.subsets import base_subset
 from annbench.data.workloads import is_filter, load_workload
 from annbench.errors import AnnbenchError, one_line_error
 from annbench.index import CheckedSearches, Index, check_neighbors
@@ -76,6 +78,9 @@ class BuildJob:
     rate_shares: tuple[float, ...] = ()  # rate mode: offered rates as shares of saturation
     load: LoadOptions | None = None  # load modes: duration, schedule, deadline
     cores: int | None = None  # load modes: CPUs the sweep runs on, part of each record's key
+    #: size ladders: build on this nested subset of the base (annbench.data.subsets); None:
+    #: the whole base
+    base_size: int | None = None
 
     @property
     def latency_bound(self) -> bool:
@@ -102,6 +107,7 @@ class BuildJob:
             threads=threads or self.threads[0],
             library_version=self.library_version,
             workload=self.workload,
+            base_size=self.base_size,
             **fields,
         )
 
@@ -156,6 +162,8 @@ def run_build_job(
     tell = status or (lambda text: None)
     tell("building")
     measurer = _Measurer(job, tell)
+    if measurer.rows is not None:  # a subset's results are stored as base ids
+        emit = functools.partial(_as_base_ids, emit, measurer.rows)
     try:
         _measure_all(job, measurer, emit, tell)
     finally:
@@ -264,13 +272,23 @@ def _build(index: Index, xb: np.ndarray) -> dict[str, float]:
     return timed
 
 
+def _as_base_ids(emit: Callable[[RunRecord], None], rows: np.ndarray, record: RunRecord) -> None:
+    if record.ids is not None:
+        record.ids = np.where(record.ids >= 0, rows[np.maximum(record.ids, 0)], -1)
+    emit(record)
+
+
 class _Measurer:
     """Builds the job's index once, then measures search settings on it."""
 
     def __init__(self, job: BuildJob, tell: Callable[[str], None] = lambda text: None) -> None:
         self.job = job
         # the parent read this file already; this worker is itself isolated and timed
-        self.dataset = dataset = read_dataset(Path(job.dataset_path), probe=False)
+        dataset = read_dataset(Path(job.dataset_path), probe=False)
+        self.rows: np.ndarray | None = None  # size ladders: base ids of the subset's rows
+        if job.base_size is not None:
+            dataset, self.rows = base_subset(dataset, job.base_size)
+        self.dataset = dataset
         self.index = load_backend(job.backend)(dataset.metric, **job.build_params)
         self.index.check(*dataset.train.shape)
         self.filter = load_workload(dataset, job.workload) if is_filter(job.workload) else None

@@ -24,6 +24,7 @@ import psutil
 
 from annbench.data.format import Dataset
 from annbench.data.runbooks import RunbookPlan
+from annbench.data.subsets import check_ladder_workload, check_sizes, size_hash
 from annbench.data.workloads import (
     canonical_workloads,
     check_filter,
@@ -94,6 +95,7 @@ def plan_sweep(
     clients: Sequence[int] | None = None,
     rates: Sequence[float | str] | None = None,
     load: LoadOptions | None = None,
+    sizes: Sequence[int] | None = None,
 ) -> list[BuildJob]:
     """Every build job of the sweep, with all parameters checked before anything runs.
 
@@ -110,8 +112,18 @@ def plan_sweep(
     Load modes (see ``annbench.sweep.load``): ``concurrent`` measures each setting with each
     of ``clients`` closed-loop clients (default 1, 2 and 4); ``rate`` at each of ``rates``,
     queries per second or shares of the measured saturation (``0.5`` of it written ``"50%"``),
-    paced by ``clients`` clients (one count, default: the cores), driven as ``load`` says."""
-    n, d = dataset.train.shape
+    paced by ``clients`` clients (one count, default: the cores), driven as ``load`` says.
+
+    Size ladders: with ``sizes`` (base row counts, increasing, see
+    ``annbench.data.subsets.parse_sizes``) every configuration is built and swept at each
+    size on a nested subset of the base, smallest size first (so an interrupted ladder resumes
+    at the size it stopped in); each size's ground truth is computed here if missing."""
+    full, d = dataset.train.shape
+    ladder = list(sizes or [full])
+    if sizes is not None:
+        ladder = check_sizes(list(sizes), full, k)
+        check_ladder_workload(workloads, runbook)
+    n = ladder[0]
     if mode not in MODES:
         raise AnnbenchError(f"Mode '{mode}' not valid. Use one of: {', '.join(MODES)}")
     if k < 1 or k > n:
@@ -166,62 +178,66 @@ def plan_sweep(
     check_overrides(classes, overrides)
 
     jobs = []
-    for name, cls in classes.items():
-        # default-grid blocks for other metrics are not attempted (nor recorded as failed)
-        grid = with_overrides(default_grid(name).for_metric(dataset.metric), cls, overrides)
-        check_grid(name, cls, grid)
-        if not grid.build_configs():
-            log.warning("%s: its grid has no block for %s data", name, dataset.metric.value)
-        for build_params in grid.build_configs():
-            searches = tuple(grid.search_configs(build_params))
-            problem = _check_values(
-                cls, name, dataset.metric, build_params, searches, runbook, n, d, memory_limit
-            )
-            label = f"{name} [{params_label(build_params)}]"
-            if problem is not None and any(key in overrides for key in build_params):
-                raise BadUsage(f"{label}: {problem}")
-            if problem is not None:
-                log.warning(
-                    "%s cannot run on %s (recorded as failed): %s", label, dataset.name, problem
+    for size in ladder:  # smallest first: an interrupted ladder resumes where it stopped
+        n, whole = size, size == full
+        content = dataset.content_hash if whole else size_hash(dataset, size)
+        for name, cls in classes.items():
+            # default-grid blocks for other metrics are not attempted (nor recorded as failed)
+            grid = with_overrides(default_grid(name).for_metric(dataset.metric), cls, overrides)
+            check_grid(name, cls, grid)
+            if not grid.build_configs():
+                log.warning("%s: its grid has no block for %s data", name, dataset.metric.value)
+            for build_params in grid.build_configs():
+                searches = tuple(grid.search_configs(build_params))
+                problem = _check_values(
+                    cls, name, dataset.metric, build_params, searches, runbook, n, d, memory_limit
                 )
-            make_job = (
-                BuildJob if problem is None else functools.partial(RejectedJob, reason=problem)
-            )
-            for workload in workloads:
-                configs = searches
-                if is_filter(workload):
-                    overfetch = filtering.get("overfetch") or default_overfetch(
-                        expected_selectivity(dataset, workload), k, n
+                label = f"{name} [{params_label(build_params)}]"
+                if problem is not None and any(key in overrides for key in build_params):
+                    raise BadUsage(f"{label}: {problem}")
+                if problem is not None:
+                    log.warning(
+                        "%s cannot run on %s (recorded as failed): %s", label, dataset.name, problem
                     )
-                    configs = filter_search_configs(
-                        searches,
-                        name,
-                        cls.native_filter,
-                        filtering.get("filter_strategy"),
-                        overfetch,
-                        where=cls.native_where,
-                    )
-                jobs.append(
-                    make_job(
-                        dataset_path=str(dataset.path),
-                        dataset=dataset.name,
-                        dataset_hash=runbook.workload_hash if runbook else dataset.content_hash,
-                        backend=name,
-                        build_params=build_params,
-                        search_configs=configs,
-                        k=k,
-                        mode=mode,
-                        runs=runs,
-                        threads=counts,
-                        build_threads=build_threads,
-                        min_seconds=min_seconds,
-                        library_version=cls.library_version(),
-                        workload=runbook.runbook.workload if runbook else workload,
-                        runbook=runbook,
-                        **counted,
-                        load=load or LoadOptions() if mode in LOAD_MODES else None,
-                    )
+                make_job = (
+                    BuildJob if problem is None else functools.partial(RejectedJob, reason=problem)
                 )
+                for workload in workloads:
+                    configs = searches
+                    if is_filter(workload):
+                        overfetch = filtering.get("overfetch") or default_overfetch(
+                            expected_selectivity(dataset, workload), k, n
+                        )
+                        configs = filter_search_configs(
+                            searches,
+                            name,
+                            cls.native_filter,
+                            filtering.get("filter_strategy"),
+                            overfetch,
+                            where=cls.native_where,
+                        )
+                    jobs.append(
+                        make_job(
+                            dataset_path=str(dataset.path),
+                            dataset=dataset.name,
+                            dataset_hash=runbook.workload_hash if runbook else content,
+                            backend=name,
+                            build_params=build_params,
+                            search_configs=configs,
+                            k=k,
+                            mode=mode,
+                            runs=runs,
+                            threads=counts,
+                            build_threads=build_threads,
+                            min_seconds=min_seconds,
+                            library_version=cls.library_version(),
+                            workload=runbook.runbook.workload if runbook else workload,
+                            runbook=runbook,
+                            **counted,
+                            load=load or LoadOptions() if mode in LOAD_MODES else None,
+                            base_size=None if whole else size,
+                        )
+                    )
     # filter records are keyed on the workload's ground truth too (computed here if missing)
     hashes = {w: workload_hash(dataset, w) for w in workloads if is_filter(w)}
     return [replace(j, dataset_hash=hashes.get(j.workload, j.dataset_hash)) for j in jobs]
