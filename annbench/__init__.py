@@ -25,6 +25,8 @@ __all__ = [
     "recommend",
     "run",
     "runbook_summary",
+    "scale",
+    "scale_points",
     "serving_summary",
     "summary",
 ]
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
         recommend,
         run,
         runbook_summary,
+        scale,
+        scale_points,
         serving_summary,
         summary,
     )

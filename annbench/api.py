@@ -534,6 +534,80 @@ def _display(given: Progress | None, total: int) -> Iterator[Progress]:
         yield shown
 
 
+def scale(
+    dataset: str | Path | None = None,
+    results: str | Path | None = None,
+    at_size: int | str | None = None,
+    targets: Sequence[float] = (0.9, 0.95, 0.99),
+    backends: str | Sequence[str] | None = None,
+    k: int = 10,
+    confidence: float = 0.9,
+    save: bool = True,
+) -> pd.DataFrame:
+    """How each configuration measured on a size ladder (``run(..., sizes=...)``) grows with
+    the base size: per configuration and quantity (build time, file size, serving memory, and
+    at each recall target the search effort and QPS), the fitted law, the held-out check (the
+    largest size predicted from the smaller ones) and, with ``at_size`` (``50_000_000`` or
+    ``"50M"``), the PREDICTED value there with its interval and extrapolation factor, stored
+    in the store's predictions table (``save``), apart from measurements."""
+    from annbench.scaling.curves import growth_table, prediction_rows
+
+    data, points, store_path = _ladder_points(dataset, results, targets, backends, k)
+    size = None
+    if at_size is not None:
+        from annbench.data.subsets import parse_count
+
+        size = parse_count(str(at_size), "--at-size")
+    if not 0 < confidence < 1:
+        raise BadUsage(f"confidence must lie between 0 and 1, got {confidence}")
+    table = growth_table(points, at_size=size, confidence=confidence)
+    if size is not None and save and len(table):
+        from annbench.results.store import ResultStore
+
+        with ResultStore(store_path, create=False) as store:
+            store.put_predictions(prediction_rows(table, data.name, data.content_hash))
+    return table
+
+
+def scale_points(
+    dataset: str | Path | None = None,
+    results: str | Path | None = None,
+    targets: Sequence[float] = (0.9, 0.95, 0.99),
+    backends: str | Sequence[str] | None = None,
+    k: int = 10,
+) -> pd.DataFrame:
+    """The measured points ``scale`` fits: one row per configuration, base size and
+    quantity (``size``, ``quantity``, ``value``, ``setting``)."""
+    return _ladder_points(dataset, results, targets, backends, k)[1]
+
+
+def _ladder_points(
+    dataset: str | Path | None,
+    results: str | Path | None,
+    targets: Sequence[float],
+    backends: str | Sequence[str] | None,
+    k: int,
+) -> tuple[Any, pd.DataFrame, Path]:
+    from annbench.data.catalog import DEFAULT_DATASET, resolve_dataset
+    from annbench.data.format import read_dataset
+    from annbench.results.store import ResultStore
+    from annbench.scaling.curves import ladder_records, size_points
+
+    targets = [float(t) for t in targets]
+    if not targets or not all(0 < t <= 1 for t in targets):
+        raise BadUsage(f"recall targets must lie in (0, 1], got {targets}")
+    data = read_dataset(resolve_dataset(str(DEFAULT_DATASET if dataset is None else dataset)))
+    with ResultStore.open_existing(_store_path(results)) as store:
+        frame = store.dataframe(data.name, content_hash=data.content_hash)
+        path = store.path
+    ok = ladder_records(frame, data)
+    ok = ok[ok["k"] == k]
+    if backends is not None:
+        names = [backends] if isinstance(backends, str) else list(backends)
+        ok = ok[ok["backend"].isin(names)]
+    return data, size_points(ok, targets), path
+
+
 @contextmanager
 def _stop_on_sigterm() -> Iterator[None]:
     """SIGTERM stops a sweep as Ctrl-C does: workers killed, stored results kept."""
@@ -593,6 +667,8 @@ __all__ = [
     "recommend",
     "run",
     "runbook_summary",
+    "scale",
+    "scale_points",
     "summary",
     "with_dicts",
     "write_parquet",

@@ -35,8 +35,7 @@ def _run(tiny_path, results, **options):
         runs=1,
         min_time=0,
         results=results,
-        sizes="1/4,1/2,1",
-        **{"progress": False, **options},
+        **{"progress": False, "sizes": "1/4,1/2,1", **options},
     )
 
 
@@ -122,3 +121,44 @@ def test_the_whole_base_rung_reuses_an_ordinary_run(tiny_path, tmp_path):
     )
     assert ladder.attrs["sweep"]["skipped"] == len(plain)
     assert np.isnan(ladder["base_size"]).sum() == len(plain)
+
+
+def test_scale_fits_checks_and_predicts_from_a_ladder(tiny_path, tmp_path):
+    _run(tiny_path, tmp_path, sizes="1/8,1/4,1/2,1")
+    runner = CliRunner()
+    env = {"ANNBENCH_RESULTS": str(tmp_path)}
+    fits = runner.invoke(main, ["scale", "-d", str(tiny_path)], env=env)
+    assert fits.exit_code == 0, fits.output
+    assert "held-out" in fits.output and "at 2,000" in fits.output
+    assert "PREDICTED" not in fits.output
+    with ResultStore(tmp_path) as store:
+        assert store.predictions().empty
+    told = runner.invoke(main, ["scale", "-d", str(tiny_path), "--at-size", "1M"], env=env)
+    assert told.exit_code == 0, told.output
+    assert told.output.startswith("PREDICTED at 1,000,000 vectors")
+    assert "x500" in told.output  # the extrapolation factor beside every prediction
+    with ResultStore(tmp_path) as store:
+        stored = store.predictions()
+    assert len(stored) and (stored["at_size"] == 1_000_000).all()
+    assert set(stored["backend"]) == {"faiss-flat", "hnswlib"}
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--at-size", "0"], "--at-size"),
+        (["--at-size", "lots"], "--at-size"),
+        (["--targets", "0.9,x"], "--targets"),
+        (["--targets", "1.5"], "recall targets"),
+        ([], "run a size ladder first"),
+    ],
+)
+def test_scale_refuses_bad_input_and_missing_ladders_with_one_line(tiny_path, tmp_path, args, says):
+    annbench.run(
+        "faiss-flat", dataset=tiny_path, runs=1, min_time=0, results=tmp_path, progress=False
+    )
+    result = CliRunner().invoke(
+        main, ["scale", "-d", str(tiny_path), *args], env={"ANNBENCH_RESULTS": str(tmp_path)}
+    )
+    assert result.exit_code == 2, result.output
+    assert says in result.output and len(result.output.strip().splitlines()) == 1

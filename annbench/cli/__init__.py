@@ -1,13 +1,13 @@
 """The ``annbench`` command line: the ``main`` group and its command groups, one module each
-(run, results/plot/summary, report, recommend, datasets, backends), each a thin layer over the
-public API."""
+(run, results/plot/summary, report, recommend, scale, datasets, backends), each a thin layer
+over the public API."""
 
 from __future__ import annotations
 
 import click
 
 from annbench import __version__
-from annbench.cli import backends, datasets, recommend, report, results, run
+from annbench.cli import backends, datasets, recommend, report, results, run, scale
 from annbench.cli.base import AnnbenchGroup
 
 
@@ -32,5 +32,6 @@ main.add_command(results.plot)
 main.add_command(results.summary_command)
 main.add_command(report.report_command)
 main.add_command(recommend.recommend_command)
+main.add_command(scale.scale_command)
 main.add_command(datasets.datasets)
 main.add_command(backends.backends)

@@ -19,9 +19,12 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 import pandas as pd
 
 from annbench.errors import AnnbenchError
@@ -34,7 +37,44 @@ SCHEMA_VERSION = 2
 #: Columns of the current view beside the record's fields.
 FAILURE_COLUMNS = ("last_failure", "last_failure_at")
 #: Tables and views annbench creates; a database holding anything else is another program's.
-_OWN = {"attempts", "attempt_raw", "results", "raw", "sqlite_sequence", "sqlite_stat1"}
+_OWN = {
+    "attempts",
+    "attempt_raw",
+    "results",
+    "raw",
+    "predictions",
+    "sqlite_sequence",
+    "sqlite_stat1",
+}
+
+#: Predictions (annbench.scaling.curves): a kind of row of their own, never an attempt; each
+#: carries its extrapolation factor and the held-out check of the model that made it.
+PREDICTION_COLUMNS = {
+    "created_at": "TEXT",
+    "dataset": "TEXT",
+    "dataset_hash": "TEXT",
+    "backend": "TEXT",
+    "build_params": "TEXT",
+    "library_version": "TEXT",
+    "k": "INTEGER",
+    "mode": "TEXT",
+    "quantity": "TEXT",
+    "model": "TEXT",
+    "formula": "TEXT",
+    "fitted_sizes": "TEXT",
+    "at_size": "INTEGER",
+    "predicted": "REAL",
+    "low": "REAL",
+    "high": "REAL",
+    "confidence": "REAL",
+    "extrapolation": "REAL",
+    "held_out_size": "INTEGER",
+    "held_out_predicted": "REAL",
+    "held_out_measured": "REAL",
+    "held_out_error": "REAL",
+    "held_out_passed": "INTEGER",
+    "annbench_version": "TEXT",
+}
 
 _COLUMN_TYPES = {
     "k": "INTEGER",
@@ -178,6 +218,37 @@ class ResultStore:
                     record.latency_histogram,
                 ),
             )
+
+    def put_predictions(self, rows: list[dict[str, Any]]) -> None:
+        """Append predictions (``PREDICTION_COLUMNS``; ``build_params`` and ``fitted_sizes``
+        as JSON text) in one transaction, apart from the measurements."""
+        if self.read_only:
+            raise AnnbenchError(f"Results store {self.path} was opened read-only")
+        columns = list(PREDICTION_COLUMNS)
+        marks = ", ".join("?" for _ in columns)
+        try:
+            with self._transaction():
+                self._db.executemany(
+                    f"INSERT INTO predictions ({', '.join(columns)}) VALUES ({marks})",
+                    [[row.get(name) for name in columns] for row in rows],
+                )
+        except sqlite3.DatabaseError as exc:
+            raise AnnbenchError(
+                f"Cannot write predictions to results store {self.path}: {exc}; "
+                "the measurements stored are kept"
+            ) from exc
+
+    def predictions(self, dataset: str | None = None) -> pd.DataFrame:
+        """Stored predictions, oldest first (an empty frame when there are none)."""
+        import pandas as pd
+
+        if "predictions" not in self._tables():
+            return pd.DataFrame(columns=list(PREDICTION_COLUMNS))
+        query, args = "SELECT * FROM predictions", []
+        if dataset is not None:
+            query, args = query + " WHERE dataset = ?", [dataset]
+        frame = pd.read_sql_query(query + " ORDER BY id", self._db, params=args)
+        return frame.drop(columns="id")
 
     def completed_keys(self) -> set[str]:
         """Keys with a successful full measurement (failed keys and probes are retried)."""
@@ -350,6 +421,10 @@ class ResultStore:
         for name, kind in _RAW_ADDED.items():  # stores from before these arrays
             if name not in raw:
                 self._db.execute(f"ALTER TABLE attempt_raw ADD COLUMN {name} {kind}")
+        predictions = ", ".join(f"{name} {kind}" for name, kind in PREDICTION_COLUMNS.items())
+        self._db.execute(
+            f"CREATE TABLE IF NOT EXISTS predictions (id INTEGER PRIMARY KEY, {predictions})"
+        )
         self._db.execute("CREATE INDEX IF NOT EXISTS attempts_key ON attempts(key)")
         self._db.execute("CREATE INDEX IF NOT EXISTS attempts_dataset ON attempts(dataset)")
         # for other tools (sqlite3 shell, older scripts): the current view under the old name

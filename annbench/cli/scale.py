@@ -1,0 +1,150 @@
+"""``annbench scale``: how each configuration measured on a size ladder grows with the base,
+checked against the largest size measured, and what it is predicted to cost at a target size."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import click
+import pandas as pd
+
+from annbench.cli.base import results_option
+from annbench.cli.tables import num
+from annbench.data.catalog import DEFAULT_DATASET
+
+
+@click.command(
+    "scale",
+    epilog="""\b
+Examples:
+  annbench run -b hnswlib -b faiss-ivf --sizes 1/16,1/8,1/4,1/2,1
+  annbench scale
+  annbench scale --at-size 50M --memory-budget 64GB
+""",
+)
+@click.option("--dataset", "-d", default=DEFAULT_DATASET, show_default=True)
+@click.option(
+    "--at-size",
+    default=None,
+    metavar="N",
+    help="Predict every figure at this base size (50000000, 50M); stored as predictions.",
+)
+@click.option(
+    "--targets",
+    default="0.9,0.95,0.99",
+    show_default=True,
+    metavar="LIST",
+    help="Recall targets of the search effort and QPS curves.",
+)
+@click.option("--backend", "-b", "backends", multiple=True, help="Only these backends.")
+@click.option("--k", default=10, show_default=True, type=click.IntRange(1), help="k of the runs.")
+@click.option(
+    "--confidence",
+    default=0.9,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Confidence of the prediction intervals.",
+)
+@results_option
+def scale_command(
+    dataset: str,
+    at_size: str | None,
+    targets: str,
+    backends: tuple[str, ...],
+    k: int,
+    confidence: float,
+    results_path: Path | None,
+) -> None:
+    """Fit how build time, memory, search effort and QPS grow with the base size, check each
+    law by predicting the largest size measured from the smaller ones, and predict them at
+    --at-size."""
+    from annbench import api
+    from annbench.errors import BadUsage
+
+    try:
+        recall_targets = [float(t) for t in targets.split(",")]
+    except ValueError:
+        raise BadUsage(f"--targets takes recalls separated by commas, got '{targets}'") from None
+    table = api.scale(
+        dataset,
+        results=results_path,
+        at_size=at_size,
+        targets=recall_targets,
+        backends=backends or None,
+        k=k,
+        confidence=confidence,
+    )
+    if not len(table):
+        raise BadUsage(
+            f"No configuration of {dataset} is measured at two sizes or more; run a size "
+            "ladder first, e.g. annbench run -b hnswlib --sizes 1/8,1/4,1/2,1"
+        )
+    click.echo(scale_text(table, confidence))
+
+
+def scale_text(table: pd.DataFrame, confidence: float = 0.9) -> str:
+    """The growth table as text, one block per configuration; predictions labelled so."""
+    lines = []
+    predicted = "predicted" in table
+    if predicted:
+        size = int(table["at_size"].iloc[0])
+        lines.append(
+            f"PREDICTED at {size:,} vectors: extrapolated from the sizes measured, not "
+            f"measured ({confidence:.0%} prediction intervals). Each prediction's law is "
+            "checked by predicting the largest size measured from the smaller ones "
+            "('held-out')."
+        )
+    for config, group in table.groupby("config", sort=False):
+        sizes = sorted({s for fitted in group["fitted_sizes"] for s in fitted})
+        lines += ["", f"{config}  (sizes {', '.join(f'{s:,}' for s in sizes)})"]
+        rows = []
+        for row in group.to_dict("records"):
+            shown = {
+                "figure": row["label"],
+                "law": row["formula"],
+                "fit": f"max residual {row['max_residual']:.1%}",
+                "held-out": _held_out(row),
+            }
+            if predicted:
+                shown["predicted"] = _value(row["predicted"], row["unit"])
+                shown["interval"] = _interval(row)
+                shown["beyond"] = f"x{row['extrapolation']:,.0f}"
+            rows.append(shown)
+        lines.append(pd.DataFrame(rows).to_string(index=False))
+    return "\n".join(lines)
+
+
+def _held_out(row: dict[str, Any]) -> str:
+    if _missing(row.get("held_out_error")):
+        return "needs 3 sizes"
+    verdict = "ok" if row["held_out_passed"] else f"FAILED (>{row['tolerance']:.0%} or outside)"
+    return f"{row['held_out_error']:+.1%} at {int(row['held_out_size']):,} {verdict}"
+
+
+def _interval(row: dict[str, Any]) -> str:
+    if _missing(row.get("low")) or _missing(row.get("high")):
+        return "none (needs 3 sizes)"
+    return f"[{_value(row['low'], row['unit'])}, {_value(row['high'], row['unit'])}]"
+
+
+def _value(value: float, unit: str) -> str:
+    if unit == "B":
+        for scale, name in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+            if abs(value) >= scale:
+                return f"{value / scale:,.3g} {name}"
+        return f"{value:,.0f} B"
+    if unit == "s":
+        if value >= 3600:
+            return f"{value / 3600:,.3g} h"
+        if value >= 60:
+            return f"{value / 60:,.3g} min"
+        return f"{value:,.3g} s"
+    if unit == "q/s":
+        return f"{num(value, ',.0f' if value >= 10 else '.3g')} q/s"
+    return f"{value:,.3g}"
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))

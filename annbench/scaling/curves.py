@@ -1,0 +1,322 @@
+"""Growth curves of measured index configurations: from a size ladder's records to fitted
+laws, held-out checks and predictions at a target size.
+
+For each index configuration (backend, build parameters, library version) measured at two or
+more base sizes, each quantity gets one value per size:
+
+- ``build_s``, ``index_bytes`` (file size) and ``serving_memory_bytes`` as measured;
+- at each recall target ``t``: ``effort@t``, the search parameter that reaches recall ``t``
+  (interpolated between the swept settings on a log scale, when one numeric search parameter
+  is swept), and ``qps@t``, the throughput at that setting (interpolated the same way; with
+  several search parameters, the best QPS among settings reaching ``t``).
+
+Each quantity has one model (``QUANTITIES``): linear with an intercept for memory and file
+size, a power law for time, effort and QPS. The held-out check (the largest size predicted
+from the smaller ones) goes with every fit and every prediction.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from annbench.errors import AnnbenchError
+from annbench.record import PLAIN, params_label
+from annbench.scaling.growth import CONFIDENCE, fit_growth, held_out_check
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from annbench.data.format import Dataset
+
+#: Recall targets of ``effort@t`` and ``qps@t`` unless given.
+TARGETS = (0.9, 0.95, 0.99)
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """How one quantity is modelled: its model, the held-out error it should keep within,
+    its unit and what it is called in tables."""
+
+    model: str
+    tolerance: float
+    unit: str
+    label: str
+
+
+#: The quantities of every configuration (``effort@t`` and ``qps@t`` added per target).
+QUANTITIES = {
+    "index_bytes": Quantity("linear", 0.10, "B", "file size"),
+    "serving_memory_bytes": Quantity("linear", 0.10, "B", "serving memory"),
+    "build_s": Quantity("power", 0.25, "s", "build time"),
+}
+
+
+def quantity(name: str) -> Quantity:
+    """The model of quantity ``name`` (``build_s``, ``qps@0.95``, ...)."""
+    if name in QUANTITIES:
+        return QUANTITIES[name]
+    kind, _, target = name.partition("@")
+    if kind == "effort":
+        return Quantity("power", 0.25, "", f"search effort for recall {target}")
+    if kind == "qps":
+        return Quantity("power", 0.25, "q/s", f"QPS at recall {target}")
+    raise AnnbenchError(f"Quantity '{name}' not known; use one of {', '.join(QUANTITIES)}")
+
+
+def ladder_records(frame: pd.DataFrame, dataset: Dataset | None = None) -> pd.DataFrame:
+    """The successful plain full measurements of ``frame`` (store columns, parameters as
+    dicts) with ``size`` (rows indexed) set; with ``dataset``, only records measured on its
+    content at each size (a ladder's subsets are keyed on their own ground truth)."""
+    from annbench.results.analysis import successful
+
+    ok = successful(frame)
+    if "workload" in ok:
+        ok = ok[ok["workload"].fillna(PLAIN) == PLAIN]
+    if "step" in ok:
+        ok = ok[ok["step"].isna()]
+    base = ok["base_size"] if "base_size" in ok else np.nan
+    whole = len(dataset.train) if dataset is not None else None
+    ok = ok.assign(size=base)
+    if dataset is None:
+        return ok[ok["size"].notna()].assign(size=lambda f: f["size"].astype(np.int64))
+    ok["size"] = ok["size"].fillna(whole).astype(np.int64)
+    expected = {whole: dataset.content_hash}
+    for size in sorted(set(ok["size"]) - {whole}):
+        expected[size] = _size_hash(dataset, int(size))
+    keep = [expected.get(int(s)) == h for s, h in zip(ok["size"], ok["dataset_hash"], strict=True)]
+    return ok[np.asarray(keep, dtype=bool)]
+
+
+def _size_hash(dataset: Dataset, size: int) -> str | None:
+    from annbench.data.subsets import TRUTH, size_hash, size_workload
+    from annbench.data.workloads import workload_holder
+
+    if not 0 < size < len(dataset.train):
+        return None
+    if workload_holder(dataset, size_workload(size), TRUTH) is None:
+        return None  # no records can be of a size whose ground truth was never computed
+    return size_hash(dataset, size)
+
+
+def size_points(ok: pd.DataFrame, targets: Sequence[float] = TARGETS) -> pd.DataFrame:
+    """One row per configuration, size and quantity: ``config``, ``backend``,
+    ``build_params``, ``library_version``, ``k``, ``mode``, ``size``, ``quantity``, ``value``,
+    ``setting`` (how an effort or QPS value was reached)."""
+    import pandas as pd
+
+    rows: list[dict[str, Any]] = []
+    for config, group in _configurations(ok):
+        swept = _swept_parameter(group["search_params"])
+        for size, at in group.groupby("size"):
+            for name in QUANTITIES:
+                if name in at and at[name].notna().any():
+                    value = float(at[name].dropna().median())
+                    if value > 0:
+                        rows.append(config | {"size": int(size), "quantity": name, "value": value})
+            for target in targets:
+                found = _at_recall(at, float(target), swept)
+                for name, value, setting in found:
+                    rows.append(
+                        config
+                        | {
+                            "size": int(size),
+                            "quantity": f"{name}@{target:g}",
+                            "value": value,
+                            "setting": setting,
+                        }
+                    )
+    columns = ["config", "backend", "build_params", "library_version", "k", "mode", "size"]
+    return pd.DataFrame(rows, columns=[*columns, "quantity", "value", "setting"])
+
+
+def growth_table(
+    points: pd.DataFrame,
+    at_size: int | None = None,
+    confidence: float = CONFIDENCE,
+) -> pd.DataFrame:
+    """Per configuration and quantity with two or more sizes: the fitted law, its largest
+    residual, the held-out check (3 sizes or more) and, with ``at_size``, the prediction
+    there with its interval and extrapolation factor."""
+    import pandas as pd
+
+    rows = []
+    for (config, name), group in points.groupby(["config", "quantity"], sort=False):
+        spec = quantity(name)
+        sizes, values = group["size"].to_numpy(float), group["value"].to_numpy(float)
+        if len(np.unique(sizes)) < 2:
+            continue
+        fit = fit_growth(sizes, values, spec.model)
+        first = group.iloc[0]
+        row: dict[str, Any] = {
+            "config": config,
+            "backend": first["backend"],
+            "build_params": first["build_params"],
+            "library_version": first["library_version"],
+            "k": first["k"],
+            "mode": first["mode"],
+            "quantity": name,
+            "label": _label(spec, group),
+            "unit": spec.unit,
+            "model": spec.model,
+            "formula": fit.formula(spec.unit),
+            "fitted_sizes": tuple(sorted(set(int(s) for s in sizes))),
+            "largest": int(sizes.max()),
+            "max_residual": float(np.max(np.abs(fit.residuals))),
+            "tolerance": spec.tolerance,
+        }
+        check = held_out_check(sizes, values, spec.model, confidence, spec.tolerance)
+        row |= {
+            "held_out_size": None if check is None else int(check.prediction.size),
+            "held_out_predicted": None if check is None else check.prediction.value,
+            "held_out_measured": None if check is None else check.measured,
+            "held_out_error": None if check is None else check.error,
+            "held_out_inside": None if check is None else check.inside,
+            "held_out_passed": None if check is None else check.passed,
+        }
+        if at_size is not None:
+            prediction = fit.predict(at_size, confidence)
+            row |= {
+                "at_size": int(at_size),
+                "predicted": prediction.value,
+                "low": prediction.low,
+                "high": prediction.high,
+                "confidence": confidence,
+                "extrapolation": prediction.extrapolation,
+            }
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _label(spec: Quantity, group: pd.DataFrame) -> str:
+    """``ef for recall 0.95`` rather than ``search effort for recall 0.95`` when the swept
+    parameter is known."""
+    if not spec.label.startswith("search effort") or "setting" not in group:
+        return spec.label
+    names = {str(s).split("=")[0] for s in group["setting"].dropna()}
+    return spec.label.replace("search effort", names.pop()) if len(names) == 1 else spec.label
+
+
+def prediction_rows(
+    table: pd.DataFrame, dataset: str, dataset_hash: str | None
+) -> list[dict[str, Any]]:
+    """``growth_table`` rows with a prediction, as rows of the store's predictions table."""
+    from annbench import __version__
+
+    now = datetime.now(timezone.utc).isoformat()
+    rows = []
+    for row in table.to_dict("records"):
+        if row.get("at_size") is None or _missing(row.get("predicted")):
+            continue
+        rows.append(
+            {
+                "created_at": now,
+                "dataset": dataset,
+                "dataset_hash": dataset_hash,
+                "backend": row["backend"],
+                "build_params": json.dumps(row["build_params"], sort_keys=True),
+                "library_version": row["library_version"],
+                "k": int(row["k"]),
+                "mode": row["mode"],
+                "quantity": row["quantity"],
+                "model": row["model"],
+                "formula": row["formula"],
+                "fitted_sizes": json.dumps(list(row["fitted_sizes"])),
+                "at_size": int(row["at_size"]),
+                "predicted": row["predicted"],
+                "low": _none(row.get("low")),
+                "high": _none(row.get("high")),
+                "confidence": row["confidence"],
+                "extrapolation": row["extrapolation"],
+                "held_out_size": _none(row.get("held_out_size")),
+                "held_out_predicted": _none(row.get("held_out_predicted")),
+                "held_out_measured": _none(row.get("held_out_measured")),
+                "held_out_error": _none(row.get("held_out_error")),
+                "held_out_passed": _none(row.get("held_out_passed")),
+                "annbench_version": __version__,
+            }
+        )
+    return rows
+
+
+def _configurations(ok: pd.DataFrame):
+    keys = ["backend", "build_key", "library_version", "k", "mode"]
+    frame = ok.assign(
+        build_key=[json.dumps(p, sort_keys=True) for p in ok["build_params"]],
+        library_version=ok["library_version"].fillna("") if "library_version" in ok else "",
+    )
+    for (backend, build_key, version, k, mode), group in frame.groupby(keys, sort=True):
+        params = json.loads(build_key)
+        config = {
+            "config": f"{backend} [{params_label(params)}]"
+            + ("" if mode == "single" else f" {mode}"),
+            "backend": backend,
+            "build_params": params,
+            "library_version": version or None,
+            "k": int(k),
+            "mode": mode,
+        }
+        yield config, group
+
+
+def _swept_parameter(searches: pd.Series) -> str | None:
+    """The one numeric search parameter that varies across ``searches`` (None if not one)."""
+    values: dict[str, set[Any]] = {}
+    for params in searches:
+        for key, value in params.items():
+            values.setdefault(key, set()).add(value)
+    varied = [key for key, seen in values.items() if len(seen) > 1]
+    if len(varied) != 1:
+        return None
+    key = varied[0]
+    numeric = all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values[key]
+    )
+    return key if numeric else None
+
+
+def _at_recall(at: pd.DataFrame, target: float, swept: str | None) -> list[tuple[str, float, str]]:
+    """``[("effort", value, how), ("qps", value, how)]`` at recall ``target`` for one
+    configuration at one size; empty when no setting reaches it."""
+    reached = at[at["recall"] >= target]
+    if not len(reached):
+        return []
+    if swept is None:
+        best = reached.loc[reached["qps"].idxmax()]
+        return [("qps", float(best["qps"]), params_label(best["search_params"]))]
+    ladder = at.assign(effort=[float(p.get(swept, math.nan)) for p in at["search_params"]])
+    ladder = (
+        ladder.dropna(subset=["effort"])
+        .groupby("effort", as_index=False)
+        .agg(recall=("recall", "median"), qps=("qps", "median"))
+    )
+    ladder = ladder.sort_values("effort")
+    recall = np.maximum.accumulate(ladder["recall"].to_numpy())  # more effort, no less recall
+    effort = ladder["effort"].to_numpy()
+    qps = ladder["qps"].to_numpy()
+    above = int(np.argmax(recall >= target))
+    if above == 0:  # the effort needed is at most the smallest swept: no point for its curve
+        return [("qps", qps[0], f"{swept}={effort[0]:g} (the smallest swept) already reaches it")]
+    lo, hi = above - 1, above
+    share = (target - recall[lo]) / (recall[hi] - recall[lo])
+    log_effort = math.log(effort[lo]) + share * (math.log(effort[hi]) - math.log(effort[lo]))
+    value = math.exp(log_effort)
+    log_qps = math.log(qps[lo]) + share * (math.log(qps[hi]) - math.log(qps[lo]))
+    how = f"{swept}={value:.4g}, between {effort[lo]:g} and {effort[hi]:g}"
+    return [("effort", value, how), ("qps", math.exp(log_qps), how)]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _none(value: Any) -> Any:
+    if _missing(value):
+        return None
+    return value.item() if isinstance(value, np.generic) else value

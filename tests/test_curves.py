@@ -1,0 +1,121 @@
+"""Growth curves from ladder records: per-size figures, effort at a recall target, fitted laws,
+held-out checks and stored predictions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from annbench.record import RunRecord
+from annbench.results.store import ResultStore
+from annbench.scaling.curves import growth_table, ladder_records, prediction_rows, size_points
+
+SIZES = [10_000, 20_000, 40_000, 80_000]
+
+
+def _record(size, ef, recall, qps, build_s, memory, backend="hnswlib", M=16):
+    return RunRecord(
+        dataset="synthetic",
+        dataset_hash=f"h{size}",
+        backend=backend,
+        build_params={"M": M},
+        search_params={"ef": ef},
+        k=10,
+        mode="single",
+        threads=1,
+        base_size=size,
+        recall=recall,
+        qps=qps,
+        runs=3,
+        build_s=build_s,
+        index_bytes=int(memory),
+        serving_memory_bytes=int(memory * 1.05),
+    )
+
+
+def _frame(tmp_path, records):
+    with ResultStore(tmp_path) as store:
+        for record in records:
+            store.put(record)
+        return store.dataframe()
+
+
+def _ladder(memory=lambda n: 2e6 + 1600 * n, build=lambda n: 3e-5 * n**1.2):
+    """Recall falls with size at a fixed ef; the ef reaching 0.95 grows as 4 * (n/1e4)^0.3."""
+    records = []
+    for n in SIZES:
+        needed = 4 * (n / 1e4) ** 0.3  # ef where recall crosses 0.95
+        for ef in (2, 4, 8, 16, 32, 64):
+            # recall linear in log(ef) around the crossing, capped
+            recall = min(0.999, 0.95 + 0.05 * math.log2(ef / needed))
+            qps = 1e6 / (ef * (n / 1e4) ** 0.1)
+            records.append(_record(n, ef, max(recall, 0.1), qps, build(n), memory(n)))
+    return records
+
+
+def test_effort_and_qps_at_a_recall_are_interpolated_between_settings(tmp_path):
+    ok = ladder_records(_frame(tmp_path, _ladder()))
+    points = size_points(ok, targets=[0.95])
+    effort = points[points["quantity"] == "effort@0.95"].set_index("size")["value"]
+    for n in SIZES:
+        assert effort[n] == pytest.approx(4 * (n / 1e4) ** 0.3, rel=1e-6)
+    qps = points[points["quantity"] == "qps@0.95"].set_index("size")["value"]
+    for n in SIZES:
+        assert qps[n] == pytest.approx(1e6 / (effort[n] * (n / 1e4) ** 0.1), rel=1e-6)
+    assert set(points["quantity"]) >= {"build_s", "index_bytes", "serving_memory_bytes"}
+
+
+def test_a_target_reached_by_the_smallest_setting_gives_no_effort_point(tmp_path):
+    ok = ladder_records(_frame(tmp_path, _ladder()))
+    points = size_points(ok, targets=[0.5, 0.9999])
+    assert not (points["quantity"] == "effort@0.5").any()  # ef=2 already does: only "at most"
+    assert (points["quantity"] == "qps@0.5").sum() == len(SIZES)
+    assert not points["quantity"].str.endswith("@0.9999").any()  # never reached
+
+
+def test_known_laws_are_recovered_and_pass_their_held_out_check(tmp_path):
+    ok = ladder_records(_frame(tmp_path, _ladder()))
+    table = growth_table(size_points(ok, targets=[0.95]), at_size=8_000_000).set_index("quantity")
+    memory = table.loc["index_bytes"]
+    assert memory["model"] == "linear" and memory["held_out_passed"]
+    assert memory["predicted"] == pytest.approx(2e6 + 1600 * 8e6, rel=1e-4)
+    assert memory["extrapolation"] == pytest.approx(100)
+    build = table.loc["build_s"]
+    assert build["predicted"] == pytest.approx(3e-5 * 8e6**1.2, rel=1e-4)
+    effort = table.loc["effort@0.95"]
+    assert effort["predicted"] == pytest.approx(4 * 800**0.3, rel=1e-3)
+    assert effort["label"] == "ef for recall 0.95"
+    assert table["held_out_passed"].all()
+    assert (table["held_out_size"] == SIZES[-1]).all()
+
+
+def test_the_held_out_check_flags_memory_that_grows_faster_than_a_line(tmp_path):
+    records = _ladder(memory=lambda n: 50 * n**1.5)
+    ok = ladder_records(_frame(tmp_path, records))
+    table = growth_table(size_points(ok, targets=[0.95])).set_index("quantity")
+    assert not table.loc["index_bytes", "held_out_passed"]
+    assert table.loc["index_bytes", "held_out_error"] < -0.10  # a line bends too little
+    assert table.loc["build_s", "held_out_passed"]
+
+
+def test_predictions_are_rows_of_their_own_with_their_checks(tmp_path):
+    ok = ladder_records(_frame(tmp_path, _ladder()))
+    table = growth_table(size_points(ok, targets=[0.95]), at_size=10**8)
+    rows = prediction_rows(table, "synthetic", "abc")
+    assert len(rows) == len(table)
+    with ResultStore(tmp_path) as store:
+        before = store.count()
+        store.put_predictions(rows)
+        stored = store.predictions("synthetic")
+        assert store.count() == before  # not measurements
+    assert len(stored) == len(rows) and (stored["at_size"] == 10**8).all()
+    assert stored["extrapolation"].to_numpy() == pytest.approx(np.full(len(rows), 1250))
+    assert stored["held_out_error"].notna().all()
+
+
+def test_sizes_below_two_give_no_law(tmp_path):
+    records = [r for r in _ladder() if r.base_size == SIZES[0]]
+    ok = ladder_records(_frame(tmp_path, records))
+    assert growth_table(size_points(ok)).empty
