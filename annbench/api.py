@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from annbench.data.format import Dataset
     from annbench.progress import Progress
     from annbench.results.analysis import Recommendation
+    from annbench.scaling.curves import SizedPick
 
 log = logging.getLogger(__name__)
 
@@ -569,6 +570,38 @@ def scale(
     return table
 
 
+def recommend_at_size(
+    at_size: int | str,
+    dataset: str | Path | None = None,
+    results: str | Path | None = None,
+    max_memory: str | float | None = None,
+    min_recall: float | None = None,
+    max_latency_ms: float | None = None,
+    max_build_s: float | None = None,
+    k: int = 10,
+) -> SizedPick:
+    """The configuration PREDICTED to serve best at ``at_size`` vectors within the limits,
+    from the growth laws of size ladders (``scale``): the highest recall target reached
+    (``min_recall``: that one) at the best predicted QPS, with serving memory (``"64GB"`` or
+    bytes) and build time kept within their limits at the high end of their intervals."""
+    from annbench.scaling.curves import TARGETS, pick_at_size
+
+    memory = _memory_limit(max_memory)
+    if min_recall is not None and not 0 < min_recall <= 1:
+        raise BadUsage(f"min_recall must lie in (0, 1], got {min_recall}")
+    if max_latency_ms is not None and not 0 < max_latency_ms < math.inf:
+        raise BadUsage(f"max_latency_ms must be a positive number, got {max_latency_ms}")
+    _check_positive("max_build_s", max_build_s)
+    targets = TARGETS if min_recall is None else (min_recall,)
+    table = scale(dataset, results, at_size=at_size, targets=targets, k=k)
+    if not len(table):
+        raise BadUsage(
+            "No configuration is measured at two sizes or more; run a size ladder first, "
+            "e.g. annbench run -b hnswlib --sizes 1/8,1/4,1/2,1"
+        )
+    return pick_at_size(table, memory, min_recall, max_latency_ms, max_build_s)
+
+
 def scale_points(
     dataset: str | Path | None = None,
     results: str | Path | None = None,
@@ -667,6 +700,7 @@ __all__ = [
     "recommend",
     "run",
     "runbook_summary",
+    "recommend_at_size",
     "scale",
     "scale_points",
     "summary",

@@ -10,7 +10,13 @@ import pytest
 
 from annbench.record import RunRecord
 from annbench.results.store import ResultStore
-from annbench.scaling.curves import growth_table, ladder_records, prediction_rows, size_points
+from annbench.scaling.curves import (
+    growth_table,
+    ladder_records,
+    pick_at_size,
+    prediction_rows,
+    size_points,
+)
 
 SIZES = [10_000, 20_000, 40_000, 80_000]
 
@@ -119,3 +125,41 @@ def test_sizes_below_two_give_no_law(tmp_path):
     records = [r for r in _ladder() if r.base_size == SIZES[0]]
     ok = ladder_records(_frame(tmp_path, records))
     assert growth_table(size_points(ok)).empty
+
+
+def test_the_pick_at_a_size_keeps_the_memory_limit_at_the_interval_high_end(tmp_path):
+    records = _ladder() + [
+        _record(
+            r.base_size,
+            r.search_params["ef"],
+            r.recall,
+            r.qps * 2,
+            r.build_s,
+            r.index_bytes * 3,
+            M=32,
+        )
+        for r in _ladder()
+    ]
+    ok = ladder_records(_frame(tmp_path, records))
+    table = growth_table(size_points(ok, targets=[0.9, 0.95]), at_size=8_000_000)
+    free = pick_at_size(table)
+    assert free.choice["config"] == "hnswlib [M=32]" and free.choice["recall"] == 0.95
+    small = 2e6 + 1600 * 8e6  # M=16's memory; M=32 needs three times as much
+    limited = pick_at_size(table, max_memory_bytes=small * 1.5)
+    assert limited.choice["config"] == "hnswlib [M=16]"
+    assert limited.choice["memory_high"] <= small * 1.5
+    too_small = pick_at_size(table, max_memory_bytes=small / 2)
+    assert too_small.choice is None and too_small.candidates["problem"].notna().all()
+    fast = pick_at_size(table, max_latency_ms=1e-9)
+    assert fast.choice is None and fast.candidates["problem"].str.startswith("latency").all()
+    only = pick_at_size(table, min_recall=0.9)
+    assert set(only.candidates["recall"]) == {0.9}
+
+
+def test_no_prediction_without_a_held_out_check(tmp_path):
+    records = [r for r in _ladder() if r.base_size in SIZES[:2]]
+    ok = ladder_records(_frame(tmp_path, records))
+    table = growth_table(size_points(ok, targets=[0.95]), at_size=10**7)
+    assert len(table) and table["predicted"].isna().all()
+    assert prediction_rows(table, "synthetic", None) == []
+    assert pick_at_size(table).choice is None

@@ -141,6 +141,19 @@ def test_scale_fits_checks_and_predicts_from_a_ladder(tiny_path, tmp_path):
         stored = store.predictions()
     assert len(stored) and (stored["at_size"] == 1_000_000).all()
     assert set(stored["backend"]) == {"faiss-flat", "hnswlib"}
+    picked = runner.invoke(
+        main,
+        ["recommend", "-d", str(tiny_path), "--at-size", "1M", "--max-memory", "10GB"],
+        env=env,
+    )
+    assert picked.exit_code == 0, picked.output
+    assert picked.output.startswith("PREDICTED for 1,000,000 vectors") and "Pick:" in picked.output
+    nothing = runner.invoke(
+        main, ["recommend", "-d", str(tiny_path), "--at-size", "1M", "--max-memory", "1MB"], env=env
+    )
+    assert nothing.exit_code == 3 and "Nothing is predicted" in nothing.output
+    clash = runner.invoke(main, ["recommend", "--at-size", "1M", "--measure"], env=env)
+    assert clash.exit_code == 2 and "--measure" in clash.output
 
 
 @pytest.mark.parametrize(

@@ -162,6 +162,13 @@ Examples:
     type=types.MIN_TIME,
     help="With --measure: repeat a full measurement until its repeats add up to this (s).",
 )
+@click.option(
+    "--at-size",
+    default=None,
+    metavar="N",
+    help="Answer for a base of N vectors (50M) from the growth laws of size ladders "
+    "('annbench run --sizes'): PREDICTED figures, not measured ones.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON on stdout.")
 @click.option(
     "--emit",
@@ -199,6 +206,7 @@ def recommend_command(
     load_seconds: float | None,
     runs: int,
     min_seconds: float,
+    at_size: str | None,
     as_json: bool,
     emit: str | None,
     save_index: Path | None,
@@ -226,6 +234,34 @@ def recommend_command(
 
     if as_json and emit:
         raise click.UsageError("--json and --emit both print to stdout; use one of them")
+    if at_size is not None:
+        sized_options = {
+            "--measure": measure,
+            "--at-qps": at_qps is not None,
+            "--max-p99-ms": max_p99_ms is not None,
+            "--emit": emit is not None,
+            "--save-index": save_index is not None,
+            "--optimize": optimize is not None,
+            "--filter": filter_spec not in ("none", PLAIN),
+        }
+        clash = [name for name, given in sized_options.items() if given]
+        if clash:
+            raise click.UsageError(
+                f"--at-size answers from predicted figures of plain single-query sweeps; "
+                f"{clash[0]} does not apply to it"
+            )
+        _recommend_at_size(
+            at_size,
+            dataset,
+            results_path,
+            max_memory,
+            min_recall,
+            max_latency_ms,
+            max_build_s,
+            k,
+            as_json,
+        )
+        return
     if (backends or grid_overrides) and not measure:
         option = "-b" if backends else "--grid"
         raise click.UsageError(
@@ -372,6 +408,110 @@ def _size_text(ctx: click.Context, param: click.Parameter, value: str | None) ->
     if value is not None:
         types.SIZE.convert(value, param, ctx)
     return value
+
+
+def _recommend_at_size(
+    at_size: str,
+    dataset: str,
+    results_path: Path | None,
+    max_memory: float | None,
+    min_recall: float | None,
+    max_latency_ms: float | None,
+    max_build_s: float | None,
+    k: int,
+    as_json: bool,
+) -> None:
+    """``recommend --at-size``: the pick from predicted figures, said to be predicted."""
+    import json
+
+    from annbench import api
+    from annbench.cli.scale import format_value
+
+    pick = api.recommend_at_size(
+        at_size, dataset, results_path, max_memory, min_recall, max_latency_ms, max_build_s, k
+    )
+    if as_json:
+        payload = {
+            "predicted": True,
+            "at_size": pick.at_size,
+            "choice": pick.choice,
+            "candidates": pick.candidates.to_dict("records"),
+        }
+        click.echo(json.dumps(payload, indent=2, default=str))
+    else:
+        click.echo(sized_text(pick, format_value))
+    if pick.choice is None:
+        sys.exit(EXIT_NOTHING_FITS)
+
+
+def sized_text(pick: Any, value: Any) -> str:
+    """``recommend --at-size``'s answer as text: the pick or the misses, all PREDICTED."""
+    lines = [
+        f"PREDICTED for {pick.at_size:,} vectors: every figure below is extrapolated from "
+        "size ladders by fitted laws, not measured (intervals at 90%; held-out: the error "
+        "of each law predicting the largest size measured from the smaller ones)."
+    ]
+
+    def describe(row: dict[str, Any]) -> list[str]:
+        held = row["qps_held_out_error"]
+        checked = "" if row["held_out_passed"] else "  [a law FAILED its held-out check]"
+        out = [
+            f"{row['config']}, recall {row['recall']:g}"
+            + (
+                f" at {row['effort_label'].split(' ')[0]} ~ {row['effort']:.3g}"
+                if not _none(row["effort"])
+                else ""
+            )
+            + f"  (x{row['extrapolation']:,.0f} beyond the largest size measured){checked}",
+            f"  QPS {value(row['qps'], 'q/s')} [{_or(row['qps_low'], value, 'q/s')}, "
+            f"{_or(row['qps_high'], value, 'q/s')}], {row['latency_ms']:.3g} ms per query"
+            + ("" if _none(held) else f"; held-out {held:+.0%}"),
+        ]
+        if not _none(row["memory_bytes"]):
+            out.append(
+                f"  {row['memory_figure']} {value(row['memory_bytes'], 'B')} "
+                f"(up to {value(row['memory_high'], 'B')})"
+                + (
+                    ""
+                    if _none(row["memory_held_out_error"])
+                    else f"; held-out {row['memory_held_out_error']:+.0%}"
+                )
+            )
+        if not _none(row["build_s"]):
+            out.append(
+                f"  build {value(row['build_s'], 's')} (up to {value(row['build_high'], 's')})"
+                + (
+                    ""
+                    if _none(row["build_held_out_error"])
+                    else f"; held-out {row['build_held_out_error']:+.0%}"
+                )
+            )
+        return out
+
+    if pick.choice is not None:
+        lines += ["", "Pick:", *describe(pick.choice)]
+        others = pick.candidates[
+            pick.candidates["problem"].isna() & (pick.candidates["config"] != pick.choice["config"])
+        ]
+        if len(others):
+            lines += ["", "Also within the limits (predicted):"]
+            lines += [
+                f"  {r['config']}, recall {r['recall']:g}: QPS {value(r['qps'], 'q/s')}"
+                for r in others.to_dict("records")
+            ]
+    else:
+        lines += ["", "Nothing is predicted to meet the limits at this size. Closest:"]
+        for row in pick.candidates.to_dict("records")[:5]:
+            lines.append(f"  {row['config']}, recall {row['recall']:g}: {row['problem']}")
+    return "\n".join(lines)
+
+
+def _none(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _or(number: Any, value: Any, unit: str) -> str:
+    return "?" if _none(number) else value(number, unit)
 
 
 def _limits_line(

@@ -107,8 +107,10 @@ def scale_text(table: pd.DataFrame, confidence: float = 0.9) -> str:
                 "fit": f"max residual {row['max_residual']:.1%}",
                 "held-out": _held_out(row),
             }
-            if predicted:
-                shown["predicted"] = _value(row["predicted"], row["unit"])
+            if predicted and _missing(row.get("predicted")):
+                shown |= {"predicted": "none: needs 3 sizes", "interval": "", "beyond": ""}
+            elif predicted:
+                shown["predicted"] = format_value(row["predicted"], row["unit"])
                 shown["interval"] = _interval(row)
                 shown["beyond"] = f"x{row['extrapolation']:,.0f}"
             rows.append(shown)
@@ -126,10 +128,11 @@ def _held_out(row: dict[str, Any]) -> str:
 def _interval(row: dict[str, Any]) -> str:
     if _missing(row.get("low")) or _missing(row.get("high")):
         return "none (needs 3 sizes)"
-    return f"[{_value(row['low'], row['unit'])}, {_value(row['high'], row['unit'])}]"
+    return f"[{format_value(row['low'], row['unit'])}, {format_value(row['high'], row['unit'])}]"
 
 
-def _value(value: float, unit: str) -> str:
+def format_value(value: float, unit: str) -> str:
+    """``value`` in ``unit`` (B, s, q/s or none) for people: ``86.9 GB``, ``48.9 h``."""
     if unit == "B":
         for scale, name in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
             if abs(value) >= scale:

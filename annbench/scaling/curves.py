@@ -143,7 +143,7 @@ def growth_table(
 ) -> pd.DataFrame:
     """Per configuration and quantity with two or more sizes: the fitted law, its largest
     residual, the held-out check (3 sizes or more) and, with ``at_size``, the prediction
-    there with its interval and extrapolation factor."""
+    there with its interval and extrapolation factor (only where the held-out check ran)."""
     import pandas as pd
 
     rows = []
@@ -180,15 +180,15 @@ def growth_table(
             "held_out_inside": None if check is None else check.inside,
             "held_out_passed": None if check is None else check.passed,
         }
-        if at_size is not None:
-            prediction = fit.predict(at_size, confidence)
+        if at_size is not None:  # never a prediction without its held-out check beside it
+            prediction = fit.predict(at_size, confidence) if check is not None else None
             row |= {
                 "at_size": int(at_size),
-                "predicted": prediction.value,
-                "low": prediction.low,
-                "high": prediction.high,
+                "predicted": None if prediction is None else prediction.value,
+                "low": None if prediction is None else prediction.low,
+                "high": None if prediction is None else prediction.high,
                 "confidence": confidence,
-                "extrapolation": prediction.extrapolation,
+                "extrapolation": float(at_size) / sizes.max(),
             }
         rows.append(row)
     return pd.DataFrame(rows)
@@ -320,3 +320,126 @@ def _none(value: Any) -> Any:
     if _missing(value):
         return None
     return value.item() if isinstance(value, np.generic) else value
+
+
+@dataclass(frozen=True)
+class SizedPick:
+    """``pick_at_size``'s answer: the chosen row of the growth table's predictions (None when
+    nothing fits), every candidate with why it was kept or left out, and what was asked."""
+
+    choice: dict[str, Any] | None
+    candidates: pd.DataFrame
+    at_size: int
+    targets: tuple[float, ...]
+
+
+def pick_at_size(
+    table: pd.DataFrame,
+    max_memory_bytes: float | None = None,
+    min_recall: float | None = None,
+    max_latency_ms: float | None = None,
+    max_build_s: float | None = None,
+) -> SizedPick:
+    """From a growth table with predictions (``growth_table(..., at_size=N)``): per
+    configuration and recall target, the predicted QPS, serving memory (file size where
+    serving memory was not measured) and build time at N; the pick reaches the highest recall
+    target (``min_recall``: that one) with the best predicted QPS, memory and build time kept
+    within their limits at the interval's high end, latency (1 / QPS) at the point value;
+    configurations whose laws all held their held-out check come first."""
+    import pandas as pd
+
+    if "predicted" not in table or not len(table):
+        raise AnnbenchError("No predictions to choose from: give a size (--at-size)")
+    rows = []
+    for config, group in table.groupby("config", sort=False):
+        by = group.set_index("quantity")
+        memory = _figure(by, "serving_memory_bytes")
+        if memory is None:
+            memory = _figure(by, "index_bytes")
+        build = _figure(by, "build_s")
+        for name in by.index:
+            if not name.startswith("qps@") or _figure(by, name) is None:
+                continue
+            target = float(name.partition("@")[2])
+            if min_recall is not None and not math.isclose(target, min_recall):
+                continue
+            qps = by.loc[name]
+            effort = _figure(by, f"effort@{name.partition('@')[2]}")
+            row = {
+                "config": config,
+                "backend": qps["backend"],
+                "build_params": qps["build_params"],
+                "recall": target,
+                "qps": qps["predicted"],
+                "qps_low": qps["low"],
+                "qps_high": qps["high"],
+                "qps_held_out_error": qps["held_out_error"],
+                "latency_ms": 1e3 / qps["predicted"],
+                "effort": None if effort is None else effort["predicted"],
+                "effort_label": None if effort is None else effort["label"],
+                "memory_bytes": None if memory is None else memory["predicted"],
+                "memory_high": None if memory is None else _high(memory),
+                "memory_figure": None if memory is None else memory["label"],
+                "memory_held_out_error": None if memory is None else memory["held_out_error"],
+                "build_s": None if build is None else build["predicted"],
+                "build_high": None if build is None else _high(build),
+                "build_held_out_error": None if build is None else build["held_out_error"],
+                "extrapolation": qps["extrapolation"],
+                "held_out_passed": bool(
+                    all(
+                        f is None or f["held_out_passed"] is not False for f in (qps, memory, build)
+                    )
+                ),
+            }
+            row["problem"] = _problem(row, max_memory_bytes, max_latency_ms, max_build_s)
+            rows.append(row)
+    candidates = pd.DataFrame(rows)
+    targets = tuple(sorted({r["recall"] for r in rows}))
+    at_size = int(table["at_size"].iloc[0])
+    if not len(candidates):
+        return SizedPick(None, candidates, at_size, targets)
+    fitting = candidates[candidates["problem"].isna()]
+    if not len(fitting):
+        return SizedPick(None, candidates, at_size, targets)
+    # laws that held their held-out check first: a failed law's prediction is a guess
+    order = ["held_out_passed", "recall", "qps"]
+    best = fitting.sort_values(order, ascending=[False, False, False]).iloc[0]
+    return SizedPick(best.to_dict(), candidates, at_size, targets)
+
+
+def _figure(by: pd.DataFrame, name: str) -> pd.Series | None:
+    if name not in by.index or _missing(by.loc[name, "predicted"]):
+        return None
+    return by.loc[name]
+
+
+def _failed(row: pd.Series | None) -> bool:
+    """Whether a law's held-out check ran and failed (not run: not failed)."""
+    if row is None or _missing(row["held_out_passed"]):
+        return False
+    return not bool(row["held_out_passed"])
+
+
+def _high(row: pd.Series) -> float:
+    return row["predicted"] if _missing(row["high"]) else row["high"]
+
+
+def _problem(
+    row: dict[str, Any],
+    max_memory_bytes: float | None,
+    max_latency_ms: float | None,
+    max_build_s: float | None,
+) -> str | None:
+    if max_memory_bytes is not None:
+        if row["memory_high"] is None:
+            return "memory not measured at 2 sizes"
+        if row["memory_high"] > max_memory_bytes:
+            return f"memory up to {row['memory_high'] / 1e9:,.1f} GB"
+    if max_latency_ms is not None and row["latency_ms"] > max_latency_ms:
+        return f"latency {row['latency_ms']:.3g} ms"
+    if max_build_s is not None:
+        if row["build_high"] is None:
+            return "build time not measured at 2 sizes"
+        if row["build_high"] > max_build_s:
+            return f"build up to {row['build_high']:,.0f} s"
+    return None
