@@ -266,3 +266,24 @@ def test_near_ties_within_rounding_are_ranked_by_distance_before_id(tmp_path, ca
 def test_in_memory_exact_knn_ranks_near_ties_by_distance():
     xb, xq = near_ties()
     assert_same(exact_knn(xb, xq, K, Metric.EUCLIDEAN), brute_force(xb, xq, K, Metric.EUCLIDEAN))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "options", [["--chunk-rows", "700"], ["--scheduler", "local", "--workers", "2"]]
+)
+def test_the_truth_command_streams_or_shards_to_the_same_ids(tmp_path, monkeypatch, options):
+    from click.testing import CliRunner
+
+    from annbench.cli import main
+    from annbench.data.synthetic import create_synthetic
+
+    if "--scheduler" in options:
+        pytest.importorskip("distributed")
+    monkeypatch.setenv("ANNBENCH_DATA", str(tmp_path))
+    create_synthetic(tmp_path / "src.hdf5", n=3000, nq=40, d=16, metric=Metric.ANGULAR, seed=2)
+    result = CliRunner().invoke(main, ["datasets", "truth", "src", "--name", "out", *options])
+    assert result.exit_code == 0, result.output
+    assert "held at most" in result.output and "MiB" in result.output
+    with h5py.File(tmp_path / "src.hdf5") as a, h5py.File(tmp_path / "out.hdf5") as b:
+        np.testing.assert_array_equal(a["neighbors"][:], b["neighbors"][:])

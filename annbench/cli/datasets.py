@@ -283,6 +283,8 @@ def datasets_runbook(name: str, runbook: str, force: bool) -> None:
 Examples:
   annbench datasets truth my-import --force
   annbench datasets truth path/to/file.hdf5 --name file-fixed
+  annbench datasets truth big.hdf5 --name big --chunk-rows 100000
+  annbench datasets truth big.hdf5 --name big --scheduler tcp://10.0.0.5:8786
 """,
 )
 @click.argument("source")
@@ -290,12 +292,60 @@ Examples:
     "--name", default=None, help="Name to write in the data folder [default: the source's]."
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
-def datasets_truth(source: str, name: str | None, force: bool) -> None:
+@click.option(
+    "--chunk-rows",
+    default=None,
+    type=click.IntRange(1, 10**9),
+    help="Stream the base from the file this many rows at a time, for a base larger than "
+    "memory (peak memory bounded by the chunk, printed) [default: all in memory].",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="local|tcp://HOST:PORT",
+    help="Shard the base over a Dask cluster: each worker streams its own rows, the top-k "
+    "lists are merged (same ids as one machine, ties included).",
+)
+@click.option(
+    "--workers",
+    default=2,
+    show_default=True,
+    type=types.WORKERS,
+    help="Workers of the LocalCluster that --scheduler local starts.",
+)
+def datasets_truth(
+    source: str,
+    name: str | None,
+    force: bool,
+    chunk_rows: int | None,
+    scheduler: str | None,
+    workers: int,
+) -> None:
     """Recompute a dataset's exact ground truth (neighbors, distances) from its vectors."""
+    from annbench.data import scale_truth
+
     src = resolve_dataset(source)
     path = _new_dataset_path(name or src.stem, force)
-    recompute_truth(src, path)
+    if scheduler is not None:
+        from annbench.sweep.distributed import dask_client
+
+        with dask_client(scheduler, workers) as client:
+            scale_truth.recompute_ground_truth(src, chunk_rows, client=client, dest=path)
+    elif chunk_rows is not None:
+        scale_truth.recompute_ground_truth(src, chunk_rows, dest=path)
+    else:
+        recompute_truth(src, path)
     data = read_dataset(path)
+    if chunk_rows is not None or scheduler is not None:
+        rows = chunk_rows or scale_truth.chunk_rows_for(data.train.shape[1])
+        bound = scale_truth.streamed_peak_bytes(
+            rows, data.train.shape[1], len(data.test), data.neighbors.shape[1]
+        )
+        where = "each Dask task" if scheduler is not None else "the stream"
+        click.echo(
+            f"Streamed {rows:,} base rows at a time: {where} held at most "
+            f"{bound / 2**20:,.0f} MiB of arrays, whatever the base size"
+        )
     click.echo(
         f"Wrote {path}: ground truth of {len(data.test)} queries (k={data.neighbors.shape[1]}) "
         f"recomputed over {len(data.train)} base vectors"
