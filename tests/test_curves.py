@@ -163,3 +163,13 @@ def test_no_prediction_without_a_held_out_check(tmp_path):
     assert len(table) and table["predicted"].isna().all()
     assert prediction_rows(table, "synthetic", None) == []
     assert pick_at_size(table).choice is None
+
+
+def test_summaries_and_picks_of_a_dataset_leave_subset_runs_out(tmp_path):
+    from annbench.results.analysis import successful
+
+    whole = _record(SIZES[-1], 8, 0.9, 100.0, 1.0, 1e6)
+    whole.base_size = None
+    frame = _frame(tmp_path, [*_ladder(), whole])
+    assert len(successful(frame)) == 1
+    assert len(successful(frame, subsets=True)) == len(frame)

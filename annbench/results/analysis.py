@@ -31,9 +31,13 @@ MEMORY_TIE = 0.01
 BUILD_TIE = 0.10
 
 
-def successful(frame: pd.DataFrame) -> pd.DataFrame:
-    """Only runs that succeeded, with derived columns the analyses use."""
+def successful(frame: pd.DataFrame, subsets: bool = False) -> pd.DataFrame:
+    """Only runs that succeeded, with derived columns the analyses use; runs on a size
+    ladder's subsets of the base only with ``subsets`` (they describe a smaller base, so
+    summaries, frontiers and picks of the dataset leave them to ``annbench scale``)."""
     ok = frame[(frame["status"] == "ok") & frame["recall"].notna() & frame["qps"].notna()].copy()
+    if not subsets and "base_size" in ok:
+        ok = ok[ok["base_size"].isna()]
     if "probe" in ok:  # short measurements taken while searching are not results
         ok = ok[~ok["probe"].fillna(False).astype(bool)]
     p99_spread = ok["latency_p99_spread"] if "latency_p99_spread" in ok else None

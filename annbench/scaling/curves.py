@@ -76,7 +76,7 @@ def ladder_records(frame: pd.DataFrame, dataset: Dataset | None = None) -> pd.Da
     content at each size (a ladder's subsets are keyed on their own ground truth)."""
     from annbench.results.analysis import successful
 
-    ok = successful(frame)
+    ok = successful(frame, subsets=True)
     if "workload" in ok:
         ok = ok[ok["workload"].fillna(PLAIN) == PLAIN]
     if "step" in ok:
