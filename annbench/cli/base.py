@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from annbench.cli.types import StoreLocation
+from annbench.cli.types import WORKERS, StoreLocation
 from annbench.data.datasets import Dataset
 from annbench.data.workloads import BadFilter, canonical_workloads, check_filter, parse_filters
 from annbench.errors import AnnbenchError
@@ -86,6 +86,15 @@ def grid_option(help_text: str) -> Any:
         "--grid", "-g", "grid_overrides", multiple=True, metavar="KEY=V1,V2", help=help_text
     )
 
+
+#: ``--workers`` of the commands that can start a Dask LocalCluster (``--scheduler local``).
+workers_option = click.option(
+    "--workers",
+    default=2,
+    show_default=True,
+    type=WORKERS,
+    help="Workers of the LocalCluster that --scheduler local starts.",
+)
 
 results_option = click.option(
     "--results",

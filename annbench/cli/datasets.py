@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from annbench.cli import types
-from annbench.cli.base import AnnbenchGroup
+from annbench.cli.base import AnnbenchGroup, workers_option
 from annbench.data.datasets import (
     BUILTIN,
     BUNDLED,
@@ -306,13 +306,7 @@ Examples:
     help="Shard the base over a Dask cluster: each worker streams its own rows, the top-k "
     "lists are merged (same ids as one machine, ties included).",
 )
-@click.option(
-    "--workers",
-    default=2,
-    show_default=True,
-    type=types.WORKERS,
-    help="Workers of the LocalCluster that --scheduler local starts.",
-)
+@workers_option
 def datasets_truth(
     source: str,
     name: str | None,

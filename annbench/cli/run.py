@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from annbench.cli import types
-from annbench.cli.base import grid_option, results_option
+from annbench.cli.base import grid_option, results_option, workers_option
 from annbench.cli.tables import params_of, results_table, runbook_table
 from annbench.cli.types import quiet_option
 from annbench.data.datasets import DEFAULT_DATASET
@@ -127,13 +127,7 @@ Examples:
     metavar="local|tcp://HOST:PORT",
     help="Dispatch build configurations to a Dask cluster ('local' starts one).",
 )
-@click.option(
-    "--workers",
-    default=2,
-    show_default=True,
-    type=types.WORKERS,
-    help="Workers of the LocalCluster that --scheduler local starts.",
-)
+@workers_option
 @click.option(
     "--filter",
     "filters",
