@@ -135,6 +135,7 @@ its parameters; click a legend entry to hide a backend, double-click to show onl
 <h3>Every run ({{ group.label }})</h3>
 {{ group.runs }}
 {% endfor %}
+{{ scaling }}
 {{ serving }}
 {% if engines %}<h3 id="engines-{{ anchor }}">Databases beside their engines</h3>
 <p class="note">Each database next to the library it is built on, measured the same way (mode,
@@ -208,12 +209,14 @@ def _dataset_section(
 ) -> str:
     from markupsafe import Markup
 
+    from annbench.report.scale_plot import scale_section
     from annbench.results.runbook_analysis import without_runbooks
 
     static = without_runbooks(frame)  # runbook steps are no static sweep
     load = static["mode"].isin(LOAD_MODES)  # load points are no recall/cost trade-off
     # figures drawn in page order: the plotly library is inlined with the first
     groups = _static_groups(name, static[~load], latency_budget_ms, state)
+    scaling = scale_section(name, static[~load], lambda fig, div: _figure_html(fig, div, state))
     serving = Markup(_load_section(env, name, static[load], state))
     runbooks = Markup(_runbook_sections(env, name, frame, state))
     return env.from_string(_SECTION).render(
@@ -221,6 +224,7 @@ def _dataset_section(
         name=name,
         groups=groups,
         budget_ms=f"{latency_budget_ms:g}",
+        scaling=Markup(scaling),
         serving=serving,
         engines=Markup(_engine_table(name, static)),
         runbooks=runbooks,
