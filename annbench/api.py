@@ -602,6 +602,81 @@ def recommend_at_size(
     return pick_at_size(table, memory, min_recall, max_latency_ms, max_build_s)
 
 
+def memory_fit(
+    at_size: int | str,
+    budget: str | float,
+    dataset: str | Path | None = None,
+    results: str | Path | None = None,
+    figure: str = "serving",
+) -> pd.DataFrame:
+    """Will it fit in ``budget`` (``"64GB"`` or bytes) at ``at_size`` vectors? For every
+    index configuration stored for the dataset: its family's bytes-per-vector model
+    (``annbench.scaling.memory``), validated against every stored build's file size and serving
+    memory, the predicted bytes at ``at_size`` with the margin that validation earned, and
+    the verdict (yes, no, too close to call). Configurations without a model say so."""
+    import json
+
+    import pandas as pd
+
+    from annbench.data.catalog import DEFAULT_DATASET, resolve_dataset
+    from annbench.data.format import read_dataset
+    from annbench.data.subsets import parse_count
+    from annbench.record import params_label
+    from annbench.results.store import ResultStore
+    from annbench.scaling.memory import (
+        BaseShape,
+        calibrate,
+        fits_in,
+        memory_model,
+        validate_memory_models,
+    )
+
+    size = parse_count(str(at_size), "--at-size")
+    data = read_dataset(resolve_dataset(str(DEFAULT_DATASET if dataset is None else dataset)))
+    with ResultStore.open_existing(_store_path(results)) as store:
+        frame = store.dataframe(data.name, content_hash=data.content_hash)
+    frame = frame[frame["status"] == "ok"]
+    shape = BaseShape.of(data)
+    validation = validate_memory_models(frame, {data.name: shape})
+    calibration = calibrate(validation, figure)
+    rows = []
+    configs = {
+        (b, json.dumps(p, sort_keys=True))
+        for b, p in zip(frame["backend"], frame["build_params"], strict=True)
+    }
+    for backend, params in sorted(configs):
+        build = json.loads(params)
+        model = memory_model(backend, build, shape.d, shape.metric, figure=figure)
+        row = {
+            "backend": backend,
+            "build_params": build,
+            "config": f"{backend} [{params_label(build)}]",
+        }
+        if model is None:
+            rows.append(row | {"verdict": None, "answer": "no memory model for this family"})
+            continue
+        answer = fits_in(model, size, budget, calibration=calibration)
+        rows.append(
+            row
+            | {
+                "family": model.family,
+                "bytes_per_vector": model.vector_bytes,
+                "fixed_bytes": model.fixed_bytes,
+                "predicted_bytes": answer.predicted_bytes,
+                "low_bytes": answer.low_bytes,
+                "high_bytes": answer.high_bytes,
+                "margin": answer.margin,
+                "margin_source": answer.margin_source,
+                "verdict": answer.verdict,
+                "answer": answer.text(),
+                "model": model.explain(),
+            }
+        )
+    table = pd.DataFrame(rows)
+    table.attrs["validation"] = validation
+    return table
+
+
 def scale_points(
     dataset: str | Path | None = None,
     results: str | Path | None = None,
@@ -696,6 +771,7 @@ __all__ = [
     "flatten",
     "load_dataset",
     "load_results",
+    "memory_fit",
     "pareto_frontier",
     "recommend",
     "run",

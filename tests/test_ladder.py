@@ -152,6 +152,13 @@ def test_scale_fits_checks_and_predicts_from_a_ladder(tiny_path, tmp_path):
         main, ["recommend", "-d", str(tiny_path), "--at-size", "1M", "--max-memory", "1MB"], env=env
     )
     assert nothing.exit_code == 3 and "Nothing is predicted" in nothing.output
+    budget = ["scale", "-d", str(tiny_path), "--at-size", "10M", "--memory-budget"]
+    fits = runner.invoke(main, [*budget, "100GB"], env=env)
+    assert fits.exit_code == 0, fits.output
+    assert "[yes] faiss-flat" in fits.output and "B/vector" in fits.output
+    assert "[no] faiss-flat" in runner.invoke(main, [*budget, "100MB"], env=env).output
+    alone = runner.invoke(main, ["scale", "-d", str(tiny_path), "--memory-budget", "1GB"], env=env)
+    assert alone.exit_code == 2 and "--at-size" in alone.output
     clash = runner.invoke(main, ["recommend", "--at-size", "1M", "--measure"], env=env)
     assert clash.exit_code == 2 and "--measure" in clash.output
 

@@ -38,6 +38,13 @@ Examples:
     metavar="LIST",
     help="Recall targets of the search effort and QPS curves.",
 )
+@click.option(
+    "--memory-budget",
+    default=None,
+    metavar="SIZE",
+    help="With --at-size: will each configuration fit in this much memory (64GB)? From its "
+    "family's bytes-per-vector model, validated against the builds stored.",
+)
 @click.option("--backend", "-b", "backends", multiple=True, help="Only these backends.")
 @click.option("--k", default=10, show_default=True, type=click.IntRange(1), help="k of the runs.")
 @click.option(
@@ -51,6 +58,7 @@ Examples:
 def scale_command(
     dataset: str,
     at_size: str | None,
+    memory_budget: str | None,
     targets: str,
     backends: tuple[str, ...],
     k: int,
@@ -63,6 +71,8 @@ def scale_command(
     from annbench import api
     from annbench.errors import BadUsage
 
+    if memory_budget is not None and at_size is None:
+        raise BadUsage("--memory-budget asks about a size: add --at-size, e.g. --at-size 50M")
     try:
         recall_targets = [float(t) for t in targets.split(",")]
     except ValueError:
@@ -76,12 +86,32 @@ def scale_command(
         k=k,
         confidence=confidence,
     )
-    if not len(table):
+    if memory_budget is not None:
+        fits = api.memory_fit(at_size, memory_budget, dataset, results=results_path)
+        if backends:
+            fits = fits[fits["backend"].isin(backends)]
+        click.echo(memory_text(fits))
+        if not len(table):
+            return
+        click.echo("")
+    elif not len(table):
         raise BadUsage(
             f"No configuration of {dataset} is measured at two sizes or more; run a size "
             "ladder first, e.g. annbench run -b hnswlib --sizes 1/8,1/4,1/2,1"
         )
     click.echo(scale_text(table, confidence))
+
+
+def memory_text(fits: pd.DataFrame) -> str:
+    """``scale --memory-budget``'s answer: one line per configuration, and its model."""
+    lines = ["Will it fit? Serving memory PREDICTED by each family's bytes-per-vector model:"]
+    for row in fits.to_dict("records"):
+        if row.get("verdict") is None or _missing(row.get("verdict")):
+            lines.append(f"  {row['config']}: {row['answer']}")
+            continue
+        lines.append(f"  [{row['verdict']}] {row['answer']}")
+        lines.append(f"      model: {row['model']}")
+    return "\n".join(lines)
 
 
 def scale_text(table: pd.DataFrame, confidence: float = 0.9) -> str:
