@@ -10,6 +10,7 @@ from typing import Any
 import click
 import pandas as pd
 
+from annbench.cli import types
 from annbench.cli.base import results_option
 from annbench.cli.tables import num
 from annbench.data.catalog import DEFAULT_DATASET
@@ -46,12 +47,12 @@ Examples:
     "family's bytes-per-vector model, validated against the builds stored.",
 )
 @click.option("--backend", "-b", "backends", multiple=True, help="Only these backends.")
-@click.option("--k", default=10, show_default=True, type=click.IntRange(1), help="k of the runs.")
+@click.option("--k", default=10, show_default=True, type=types.K, help="k of the runs.")
 @click.option(
     "--confidence",
     default=0.9,
     show_default=True,
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    type=types.FiniteFloat(0, 1, min_open=True, max_open=True),
     help="Confidence of the prediction intervals.",
 )
 @results_option
