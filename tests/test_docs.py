@@ -4,23 +4,32 @@ docs/ and the README runs, and the CLI reference shows what ``annbench COMMAND -
 Examples run as a reader would run them: each ```bash block line by line (a line ending in
 ``\\`` continues) in a temporary working folder, with ``ANNBENCH_RESULTS`` / ``ANNBENCH_DATA``
 pointing at temporary folders and the venv's ``bin`` first on ``PATH``; each ```python block as
-a script with the venv's Python in the same folder. A block whose first line is a comment naming
-a file (``# my-runbook.yaml``) is written to that file first. Pages run in the site's navigation
-order (the README first), each page's blocks sharing one results store; the data folder is
-shared, so a built-in dataset is generated once. Every command must exit 0, except that
-``annbench recommend`` may exit 3, its documented "nothing fits" answer. A block that must not
-run is marked with ``<!-- not run: REASON -->`` on the line before its fence, and is listed in
+a script with the venv's Python in the same folder. A block whose first line is a comment
+naming a file (``# my-runbook.yaml``) is written to that file first. A plain ``annbench ...``
+command (no pipe, redirection, variable or glob) runs in this process through click's
+CliRunner, in the same folder with the same annbench variables, which spares a Python start-up
+per command; anything else runs in bash. Pages run in the site's navigation order (the README
+first), each page's blocks sharing one results store (a store shared between pages would turn
+a later page's sweep into a resume of an earlier one's); the data folder is shared, so a
+built-in dataset is generated once. Every command must exit 0, except that ``annbench
+recommend`` may exit 3, its documented "nothing fits" answer. A block that must not run is
+marked with ``<!-- not run: REASON -->`` on the line before its fence, and is listed in
 NOT_RUN below, so leaving an example out is a deliberate change.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
+import traceback
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import click
@@ -62,6 +71,9 @@ NOT_RUN_MARK = re.compile(r"^\s*<!--\s*not run:\s*(?P<reason>.+?)\s*-->\s*$")
 FILE_LINE = re.compile(r"^#\s*(?P<name>[\w.-]+\.(?:ya?ml|toml|txt|json|csv|tsv))\s*$")
 #: commands whose documented answer may be a non-zero status: recommend's "nothing fits"
 ALLOWED_STATUS = {"annbench recommend": {0, 3}}
+#: characters that make a command's word something only a shell can run (a pipe, redirection,
+#: variable, glob, subshell or home folder): such a command runs in bash, not in-process
+SHELL_CHARACTERS = frozenset("|&;<>()$`*?[]{}~!\\")
 
 
 @dataclass(frozen=True)
@@ -142,6 +154,45 @@ def example_env(work: Path, data: Path) -> dict[str, str]:
     return env
 
 
+def in_process_args(command: str) -> list[str] | None:
+    """The arguments after ``annbench`` of a plain ``annbench ...`` command, which CliRunner can
+    run in this process; None for anything that needs a shell."""
+    try:
+        words = shlex.split(command, comments=True)
+    except ValueError:  # unbalanced quotes: let bash say what is wrong
+        return None
+    if not words or words[0] != "annbench":
+        return None
+    if any(SHELL_CHARACTERS.intersection(word) for word in words):
+        return None
+    return words[1:]
+
+
+def run_annbench(
+    args: list[str], where: str, work: Path, env: dict[str, str], allowed: set[int]
+) -> None:
+    """``annbench ARGS`` through CliRunner, in ``work`` with ``env``'s annbench variables, as
+    the ``annbench`` script would run it."""
+    changed = {key: value for key, value in env.items() if os.environ.get(key) != value}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in changed.items():
+            patch.setenv(key, value)
+        patch.chdir(work)
+        result = CliRunner().invoke(main, args, prog_name="annbench")
+    if result.exit_code not in allowed:
+        error = result.exception
+        trace = (
+            "".join(traceback.format_exception(error))
+            if error is not None and not isinstance(error, SystemExit)
+            else ""
+        )
+        pytest.fail(
+            f"{where} exited {result.exit_code} (run in-process):\nannbench {shlex.join(args)}\n"
+            f"--- output (end) ---\n{result.output[-3000:]}\n{trace[-3000:]}",
+            pytrace=False,
+        )
+
+
 def run_example(argv: list[str], where: str, work: Path, env: dict[str, str], allowed: set[int]):
     done = subprocess.run(
         argv, cwd=work, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT
@@ -161,9 +212,50 @@ def data_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("docs-data")
 
 
+#: What the built site is made from: a change to any of these builds it again.
+SITE_SOURCES = ("mkdocs.yml", "README.md", "docs", "annbench")
+#: Distributions whose versions change the built site.
+SITE_TOOLS = (
+    "mkdocs",
+    "mkdocs-material",
+    "mkdocs-click",
+    "mkdocs-autorefs",
+    "mkdocstrings",
+    "mkdocstrings-python",
+    "griffelib",
+    "click",
+)
+
+
+def site_key() -> str:
+    """A hash of every file the site is built from (pages, configuration, the code whose
+    docstrings and click commands it shows) and of the tools' versions."""
+    digest = hashlib.sha256()
+    for name in SITE_SOURCES:
+        top = ROOT / name
+        files = sorted(top.rglob("*")) if top.is_dir() else [top]
+        for path in files:
+            if path.is_file() and "__pycache__" not in path.parts:
+                digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0")
+                digest.update(path.read_bytes() + b"\0")
+    for tool in SITE_TOOLS:
+        try:
+            digest.update(f"{tool}=={metadata.version(tool)}\n".encode())
+        except metadata.PackageNotFoundError:
+            digest.update(f"{tool} missing\n".encode())
+    return digest.hexdigest()[:32]
+
+
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The site built in strict mode: a broken link, anchor or reference fails the build."""
+def site(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """The site built in strict mode: a broken link, anchor or reference fails the build. A
+    strict build of the same sources (``site_key``) is kept in pytest's cache folder and
+    used again (``pytest --cache-clear`` forgets it)."""
+    cache = getattr(request.config, "cache", None)  # None with -p no:cacheprovider
+    key = site_key()
+    kept = cache.mkdir("annbench-site") / key if cache is not None else None
+    if kept is not None and (kept / "index.html").is_file():
+        return kept
     out = tmp_path_factory.mktemp("site")
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     done = subprocess.run(
@@ -175,7 +267,13 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=600,
     )
     assert done.returncode == 0, f"mkdocs build --strict failed:\n{done.stderr[-5000:]}"
-    return out
+    if kept is None or key != site_key():  # the sources changed while it was being built
+        return out
+    for old in kept.parent.iterdir():  # keep one build: the sources' latest
+        shutil.rmtree(old, ignore_errors=True)
+    shutil.copytree(out, kept.with_name(f".{key}.partial"))
+    kept.with_name(f".{key}.partial").rename(kept)
+    return kept
 
 
 @pytest.mark.slow
@@ -248,6 +346,10 @@ def test_examples_run(page: str, tmp_path: Path, data_folder: Path):
                     (s for prefix, s in ALLOWED_STATUS.items() if command.startswith(prefix)),
                     {0},
                 )
+                args = in_process_args(command)
+                if args is not None:
+                    run_annbench(args, where, work, env, allowed)
+                    continue
                 run_example(
                     ["bash", "-c", f"set -o pipefail; {command}"], where, work, env, allowed
                 )
@@ -316,3 +418,34 @@ def test_cli_reference_matches_help(site: Path):
         if isinstance(command, click.Group):
             listed = re.findall(rf'href="#{anchor}-([\w-]+)"', section)
             assert sorted(set(listed)) == sorted(command.commands), f"{where}: subcommands differ"
+
+
+def test_plain_annbench_commands_run_in_process_and_the_rest_in_bash():
+    assert in_process_args("annbench run -b hnswlib -g M=16 -g 'ef=16,64'  # two settings") == [
+        *["run", "-b", "hnswlib", "-g", "M=16", "-g", "ef=16,64"],
+    ]
+    for command in (
+        "annbench recommend -d tiny --emit python > pick.py",
+        "annbench results | head",
+        "ANNBENCH_DATA=/data annbench datasets list",
+        "annbench datasets info $NAME",
+        "annbench run -b all && annbench summary",
+        "python pick.py",
+        "annbench run -d 'unbalanced",
+    ):
+        assert in_process_args(command) is None, command
+
+
+def test_the_kept_site_is_built_again_when_a_source_changes(tmp_path, monkeypatch):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "index.md").write_text("# annbench\n")
+    (tmp_path / "mkdocs.yml").write_text("site_name: annbench\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "SITE_SOURCES", ("mkdocs.yml", "docs"))
+    key = site_key()
+    assert site_key() == key
+    (tmp_path / "docs" / "index.md").write_text("# annbench, changed\n")
+    changed = site_key()
+    assert changed != key
+    (tmp_path / "docs" / "new.md").write_text("")
+    assert site_key() not in (key, changed)
