@@ -8,6 +8,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from annbench.data.format import read_dataset
@@ -171,6 +172,39 @@ def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny(tiny_path: Path):
     return read_dataset(tiny_path)
+
+
+#: The grid of ``tiny_sweep``: two build configurations of hnswlib and of faiss-ivf, four search
+#: settings each, and faiss-flat.
+TINY_SWEEP_GRID = {
+    "M": [8, 16],
+    "ef_construction": [40],
+    "ef": [10, 20, 40, 80],
+    "nlist": [16, 32],
+    "nprobe": [1, 2, 4, 16],
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tiny, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
+    """A real sweep of ``tiny`` (hnswlib, faiss-ivf and faiss-flat over TINY_SWEEP_GRID, three
+    repeats, no minimum timed total): its store folder and its DataFrame. Shared by the files
+    that analyse stored results, which only read it (copy the frame before changing it)."""
+    from annbench.results.store import ResultStore
+    from annbench.sweep.runner import plan_sweep, run_sweep
+
+    folder = tmp_path_factory.mktemp("tiny-sweep")
+    jobs = plan_sweep(
+        tiny,
+        ["hnswlib", "faiss-ivf", "faiss-flat"],
+        runs=3,
+        min_seconds=0.0,
+        overrides=TINY_SWEEP_GRID,
+    )
+    with ResultStore(folder) as store:
+        run_sweep(jobs, store)
+        frame = store.dataframe()
+    return folder, frame
 
 
 @pytest.fixture

@@ -12,25 +12,11 @@ from annbench.results.store import ResultStore
 from annbench.sweep.measure import bisect_ladder, max_probes
 from annbench.sweep.runner import adaptive_jobs, geometric_ladder, plan_sweep, run_sweep
 
-GRID = {
-    "M": [8],
-    "ef_construction": [40],
-    "ef": [10, 20, 40, 80],
-    "nlist": [16],
-    "nprobe": [1, 2, 4, 16],
-}
 
-
-@pytest.fixture(scope="module")
-def swept(tiny, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("swept")
-    jobs = plan_sweep(
-        tiny, ["hnswlib", "faiss-ivf", "faiss-flat"], runs=2, min_seconds=0, overrides=GRID
-    )
-    with ResultStore(folder) as store:
-        run_sweep(jobs, store)
-        frame = store.dataframe()
-    return folder, frame
+@pytest.fixture
+def swept(tiny_sweep):
+    """conftest's shared sweep of tiny (hnswlib, faiss-ivf, faiss-flat), read only."""
+    return tiny_sweep
 
 
 def test_pareto_frontier_keeps_only_unbeaten_points():

@@ -29,6 +29,8 @@ def test_run_results_csv_and_plot(cli, tiny_path, tmp_path, isolated_folders):
         str(tiny_path),
         "--runs",
         "1",
+        "--min-time",
+        "0",
         "-g",
         "M=8",
         "-g",
@@ -43,7 +45,8 @@ def test_run_results_csv_and_plot(cli, tiny_path, tmp_path, isolated_folders):
     assert "hnswlib" in result.output and "nprobe=8" in result.output
 
     again = cli(
-        "run", "-b", "hnswlib", "-d", str(tiny_path), "--runs", "1", "-g", "M=8", "-g", "ef=10,64"
+        *["run", "-b", "hnswlib", "-d", str(tiny_path), "--runs", "1", "--min-time", "0"],
+        *["-g", "M=8", "-g", "ef=10,64"],
     )
     assert "Stored 0 results (2 already stored" in again.output
 

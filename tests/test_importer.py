@@ -188,7 +188,9 @@ def test_cli_import_with_labels_then_run_records_label_metrics(tmp_path, rng, is
     )
     assert result.exit_code == 0, result.output
     assert "Wrote" in result.output and "560 base vectors, 40 queries" in result.output
-    ran = runner.invoke(main, ["run", "-b", "faiss-flat", "-d", "mine", "--runs", "1"])
+    ran = runner.invoke(
+        main, ["run", "-b", "faiss-flat", "-d", "mine", "--runs", "1", "--min-time", "0"]
+    )
     assert ran.exit_code == 0, ran.output
     csv_path = tmp_path / "r.csv"
     runner.invoke(main, ["results", "--csv", str(csv_path)])

@@ -39,23 +39,11 @@ from annbench.results.deploy import emit_python, save_index
 from annbench.results.store import ResultStore
 from annbench.sweep.runner import plan_sweep, run_sweep
 
-GRID = {
-    "M": [8, 16],
-    "ef_construction": [40],
-    "ef": [10, 20, 40, 80],
-    "nlist": [16, 32],
-    "nprobe": [1, 2, 4, 16],
-}
 
-
-@pytest.fixture(scope="module")
-def swept(tiny, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("swept")
-    jobs = plan_sweep(tiny, ["hnswlib", "faiss-ivf", "faiss-flat"], runs=3, overrides=GRID)
-    with ResultStore(folder) as store:
-        run_sweep(jobs, store)
-        frame = store.dataframe()
-    return folder, frame
+@pytest.fixture
+def swept(tiny_sweep):
+    """conftest's shared sweep of tiny: 5 build configurations, 17 settings, 3 repeats."""
+    return tiny_sweep
 
 
 def _fits(row, c: Constraints) -> bool:
