@@ -31,16 +31,21 @@ __all__ = [
     "scale_points",
     "serving_summary",
     "summary",
+    "export_results",
+    "plot_results",
+    "write_report",
 ]
 
 if TYPE_CHECKING:
     from annbench.api import (
         MIN_SECONDS,
         LoadOptions,
+        export_results,
         load_dataset,
         load_results,
         memory_fit,
         pareto_frontier,
+        plot_results,
         recommend,
         recommend_at_size,
         run,
@@ -49,6 +54,7 @@ if TYPE_CHECKING:
         scale_points,
         serving_summary,
         summary,
+        write_report,
     )
     from annbench.errors import AnnbenchError
 

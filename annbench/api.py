@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from annbench.data.format import Dataset
     from annbench.progress import Progress
+    from annbench.report.export import Exported
     from annbench.results.analysis import Recommendation
     from annbench.scaling.curves import SizedPick
 
@@ -417,6 +418,110 @@ def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
     return Path(path)
 
 
+def export_results(
+    dataset: str | Path, out: str | Path, results: str | Path | None = None
+) -> Exported:
+    """Write every successful unfiltered run of ``dataset`` (a name or HDF5 path) stored in
+    ``results`` (a store folder or .sqlite file; default ``$ANNBENCH_RESULTS``) as
+    ann-benchmarks result files under ``out/<dataset>/``, one HDF5 file per run with its
+    neighbours, exact distances and per-query times, which ann-benchmarks' plotting reads
+    (``annbench results --export ann-benchmarks``). Returns the files written (``files``)
+    and how many runs of filters and runbooks were left out (``left_out``), which that
+    layout has no place for; a dataset without such runs is an error."""
+    from annbench.report.export import export_results as export
+
+    return export(dataset, out, results)
+
+
+def plot_results(
+    dataset: str | Path | None = None,
+    results: str | Path | None = None,
+    mode: str = "single",
+    k: int | None = None,
+    threads: bool = False,
+    runbook: str | None = None,
+    out: str | Path | None = None,
+) -> Path:
+    """Write a PNG for papers from the results of ``dataset`` (default: the bundled one)
+    stored in ``results`` (``annbench plot``): recall vs queries per second in ``mode``
+    (``single`` or ``batch``) with each backend's pareto frontier, QPS vs search threads
+    (``threads``, batch runs), or recall and QPS at each step of ``runbook``; at ``k``
+    (default: the most common). Written to ``out`` (.png) or beside the store, named after
+    what it shows; returns the file."""
+    from annbench.data.catalog import DEFAULT_DATASET
+    from annbench.report.plot import write_plot
+    from annbench.results.store import store_file
+
+    if mode not in ("single", "batch"):
+        raise BadUsage(f"mode must be 'single' or 'batch' for a plot, got {mode!r}")
+    if out is not None and Path(out).suffix.lower() != ".png":
+        raise BadUsage(f"{out} does not end in .png; plots are PNG files")
+    name = str(DEFAULT_DATASET if dataset is None else dataset)
+    frame = load_results(results, name, raw=True)
+    store_path = store_file(_store_path(results))
+    png = None if out is None else Path(out)
+    return write_plot(frame, name, store_path, mode, k, threads, runbook, png)
+
+
+def write_report(
+    results: str | Path | None = None,
+    dataset: str | None = None,
+    out: str | Path | None = None,
+    latency_budget_ms: float = 1.0,
+    neighbours: bool = False,
+    queries: Sequence[int] | None = None,
+    seed: int = 0,
+    corpus: str | Path | None = None,
+    progress: bool | Progress = True,
+) -> list[Path]:
+    """Write the self-contained HTML report of the results stored in ``results`` (of
+    ``dataset`` only, if given) into ``out`` (default: ``report/`` beside the store), as
+    ``annbench report`` does: interactive plots, summaries, every run, and the best recall
+    whose p99 fits ``latency_budget_ms``. With ``neighbours``, also a page per dataset of
+    what each configuration returned for sample queries (``queries``, or 5 drawn with
+    ``seed``; ``corpus``: the texts the dataset was embedded from, when not beside it).
+    ``progress``: a display (True), nothing (False) or an ``annbench.progress.Progress``.
+    Returns the files written: the neighbours pages, then ``index.html``."""
+    from contextlib import nullcontext
+
+    from annbench.paths import check_output_dir
+    from annbench.progress import as_progress, progress_bar
+    from annbench.report.html import write_report as write_html
+    from annbench.report.neighbours import write_neighbour_pages
+    from annbench.results.store import store_file
+
+    if queries is not None and not neighbours:
+        raise BadUsage("queries go with neighbours=True (--queries with --neighbours)")
+    if corpus is not None and not neighbours:
+        raise BadUsage("corpus goes with neighbours=True (--corpus with --neighbours)")
+    frame = load_results(results, dataset, raw=True)
+    store_path = store_file(_store_path(results))
+    if frame.empty:
+        raise AnnbenchError("No results stored" + (f" for dataset {dataset}" if dataset else ""))
+    folder = check_output_dir(
+        store_path.parent / "report" if out is None else Path(out), "Report folder"
+    )
+    targets = [dataset] if dataset else sorted(frame["dataset"].unique())
+    total = frame["dataset"].nunique() + (len(targets) if neighbours else 0)
+    given = as_progress(progress)
+    display = nullcontext(given) if given is not None else progress_bar(total, "Report")
+    with display as shown:
+        links = []
+        if neighbours:
+            links = write_neighbour_pages(
+                targets,
+                folder,
+                store_path,
+                queries,
+                seed,
+                None if corpus is None else Path(corpus),
+                required=bool(dataset),
+                progress=shown,
+            )
+        index = write_html(frame, folder, latency_budget_ms, links, progress=shown)
+    return [folder / page for page, _ in links] + [Path(index)]
+
+
 def check_spawn_safe() -> None:
     """Refuse to start a sweep where spawned workers would start it again: in a worker
     importing the main script, or from a script's top level outside the ``__main__`` guard."""
@@ -782,4 +887,7 @@ __all__ = [
     "summary",
     "with_dicts",
     "write_parquet",
+    "export_results",
+    "plot_results",
+    "write_report",
 ]

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 
 from annbench.cli import types
 from annbench.cli.base import results_option
 from annbench.cli.types import quiet_option
-from annbench.data.datasets import read_dataset, resolve_dataset
-from annbench.errors import AnnbenchError
-from annbench.paths import check_output_dir, results_dir, write_text_file
-from annbench.results.store import ResultStore, store_file
 
 
 @click.command(
@@ -80,67 +75,22 @@ def report_command(
 ) -> None:
     """Write a self-contained HTML report (interactive plots, summaries, every run, and with
     --neighbours what each backend returned for sample queries); works offline from file://."""
-    from annbench.progress import progress_bar
-    from annbench.report.html import write_report
+    from annbench import api
 
     if queries is not None and not neighbours:
         raise click.UsageError("--queries goes with --neighbours")
     if corpus is not None and not neighbours:
         raise click.UsageError("--corpus goes with --neighbours")
-    from annbench import api
-
-    frame = api.load_results(results_path or results_dir(), dataset, raw=True)
-    store_path = store_file(results_path or results_dir())
-    if frame.empty:
-        raise AnnbenchError("No results stored" + (f" for dataset {dataset}" if dataset else ""))
-    folder = out or check_output_dir(store_path.parent / "report", "Report folder")
-    targets = [dataset] if dataset else sorted(frame["dataset"].unique())
-    with progress_bar(
-        frame["dataset"].nunique() + (len(targets) if neighbours else 0), "Report", quiet=quiet
-    ) as shown:
-        links = []
-        if neighbours:
-            links = _neighbour_pages(
-                targets, folder, store_path, queries, seed, shown, dataset, corpus
-            )
-        path = write_report(frame, folder, latency_budget_ms, links, progress=shown)
-    for page, _ in links:
-        click.echo(f"Wrote {folder / page}")
-    click.echo(f"Wrote {path}")
-
-
-def _neighbour_pages(
-    targets: list[str],
-    folder: Path,
-    store_path: Path,
-    queries: tuple[int, ...] | None,
-    seed: int,
-    shown: Any,
-    required: str | None,
-    corpus: Path | None = None,
-) -> list[tuple[str, str]]:
-    """Write one neighbours page per dataset; returns (file name, link text) pairs. A stored
-    dataset whose file cannot be found by name is skipped with a note, unless it was asked for."""
-    from annbench.report.neighbours import neighbours_page
-
-    links = []
-    for spec in targets:
-        shown.status(f"neighbours of {spec}")
-        try:
-            data = read_dataset(resolve_dataset(spec))
-        except AnnbenchError as exc:
-            if required:
-                raise
-            shown.message(f"No neighbours page for {spec}: {exc}")
-            shown.update(1)
-            continue
-        with ResultStore.open_existing(store_path) as store:
-            records = store.records(data.name, with_raw=True, content_hash=data.content_hash)
-        page = f"neighbours-{data.name}.html"
-        text = neighbours_page(
-            data, records, list(queries) if queries else None, seed=seed, corpus=corpus
-        )
-        write_text_file(folder / page, text, "Neighbours page")
-        links.append((page, f"neighbours: {data.name}"))
-        shown.update(1)
-    return links
+    written = api.write_report(
+        results_path,
+        dataset,
+        out=out,
+        latency_budget_ms=latency_budget_ms,
+        neighbours=neighbours,
+        queries=queries,
+        seed=seed,
+        corpus=corpus,
+        progress=not quiet,
+    )
+    for path in written:
+        click.echo(f"Wrote {path}")

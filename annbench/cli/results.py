@@ -6,16 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import pandas as pd
 
 from annbench.cli import types
 from annbench.cli.base import filter_workloads, results_option
 from annbench.cli.tables import engine_table, num, results_table, runbook_table, summary_table
-from annbench.data.datasets import DEFAULT_DATASET, read_dataset, resolve_dataset
+from annbench.data.datasets import DEFAULT_DATASET
 from annbench.errors import AnnbenchError, BadUsage
-from annbench.paths import output_file, results_dir
+from annbench.paths import output_file
 from annbench.record import PLAIN
-from annbench.results.store import ResultStore, store_file
 
 
 @click.command(
@@ -80,29 +78,15 @@ def results(
     from annbench import api
 
     if export_format is not None:
-        from annbench.report.export import export_ann_benchmarks
-
         if dataset is None or out is None:
             raise BadUsage("--export ann-benchmarks needs --dataset NAME and --out DIR")
-        data = read_dataset(resolve_dataset(dataset))
-        with ResultStore.open_existing(results_path or results_dir()) as store:
-            records = store.records(data.name, with_raw=True, content_hash=data.content_hash)
-        written = export_ann_benchmarks(records, data, out)
-        others = sum(1 for r in records if r.status == "ok" and r.workload != PLAIN)
-        left_out = (
-            f"{others} results of filters and runbooks left out: ann-benchmarks' layout has no "
-            "place for them"
-            if others
-            else ""
+        exported = api.export_results(dataset, out, results_path)
+        click.echo(
+            f"Wrote {len(exported.files)} ann-benchmarks result files under {exported.folder}"
         )
-        if not written:
-            raise AnnbenchError(
-                f"No successful runs of {data.name} (this content) to export"
-                + (f"; {left_out}" if left_out else "")
-            )
-        click.echo(f"Wrote {len(written)} ann-benchmarks result files under {out / data.name}")
-        if left_out:
-            click.echo(left_out[0].upper() + left_out[1:])
+        note = exported.left_out_note()
+        if note:
+            click.echo(note[0].upper() + note[1:])
         return
     frame = api.load_results(results_path, dataset, history=history)
     if library_version is not None:
@@ -182,37 +166,11 @@ def plot(
     (or thread scaling, or recall and QPS per runbook step); the interactive plots are in
     'annbench report'."""
     from annbench import api
-    from annbench.report.plot import recall_qps_figure, save_png, threads_figure
-    from annbench.results.runbook_analysis import without_runbooks
 
-    mode = "batch" if scaling else mode
-    frame = api.load_results(results_path or results_dir(), dataset, raw=True)
-    store_path = store_file(results_path or results_dir())
-    if runbook is not None:
-        _plot_runbook(frame, dataset, runbook, mode, k, out, store_path)
-        return
-    frame = without_runbooks(frame)
-    frame = frame[(frame["mode"] == mode) & (frame["status"] == "ok")]
-    if frame.empty:
-        raise AnnbenchError(
-            f"No successful {mode}-mode results for dataset '{dataset}' in {store_path}; "
-            f"run 'annbench run -d {dataset} -b ...' first"
-        )
-    k = k or int(frame["k"].mode().iloc[0])
-    frame = frame[frame["k"] == k]
-    if frame.empty:
-        raise AnnbenchError(f"No results with k={k} for dataset '{dataset}'")
-    if scaling:
-        try:
-            figure = threads_figure(frame, f"{dataset}: QPS vs threads (k={k})")
-        except ValueError as exc:
-            raise AnnbenchError(str(exc)) from exc
-        out = out or store_path.parent / f"{dataset}-threads-k{k}.png"
-    else:
-        figure = recall_qps_figure(frame, f"{dataset}: recall@{k} vs QPS ({mode} mode)")
-        out = out or store_path.parent / f"{dataset}-{mode}-k{k}.png"
-    save_png(figure, out)
-    click.echo(f"Wrote {out}")
+    path = api.plot_results(
+        dataset, results_path, mode=mode, k=k, threads=scaling, runbook=runbook, out=out
+    )
+    click.echo(f"Wrote {path}")
 
 
 def _png(path: Path | None) -> Path | None:
@@ -223,33 +181,6 @@ def _png(path: Path | None) -> Path | None:
             param_hint="--out",
         )
     return path
-
-
-def _plot_runbook(
-    frame: pd.DataFrame,
-    dataset: str,
-    runbook: str,
-    mode: str,
-    k: int | None,
-    out: Path | None,
-    store_path: Path,
-) -> None:
-    from annbench.report.plot import runbook_figure, save_png
-
-    frame = frame[(frame["workload"] == f"runbook:{runbook}") & (frame["mode"] == mode)]
-    k = k or (int(frame["k"].mode().iloc[0]) if len(frame) else 10)
-    try:
-        figure = runbook_figure(
-            frame[frame["k"] == k], f"{dataset}: runbook {runbook} (k={k}, {mode} mode)"
-        )
-    except ValueError as exc:
-        raise AnnbenchError(
-            f"No successful {mode}-mode runs of runbook {runbook} on '{dataset}' in "
-            f"{store_path}; run 'annbench run -d {dataset} --runbook {runbook} -b ...' first"
-        ) from exc
-    out = out or store_path.parent / f"{dataset}-runbook-{runbook}-k{k}.png"
-    save_png(figure, out)
-    click.echo(f"Wrote {out}")
 
 
 @click.command(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -12,7 +13,55 @@ from annbench.data.format import Dataset
 from annbench.errors import AnnbenchError
 from annbench.metrics import true_distances
 from annbench.paths import output_file
-from annbench.record import RunRecord
+from annbench.record import PLAIN, RunRecord
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What ``export_results`` wrote: the files, the folder holding them, and how many
+    successful runs of filters and runbooks it left out."""
+
+    folder: Path
+    files: list[Path]
+    left_out: int
+
+    def left_out_note(self) -> str:
+        """Why runs were left out, or "" when none were."""
+        if not self.left_out:
+            return ""
+        return (
+            f"{self.left_out} results of filters and runbooks left out: ann-benchmarks' layout "
+            "has no place for them"
+        )
+
+
+def export_results(
+    dataset: str | Path, out: str | Path, results: str | Path | None = None
+) -> Exported:
+    """Write every successful unfiltered run of ``dataset`` (a name or HDF5 path) stored in
+    ``results`` (a store folder or .sqlite file; default ``$ANNBENCH_RESULTS``) as
+    ann-benchmarks result files under ``out/<dataset>/`` (see ``export_ann_benchmarks``).
+    Only runs on this content of the dataset count; none at all is an error."""
+    from annbench.data.catalog import resolve_dataset
+    from annbench.data.format import read_dataset
+    from annbench.paths import results_dir
+    from annbench.results.store import ResultStore
+
+    data = read_dataset(resolve_dataset(str(dataset)))
+    with ResultStore.open_existing(
+        Path(results).expanduser() if results else results_dir()
+    ) as store:
+        records = store.records(data.name, with_raw=True, content_hash=data.content_hash)
+    written = export_ann_benchmarks(records, data, Path(out))
+    others = sum(1 for r in records if r.status == "ok" and r.workload != PLAIN)
+    exported = Exported(Path(out) / data.name, written, others)
+    if not written:
+        note = exported.left_out_note()
+        raise AnnbenchError(
+            f"No successful runs of {data.name} (this content) to export"
+            + (f"; {note}" if note else "")
+        )
+    return exported
 
 
 def export_ann_benchmarks(records: list[RunRecord], dataset: Dataset, out_dir: Path) -> list[Path]:

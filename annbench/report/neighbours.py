@@ -18,7 +18,7 @@ import io
 import json
 import logging
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -31,6 +31,7 @@ from annbench.data.split import held_out_rows
 from annbench.errors import AnnbenchError
 from annbench.metrics import TIE_ATOL, TIE_RTOL, true_distances
 from annbench.paths import check_input_file
+from annbench.progress import Progress
 from annbench.record import RunRecord, params_label
 from annbench.report.colors import backend_color
 
@@ -468,3 +469,46 @@ padding-left: 6px"{% endif %}>{{ column.title }}</h4><p>{{ column.detail }}</p><
 {% endfor %}
 </body></html>
 """
+
+
+def write_neighbour_pages(
+    datasets: list[str],
+    folder: Path,
+    store_path: Path,
+    queries: Sequence[int] | None = None,
+    seed: int = 0,
+    corpus: Path | None = None,
+    required: bool = False,
+    progress: Progress | None = None,
+) -> list[tuple[str, str]]:
+    """Write ``neighbours-<dataset>.html`` into ``folder`` for each of ``datasets`` (names or
+    paths) from the runs stored in ``store_path``; returns (file name, link text) pairs for
+    the report. A dataset whose file cannot be found is skipped with a note on ``progress``
+    (an ``annbench.progress.Progress``), or raises when ``required``."""
+    from annbench.data.catalog import resolve_dataset
+    from annbench.data.format import read_dataset
+    from annbench.paths import write_text_file
+    from annbench.results.store import ResultStore
+
+    shown = progress if progress is not None else Progress()
+    links = []
+    for spec in datasets:
+        shown.status(f"neighbours of {spec}")
+        try:
+            data = read_dataset(resolve_dataset(spec))
+        except AnnbenchError as exc:
+            if required:
+                raise
+            shown.message(f"No neighbours page for {spec}: {exc}")
+            shown.update(1)
+            continue
+        with ResultStore.open_existing(store_path) as store:
+            records = store.records(data.name, with_raw=True, content_hash=data.content_hash)
+        page = f"neighbours-{data.name}.html"
+        text = neighbours_page(
+            data, records, list(queries) if queries else None, seed=seed, corpus=corpus
+        )
+        write_text_file(folder / page, text, "Neighbours page")
+        links.append((page, f"neighbours: {data.name}"))
+        shown.update(1)
+    return links

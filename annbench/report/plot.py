@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from annbench.errors import AnnbenchError
 from annbench.paths import output_file
 from annbench.record import PLAIN
 from annbench.report.colors import PALETTE, backend_color
@@ -442,3 +443,70 @@ def runbook_lines(
 def _single_k(lines: list[tuple[str, pd.DataFrame]]) -> int | None:
     ks = {int(k) for _, runs in lines for k in runs["k"]}
     return ks.pop() if len(ks) == 1 else None
+
+
+def write_plot(
+    frame: pd.DataFrame,
+    dataset: str,
+    store_path: Path,
+    mode: str = "single",
+    k: int | None = None,
+    threads: bool = False,
+    runbook: str | None = None,
+    out: Path | None = None,
+) -> Path:
+    """Write the PNG ``annbench plot`` writes from ``frame`` (a store's rows of ``dataset``,
+    parameters as dicts): recall vs QPS with each backend's frontier in ``mode``, QPS vs
+    search threads of batch runs (``threads``), or recall and QPS per step of ``runbook``; at
+    ``k`` (default: the most common), to ``out`` or a file named after them beside the store
+    ``store_path``. Returns the file written."""
+    from annbench.results.runbook_analysis import without_runbooks
+
+    mode = "batch" if threads else mode
+    if runbook is not None:
+        return _write_runbook_plot(frame, dataset, runbook, mode, k, out, store_path)
+    frame = without_runbooks(frame)
+    frame = frame[(frame["mode"] == mode) & (frame["status"] == "ok")]
+    if frame.empty:
+        raise AnnbenchError(
+            f"No successful {mode}-mode results for dataset '{dataset}' in {store_path}; "
+            f"run 'annbench run -d {dataset} -b ...' first"
+        )
+    k = k or int(frame["k"].mode().iloc[0])
+    frame = frame[frame["k"] == k]
+    if frame.empty:
+        raise AnnbenchError(f"No results with k={k} for dataset '{dataset}'")
+    if threads:
+        try:
+            figure = threads_figure(frame, f"{dataset}: QPS vs threads (k={k})")
+        except ValueError as exc:
+            raise AnnbenchError(str(exc)) from exc
+        out = out or store_path.parent / f"{dataset}-threads-k{k}.png"
+    else:
+        figure = recall_qps_figure(frame, f"{dataset}: recall@{k} vs QPS ({mode} mode)")
+        out = out or store_path.parent / f"{dataset}-{mode}-k{k}.png"
+    return save_png(figure, out)
+
+
+def _write_runbook_plot(
+    frame: pd.DataFrame,
+    dataset: str,
+    runbook: str,
+    mode: str,
+    k: int | None,
+    out: Path | None,
+    store_path: Path,
+) -> Path:
+    frame = frame[(frame["workload"] == f"runbook:{runbook}") & (frame["mode"] == mode)]
+    k = k or (int(frame["k"].mode().iloc[0]) if len(frame) else 10)
+    try:
+        figure = runbook_figure(
+            frame[frame["k"] == k], f"{dataset}: runbook {runbook} (k={k}, {mode} mode)"
+        )
+    except ValueError as exc:
+        raise AnnbenchError(
+            f"No successful {mode}-mode runs of runbook {runbook} on '{dataset}' in "
+            f"{store_path}; run 'annbench run -d {dataset} --runbook {runbook} -b ...' first"
+        ) from exc
+    out = out or store_path.parent / f"{dataset}-runbook-{runbook}-k{k}.png"
+    return save_png(figure, out)
