@@ -34,13 +34,17 @@ __all__ = [
     "export_results",
     "plot_results",
     "write_report",
+    "import_dataset",
+    "embed_dataset",
 ]
 
 if TYPE_CHECKING:
     from annbench.api import (
         MIN_SECONDS,
         LoadOptions,
+        embed_dataset,
         export_results,
+        import_dataset,
         load_dataset,
         load_results,
         memory_fit,

@@ -522,6 +522,110 @@ def write_report(
     return [folder / page for page, _ in links] + [Path(index)]
 
 
+def import_dataset(
+    source: str | Path,
+    name: str,
+    metric: str,
+    queries: int | None = None,
+    queries_file: str | Path | None = None,
+    labels: str | Path | None = None,
+    normalize: bool = False,
+    seed: int = 0,
+    key: str | None = None,
+    column: str | None = None,
+    random_attr: str | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Dataset:
+    """Import your own vectors (.npy, .fvecs/.ivecs/.bvecs, .parquet, .hdf5; larger than
+    memory is fine) as the dataset ``name`` in the data folder with exact ground truth
+    (``annbench datasets import``); returns it, ready for ``run(..., dataset=name)``.
+
+    ``metric``: euclidean, angular (cosine) or dot. Queries are every row of
+    ``queries_file``, or ``queries`` rows (default 1000) held out of the base, seeded by
+    ``seed``. ``labels``: a .npy file or UTF-8 text, one class label per row of ``source``.
+    ``key``/``column``: the HDF5 dataset or parquet column holding the vectors;
+    ``normalize`` scales them to unit length; ``random_attr`` adds a uniform random numeric
+    attribute of that name (for range filters); ``force`` overwrites a dataset of that
+    name; ``progress`` shows each stage on stderr.
+
+    Examples:
+        >>> import annbench
+        >>> data = annbench.import_dataset("emb.npy", "mine", "cosine")  # doctest: +SKIP
+    """
+    from annbench.data.importer import import_dataset as bring_in
+
+    return bring_in(
+        source,
+        name,
+        metric,
+        queries=queries,
+        queries_file=queries_file,
+        labels=labels,
+        normalize=normalize,
+        seed=seed,
+        key=key,
+        column=column,
+        random_attr=random_attr,
+        force=force,
+        progress=progress,
+    )
+
+
+def embed_dataset(
+    source: str | Path,
+    name: str,
+    text_column: str = "text",
+    label_column: str | None = None,
+    model: str = "all-MiniLM-L6-v2",
+    queries: int = 1000,
+    seed: int = 0,
+    batch_size: int = 64,
+    float16: bool = False,
+    threads: int | None = None,
+    attr_columns: Sequence[str] = (),
+    random_attr: str | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Dataset:
+    """Embed texts (a .txt file, or CSV/TSV with a ``text_column`` and optionally a
+    ``label_column``) or a folder of images (one sub-folder per class) into the labelled
+    angular dataset ``name`` in the data folder, with ``queries`` rows held out (seeded by
+    ``seed``) and exact ground truth (``annbench datasets embed``); needs the [embed] extra.
+    Returns the dataset written.
+
+    ``model``: a sentence-transformers model name or path (a CLIP model for images), run
+    ``batch_size`` items at a time on ``threads`` threads; ``float16`` stores the vectors
+    at half the size; ``attr_columns``: CSV/TSV columns of numbers kept as numeric
+    attributes (for range filters); ``random_attr`` adds a uniform random one;
+    ``force`` overwrites a dataset of that name; ``progress`` shows what is happening on
+    stderr. Everything is checked before the model is loaded, and the file records the
+    command that rebuilds it and the model's provenance.
+
+    Examples:
+        >>> import annbench
+        >>> data = annbench.embed_dataset("notes.txt", "notes", queries=200)  # doctest: +SKIP
+    """
+    from annbench.data.embed import embed_dataset as embed
+
+    return embed(
+        source,
+        name,
+        text_column=text_column,
+        label_column=label_column,
+        model=model,
+        queries=queries,
+        seed=seed,
+        batch_size=batch_size,
+        float16=float16,
+        threads=threads,
+        attr_columns=tuple(attr_columns),
+        random_attr=random_attr,
+        force=force,
+        progress=progress,
+    )
+
+
 def check_spawn_safe() -> None:
     """Refuse to start a sweep where spawned workers would start it again: in a worker
     importing the main script, or from a script's top level outside the ``__main__`` guard."""
@@ -890,4 +994,6 @@ __all__ = [
     "export_results",
     "plot_results",
     "write_report",
+    "import_dataset",
+    "embed_dataset",
 ]

@@ -1,7 +1,10 @@
-"""The API functions the file-writing commands call (export, plot, report), called from Python
-as a notebook would, without the command line."""
+"""The API functions the file-writing commands call (export, plot, report, datasets import and
+embed), called from Python as a notebook would, without the command line."""
+
+import logging
 
 import h5py
+import numpy as np
 import pytest
 
 import annbench
@@ -83,3 +86,85 @@ def test_report_refuses_what_cannot_work(tiny_sweep, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(AnnbenchError, match="Report folder .* give a folder"):
         annbench.write_report(folder, out=tmp_path / "file", progress=False)
+
+
+def test_import_dataset_holds_out_labelled_queries(tmp_path, rng, isolated_folders, capsys):
+    x = rng.normal(size=(300, 6)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    (tmp_path / "labels.txt").write_text("\n".join(f"c{i % 3}" for i in range(300)))
+    data = annbench.import_dataset(
+        tmp_path / "x.npy", "mine", "cosine", queries=30, labels=tmp_path / "labels.txt",
+        progress=False,
+    )  # fmt: skip
+    assert data.path == isolated_folders / "data" / "mine.hdf5" and data.name == "mine"
+    assert data.metric is Metric.ANGULAR and data.train.shape == (270, 6)
+    assert len(data.test) == 30 and len(data.test_labels) == 30
+    assert capsys.readouterr().err == ""
+    rows = {tuple(np.round(r, 5)) for r in x}
+    assert all(tuple(np.round(q, 5)) in rows for q in data.test)  # held out of the source
+    assert annbench.load_dataset("mine").content_hash == data.content_hash
+
+
+def test_import_dataset_refuses_contradictions_and_names_taken(tmp_path, rng, isolated_folders):
+    np.save(tmp_path / "x.npy", rng.normal(size=(40, 3)))
+    np.save(tmp_path / "q.npy", rng.normal(size=(4, 3)))
+    with pytest.raises(BadUsage, match="--queries 3 and --queries-file contradict"):
+        annbench.import_dataset(
+            tmp_path / "x.npy", "x", "l2", queries=3, queries_file=tmp_path / "q.npy"
+        )
+    data = annbench.import_dataset(
+        tmp_path / "x.npy", "x", "l2", queries_file=tmp_path / "q.npy", progress=False
+    )
+    assert data.train.shape == (40, 3) and data.test.shape == (4, 3)
+    with pytest.raises(AnnbenchError, match="exists; pass --force"):
+        annbench.import_dataset(tmp_path / "x.npy", "x", "l2", queries=3, progress=False)
+    with pytest.raises(AnnbenchError, match="taken by a built-in dataset"):
+        annbench.import_dataset(tmp_path / "x.npy", "clustered-10k-64-angular", "l2")
+    with pytest.raises(BadUsage, match="queries must be a whole number"):
+        annbench.import_dataset(tmp_path / "x.npy", "y", "l2", queries=0)
+
+
+def test_a_dataset_name_with_the_suffix_is_named_without_it(tmp_path, rng, caplog):
+    np.save(tmp_path / "x.npy", rng.normal(size=(40, 3)))
+    with caplog.at_level(logging.WARNING, logger="annbench"):
+        data = annbench.import_dataset(
+            tmp_path / "x.npy", "plain.hdf5", "l2", queries=4, progress=False
+        )
+    assert data.name == "plain" and data.path.name == "plain.hdf5"
+    assert "Dataset name: plain (annbench adds the .hdf5 suffix)" in caplog.text
+
+
+class _Encoder:
+    """A stand-in embedding model: a seeded vector per distinct text, unit length."""
+
+    def encode(self, batch, batch_size, normalize_embeddings):
+        out = []
+        for text in batch:
+            seed = sum(text.encode())
+            v = np.random.default_rng(seed).normal(size=8)
+            out.append(v / np.linalg.norm(v))
+        return np.array(out)
+
+
+def test_embed_dataset_writes_a_labelled_angular_dataset(tmp_path, monkeypatch, capsys):
+    from annbench.data import embed
+
+    monkeypatch.setattr(embed, "find_model", lambda name: name)
+    monkeypatch.setattr(embed, "load_model", lambda name, threads=None: _Encoder())
+    source = tmp_path / "notes.csv"
+    rows = [f"note number {i},{'ab'[i % 2]},{i}" for i in range(40)]
+    source.write_text("text,kind,price\n" + "\n".join(rows) + "\n")
+    data = annbench.embed_dataset(
+        source, "notes", label_column="kind", queries=5, attr_columns=["price"], progress=False
+    )
+    assert data.metric is Metric.ANGULAR and data.train.shape == (35, 8) and len(data.test) == 5
+    np.testing.assert_allclose(np.linalg.norm(data.train, axis=1), 1, rtol=1e-5)
+    assert data.attrs["command"] == (
+        "annbench datasets embed notes.csv --name notes --label-column kind --queries 5 "
+        "--seed 0 --attr-column price"
+    )
+    assert set(data.train_labels) | set(data.test_labels) == {0, 1}
+    assert "price" in data.attr_names
+    assert capsys.readouterr().err == ""
+    with pytest.raises(AnnbenchError, match="exists; pass --force"):
+        annbench.embed_dataset(source, "notes", queries=5, progress=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -15,24 +14,26 @@ from annbench.data.datasets import (
     DEFAULT_DATASET,
     available_datasets,
     create_synthetic,
-    held_out_rows,
-    random_attribute,
     read_dataset,
     recompute_truth,
     resolve_dataset,
-    split_queries,
-    write_dataset,
 )
+from annbench.data.importer import DEFAULT_QUERIES, new_dataset_path, plain_dataset_name
 from annbench.errors import AnnbenchError, BadUsage
 from annbench.metrics import Metric
-from annbench.paths import (
-    check_input_file,
-    check_path_name,
-    check_writable_file,
-    data_dir,
-    is_hdf5,
-)
-from annbench.progress import Stages, progress_bar
+from annbench.paths import check_input_file, data_dir
+from annbench.progress import Stages
+
+
+def _new_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """The name of a dataset to write, given with or without its .hdf5 suffix (said so)."""
+    if value is None:
+        return None
+    name = plain_dataset_name(value)
+    if name != value:
+        click.echo(f"Dataset name: {name} (annbench adds the .hdf5 suffix)", err=True)
+    return name
+
 
 #: ``--random-attr NAME`` of create, import and embed.
 random_attr_option = click.option(
@@ -136,11 +137,16 @@ Examples:
 """,
 )
 @click.argument("source", type=types.InputPath())
-@click.option("--name", required=True, help="Name of the dataset to write in the data folder.")
+@click.option(
+    "--name",
+    required=True,
+    callback=_new_name,
+    help="Name of the dataset to write in the data folder.",
+)
 @click.option("--metric", required=True, help="euclidean, angular (cosine) or dot.")
 @click.option(
     "--queries",
-    default=1000,
+    default=DEFAULT_QUERIES,
     show_default=True,
     type=click.IntRange(1, 10_000_000),
     help="Rows held out of the base as queries (seeded).",
@@ -184,40 +190,27 @@ def datasets_import(
 ) -> None:
     """Import your own embeddings (.npy, .fvecs/.ivecs/.bvecs, .parquet, .hdf5) with exact
     ground truth; files larger than memory are processed in chunks."""
-    from annbench.data.importer import import_vectors, open_vectors, read_labels
+    from annbench import api
 
     source_of = click.core.ParameterSource
     given = ctx.get_parameter_source("queries") in (source_of.COMMANDLINE, source_of.ENVIRONMENT)
-    if queries_file is not None and given:
-        raise BadUsage(
-            f"--queries {queries} and --queries-file contradict each other: the queries are "
-            f"every row of {queries_file.name}; leave out --queries (or --queries-file to hold "
-            f"{queries} rows of the base out)"
-        )
-    path = _new_dataset_path(name, force)
-    parsed = Metric.parse(metric)
-    labels = None
-    if labels_path is not None:
-        rows = open_vectors(source, key, column).shape[0]
-        labels = read_labels(labels_path, rows, None if queries_file else queries)
-    with Stages(quiet) as progress:
-        import_vectors(
-            source,
-            path,
-            parsed,
-            queries,
-            queries_file,
-            labels,
-            normalize,
-            seed,
-            key,
-            column,
-            progress,
-            random_attr=random_attr,
-        )
-    data = read_dataset(path, probe=False)  # just written: its warnings were given
+    data = api.import_dataset(
+        source,
+        name,
+        metric,
+        queries=queries if given or queries_file is None else None,
+        queries_file=queries_file,
+        labels=labels_path,
+        normalize=normalize,
+        seed=seed,
+        key=key,
+        column=column,
+        random_attr=random_attr,
+        force=force,
+        progress=not quiet,
+    )
     click.echo(
-        f"Wrote {path}: {len(data.train)} base vectors, {len(data.test)} queries, "
+        f"Wrote {data.path}: {len(data.train)} base vectors, {len(data.test)} queries, "
         f"d={data.train.shape[1]}, {data.metric.value}"
     )
 
@@ -289,7 +282,10 @@ Examples:
 )
 @click.argument("source")
 @click.option(
-    "--name", default=None, help="Name to write in the data folder [default: the source's]."
+    "--name",
+    default=None,
+    callback=_new_name,
+    help="Name to write in the data folder [default: the source's].",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing dataset of that name.")
 @click.option(
@@ -319,7 +315,7 @@ def datasets_truth(
     from annbench.data import scale_truth
 
     src = resolve_dataset(source)
-    path = _new_dataset_path(name or src.stem, force)
+    path = new_dataset_path(name or src.stem, force)
     if scheduler is not None:
         from annbench.sweep.distributed import dask_client
 
@@ -354,7 +350,7 @@ Examples:
   annbench datasets create cos --metric angular --clusters 16 --seed 7
 """,
 )
-@click.argument("name")
+@click.argument("name", callback=_new_name)
 @click.option(
     "--n", default=20_000, show_default=True, type=click.IntRange(1, 10**9), help="Base vectors."
 )
@@ -391,7 +387,7 @@ def datasets_create(
     force: bool,
 ) -> None:
     """Generate a clustered-Gaussian dataset with exact ground truth into the data folder."""
-    path = _new_dataset_path(name, force)
+    path = new_dataset_path(name, force)
     if clusters < 1:
         raise BadUsage(f"--clusters must be at least 1, got {clusters}")
     create_synthetic(
@@ -409,7 +405,7 @@ Examples:
   annbench datasets synth mine-50x --like mine.npz --n 2500000 --no-truth
 """,
 )
-@click.argument("name")
+@click.argument("name", callback=_new_name)
 @click.option(
     "--like",
     "source",
@@ -489,7 +485,7 @@ def datasets_synth(
         chosen = Metric.parse(metric) if metric is not None else None
     except AnnbenchError as exc:
         raise BadUsage(str(exc)) from exc
-    path = _new_dataset_path(name, force)
+    path = new_dataset_path(name, force)
     real = None
     if source.endswith(".npz"):
         if clusters is not None or intrinsic_dim is not None:
@@ -547,7 +543,12 @@ Examples:
 """,
 )
 @click.argument("source", type=types.InputPath())
-@click.option("--name", required=True, help="Name of the dataset to write in the data folder.")
+@click.option(
+    "--name",
+    required=True,
+    callback=_new_name,
+    help="Name of the dataset to write in the data folder.",
+)
 @click.option("--text-column", default="text", show_default=True, help="CSV/TSV text column.")
 @click.option("--label-column", default=None, help="CSV/TSV column holding class labels.")
 @click.option(
@@ -607,99 +608,25 @@ def datasets_embed(
 ) -> None:
     """Embed texts (a .txt file, or CSV/TSV with a text column) or a folder of images (one
     sub-folder per class) into a labelled angular dataset. Needs the [embed] extra."""
-    from annbench.data.embed import (
-        check_embedding,
-        embed,
-        find_model,
-        load_corpus,
-        load_model,
-        model_provenance,
-        numeric_columns,
+    from annbench import api
+
+    data = api.embed_dataset(
+        source,
+        name,
+        text_column=text_column,
+        label_column=label_column,
+        model=model,
+        queries=queries,
+        seed=seed,
+        batch_size=batch_size,
+        float16=float16,
+        threads=threads,
+        attr_columns=attr_columns,
+        random_attr=random_attr,
+        force=force,
+        progress=not quiet,
     )
-
-    path = _new_dataset_path(name, force)
-    corpus = load_corpus(source, text_column, label_column)
-    check_embedding(corpus, queries, batch_size)  # all before the model is loaded
-    columns = numeric_columns(source, attr_columns)
-    find_model(model)  # an unknown model fails here, before a word about loading it
-    if not quiet:
-        click.echo(f"Loading embedding model {model} (torch: a few seconds)", err=True)
-    encoder = load_model(model, threads)
-    with progress_bar(len(corpus.items), f"Embedding {corpus.kind}s", quiet=quiet) as bar:
-        vectors = embed(corpus, model, batch_size, progress=bar.update, encoder=encoder)
-    train, test, train_labels, test_labels = split_queries(vectors, corpus.labels, queries, seed)
-    train_rows, test_rows = held_out_rows(len(vectors), queries, seed)
-    numeric = {
-        column: (values[train_rows], values[test_rows]) for column, values in columns.items()
-    }
-    if random_attr:
-        numeric[random_attr] = random_attribute(len(train), len(test), seed)
-    attrs = {
-        "source": f"{source.name}: {len(corpus.items)} {corpus.kind}s embedded by {model}",
-        "command": f"annbench datasets embed {source.name} --name {name}"
-        + (f" --label-column {label_column}" if label_column else "")
-        + f" --queries {queries} --seed {seed}"
-        + (" --float16" if float16 else "")
-        + "".join(f" --attr-column {column}" for column in attr_columns)
-        + (f" --random-attr {random_attr}" if random_attr else ""),
-        "embedding": json.dumps(model_provenance(model)),
-        "label_names": json.dumps(corpus.label_names),
-    }
-    # how rows map back to texts or image files, for 'annbench report --neighbours'
-    if corpus.kind == "text":
-        attrs["texts"] = json.dumps(
-            {"file": source.name, "text_column": text_column, "queries": queries, "seed": seed}
-        )
-    else:
-        attrs["images"] = json.dumps(
-            {"folder": str(source.resolve()), "queries": queries, "seed": seed}
-        )
-    with Stages(quiet) as stages:
-        write_dataset(
-            path,
-            train,
-            test,
-            Metric.ANGULAR,
-            train_labels,
-            test_labels,
-            attrs,
-            float16=float16,
-            numeric_attrs=numeric or None,
-            progress=stages,
-        )
-    click.echo(f"Wrote {path}: {len(train)} base vectors, {len(test)} queries, d={train.shape[1]}")
-
-
-def _new_dataset_path(name: str, force: bool) -> Path:
-    from annbench.data.download import STANDARD
-
-    for suffix in (".hdf5", ".h5"):
-        if name.lower().endswith(suffix) and len(name) > len(suffix):
-            name = name[: -len(suffix)]  # 'x.hdf5' means the dataset x, not x.hdf5.hdf5
-            click.echo(f"Dataset name: {name} (annbench adds the .hdf5 suffix)", err=True)
-    plain = name.strip() == name and not name.startswith(".")
-    if not name or not plain or "/" in name or "\\" in name:
-        raise AnnbenchError(
-            f"Dataset name '{name}' must be a plain file name (no slashes, no leading dot or "
-            "spaces)"
-        )
-    shadowed = (
-        "the bundled dataset"
-        if name in BUNDLED
-        else "a built-in dataset"
-        if name in BUILTIN
-        else "a standard ann-benchmarks dataset"
-        if name in STANDARD
-        else None
+    click.echo(
+        f"Wrote {data.path}: {len(data.train)} base vectors, {len(data.test)} queries, "
+        f"d={data.train.shape[1]}"
     )
-    if shadowed:
-        raise AnnbenchError(
-            f"Dataset name '{name}' is taken by {shadowed}; writing it would hide that one, "
-            "so choose another name"
-        )
-    path = check_writable_file(check_path_name(data_dir() / f"{name}.hdf5", "Dataset"), "Dataset")
-    if path.exists() and not force:
-        raise AnnbenchError(f"Dataset {path} exists; pass --force to overwrite it")
-    if path.exists() and not is_hdf5(path):  # --force replaces a dataset, nothing else
-        raise AnnbenchError(f"{path} is not an HDF5 dataset; choose another name")
-    return path

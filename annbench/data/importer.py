@@ -12,14 +12,17 @@ from typing import Any
 import h5py
 import numpy as np
 
-from annbench.data.format import ArrayLike, write_dataset
+from annbench.data.format import ArrayLike, Dataset, read_dataset, write_dataset
 from annbench.data.split import held_out_rows
 from annbench.data.synthetic import random_attribute
-from annbench.errors import AnnbenchError
+from annbench.errors import AnnbenchError, BadUsage
 from annbench.metrics import Metric
 from annbench.paths import check_input_file
 
 log = logging.getLogger(__name__)
+
+#: Rows held out of the base as queries, unless told otherwise.
+DEFAULT_QUERIES = 1000
 
 _TEXMEX = {".fvecs": np.float32, ".ivecs": np.int32, ".bvecs": np.uint8}
 SUFFIXES = (".npy", *_TEXMEX, ".parquet", ".hdf5", ".h5")
@@ -352,3 +355,117 @@ def _hdf5(path: Path, key: str | None) -> h5py.Dataset:
             f"with --key (it holds: {', '.join(f[key].keys()) or 'nothing'})"
         )
     return f[key]
+
+
+def plain_dataset_name(name: str) -> str:
+    """``name`` without an .hdf5 or .h5 suffix: ``x.hdf5`` means the dataset x (in the file
+    x.hdf5), not x.hdf5.hdf5."""
+    for suffix in (".hdf5", ".h5"):
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def new_dataset_path(name: str, force: bool = False) -> Path:
+    """Where the new dataset ``name`` goes: ``name.hdf5`` in the data folder. Refused: a name
+    that is not a plain file name, one a bundled, built-in or standard dataset has, and an
+    existing file unless ``force`` (which replaces a dataset, never another kind of file)."""
+    from annbench.data.catalog import BUILTIN, BUNDLED
+    from annbench.data.download import STANDARD
+    from annbench.paths import check_path_name, check_writable_file, data_dir, is_hdf5
+
+    given, name = name, plain_dataset_name(name)
+    if name != given:
+        log.warning("Dataset name: %s (annbench adds the .hdf5 suffix)", name)
+    plain = name.strip() == name and not name.startswith(".")
+    if not name or not plain or "/" in name or "\\" in name:
+        raise AnnbenchError(
+            f"Dataset name '{name}' must be a plain file name (no slashes, no leading dot or "
+            "spaces)"
+        )
+    shadowed = (
+        "the bundled dataset"
+        if name in BUNDLED
+        else "a built-in dataset"
+        if name in BUILTIN
+        else "a standard ann-benchmarks dataset"
+        if name in STANDARD
+        else None
+    )
+    if shadowed:
+        raise AnnbenchError(
+            f"Dataset name '{name}' is taken by {shadowed}; writing it would hide that one, "
+            "so choose another name"
+        )
+    path = check_writable_file(check_path_name(data_dir() / f"{name}.hdf5", "Dataset"), "Dataset")
+    if path.exists() and not force:
+        raise AnnbenchError(f"Dataset {path} exists; pass --force to overwrite it")
+    if path.exists() and not is_hdf5(path):  # --force replaces a dataset, nothing else
+        raise AnnbenchError(f"{path} is not an HDF5 dataset; choose another name")
+    return path
+
+
+def import_dataset(
+    source: str | Path,
+    name: str,
+    metric: str | Metric,
+    queries: int | None = None,
+    queries_file: str | Path | None = None,
+    labels: str | Path | None = None,
+    normalize: bool = False,
+    seed: int = 0,
+    key: str | None = None,
+    column: str | None = None,
+    random_attr: str | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Dataset:
+    """Import your own vectors (.npy, .fvecs/.ivecs/.bvecs, .parquet, .hdf5) as the dataset
+    ``name`` in the data folder, with exact ground truth; what ``annbench datasets import``
+    does. Returns the dataset written.
+
+    Queries are every row of ``queries_file``, or ``queries`` rows (default 1000) held out of
+    the base (seeded by ``seed``), never both. ``labels``: a .npy file or UTF-8 text with one
+    class label per row of ``source``. ``key``/``column``: the HDF5 dataset or parquet column
+    holding the vectors. ``random_attr`` adds a uniform random numeric attribute of that name
+    (for range filters); ``force`` overwrites a dataset of that name; ``progress`` shows a
+    display per stage on stderr.
+
+    Examples:
+        >>> import annbench
+        >>> annbench.import_dataset("emb.npy", "mine", "cosine", queries=500)  # doctest: +SKIP
+    """
+    from annbench.progress import Stages
+
+    if queries_file is not None and queries is not None:
+        raise BadUsage(
+            f"--queries {queries} and --queries-file contradict each other: the queries are "
+            f"every row of {Path(queries_file).name}; leave out --queries (or --queries-file "
+            f"to hold {queries} rows of the base out)"
+        )
+    held_out = DEFAULT_QUERIES if queries is None else queries
+    if isinstance(held_out, bool) or not isinstance(held_out, int) or held_out < 1:
+        raise BadUsage(f"queries must be a whole number of at least 1, got {queries!r}")
+    source = Path(source)
+    path = new_dataset_path(name, force)
+    parsed = Metric.parse(metric)
+    label_array = None
+    if labels is not None:
+        rows = open_vectors(source, key, column).shape[0]
+        label_array = read_labels(Path(labels), rows, None if queries_file else held_out)
+    with Stages(quiet=not progress) as stages:
+        import_vectors(
+            source,
+            path,
+            parsed,
+            held_out,
+            None if queries_file is None else Path(queries_file),
+            label_array,
+            normalize,
+            seed,
+            key,
+            column,
+            stages,
+            random_attr=random_attr,
+        )
+    return read_dataset(path, probe=False)  # just written: its warnings were given
