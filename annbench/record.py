@@ -77,6 +77,9 @@ class RunRecord:
     wall_cpu_ratio: float | None = None  # summed wall time / summed CPU time of the queries
     wall_cpu_p99_ratio: float | None = None  # p99 wall latency / p99 CPU time
     build_s: float | None = None
+    #: CPU seconds the worker process spent building, all its threads: the build's work
+    #: without the time the host took the cores away (a server's own CPU is not in it)
+    build_cpu_s: float | None = None
     #: databases (``Index.load_phases``): build_s split into storing the vectors, building
     #: the index over them, and waiting until the database says it is ready to serve
     insert_s: float | None = None

@@ -173,3 +173,19 @@ def test_summaries_and_picks_of_a_dataset_leave_subset_runs_out(tmp_path):
     frame = _frame(tmp_path, [*_ladder(), whole])
     assert len(successful(frame)) == 1
     assert len(successful(frame, subsets=True)) == len(frame)
+
+
+def test_throughput_is_fitted_as_time_per_query_and_the_model_is_chosen_below_the_held_out():
+    from annbench.scaling.curves import fit_quantity
+
+    sizes = np.array([62_500, 125_000, 250_000, 500_000, 1_000_000], float)
+    qps = 1 / (50e-6 + 4e-10 * sizes)  # a fixed cost per query plus a part linear in N
+    law = fit_quantity("qps@0.95", sizes, qps)
+    assert law.model == "linear" and law.per_query
+    assert law.held_out.error == pytest.approx(0, abs=1e-9) and law.held_out.passed
+    assert law.predict(1e7).value == pytest.approx(1 / (50e-6 + 4e-3), rel=1e-9)
+    value, low, high = law.band(np.array([1e7]))
+    assert low[0] <= value[0] <= high[0]
+    assert law.formula("q/s").startswith("per query: ") and "s * N" in law.formula("q/s")
+    power = fit_quantity("qps@0.95", sizes, 3e6 * sizes**-0.5)
+    assert power.model == "power" and power.held_out.passed

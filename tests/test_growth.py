@@ -310,3 +310,12 @@ def test_best_model_without_evidence_or_candidates():
         best_model(LADDER, memory_law(LADDER), ())
     with pytest.raises(AnnbenchError, match="not known"):
         best_model(LADDER, memory_law(LADDER), ("linear", "cubic"))
+
+
+def test_a_negligible_error_passes_even_outside_a_needle_thin_interval():
+    from annbench.scaling.growth import passes
+
+    assert passes(0.001, False, 0.10)  # memory: 0.1 % off, interval 0.01 % wide
+    assert not passes(0.05, False, 0.10)  # 5 % off and outside: the interval was wrong
+    assert passes(0.05, True, 0.10) and passes(0.05, None, 0.10)
+    assert not passes(0.2, True, 0.10)

@@ -4,11 +4,15 @@ laws, held-out checks and predictions at a target size.
 For each index configuration (backend, build parameters, library version) measured at two or
 more base sizes, each quantity gets one value per size:
 
-- ``build_s``, ``index_bytes`` (file size) and ``serving_memory_bytes`` as measured;
+- ``build_s``, ``build_cpu_s`` (the build's CPU seconds, all threads: its work without the
+  time a busy host took the cores away), ``index_bytes`` (file size) and
+  ``serving_memory_bytes`` as measured;
 - at each recall target ``t``: ``effort@t``, the search parameter that reaches recall ``t``
   (interpolated between the swept settings on a log scale, when one numeric search parameter
-  is swept), and ``qps@t``, the throughput at that setting (interpolated the same way; with
-  several search parameters, the best QPS among settings reaching ``t``).
+  is swept), ``qps@t``, the throughput at that setting (interpolated the same way; with
+  several search parameters, the best QPS among settings reaching ``t``), and ``cpu_qps@t``,
+  queries per CPU-second of one core there (single mode), which host interference leaves
+  alone.
 
 Each quantity has one model (``QUANTITIES``): linear with an intercept for memory and file
 size, a power law for time, effort and QPS. The held-out check (the largest size predicted
@@ -20,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +32,17 @@ import numpy as np
 
 from annbench.errors import AnnbenchError
 from annbench.record import PLAIN, params_label
-from annbench.scaling.growth import CONFIDENCE, fit_growth, held_out_check
+from annbench.scaling.growth import (
+    CONFIDENCE,
+    MIN_SIZES_HELD_OUT,
+    GrowthFit,
+    HeldOut,
+    Prediction,
+    best_model,
+    fit_growth,
+    held_out_check,
+    passes,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,20 +55,31 @@ TARGETS = (0.9, 0.95, 0.99)
 
 @dataclass(frozen=True)
 class Quantity:
-    """How one quantity is modelled: its model, the held-out error it should keep within,
-    its unit and what it is called in tables."""
+    """How one quantity is modelled: the candidate models (``models``; the first unless a
+    ladder can choose, see ``fit_quantity``), the held-out error it should keep within, its
+    unit and what it is called in tables. ``per_query``: a throughput, fitted as the time per
+    query (1 / value), which grows from a fixed cost by a part that scales with N."""
 
-    model: str
+    models: tuple[str, ...]
     tolerance: float
     unit: str
     label: str
+    per_query: bool = False
+
+    @property
+    def model(self) -> str:
+        """The model used when the ladder is too short to choose (fewer than 4 sizes)."""
+        return self.models[0]
 
 
-#: The quantities of every configuration (``effort@t`` and ``qps@t`` added per target).
+#: The quantities of every configuration (``effort@t``, ``qps@t`` and ``cpu_qps@t`` are
+#: added per recall target). Memory is linear in N by construction; time and effort are a
+#: power law or a line with an intercept (an IVF build trains on a fixed sample, then adds).
 QUANTITIES = {
-    "index_bytes": Quantity("linear", 0.10, "B", "file size"),
-    "serving_memory_bytes": Quantity("linear", 0.10, "B", "serving memory"),
-    "build_s": Quantity("power", 0.25, "s", "build time"),
+    "index_bytes": Quantity(("linear",), 0.10, "B", "file size"),
+    "serving_memory_bytes": Quantity(("linear",), 0.10, "B", "serving memory"),
+    "build_s": Quantity(("power", "linear"), 0.25, "s", "build time"),
+    "build_cpu_s": Quantity(("power", "linear"), 0.25, "s", "build CPU time"),
 }
 
 
@@ -63,11 +88,96 @@ def quantity(name: str) -> Quantity:
     if name in QUANTITIES:
         return QUANTITIES[name]
     kind, _, target = name.partition("@")
+    both = ("power", "linear")
     if kind == "effort":
-        return Quantity("power", 0.25, "", f"search effort for recall {target}")
+        return Quantity(both, 0.25, "", f"search effort for recall {target}")
     if kind == "qps":
-        return Quantity("power", 0.25, "q/s", f"QPS at recall {target}")
+        return Quantity(both, 0.25, "q/s", f"QPS at recall {target}", per_query=True)
+    if kind == "cpu_qps":
+        label = f"QPS per core-second at recall {target}"
+        return Quantity(both, 0.25, "q/s", label, per_query=True)
     raise AnnbenchError(f"Quantity '{name}' not known; use one of {', '.join(QUANTITIES)}")
+
+
+@dataclass(frozen=True)
+class QuantityFit:
+    """A quantity's law over N: the chosen model's fit (of 1 / value for a ``per_query``
+    quantity) with ``band``, ``predict``, ``formula`` and ``residuals`` in the quantity's own
+    units, and the held-out check of that model (None below 3 sizes)."""
+
+    name: str
+    model: str
+    fit: GrowthFit
+    held_out: HeldOut | None
+    per_query: bool
+
+    @property
+    def sizes(self) -> tuple[float, ...]:
+        """The sizes fitted, ascending."""
+        return self.fit.sizes
+
+    @property
+    def residuals(self) -> tuple[float, ...]:
+        """Relative residuals of the fitted law, measured / fitted - 1 in the fitted space."""
+        return self.fit.residuals
+
+    def formula(self, unit: str = "") -> str:
+        """The law as text (``per query: ...`` for a throughput, fitted as time per query)."""
+        if self.per_query:
+            return f"per query: {self.fit.formula('s')}"
+        return self.fit.formula(unit)
+
+    def band(
+        self, sizes: np.ndarray, confidence: float = CONFIDENCE
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Value, low and high at ``sizes`` (see ``GrowthFit.band``), in the quantity's units."""
+        value, low, high = self.fit.band(sizes, confidence)
+        if not self.per_query:
+            return value, low, high
+        with np.errstate(divide="ignore"):
+            return 1 / value, 1 / high, 1 / low
+
+    def predict(self, n: float, confidence: float = CONFIDENCE) -> Prediction:
+        """The prediction at ``n`` (see ``GrowthFit.predict``), in the quantity's units."""
+        return (
+            _inverted(self.fit.predict(n, confidence))
+            if self.per_query
+            else (self.fit.predict(n, confidence))
+        )
+
+
+def fit_quantity(
+    name: str, sizes: np.ndarray, values: np.ndarray, confidence: float = CONFIDENCE
+) -> QuantityFit:
+    """Fit quantity ``name`` measured at ``sizes``. With 4 sizes or more the model is chosen
+    among the quantity's candidates by predicting the largest size below the held-out one
+    from the smaller ones, so the held-out size itself never takes part in the choice."""
+    spec = quantity(name)
+    sizes, values = np.asarray(sizes, dtype=float), np.asarray(values, dtype=float)
+    fitted = 1 / values if spec.per_query else values
+    model = spec.model
+    inner = sizes < sizes.max()
+    if len(spec.models) > 1 and len(np.unique(sizes[inner])) >= MIN_SIZES_HELD_OUT:
+        model = best_model(sizes[inner], fitted[inner], spec.models, confidence).model
+    check = held_out_check(sizes, fitted, model, confidence, spec.tolerance)
+    if check is not None and spec.per_query:
+        prediction = _inverted(check.prediction)
+        error = prediction.value / (1 / check.measured) - 1
+        check = replace(
+            check,
+            prediction=prediction,
+            measured=1 / check.measured,
+            error=error,
+            passed=passes(error, check.inside, spec.tolerance),
+        )
+    return QuantityFit(name, model, fit_growth(sizes, fitted, model), check, spec.per_query)
+
+
+def _inverted(prediction: Prediction) -> Prediction:
+    """A prediction of time per query as one of throughput: the interval's ends swap."""
+    low = None if prediction.high is None else 1 / prediction.high
+    high = None if prediction.low is None else 1 / prediction.low
+    return replace(prediction, value=1 / prediction.value, low=low, high=high)
 
 
 def ladder_records(frame: pd.DataFrame, dataset: Dataset | None = None) -> pd.DataFrame:
@@ -152,7 +262,7 @@ def growth_table(
         sizes, values = group["size"].to_numpy(float), group["value"].to_numpy(float)
         if len(np.unique(sizes)) < 2:
             continue
-        fit = fit_growth(sizes, values, spec.model)
+        law = fit_quantity(name, sizes, values, confidence)
         first = group.iloc[0]
         row: dict[str, Any] = {
             "config": config,
@@ -164,14 +274,14 @@ def growth_table(
             "quantity": name,
             "label": _label(spec, group),
             "unit": spec.unit,
-            "model": spec.model,
-            "formula": fit.formula(spec.unit),
+            "model": law.model,
+            "formula": law.formula(spec.unit),
             "fitted_sizes": tuple(sorted(set(int(s) for s in sizes))),
             "largest": int(sizes.max()),
-            "max_residual": float(np.max(np.abs(fit.residuals))),
+            "max_residual": float(np.max(np.abs(law.residuals))),
             "tolerance": spec.tolerance,
         }
-        check = held_out_check(sizes, values, spec.model, confidence, spec.tolerance)
+        check = law.held_out
         row |= {
             "held_out_size": None if check is None else int(check.prediction.size),
             "held_out_predicted": None if check is None else check.prediction.value,
@@ -181,7 +291,7 @@ def growth_table(
             "held_out_passed": None if check is None else check.passed,
         }
         if at_size is not None:  # never a prediction without its held-out check beside it
-            prediction = fit.predict(at_size, confidence) if check is not None else None
+            prediction = law.predict(at_size, confidence) if check is not None else None
             row |= {
                 "at_size": int(at_size),
                 "predicted": None if prediction is None else prediction.value,
@@ -282,34 +392,47 @@ def _swept_parameter(searches: pd.Series) -> str | None:
 
 
 def _at_recall(at: pd.DataFrame, target: float, swept: str | None) -> list[tuple[str, float, str]]:
-    """``[("effort", value, how), ("qps", value, how)]`` at recall ``target`` for one
-    configuration at one size; empty when no setting reaches it."""
+    """``[("effort", value, how), ("qps", ...), ("cpu_qps", ...)]`` at recall ``target`` for
+    one configuration at one size; empty when no setting reaches it."""
+    at = at.assign(cpu_qps=1e3 / at["cpu_mean_ms"] if "cpu_mean_ms" in at else math.nan)
     reached = at[at["recall"] >= target]
     if not len(reached):
         return []
     if swept is None:
         best = reached.loc[reached["qps"].idxmax()]
-        return [("qps", float(best["qps"]), params_label(best["search_params"]))]
+        how = params_label(best["search_params"])
+        return [(name, float(best[name]), how) for name in RATES if best[name] > 0]
     ladder = at.assign(effort=[float(p.get(swept, math.nan)) for p in at["search_params"]])
     ladder = (
         ladder.dropna(subset=["effort"])
         .groupby("effort", as_index=False)
-        .agg(recall=("recall", "median"), qps=("qps", "median"))
+        .agg(recall=("recall", "median"), qps=("qps", "median"), cpu_qps=("cpu_qps", "median"))
     )
     ladder = ladder.sort_values("effort")
     recall = np.maximum.accumulate(ladder["recall"].to_numpy())  # more effort, no less recall
     effort = ladder["effort"].to_numpy()
-    qps = ladder["qps"].to_numpy()
     above = int(np.argmax(recall >= target))
     if above == 0:  # the effort needed is at most the smallest swept: no point for its curve
-        return [("qps", qps[0], f"{swept}={effort[0]:g} (the smallest swept) already reaches it")]
+        how = f"{swept}={effort[0]:g} (the smallest swept) already reaches it"
+        return [(n, float(ladder[n].iloc[0]), how) for n in RATES if ladder[n].iloc[0] > 0]
     lo, hi = above - 1, above
     share = (target - recall[lo]) / (recall[hi] - recall[lo])
-    log_effort = math.log(effort[lo]) + share * (math.log(effort[hi]) - math.log(effort[lo]))
-    value = math.exp(log_effort)
-    log_qps = math.log(qps[lo]) + share * (math.log(qps[hi]) - math.log(qps[lo]))
+    value = math.exp(_between(np.log(effort), lo, hi, share))
     how = f"{swept}={value:.4g}, between {effort[lo]:g} and {effort[hi]:g}"
-    return [("effort", value, how), ("qps", math.exp(log_qps), how)]
+    found = [("effort", value, how)]
+    for name in RATES:  # the throughput at that setting, interpolated on a log scale too
+        rates = ladder[name].to_numpy(dtype=float)
+        if rates[lo] > 0 and rates[hi] > 0:
+            found.append((name, math.exp(_between(np.log(rates), lo, hi, share)), how))
+    return found
+
+
+#: The throughputs of ``_at_recall``: wall-clock QPS, and queries per CPU-second of one core.
+RATES = ("qps", "cpu_qps")
+
+
+def _between(values: np.ndarray, lo: int, hi: int, share: float) -> float:
+    return float(values[lo] + share * (values[hi] - values[lo]))
 
 
 def _missing(value: Any) -> bool:
