@@ -189,3 +189,12 @@ def test_throughput_is_fitted_as_time_per_query_and_the_model_is_chosen_below_th
     assert law.formula("q/s").startswith("per query: ") and "s * N" in law.formula("q/s")
     power = fit_quantity("qps@0.95", sizes, 3e6 * sizes**-0.5)
     assert power.model == "power" and power.held_out.passed
+
+
+def test_a_time_interval_reaching_zero_leaves_the_throughput_unbounded_above():
+    from annbench.scaling.curves import _inverted
+    from annbench.scaling.growth import Prediction
+
+    told = _inverted(Prediction(1e6, 1e-3, -2e-4, 3e-3, 0.9, 10.0, "linear"))
+    assert told.value == pytest.approx(1000) and told.low == pytest.approx(1 / 3e-3)
+    assert told.high == math.inf

@@ -164,6 +164,8 @@ def _interval(row: dict[str, Any]) -> str:
 
 def format_value(value: float, unit: str) -> str:
     """``value`` in ``unit`` (B, s, q/s or none) for people: ``86.9 GB``, ``48.9 h``."""
+    if math.isinf(value):
+        return "unbounded"
     if unit == "B":
         for scale, name in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
             if abs(value) >= scale:

@@ -134,8 +134,9 @@ class QuantityFit:
         value, low, high = self.fit.band(sizes, confidence)
         if not self.per_query:
             return value, low, high
-        with np.errstate(divide="ignore"):
-            return 1 / value, 1 / high, 1 / low
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # a time per query whose interval reaches 0 leaves the throughput unbounded above
+            return 1 / value, 1 / high, np.where(low > 0, 1 / low, np.inf)
 
     def predict(self, n: float, confidence: float = CONFIDENCE) -> Prediction:
         """The prediction at ``n`` (see ``GrowthFit.predict``), in the quantity's units."""
@@ -176,7 +177,9 @@ def fit_quantity(
 def _inverted(prediction: Prediction) -> Prediction:
     """A prediction of time per query as one of throughput: the interval's ends swap."""
     low = None if prediction.high is None else 1 / prediction.high
-    high = None if prediction.low is None else 1 / prediction.low
+    high = None
+    if prediction.low is not None:  # an interval reaching 0 s per query: no upper bound
+        high = 1 / prediction.low if prediction.low > 0 else math.inf
     return replace(prediction, value=1 / prediction.value, low=low, high=high)
 
 
