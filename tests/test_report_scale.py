@@ -18,7 +18,10 @@ from tests_helpers import a_record
 from annbench.cli import main
 from annbench.data.format import read_dataset
 from annbench.data.subsets import size_hash
+from annbench.data.synthetic import create_synthetic
+from annbench.metrics import Metric
 from annbench.record import RunRecord
+from annbench.report import scale_plot
 from annbench.report.html import write_report
 from annbench.report.scale_plot import (
     HELD_OUT_SYMBOL,
@@ -27,6 +30,7 @@ from annbench.report.scale_plot import (
     growth_figure,
     growth_rows,
     ladder_points,
+    scale_section,
 )
 from annbench.results.store import ResultStore
 from annbench.scaling.growth import fit_growth, held_out_check
@@ -123,6 +127,7 @@ M16 = "hnswlib [M=16]"
 M32 = "hnswlib [M=32]"
 
 
+@pytest.mark.slow  # the report written through the CLI
 def test_report_has_a_scaling_section_with_a_figure_and_a_table_per_quantity(page):
     assert page.count(">Scaling</h3>") == 1
     section = page[page.index('id="scaling-synthetic"') :]
@@ -259,12 +264,36 @@ def test_whole_base_runs_join_the_ladder_when_the_dataset_file_is_found(tiny_pat
     assert list(growth_curves(ladder_points(frame), "build_s")[0].sizes) == [n // 4, n // 2]
     with_file = growth_curves(ladder_points(frame, data), "build_s")
     assert list(with_file[0].sizes) == [n // 4, n // 2, n]
-    out = write_report(frame, tmp_path / "report")
-    assert "scale-tiny-build-s" in out.read_text()
-    assert "Runs on the whole base are left out" not in out.read_text()
+    text = scale_section("tiny", frame, _title, targets=[0.95])
+    assert 'id="scale-tiny-build-s"' in text and f"{n // 4:,}, {n // 2:,}, {n:,}<" in text
+    assert "Runs on the whole base are left out" not in text
     (data_dir() / "tiny.hdf5").unlink()
-    text = write_report(frame, tmp_path / "report").read_text()
+    text = scale_section("tiny", frame, _title, targets=[0.95])
     assert "Runs on the whole base are left out" in text  # a ladder of two sizes, said so
+    assert f"{n // 4:,}, {n // 2:,}<" in text
+    # another file of that name: its hashes match no run, so it does not hide the ladder
+    create_synthetic(data_dir() / "tiny.hdf5", 300, 10, 8, Metric.EUCLIDEAN, 4, seed=1)
+    text = scale_section("tiny", frame, _title, targets=[0.95])
+    assert 'id="scale-tiny-build-s"' in text and "Runs on the whole base are left out" in text
+
+
+def _title(figure, div_id):
+    """A figure drawn as its title: what scale_section's figures say, without plotly's HTML."""
+    return f'<div id="{div_id}">{figure.layout.title.text}|</div>'
+
+
+def test_a_figure_of_more_configurations_than_it_shows_says_so(tmp_path, monkeypatch):
+    records = [r for M in (4, 8, 16, 32) for r in ladder(M=M)]
+    records += [_record(n, 16, 0.99, 1e4, M=64) for n in SIZES[:1]]  # one size: no curve
+    frame = _store(tmp_path, records)
+    shown = growth_curves(ladder_points(frame), "build_s", most=3)
+    assert [c.config for c in shown] == ["hnswlib [M=16]", "hnswlib [M=32]", "hnswlib [M=4]"]
+    titles = scale_section("synthetic", frame, _title, targets=[0.95])
+    assert "synthetic: build time against base size|" in titles  # all 4 with the default
+    monkeypatch.setattr(scale_plot, "MOST", 3)
+    titles = scale_section("synthetic", frame, _title, targets=[0.95])
+    assert "build time against base size (3 of 4 configurations" in titles
+    assert "those measured at most sizes)|" in titles
 
 
 def test_a_store_without_ladders_has_no_scaling_section(tmp_path):

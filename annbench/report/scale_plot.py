@@ -406,14 +406,19 @@ def scale_section(
     if "base_size" not in frame or frame["base_size"].isna().all():
         return ""  # no ladder: nothing measured at a size of its own
     data = dataset if dataset is not None else stored_dataset(name)
+    if data is not None and ladder_records(frame, data)["base_size"].isna().all():
+        data = None  # a file of that name, but not the one the ladder measured
     points = ladder_points(frame, data, targets)
     parts = []
     for quantity_name in quantities(points, targets):
-        curves = growth_curves(points, quantity_name, confidence)
+        curves = growth_curves(points, quantity_name, confidence, MOST)
         if not curves:
             continue
         label = _label(quantity(quantity_name).label, curves)
         title = f"{name}: {label} against base size"
+        laddered = points[points["quantity"] == quantity_name].groupby("config")["size"]
+        if (total := int((laddered.nunique() > 1).sum())) > len(curves):
+            title += f" ({len(curves)} of {total} configurations: those measured at most sizes)"
         tag = "".join(c if c.isalnum() else "-" for c in quantity_name)
         figure = growth_figure(curves, quantity_name, title, confidence)
         table = growth_rows(curves, quantity_name, confidence)
@@ -429,8 +434,8 @@ def scale_section(
     note = ""
     if data is None and _has_whole_base_runs(frame):
         note = (
-            f"Runs on the whole base are left out: the dataset file {name} was not found here "
-            "to tell its size (set ANNBENCH_DATA to the folder holding it)."
+            f"Runs on the whole base are left out: the dataset file {name} the ladder measured "
+            "was not found here to tell its size (set ANNBENCH_DATA to the folder holding it)."
         )
     return (
         environment()
