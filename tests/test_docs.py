@@ -60,6 +60,10 @@ NOT_RUN = [
         "loads torch and an embedding model (the embed extra), about 30 s before the first text",
     ),
     ("guides/dask.md", "starts a long-running Dask worker that needs a scheduler at HOST"),
+    (
+        "guides/scale.md",
+        "draws 1,000,000 x 384 vectors with their ground truth, about 3 minutes on 2 cores",
+    ),
     ("guides/plugin.md", "a plugin's own test file, importing the plugin package"),
     ("guides/plugin.md", "installs a package into the environment"),
     ("reference/datasets.md", "embeds 22,000 texts, about 11 minutes with the embed extra"),
