@@ -33,6 +33,7 @@ from annbench.report.scale_plot import (
     scale_section,
 )
 from annbench.results.store import ResultStore
+from annbench.scaling.curves import growth_table
 from annbench.scaling.growth import fit_growth, held_out_check
 
 SIZES = [10_000, 20_000, 40_000, 80_000]
@@ -201,6 +202,26 @@ def test_the_table_gives_each_law_its_held_out_error_and_prediction(frame):
     assert table.loc[M32, "held-out check"] == "ok"
     assert table.loc[M32, "PREDICTED at 800,000"].startswith(f"{memory(8e5, 32) / 1e6:,.0f} MB")
     assert "(90% interval)" in table.loc[M32, "PREDICTED at 800,000"]
+
+
+@pytest.mark.parametrize("name", ["build_s", "index_bytes", "effort@0.95", "qps@0.95"])
+def test_the_figures_and_tables_show_the_laws_annbench_scale_prints(frame, name):
+    points = ladder_points(frame)
+    printed = growth_table(points).set_index(["config", "quantity"])
+    curves = growth_curves(points, name)
+    figure = growth_figure(curves, name, "t")
+    table = growth_rows(curves, name).set_index("configuration")
+    for curve in curves:
+        row = printed.loc[(curve.config, name)]
+        assert table.loc[curve.config, "law"] == row["formula"]
+        assert table.loc[curve.config, "model"] == row["model"]
+        assert table.loc[curve.config, "held-out error %"] == pytest.approx(
+            row["held_out_error"] * 100
+        )
+        drawn = traces(figure, curve.config)["held-out"]
+        assert drawn.y[0] * (1e6 if name == "index_bytes" else 1) == pytest.approx(
+            row["held_out_predicted"]
+        )
 
 
 def test_a_law_that_misses_its_held_out_size_is_marked_failed(tmp_path):

@@ -25,14 +25,16 @@ import pandas as pd
 from annbench.errors import AnnbenchError
 from annbench.record import LOAD_MODES
 from annbench.report.load_plot import _colors
-from annbench.scaling.curves import QUANTITIES, TARGETS, ladder_records, quantity, size_points
-from annbench.scaling.growth import (
-    CONFIDENCE,
-    GrowthFit,
-    HeldOut,
-    fit_growth,
-    held_out_check,
+from annbench.scaling.curves import (
+    QUANTITIES,
+    TARGETS,
+    QuantityFit,
+    fit_quantity,
+    ladder_records,
+    quantity,
+    size_points,
 )
+from annbench.scaling.growth import CONFIDENCE, NEGLIGIBLE, HeldOut
 
 if TYPE_CHECKING:
     from annbench.data.format import Dataset
@@ -49,21 +51,30 @@ _CURVE_POINTS = 60
 _SHOWN = {"B": (1e6, "MB"), "s": (1.0, "s"), "q/s": (1.0, "queries/s"), "": (1.0, "")}
 #: Marker of the held-out prediction (the measured value is an ordinary point beside it).
 HELD_OUT_SYMBOL = "diamond-open"
+#: How the models are called in the section's note.
+_MODEL_NAMES = {"linear": "a line with an intercept", "power": "a power law"}
+#: An interval without an upper end (a throughput whose time per query may reach 0) is drawn
+#: up to this many times its value.
+_UNBOUNDED_DRAWN = 100.0
 
 
 @dataclass(frozen=True)
 class Curve:
     """One configuration's growth in one quantity: the measured (size, value) points (sorted by
-    size, ``settings`` saying how effort and QPS values were reached), the law fitted on all of
-    them and the held-out check (None below 3 sizes)."""
+    size, ``settings`` saying how effort and QPS values were reached) and the law fitted on all
+    of them as ``annbench scale`` fits it (``curves.fit_quantity``), with its held-out check."""
 
     config: str
     backend: str
     sizes: tuple[int, ...]
     values: tuple[float, ...]
     settings: tuple[str, ...]
-    fit: GrowthFit
-    held_out: HeldOut | None
+    law: QuantityFit
+
+    @property
+    def held_out(self) -> HeldOut | None:
+        """The law's held-out check (None below 3 sizes)."""
+        return self.law.held_out
 
     @property
     def largest(self) -> int:
@@ -115,7 +126,6 @@ def growth_curves(
     """The configurations of ``points`` measured at 2 or more sizes in quantity ``name``
     (``build_s``, ``qps@0.95``, ...), each with its fitted law and held-out check; with more
     than ``most``, the ``most`` measured at the most sizes. Sorted by configuration."""
-    spec = quantity(name)
     curves = []
     for config, group in points[points["quantity"] == name].groupby("config", sort=True):
         group = group.sort_values("size", kind="stable")
@@ -130,8 +140,7 @@ def growth_curves(
                 sizes=tuple(int(s) for s in sizes),
                 values=tuple(float(v) for v in values),
                 settings=tuple("" if pd.isna(s) else str(s) for s in settings),
-                fit=fit_growth(sizes, values, spec.model),
-                held_out=held_out_check(sizes, values, spec.model, confidence, spec.tolerance),
+                law=fit_quantity(name, sizes, values, confidence),
             )
         )
     if len(curves) > most:
@@ -141,12 +150,13 @@ def growth_curves(
 
 
 def quantities(points: pd.DataFrame, targets: Sequence[float] = TARGETS) -> list[str]:
-    """The quantities of ``points`` in the order the report shows them: build time, file size,
-    serving memory, then per recall target the search effort and the QPS there."""
-    order = ["build_s", "index_bytes", "serving_memory_bytes"]
-    order += [f"{kind}@{t:g}" for t in targets for kind in ("effort", "qps")]
+    """The quantities of ``points`` in the order the report shows them: those measured per
+    build (``curves.QUANTITIES``: memory, file size, build time), then per recall target the
+    search effort, the QPS and the QPS per core-second there, then any other."""
+    order = list(QUANTITIES)
+    order += [f"{kind}@{t:g}" for t in targets for kind in ("effort", "qps", "cpu_qps")]
     present = set(points["quantity"])
-    return [name for name in order if name in present]
+    return [name for name in order if name in present] + sorted(present - set(order))
 
 
 def growth_figure(
@@ -214,16 +224,17 @@ def _add_curve(
     spec = quantity(name)
     group = {"legendgroup": curve.config, "showlegend": False}
     check = _check_text(curve.held_out)
-    law = f"law: {curve.fit.formula(spec.unit)}"
+    law = f"law ({curve.law.model}): {curve.law.formula(spec.unit)}"
     predicted = curve.held_out is not None and far > curve.largest
     if predicted:
         beyond = np.geomspace(curve.largest, far, _CURVE_POINTS)
-        value, low, high = curve.fit.band(beyond, confidence)
-        if curve.fit.has_interval:
+        value, low, high = curve.law.band(beyond, confidence)
+        if curve.law.fit.has_interval:
+            drawn = np.minimum(high, value * _UNBOUNDED_DRAWN)  # no upper end: drawn to 100x
             figure.add_trace(
                 go.Scatter(
                     x=np.concatenate([beyond, beyond[::-1]]),
-                    y=np.concatenate([high, low[::-1]]) / divisor,
+                    y=np.concatenate([drawn, low[::-1]]) / divisor,
                     fill="toself",
                     fillcolor=_rgba(color, 0.15),
                     line={"width": 0},
@@ -253,7 +264,7 @@ def _add_curve(
             )
         )
     inside = np.geomspace(curve.sizes[0], curve.largest, _CURVE_POINTS)
-    fitted, _, _ = curve.fit.band(inside)
+    fitted, _, _ = curve.law.band(inside)
     figure.add_trace(
         go.Scatter(
             x=inside,
@@ -308,7 +319,7 @@ def _add_held_out(
         bar = {
             "type": "data",
             "symmetric": False,
-            "array": [(guess.high - guess.value) / divisor],
+            "array": [(min(guess.high, guess.value * _UNBOUNDED_DRAWN) - guess.value) / divisor],
             "arrayminus": [(guess.value - guess.low) / divisor],
             "color": color,
             "thickness": 1.5,
@@ -352,15 +363,16 @@ def growth_rows(
         held = curve.held_out
         row = {
             "configuration": curve.config,
-            "law": curve.fit.formula(spec.unit),
+            "model": curve.law.model,
+            "law": curve.law.formula(spec.unit),
             "sizes": ", ".join(f"{s:,}" for s in dict.fromkeys(curve.sizes)),
-            "max residual %": float(np.max(np.abs(curve.fit.residuals))) * 100,
+            "max residual %": float(np.max(np.abs(curve.law.residuals))) * 100,
             "held-out error %": held.error * 100 if held else None,
             "held-out check": _verdict(held),
             f"PREDICTED at {far:,.0f}": "",
         }
         if held is not None:
-            guess = curve.fit.predict(far, confidence)
+            guess = curve.law.predict(far, confidence)
             row[f"PREDICTED at {far:,.0f}"] = _shown(guess.value, spec.unit) + _interval(
                 guess.low, guess.high, spec.unit, confidence
             )
@@ -373,14 +385,16 @@ def growth_rows(
 _SECTION = """<h3 id="scaling-{{ anchor }}">Scaling</h3>
 <p class="note">Configurations measured on a size ladder (<code>annbench run --sizes</code>):
 each quantity against the base size N, both axes log. Dots are measurements; the solid line is
-the law fitted on every size ({{ models }}); the dashed line carries it on to {{ reach }}x the
+the law fitted on every size ({{ models }}; with 4 sizes or more the model is
+chosen by which predicts the second largest size best; a throughput is fitted as the time per
+query); the dashed line carries it on to {{ reach }}x the
 largest size measured, inside the shaded region: those values are PREDICTED, not measured, the
 band around them is the {{ confidence }} prediction interval for a new measurement. The hollow
 diamond is the held-out check: the largest size measured, predicted from the smaller sizes
 alone (error bar: its interval), labelled with its error against the measured dot beside it
-(FAILED beyond {{ tolerances }}, or outside its interval). A law is only carried on where that
-check exists (3 sizes or more). <code>annbench scale --at-size N</code> prints the predictions
-at any size.{% if note %} {{ note }}{% endif %}</p>
+(FAILED beyond {{ tolerances }}, or outside its interval unless within {{ negligible }}). A
+law is only carried on where that check exists (3 sizes or more). <code>annbench scale
+--at-size N</code> prints the predictions at any size.{% if note %} {{ note }}{% endif %}</p>
 {% for part in parts %}<div class="plot">{{ part.plot }}</div>
 {{ part.table }}
 {% endfor %}"""
@@ -442,10 +456,11 @@ def scale_section(
         .from_string(_SECTION)
         .render(
             anchor=name,
-            models=_grouped(lambda q: q.model),
+            models=_grouped(lambda q: " or ".join(_MODEL_NAMES.get(m, m) for m in q.models)),
             reach=f"{REACH:g}",
             confidence=f"{confidence:.0%}",
             tolerances=_grouped(lambda q: f"{q.tolerance:.0%}"),
+            negligible=f"{NEGLIGIBLE:.0%}",
             note=note,
             parts=parts,
         )
@@ -453,10 +468,11 @@ def scale_section(
 
 
 def _grouped(what: Callable[[Any], str]) -> str:
-    """``linear for file size and serving memory, power for build time, search effort and
-    QPS``: ``what`` of each quantity's model, the quantities sharing one named together."""
+    """``linear for file size and serving memory; power or linear for build time, ...``:
+    ``what`` of each quantity's spec, the quantities sharing one named together."""
     named = {q.label: q for q in QUANTITIES.values()}
     named |= {"search effort": quantity("effort@1"), "QPS": quantity("qps@1")}
+    named |= {"QPS per core-second": quantity("cpu_qps@1")}
     groups: dict[str, list[str]] = {}
     for label, spec in named.items():
         groups.setdefault(what(spec), []).append(label)
@@ -490,7 +506,7 @@ def _verdict(held: HeldOut | None) -> str:
     if held is None:
         return "needs 3 sizes"
     if held.passed:
-        return "ok"
+        return "ok" if held.inside is not False else "ok (outside a needle-thin interval)"
     why = [f"over {held.tolerance:.0%}"] if abs(held.error) > held.tolerance else []
     why += ["outside its interval"] if held.inside is False else []
     return f"FAILED: {', '.join(why)}"
@@ -514,9 +530,10 @@ def _shown(value: float, unit: str) -> str:
 
 
 def _interval(low: float | None, high: float | None, unit: str, confidence: float) -> str:
-    if low is None or high is None or not (np.isfinite(low) and np.isfinite(high)):
+    if low is None or high is None or not np.isfinite(low) or np.isnan(high):
         return ""
-    return f" [{_shown(low, unit)}, {_shown(high, unit)}] ({confidence:.0%} interval)"
+    top = _shown(high, unit) if np.isfinite(high) else "unbounded"
+    return f" [{_shown(low, unit)}, {top}] ({confidence:.0%} interval)"
 
 
 def _rgba(color: str, alpha: float) -> str:
