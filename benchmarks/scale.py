@@ -57,7 +57,9 @@ GRIDS: dict[str, dict[str, object]] = {
 GROUPS = {
     "memory": (("index_bytes", "serving_memory_bytes"), 0.10),
     "build time": (("build_s",), 0.25),
+    "build CPU time": (("build_cpu_s",), 0.25),
     "QPS at recall 0.95": (("qps@0.95",), 0.25),
+    "QPS per core-second at recall 0.95": (("cpu_qps@0.95",), 0.25),
 }
 
 
@@ -141,7 +143,7 @@ def analyse(args: argparse.Namespace) -> dict:
     import numpy as np
 
     from annbench.api import scale, scale_points
-    from annbench.scaling.curves import quantity
+    from annbench.scaling.curves import fit_quantity, quantity
     from annbench.scaling.growth import held_out_check
 
     backends = args.backends.split(",")
@@ -156,10 +158,14 @@ def analyse(args: argparse.Namespace) -> dict:
         at = points[(points["config"] == r["config"]) & (points["quantity"] == r["quantity"])]
         sizes, values = at["size"].to_numpy(float), at["value"].to_numpy(float)
         spec = quantity(r["quantity"])
-        check = held_out_check(sizes, values, r["model"], tolerance=spec.tolerance)
-        other = "power" if r["model"] == "linear" else "linear"
-        alternative = held_out_check(sizes, values, other, tolerance=spec.tolerance)
+        check = fit_quantity(r["quantity"], sizes, values).held_out
         assert check is not None and np.isclose(check.prediction.value, r["held_out_predicted"])
+        other = next(m for m in ("power", "linear") if m != r["model"])
+        fitted = 1 / values if spec.per_query else values  # throughput: time per query
+        alternative = held_out_check(sizes, fitted, other, tolerance=spec.tolerance)
+        other_error = alternative.error
+        if spec.per_query:
+            other_error = alternative.measured / alternative.prediction.value - 1
         rows.append(
             {
                 "backend": r["backend"],
@@ -177,7 +183,7 @@ def analyse(args: argparse.Namespace) -> dict:
                 "passed": check.passed,
                 "formula": r["formula"],
                 "other_model": other,
-                "other_error": alternative.error,
+                "other_error": other_error,
                 "points": sorted(zip(sizes.astype(int).tolist(), values.tolist(), strict=True)),
             }
         )
@@ -260,9 +266,9 @@ def _unit(quantity: str) -> tuple[str, float]:
     """A display unit for a quantity and the divisor to reach it."""
     if quantity.endswith("bytes"):
         return " MB", 1e6
-    if quantity == "build_s":
+    if quantity in ("build_s", "build_cpu_s"):
         return " s", 1.0
-    return " q/s" if quantity.startswith("qps") else "", 1.0
+    return " q/s" if "qps" in quantity else "", 1.0
 
 
 def main() -> None:

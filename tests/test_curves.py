@@ -198,3 +198,12 @@ def test_a_time_interval_reaching_zero_leaves_the_throughput_unbounded_above():
     told = _inverted(Prediction(1e6, 1e-3, -2e-4, 3e-3, 0.9, 10.0, "linear"))
     assert told.value == pytest.approx(1000) and told.low == pytest.approx(1 / 3e-3)
     assert told.high == math.inf
+
+
+def test_a_line_s_interval_stops_at_zero():
+    from annbench.scaling.curves import fit_quantity
+
+    sizes = np.array([1e4, 2e4, 4e4, 8e4])
+    law = fit_quantity("build_s", sizes, np.array([1.0, 9.0, 2.0, 12.0]))  # scattered
+    _, low, _ = law.band(np.array([1e3, 1e6]))
+    assert (low >= 0).all() and law.predict(1e3).low >= 0

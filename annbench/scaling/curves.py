@@ -132,19 +132,20 @@ class QuantityFit:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Value, low and high at ``sizes`` (see ``GrowthFit.band``), in the quantity's units."""
         value, low, high = self.fit.band(sizes, confidence)
-        if not self.per_query:
-            return value, low, high
+        if not self.per_query:  # every quantity is positive: a line's interval stops at 0
+            return value, np.maximum(low, 0.0), high
         with np.errstate(divide="ignore", invalid="ignore"):
             # a time per query whose interval reaches 0 leaves the throughput unbounded above
             return 1 / value, 1 / high, np.where(low > 0, 1 / low, np.inf)
 
     def predict(self, n: float, confidence: float = CONFIDENCE) -> Prediction:
         """The prediction at ``n`` (see ``GrowthFit.predict``), in the quantity's units."""
-        return (
-            _inverted(self.fit.predict(n, confidence))
-            if self.per_query
-            else (self.fit.predict(n, confidence))
-        )
+        prediction = self.fit.predict(n, confidence)
+        if self.per_query:
+            return _inverted(prediction)
+        if prediction.low is not None and prediction.low < 0:  # every quantity is positive
+            return replace(prediction, low=0.0)
+        return prediction
 
 
 def fit_quantity(
