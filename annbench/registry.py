@@ -377,7 +377,17 @@ def _scan() -> tuple[dict[str, _Entry], list[str]]:
 
 def _package(ep: metadata.EntryPoint) -> str:
     dist = getattr(ep, "dist", None)
-    return getattr(dist, "name", None) or "(unknown)"
+    where = getattr(dist, "_path", None)  # a .dist-info folder names one package for good
+    if where is None:
+        return getattr(dist, "name", None) or "(unknown)"
+    key = str(where)
+    if key not in _PACKAGE_NAMES:  # reading the metadata file is what costs, on every scan
+        _PACKAGE_NAMES[key] = getattr(dist, "name", None) or "(unknown)"
+    return _PACKAGE_NAMES[key]
+
+
+#: Package name by metadata folder, filled as entry points are scanned.
+_PACKAGE_NAMES: dict[str, str] = {}
 
 
 def _is_builtin(package: str) -> bool:
