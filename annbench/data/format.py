@@ -203,6 +203,9 @@ def probe_hdf5(path: Path) -> None:
     loops forever holding the GIL, which no in-process timeout can stop. A child that does not
     finish in time is killed and the file reported corrupt; other errors surface in the caller.
     """
+    signature = tuple(file_signature(path))
+    if signature in _PROBED:  # these very bytes were read safely in this process already
+        return
     # fork is cheap, but only safe while no other thread could hold a lock the child needs
     if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("fork")
@@ -218,6 +221,11 @@ def probe_hdf5(path: Path) -> None:
             f"{path} is not a readable HDF5 dataset: reading its metadata did not finish "
             f"(corrupt file?)"
         )
+    _PROBED.add(signature)
+
+
+#: Signatures (path, size, inode, mtime, ctime) of files whose metadata a child read in time.
+_PROBED: set[tuple[Any, ...]] = set()
 
 
 def _read_metadata(path: str) -> None:
