@@ -401,3 +401,27 @@ def test_old_datasets_module_gives_the_moved_names_from_their_new_homes():
     for name in datasets.__all__:
         found = [vars(m)[name] for m in homes if name in vars(m)]
         assert found and all(x is getattr(datasets, name) for x in found), name
+
+
+def test_a_file_is_probed_in_a_child_once_until_it_changes(tiny_path, tmp_path, monkeypatch):
+    import multiprocessing
+    import shutil
+
+    from annbench.data import format as fmt
+
+    path = shutil.copy(tiny_path, tmp_path / "probed.hdf5")
+    started = []
+    real = multiprocessing.get_context
+
+    def counting(method=None):
+        started.append(method)
+        return real(method)
+
+    monkeypatch.setattr(fmt.multiprocessing, "get_context", counting)
+    fmt.probe_hdf5(path)
+    fmt.probe_hdf5(path)
+    assert len(started) == 1
+    with open(path, "ab") as f:  # new bytes: a new signature, probed again
+        f.write(b"\0")
+    fmt.probe_hdf5(path)
+    assert len(started) == 2
