@@ -827,11 +827,8 @@ def memory_fit(
 
     import pandas as pd
 
-    from annbench.data.catalog import DEFAULT_DATASET, resolve_dataset
-    from annbench.data.format import read_dataset
     from annbench.data.subsets import parse_count
     from annbench.record import params_label
-    from annbench.results.store import ResultStore
     from annbench.scaling.memory import (
         BaseShape,
         calibrate,
@@ -841,9 +838,7 @@ def memory_fit(
     )
 
     size = parse_count(str(at_size), "--at-size")
-    data = read_dataset(resolve_dataset(str(DEFAULT_DATASET if dataset is None else dataset)))
-    with ResultStore.open_existing(_store_path(results)) as store:
-        frame = store.dataframe(data.name, content_hash=data.content_hash)
+    data, frame, _ = _stored_runs(dataset, results)
     frame = frame[frame["status"] == "ok"]
     shape = BaseShape.of(data)
     validation = validate_memory_models(frame, {data.name: shape})
@@ -904,25 +899,33 @@ def _ladder_points(
     targets: Sequence[float],
     backends: str | Sequence[str] | None,
     k: int,
-) -> tuple[Any, pd.DataFrame, Path]:
-    from annbench.data.catalog import DEFAULT_DATASET, resolve_dataset
-    from annbench.data.format import read_dataset
-    from annbench.results.store import ResultStore
+) -> tuple[Dataset, pd.DataFrame, Path]:
     from annbench.scaling.curves import ladder_records, size_points
 
     targets = [float(t) for t in targets]
     if not targets or not all(0 < t <= 1 for t in targets):
         raise BadUsage(f"recall targets must lie in (0, 1], got {targets}")
-    data = read_dataset(resolve_dataset(str(DEFAULT_DATASET if dataset is None else dataset)))
-    with ResultStore.open_existing(_store_path(results)) as store:
-        frame = store.dataframe(data.name, content_hash=data.content_hash)
-        path = store.path
+    data, frame, path = _stored_runs(dataset, results)
     ok = ladder_records(frame, data)
     ok = ok[ok["k"] == k]
     if backends is not None:
         names = [backends] if isinstance(backends, str) else list(backends)
         ok = ok[ok["backend"].isin(names)]
     return data, size_points(ok, targets), path
+
+
+def _stored_runs(
+    dataset: str | Path | None, results: str | Path | None
+) -> tuple[Dataset, pd.DataFrame, Path]:
+    """The dataset (default: the bundled one), its stored runs (store columns, parameters as
+    dicts) and the store's path."""
+    from annbench.data.catalog import DEFAULT_DATASET, resolve_dataset
+    from annbench.data.format import read_dataset
+    from annbench.results.store import ResultStore
+
+    data = read_dataset(resolve_dataset(str(DEFAULT_DATASET if dataset is None else dataset)))
+    with ResultStore.open_existing(_store_path(results)) as store:
+        return data, store.dataframe(data.name, content_hash=data.content_hash), store.path
 
 
 @contextmanager
