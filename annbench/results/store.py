@@ -25,7 +25,6 @@ import numpy as np
 
 if TYPE_CHECKING:
     import pandas as pd
-import pandas as pd
 
 from annbench.errors import AnnbenchError
 from annbench.paths import check_path_name, kind_of, protected
@@ -296,6 +295,8 @@ class ResultStore:
             record = _record(row)
             values = record.summary_dict() | {"qps_spread": record.qps_spread}
             rows.append(values | {name: row[name] for name in extra})
+        import pandas as pd  # not at import time: a worker process never needs it
+
         return pd.DataFrame(rows, columns=columns + extra)
 
     def count(self, *, history: bool = False) -> int:
