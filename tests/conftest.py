@@ -1,8 +1,10 @@
 """Shared fixtures: isolated data/results folders and tiny datasets with exact ground truth;
-and the fast default run: tests marked ``slow`` are left out unless ``--full`` is given."""
+and the fast default run: tests marked ``slow`` are left out unless ``--full`` is given, and
+the rest runs on several processes (pytest-xdist) when the whole suite is asked for."""
 
 from __future__ import annotations
 
+import os
 import sys
 from fnmatch import fnmatch
 from pathlib import Path
@@ -30,6 +32,9 @@ SLOW_FILES = ("test_db_*.py",)
 #: optional comment saying why).
 SLOW_FILE_LINE = "pytestmark = pytest.mark.slow"
 
+#: At most this many processes run the fast subset (each test file stays on one of them).
+FAST_WORKERS = 4
+
 _LEFT_OUT = pytest.StashKey[int]()
 _FILES_LEFT_OUT = pytest.StashKey[set]()
 
@@ -43,10 +48,33 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """The fast subset of the whole suite runs on one process per core, up to FAST_WORKERS,
+    each test file on one process (``--dist loadfile``). The complete suite (``--full``),
+    named files, ``-n`` given, ``--pdb`` and ``--collect-only`` run as asked, and so does a
+    machine with one core or without pytest-xdist."""
+    option = config.option
+    if (
+        not config.pluginmanager.hasplugin("xdist")
+        or hasattr(config, "workerinput")  # an xdist worker itself
+        or option.numprocesses is not None
+        or _runs_slow_tests(config)
+        or config.getoption("usepdb", False)
+        or option.collectonly
+        or _arguments(config)[0]
+        or (os.cpu_count() or 1) < 2
+    ):
+        return
+    option.numprocesses, option.maxprocesses, option.dist = "auto", FAST_WORKERS, "loadfile"
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     if _runs_slow_tests(config):
         return "annbench: slow tests included"
-    return "annbench: the fast subset; tests marked slow are left out (--full runs them all)"
+    workers = getattr(config.option, "numprocesses", None)
+    where = f", on {workers} processes (-n 0 runs in one)" if workers else ""
+    return f"annbench: the fast subset{where}; tests marked slow are left out (--full: all)"
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
@@ -81,6 +109,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=slow)
         items[:] = keep
     config.stash[_LEFT_OUT] = len(slow)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """An xdist worker hands what it left out to the controller, which prints the summary."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        stash = session.config.stash
+        output["annbench_left_out"] = (
+            stash.get(_LEFT_OUT, 0),
+            sorted(stash.get(_FILES_LEFT_OUT, ())),
+        )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """(xdist, controller) What a worker left out; every worker collects the same suite."""
+    tests, files = getattr(node, "workeroutput", {}).get("annbench_left_out", (0, []))
+    stash = node.config.stash
+    stash[_LEFT_OUT] = max(stash.get(_LEFT_OUT, 0), tests)
+    stash.setdefault(_FILES_LEFT_OUT, set()).update(files)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
