@@ -12,7 +12,7 @@ import pandas as pd
 
 from annbench.cli import types
 from annbench.cli.base import filter_workloads, grid_option, results_option
-from annbench.cli.tables import num
+from annbench.cli.tables import missing, num
 from annbench.data.datasets import DEFAULT_DATASET, read_dataset, resolve_dataset
 from annbench.paths import results_dir
 from annbench.recommender import DEFAULT_TIME_BUDGET_S, EXIT_NOTHING_FITS, FULL_PROTOCOL
@@ -459,30 +459,30 @@ def sized_text(pick: Any, value: Any) -> str:
             f"{row['config']}, recall {row['recall']:g}"
             + (
                 f" at {row['effort_label'].split(' ')[0]} ~ {row['effort']:.3g}"
-                if not _none(row["effort"])
+                if not missing(row["effort"])
                 else ""
             )
             + f"  (x{row['extrapolation']:,.0f} beyond the largest size measured){checked}",
             f"  QPS {value(row['qps'], 'q/s')} [{_or(row['qps_low'], value, 'q/s')}, "
             f"{_or(row['qps_high'], value, 'q/s')}], {row['latency_ms']:.3g} ms per query"
-            + ("" if _none(held) else f"; held-out {held:+.0%}"),
+            + ("" if missing(held) else f"; held-out {held:+.0%}"),
         ]
-        if not _none(row["memory_bytes"]):
+        if not missing(row["memory_bytes"]):
             out.append(
                 f"  {row['memory_figure']} {value(row['memory_bytes'], 'B')} "
                 f"(up to {value(row['memory_high'], 'B')})"
                 + (
                     ""
-                    if _none(row["memory_held_out_error"])
+                    if missing(row["memory_held_out_error"])
                     else f"; held-out {row['memory_held_out_error']:+.0%}"
                 )
             )
-        if not _none(row["build_s"]):
+        if not missing(row["build_s"]):
             out.append(
                 f"  build {value(row['build_s'], 's')} (up to {value(row['build_high'], 's')})"
                 + (
                     ""
-                    if _none(row["build_held_out_error"])
+                    if missing(row["build_held_out_error"])
                     else f"; held-out {row['build_held_out_error']:+.0%}"
                 )
             )
@@ -506,12 +506,8 @@ def sized_text(pick: Any, value: Any) -> str:
     return "\n".join(lines)
 
 
-def _none(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
-
-
 def _or(number: Any, value: Any, unit: str) -> str:
-    return "?" if _none(number) else value(number, unit)
+    return "?" if missing(number) else value(number, unit)
 
 
 def _limits_line(

@@ -12,7 +12,7 @@ import pandas as pd
 
 from annbench.cli import types
 from annbench.cli.base import results_option
-from annbench.cli.tables import num
+from annbench.cli.tables import missing, num
 from annbench.data.catalog import DEFAULT_DATASET
 
 
@@ -107,7 +107,7 @@ def memory_text(fits: pd.DataFrame) -> str:
     """``scale --memory-budget``'s answer: one line per configuration, and its model."""
     lines = ["Will it fit? Serving memory PREDICTED by each family's bytes-per-vector model:"]
     for row in fits.to_dict("records"):
-        if row.get("verdict") is None or _missing(row.get("verdict")):
+        if row.get("verdict") is None or missing(row.get("verdict")):
             lines.append(f"  {row['config']}: {row['answer']}")
             continue
         lines.append(f"  [{row['verdict']}] {row['answer']}")
@@ -138,7 +138,7 @@ def scale_text(table: pd.DataFrame, confidence: float = 0.9) -> str:
                 "fit": f"max residual {row['max_residual']:.1%}",
                 "held-out": _held_out(row),
             }
-            if predicted and _missing(row.get("predicted")):
+            if predicted and missing(row.get("predicted")):
                 shown |= {"predicted": "none: needs 3 sizes", "interval": "", "beyond": ""}
             elif predicted:
                 shown["predicted"] = format_value(row["predicted"], row["unit"])
@@ -150,14 +150,14 @@ def scale_text(table: pd.DataFrame, confidence: float = 0.9) -> str:
 
 
 def _held_out(row: dict[str, Any]) -> str:
-    if _missing(row.get("held_out_error")):
+    if missing(row.get("held_out_error")):
         return "needs 3 sizes"
     verdict = "ok" if row["held_out_passed"] else f"FAILED (>{row['tolerance']:.0%} or outside)"
     return f"{row['held_out_error']:+.1%} at {int(row['held_out_size']):,} {verdict}"
 
 
 def _interval(row: dict[str, Any]) -> str:
-    if _missing(row.get("low")) or _missing(row.get("high")):
+    if missing(row.get("low")) or missing(row.get("high")):
         return "none (needs 3 sizes)"
     return f"[{format_value(row['low'], row['unit'])}, {format_value(row['high'], row['unit'])}]"
 
@@ -180,7 +180,3 @@ def format_value(value: float, unit: str) -> str:
     if unit == "q/s":
         return f"{num(value, ',.0f' if value >= 10 else '.3g')} q/s"
     return f"{value:,.3g}"
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))

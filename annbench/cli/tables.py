@@ -17,6 +17,11 @@ def params_of(value: Any) -> dict[str, Any]:
     return as_dict(value)
 
 
+def missing(value: Any) -> bool:
+    """True for None and NaN: a figure a table shows blank or as '?'."""
+    return value is None or (isinstance(value, float) and value != value)
+
+
 def num(value: Any, spec: str) -> str:
     """``value`` formatted with ``spec``, blank where missing."""
     return "" if value is None or pd.isna(value) else format(value, spec)
