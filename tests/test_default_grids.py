@@ -163,3 +163,13 @@ def test_the_planner_skips_blocks_for_other_metrics(clustered):
     if not angular:  # asked for by name, it is still an error
         with pytest.raises(AnnbenchError, match="dtype i8 normalizes vectors"):
             plan_sweep(clustered, ["usearch"], runs=1, overrides={"dtype": ["i8"]})
+
+
+def test_a_build_override_takes_the_block_that_sets_its_keys():
+    grid = default_grid("redis")  # FLAT first, then HNSW with M
+    assert grid.build_configs()[0] == {"algorithm": "FLAT"}
+    hnsw = with_overrides(grid, load_backend("redis"), {"M": [32]})
+    assert hnsw.build_configs() == [{"algorithm": "HNSW", "M": 32, "ef_construction": 200}]
+    assert [s["ef"] for s in hnsw.search_configs(hnsw.build_configs()[0])][:2] == [10, 16]
+    flat = with_overrides(grid, load_backend("redis"), {"algorithm": ["FLAT"]})
+    assert flat.build_configs() == [{"algorithm": "FLAT"}]

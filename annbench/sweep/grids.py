@@ -49,16 +49,17 @@ def with_overrides(grid: Grid, cls: type[Index], overrides: dict[str, list[Any]]
     """``grid`` with the overridden parameters replaced; keys ``cls`` does not take are ignored.
 
     In a grid of several blocks, a search override goes to the blocks that sweep that key (all
-    when none does); a build override makes one block of the first with the overrides, sweeping
-    only the search keys given (else the first block's keys, each with the values of every
-    block that sweeps the same keys: ``-g nlist=2048`` on per-nlist blocks sweeps every nprobe).
+    when none does); a build override makes one block of the first block that sets the most of
+    the overridden keys (``-g M=32`` takes Redis' HNSW block, not its FLAT one), sweeping only
+    the search keys given (else that block's keys, each with the values of every block that
+    sweeps the same keys: ``-g nlist=2048`` on per-nlist blocks sweeps every nprobe).
     """
     build_names, search_names = build_param_names(cls), search_param_names(cls)
     build_over = {k: v for k, v in overrides.items() if k in build_names}
     search_over = {k: v for k, v in overrides.items() if k in search_names}
     blocks = grid.blocks()
     if len(blocks) > 1 and build_over:
-        first = blocks[0]
+        first = max(blocks, key=lambda block: len(build_over.keys() & block.build.keys()))
         alike = [b.search for b in blocks if set(b.search) == set(first.search)]
         merged = {key: _union(s[key] for s in alike) for key in first.search}
         return Grid({**first.build, **build_over}, search_over or merged, metrics=first.metrics)
