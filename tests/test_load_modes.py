@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 
 import psutil
@@ -233,6 +234,29 @@ def test_ctrl_c_during_a_load_run_keeps_what_is_stored_and_leaves_no_client(tiny
     assert not [c for c in everything if _alive(c)]
     with sqlite3.connect(tmp_path / "annbench.sqlite") as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+@pytest.mark.slow
+def test_a_load_run_killed_by_its_timeout_leaves_no_folder(tiny_path, tmp_path, monkeypatch):
+    pytest.importorskip("voyager")  # its load clients are processes sharing a saved index
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))  # the worker's and its clients' temporary folders
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    frame = api.run(
+        "voyager",
+        dataset=tiny_path,
+        mode="concurrent",
+        clients=[2],
+        grid={"M": [8], "ef_construction": [40], "storage": ["float32"], "ef": [16]},
+        runs=1,
+        load=LoadOptions(seconds=60, warmup=0.1),
+        timeout=12,
+        results=tmp_path / "results",
+        progress=False,
+    )
+    assert list(frame["status"]) == ["failed"] and "timed out" in frame["error"].iloc[0]
+    assert not list(temp.glob("annbench-*")), list(temp.iterdir())
 
 
 def _count(results) -> int:

@@ -293,8 +293,8 @@ def wait_until(
 
 
 def remove_stale_folders(name: str) -> list[Path]:
-    """Remove the temporary folders of ``name`` servers whose owner process is gone (a run
-    killed before its watchdog could clean up); the removed folders."""
+    """Remove the temporary folders of ``name`` (``"*"``: every name) whose owner process is
+    gone (a run killed before it could clean up); the removed folders."""
     removed = []
     for folder in Path(tempfile.gettempdir()).glob(f"annbench-{name}-*"):
         owner = folder / OWNER_FILE

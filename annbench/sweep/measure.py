@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import psutil
 
+from annbench.backends.server import owned_folder
 from annbench.data.format import read_dataset
 from annbench.data.subsets import base_subset
 from annbench.data.workloads import is_filter, load_workload
@@ -395,13 +397,14 @@ class _Measurer:
 
     @contextmanager
     def load_target_folder(self) -> Iterator[None]:
-        """A folder for the index file that load client processes share, for the job."""
-        with tempfile.TemporaryDirectory(prefix="annbench-load-") as folder:
-            self._load_folder = Path(folder)
-            try:
-                yield
-            finally:
-                self._load_folder = None
+        """A folder for the index file that load client processes share, for the job; owned
+        by this process, so it is removed by the runner if the worker is killed."""
+        self._load_folder = owned_folder("load")
+        try:
+            yield
+        finally:
+            shutil.rmtree(self._load_folder, ignore_errors=True)
+            self._load_folder = None
 
     def measure_load(self, search_params: dict[str, Any]) -> Iterator[RunRecord]:
         """Records of ``search_params`` under load, one per load point of the job (client

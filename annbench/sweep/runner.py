@@ -22,6 +22,7 @@ from typing import Any
 
 import psutil
 
+from annbench.backends.server import remove_stale_folders
 from annbench.data.format import Dataset
 from annbench.data.runbooks import RunbookPlan
 from annbench.data.subsets import check_ladder_workload, check_sizes, size_hash
@@ -568,6 +569,8 @@ def run_in_worker(
         sender.close()
         _stop(worker, kill)
         receiver.close()
+        if worker.exitcode:  # killed, or died: the temporary folders it owned stay behind
+            remove_stale_folders("*")
     if completed:
         return
     if error is None:
