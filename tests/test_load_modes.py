@@ -183,6 +183,9 @@ BAD = [
     (["--mode", "rate", "--rate", "100", "--deadline-ms", "-1"], "--deadline-ms"),
     (["--mode", "rate", "--rate", "100", "--schedule", "bursty"], "--schedule"),
     (["--mode", "rate", "--rate", "100", "--runbook", "grow"], "runbook"),
+    (["--mode", "rate", "--rate", "1e6", "--load-seconds", "100"], "--load-seconds"),
+    (["--mode", "rate", "--rate", "10", "--load-seconds", "86400"], "--load-seconds"),
+    (["--mode", "concurrent", "--load-seconds", "86400"], "--load-seconds"),
 ]
 
 

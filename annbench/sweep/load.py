@@ -176,6 +176,22 @@ class LoadOptions:
         _schedule(self.schedule)
         _deadline(self.deadline_ms)
         _seconds(self.load_timeout, "load_timeout")
+        if self.warmup + self.seconds > MAX_SECONDS:
+            raise BadUsage(
+                f"A load run of {self.seconds:g} s after {self.warmup:g} s of warm-up lasts "
+                f"over {MAX_SECONDS:.0f} s; shorten --load-seconds"
+            )
+
+    def check_rate(self, rate: float) -> None:
+        """BadUsage when a run at ``rate`` queries/s (warm-up included) would schedule more
+        than MAX_ARRIVALS queries: said before anything is built."""
+        total = self.warmup + self.seconds
+        if rate * total > MAX_ARRIVALS:
+            raise BadUsage(
+                f"A load run of {total:g} s at {rate:g} queries/s schedules "
+                f"{rate * total:.3g} queries, over {MAX_ARRIVALS:,}; lower the rate or "
+                "--load-seconds"
+            )
 
 
 def decode_histogram(encoded: str | bytes) -> HdrHistogram:

@@ -138,7 +138,7 @@ def plan_sweep(
         raise AnnbenchError(f"runs must be at least 1, got {runs}")
     if not min_seconds >= 0:  # also rejects NaN
         raise AnnbenchError(f"minimum timing seconds must be 0 or more, got {min_seconds:g}")
-    counted = load_points(mode, clients, rates, runbook)
+    counted = load_points(mode, clients, rates, runbook, load)
     counts = (threads,) if isinstance(threads, int) else tuple(threads or ())
     if mode in LOAD_MODES and counts not in ((), (1,)):
         raise BadUsage(
@@ -249,9 +249,11 @@ def load_points(
     clients: Sequence[int] | None,
     rates: Sequence[float | str] | None,
     runbook: RunbookPlan | None = None,
+    load: LoadOptions | None = None,
 ) -> dict[str, Any]:
     """BuildJob fields of a load mode's points (client counts, rates, shares of saturation,
-    cores), checked: BadUsage for what the mode cannot take."""
+    cores), checked: BadUsage for what the mode cannot take, and for a rate that would
+    schedule too many queries in a run of ``load``'s length."""
     if mode not in LOAD_MODES:
         if clients or rates:
             raise BadUsage("--clients and --rate need --mode concurrent or --mode rate")
@@ -276,6 +278,8 @@ def load_points(
             "pass one --clients value"
         )
     absolute, shares = parse_rates(rates)
+    for rate in absolute:
+        (load or LoadOptions()).check_rate(rate)
     return {"clients": counts, "rates": absolute, "rate_shares": shares, "cores": cores}
 
 
