@@ -29,7 +29,7 @@ import pandas as pd
 
 from annbench.data.format import Dataset
 from annbench.errors import BadUsage
-from annbench.record import PLAIN, RunRecord
+from annbench.record import GENERATOR_P99_MULTIPLE, PLAIN, RunRecord
 from annbench.results.analysis import Constraints, Recommendation, recommend, successful
 from annbench.results.store import ResultStore
 from annbench.sweep.load import MAX_RATE, LoadOptions, available_cores
@@ -220,6 +220,8 @@ def near_ceiling(row: pd.Series) -> bool:
         rate=_number(row.get("rate")),
         qps=_number(row.get("qps")),
         generator_max_qps=_number(row.get("generator_max_qps")),
+        latency_p99_ms=_number(row.get("latency_p99_ms")),
+        generator_p99_ms=_number(row.get("generator_p99_ms")),
     )
     return record.near_generator_ceiling
 
@@ -283,10 +285,17 @@ def load_warnings(row: pd.Series) -> list[str]:
     """What a reader of a rate-mode figure must also know: a figure near the load
     generator's own ceiling, a rate not kept up with."""
     out = []
-    if near_ceiling(row):
+    p99, own = _number(row.get("latency_p99_ms")), _number(row.get("generator_p99_ms"))
+    if near_ceiling(row.drop(["latency_p99_ms", "generator_p99_ms"], errors="ignore")):
         out.append(
             f"the offered rate is near the load generator's own ceiling "
             f"({row['generator_max_qps']:,.0f} q/s): the figure may describe the generator as "
+            "much as the index"
+        )
+    elif near_ceiling(row):
+        out.append(
+            f"the p99 ({p99:.3g} ms) is under {GENERATOR_P99_MULTIPLE:g}x the load generator's "
+            f"own p99 at this load ({own:.3g} ms): the figure may describe the generator as "
             "much as the index"
         )
     out += _not_kept_up(row)

@@ -110,6 +110,7 @@ class RunRecord:
     lag_p99_ms: float | None = None  # rate mode: how late clients started queries (p99)
     load_seconds: float | None = None  # measured window of the load run
     generator_max_qps: float | None = None  # the load generator's own ceiling (no-op index)
+    generator_p99_ms: float | None = None  # the generator's own p99 at this load (no-op index)
     n_queries: int | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
@@ -145,12 +146,16 @@ class RunRecord:
 
     @property
     def near_generator_ceiling(self) -> bool:
-        """Whether a load figure sits within half of the load generator's own ceiling, so it
-        may describe the generator as much as the index."""
-        offered = self.rate if self.mode == "rate" else self.qps
-        if not offered or not self.generator_max_qps:
-            return False
-        return offered > 0.5 * self.generator_max_qps
+        """Whether a load figure may describe the load generator as much as the index (see
+        ``near_generator_ceiling``)."""
+        return near_generator_ceiling(
+            self.mode,
+            self.rate,
+            self.qps,
+            self.generator_max_qps,
+            self.latency_p99_ms,
+            self.generator_p99_ms,
+        )
 
     def latency_percentile_ms(self, percentile: float) -> float | None:
         """Latency at ``percentile`` (0-100) recomputed from the stored HDR histogram (load
@@ -184,6 +189,39 @@ JSON_FIELDS = ("build_params", "search_params", "provenance")
 SCALAR_FIELDS = tuple(
     f.name for f in fields(RunRecord) if f.name not in RAW_FIELDS and f.name not in JSON_FIELDS
 )
+
+
+#: A load figure offered above this share of the generator's ceiling is flagged.
+CEILING_SHARE = 0.5
+#: A load figure whose p99 is under this multiple of the generator's own p99 is flagged.
+GENERATOR_P99_MULTIPLE = 2.0
+
+
+def near_generator_ceiling(
+    mode: str,
+    rate: float | None,
+    qps: float | None,
+    generator_max_qps: float | None,
+    latency_p99_ms: float | None = None,
+    generator_p99_ms: float | None = None,
+) -> bool:
+    """Whether a load figure may describe the load generator as much as the index: its
+    offered rate (rate mode) or throughput (concurrent) is over CEILING_SHARE of the
+    generator's ceiling, or its p99 is under GENERATOR_P99_MULTIPLE times the p99 the
+    generator shows against a no-op search at that load. Unknown figures flag nothing."""
+    offered = rate if mode == "rate" else qps
+    if _known(offered) and _known(generator_max_qps) and generator_max_qps > 0:
+        if offered > CEILING_SHARE * generator_max_qps:
+            return True
+    return bool(
+        _known(latency_p99_ms)
+        and _known(generator_p99_ms)
+        and latency_p99_ms < GENERATOR_P99_MULTIPLE * generator_p99_ms
+    )
+
+
+def _known(value: Any) -> bool:
+    return value is not None and value == value
 
 
 def record_key(

@@ -22,6 +22,7 @@ import numpy as np
 import psutil
 import pytest
 
+from annbench import record
 from annbench.errors import AnnbenchError
 from annbench.index import Index
 from annbench.metrics import Metric
@@ -176,6 +177,22 @@ def test_generator_ceiling_keeps_up_with_modest_rates():
     assert ceiling.max_rate >= 500
     assert ceiling.closed.qps > 2000
     assert all(ms < 5 for ms in ceiling.added_ms.values())
+    low, high = (run.p99_ms for run in ceiling.open)
+    assert ceiling.p99_at(100) == low  # below every run: the lowest run's
+    assert ceiling.p99_at(2000) == ceiling.p99_at(1e6) == max(low, high)
+
+
+def test_a_figure_near_the_generators_own_limits_is_flagged():
+    near = record.near_generator_ceiling
+    assert near("rate", 6000.0, 5900.0, 10_000.0)  # offered above half the ceiling
+    assert not near("rate", 5000.0, 5000.0, 10_000.0)
+    assert near("concurrent", None, 600.0, 1000.0)  # concurrent: the achieved throughput
+    assert near("rate", 100.0, 100.0, 10_000.0, latency_p99_ms=0.3, generator_p99_ms=0.2)
+    assert not near("rate", 100.0, 100.0, 10_000.0, latency_p99_ms=0.5, generator_p99_ms=0.2)
+    nan = float("nan")
+    assert not near("rate", 100.0, 100.0, None, latency_p99_ms=0.3, generator_p99_ms=None)
+    assert not near("rate", nan, nan, nan, latency_p99_ms=nan, generator_p99_ms=0.2)
+    assert not near("single", None, 9e9, None, latency_p99_ms=0.1)  # no load figure
 
 
 def test_arrival_schedules_are_seeded():

@@ -50,6 +50,7 @@ def test_concurrent_mode_stores_one_record_per_client_count_and_resumes(tiny_pat
     assert sorted(frame["clients"]) == [1, 1, 2, 2]
     assert (frame["cores"] == available_cores()).all()
     assert (frame["recall"] > 0.8).all()
+    assert (frame["generator_p99_ms"] > 0).all()  # the generator's own p99, beside each figure
     for _, rows in frame.groupby(frame["search_params"].astype(str)):
         assert rows["saturation_qps"].iloc[0] == pytest.approx(rows["qps"].max())
     with ResultStore(tmp_path) as store:
@@ -94,7 +95,7 @@ def test_rate_mode_at_rates_and_shares_of_saturation(tiny_path, tmp_path):
         assert row["qps"] == pytest.approx(row["rate"], rel=0.5)
         assert row["unfinished"] == 0 and row["deadline_miss"] < 0.05
         assert 0 < row["latency_p50_ms"] <= row["latency_p99_ms"] <= row["latency_max_ms"]
-        assert row["generator_max_qps"] > 0
+        assert row["generator_max_qps"] > 0 and row["generator_p99_ms"] > 0
     labels = {
         mode_label(r.mode, r.clients, r.rate, r.rate_share, r.cores) for r in frame.itertuples()
     }

@@ -165,11 +165,20 @@ def test_points_offered_above_half_the_generator_ceiling_are_marked(frame):
         ]
         assert marked == [6000.0], trace.marker.symbol  # 5,000/s is half: not above it
         assert trace.marker.symbol[-1] == OVER_CEILING_SYMBOL
-        notes = ["load generator's ceiling" in text for text in trace.text]
+        notes = ["load generator's own limits" in text for text in trace.text]
         assert notes == [False, False, False, False, True]
     assert "30.000 ms" in trace.text[-1] and "missed by 2.0%" in trace.text[-1]
     for trace in traces[HNSW_64] + traces[FAISS]:
         assert set(trace.marker.symbol) == {SYMBOL}
+
+
+def test_points_whose_p99_is_close_to_the_generators_own_are_marked(frame):
+    own = frame.assign(generator_p99_ms=0.25)  # HNSW_16: p99 0.3 and 0.4 ms at 1,000, 2,000/s
+    (p99,) = [t for t in by_name(latency_load_figure(own, "t"))[HNSW_16] if t.meta == "p99"]
+    marked = [x for x, symbol in zip(p99.x, p99.marker.symbol, strict=True) if symbol != SYMBOL]
+    assert marked == [1000.0, 2000.0, 6000.0]  # 0.3 and 0.4 ms are under 2 x 0.25 ms
+    assert "its own p99 0.25 ms" in p99.text[0] and "own limits" not in p99.text[2]
+    assert "p99 under 2x its own" in latency_load_figure(own, "t").layout.title.text
 
 
 def test_no_marks_where_the_generator_ceiling_is_unknown(frame):

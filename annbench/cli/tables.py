@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 
 from annbench.record import LOAD_MODES, PLAIN, mode_label, params_label
-from annbench.results.analysis import NOISY_SPREAD
+from annbench.results.analysis import NOISY_SPREAD, near_ceilings
 
 
 def params_of(value: Any) -> dict[str, Any]:
@@ -114,11 +114,9 @@ _LOAD_COLUMNS = ("clients", "rate", "rate_share", "cores")
 
 
 def _near_ceiling(frame: pd.DataFrame) -> list[bool]:
-    """Whether each load row's offered rate (or throughput) is over half the generator's
-    ceiling: its figure may describe the load generator as much as the index."""
-    offered = frame["rate"].where(frame["mode"] == "rate", frame["qps"])
-    ceiling = pd.to_numeric(frame["generator_max_qps"], errors="coerce")
-    return list((offered > 0.5 * ceiling).fillna(False))
+    """Whether each load row's figure may describe the load generator as much as the index
+    (``record.near_generator_ceiling``)."""
+    return near_ceilings(frame)
 
 
 def _share(value: Any) -> str:

@@ -7,14 +7,11 @@ from typing import Any
 
 import pandas as pd
 
-from annbench.record import PLAIN, params_label
+from annbench.record import CEILING_SHARE, GENERATOR_P99_MULTIPLE, PLAIN, params_label
 from annbench.report.colors import backend_color
-from annbench.results.analysis import successful
+from annbench.results.analysis import near_ceilings, successful
 
-#: A load point offering more than this share of the load generator's own ceiling (its
-#: throughput against a no-op index) may describe the generator as much as the index.
-CEILING_SHARE = 0.5
-#: Marker of an ordinary load point and of one above ``CEILING_SHARE`` of the ceiling.
+#: Marker of an ordinary load point and of one near the load generator's own limits.
 SYMBOL, OVER_CEILING_SYMBOL = "circle", "x"
 
 
@@ -124,11 +121,10 @@ def load_lines(
 
 
 def over_ceiling(points: pd.DataFrame, mode: str) -> list[bool]:
-    """Per point, whether its offered rate (rate mode) or achieved throughput (concurrent)
-    exceeds ``CEILING_SHARE`` of the load generator's own ceiling."""
-    offered = _numbers(points, "rate" if mode == "rate" else "qps")
-    ceiling = _numbers(points, "generator_max_qps")
-    return (offered > CEILING_SHARE * ceiling).tolist()  # an unknown ceiling: False
+    """Per point, whether its figure may describe the load generator as much as the index:
+    offered (rate mode) or achieved (concurrent) above ``CEILING_SHARE`` of the generator's
+    own ceiling, or a p99 close to the generator's own (``record.near_generator_ceiling``)."""
+    return near_ceilings(points.assign(mode=mode))
 
 
 def _line_names(ok: pd.DataFrame, mode: str) -> list[str]:
@@ -184,7 +180,8 @@ def _layout(title: str, lines: list[tuple[str, str, pd.DataFrame]], legend: str)
     if over:
         title += (
             f"<br><sup>crosses: offered above {CEILING_SHARE:.0%} of the load generator's own "
-            "ceiling, may measure the generator</sup>"
+            f"ceiling, or p99 under {GENERATOR_P99_MULTIPLE:g}x its own: may measure the "
+            "generator</sup>"
         )
     return {
         "title": {"text": title, "x": 0.01},
@@ -235,9 +232,10 @@ def _hover_text(name: str, row: pd.Series, over: bool) -> str:
         lines.append(f"unfinished {_get(row, 'unfinished'):,.0f}")
     lines.append(f"{_count(row.get('clients'), 'client')}, {_count(row.get('cores'), 'core')}")
     if over:
-        ceiling = _get(row, "generator_max_qps")
+        ceiling, own = _get(row, "generator_max_qps"), _get(row, "generator_p99_ms")
+        limits = f"ceiling {ceiling:,.0f}/s" + (f", its own p99 {own:.3g} ms" if own == own else "")
         lines.append(
-            f"<i>above {CEILING_SHARE:.0%} of the load generator's ceiling ({ceiling:,.0f}/s):"
+            f"<i>near the load generator's own limits ({limits}):"
             "<br>may measure the generator rather than the index</i>"
         )
     return "<br>".join(lines)

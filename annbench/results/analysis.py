@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
 from annbench.errors import AnnbenchError, BadUsage
-from annbench.record import LOAD_MODES, mode_label, params_label
+from annbench.record import LOAD_MODES, mode_label, near_generator_ceiling, params_label
 
 RECALL_LEVELS = (0.8, 0.9, 0.95, 0.99)
 #: A run whose repeats spread more than this fraction of the median QPS is flagged noisy.
@@ -545,3 +546,24 @@ def _show(column: str, value: float) -> str:
     if column == "build_s":
         return f"a {value:.2f} s build"
     return f"p99 {value:.3f} ms"
+
+
+def near_ceilings(frame: pd.DataFrame) -> list[bool]:
+    """Per row, whether its load figure may describe the load generator as much as the index
+    (``record.near_generator_ceiling``); False for single and batch rows."""
+
+    def value(row: dict[str, Any], name: str) -> Any:
+        number = pd.to_numeric(row.get(name), errors="coerce")
+        return None if pd.isna(number) else float(number)
+
+    return [
+        near_generator_ceiling(
+            str(row.get("mode")),
+            value(row, "rate"),
+            value(row, "qps"),
+            value(row, "generator_max_qps"),
+            value(row, "latency_p99_ms"),
+            value(row, "generator_p99_ms"),
+        )
+        for row in frame.to_dict("records")
+    ]

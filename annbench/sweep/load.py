@@ -610,6 +610,12 @@ class GeneratorCeiling:
     max_rate: float
     added_ms: dict[float, float]
 
+    def p99_at(self, rate: float) -> float:
+        """The generator's own p99 (ms) at ``rate``: that of the slowest open-loop run at or
+        below it (the lowest run's when ``rate`` is below them all)."""
+        below = [run for run in self.open if run.rate <= rate] or self.open[:1]
+        return max(run.p99_ms for run in below)
+
 
 def generator_ceiling(
     seconds: float = 1.0,

@@ -456,6 +456,7 @@ class _Measurer:
                         **load_fields(run),
                         saturation_qps=top,
                         generator_max_qps=ceiling.closed.qps,
+                        generator_p99_ms=ceiling.closed.p99_ms,
                     )
                 return
             top = None
@@ -484,6 +485,7 @@ class _Measurer:
                     rate_share=point.get("rate_share"),
                     saturation_qps=top,
                     generator_max_qps=ceiling.max_rate,
+                    generator_p99_ms=ceiling.p99_at(rate),
                 )
         except (Exception, SystemExit) as exc:  # the backend's own code may raise anything
             error = index.problem() or failure_reason(job.backend, exc)
