@@ -83,6 +83,7 @@ class RunRecord:
     #: databases (``Index.load_phases``): build_s split into storing the vectors, building
     #: the index over them, and waiting until the database says it is ready to serve
     insert_s: float | None = None
+    inserts_per_s: float | None = None  # base rows stored per second during insert_s
     index_build_s: float | None = None
     ready_s: float | None = None
     index_bytes: int | None = None  # serialized index size (file size)

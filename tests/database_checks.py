@@ -114,6 +114,7 @@ def check_phases(frame: pd.DataFrame) -> None:
     for field in (*PHASES, "index_bytes", "serving_memory_bytes"):
         assert frame[field].notna().all() and (frame[field] > 0).all(), field
     assert (frame["build_s"] >= frame["insert_s"] + frame["index_build_s"]).all()
+    assert (frame["inserts_per_s"] * frame["insert_s"]).round().nunique() == 1  # rows / time
 
 
 def check_missing_library(backend: str, module: str, extra: str) -> None:

@@ -7,13 +7,16 @@ import json
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from annbench import api
+from annbench.cli import main
 from annbench.data.format import read_dataset
 from annbench.data.synthetic import create_synthetic
 from annbench.data.workloads import load_workload
 from annbench.index import Condition
 from annbench.metrics import Metric
+from annbench.report.html import write_report
 from annbench.testing import check_backend
 
 
@@ -61,6 +64,11 @@ def test_where_filters_run_through_the_pipeline_with_load_phases(
     for column in ("insert_s", "index_build_s", "ready_s"):
         assert (frame[column] >= 0).all()
     assert (frame["build_s"] >= frame["insert_s"] + frame["index_build_s"]).all()
+    assert np.allclose(frame["inserts_per_s"], 800 / frame["insert_s"])  # 800 base rows
+    shown = CliRunner().invoke(main, ["results", "--results", str(tmp_path)])
+    assert shown.exit_code == 0 and "inserts/s" in shown.output and "ready_s" in shown.output
+    page = write_report(frame, tmp_path / "report").read_text()
+    assert ">inserts/s<" in page and ">index s<" in page and ">ready s<" in page
 
 
 def test_a_backend_without_where_clauses_refuses_the_strategy(attr_path, tmp_path):

@@ -182,6 +182,16 @@ def results_table(frame: pd.DataFrame) -> str:
                 for v, bad in zip(frame["wall_cpu_ratio"], flagged, strict=True)
             ],
         )
+    if "inserts_per_s" in frame and frame["inserts_per_s"].notna().any():  # databases
+        at = view.columns.get_loc("build_s") + 1
+        for offset, (name, column, spec) in enumerate(
+            (
+                ("inserts/s", "inserts_per_s", ",.0f"),
+                ("index_s", "index_build_s", ".2f"),
+                ("ready_s", "ready_s", ".2f"),
+            )
+        ):
+            view.insert(at + offset, name, frame[column].map(lambda v, f=spec: num(v, f)))
     if frame["mode"].isin(LOAD_MODES).any():  # under load: the tail, deadlines, the ceiling
         at = view.columns.get_loc("p99_ms") + 1
         view.insert(at, "p999_ms", frame["latency_p999_ms"].map(lambda v: num(v, ".3f")))

@@ -482,6 +482,9 @@ _DECIMALS = {
     "CPU p99 ms": 3,
     "wall/CPU": 2,
     "build s": 2,
+    "inserts/s": 0,
+    "index s": 2,
+    "ready s": 2,
     "serving MB": 1,
     "build peak MB": 1,
     "file MB": 1,
@@ -519,6 +522,9 @@ def _runs_table(frame: pd.DataFrame) -> str:
             "CPU p99 ms": frame["cpu_p99_ms"],
             "wall/CPU": frame["wall_cpu_ratio"],
             "build s": frame["build_s"],
+            "inserts/s": _column(frame, "inserts_per_s"),
+            "index s": _column(frame, "index_build_s"),
+            "ready s": _column(frame, "ready_s"),
             "serving MB": serving / 1e6,
             "build peak MB": frame["peak_rss_bytes"] / 1e6,
             "file MB": frame["index_bytes"] / 1e6,
@@ -543,6 +549,9 @@ def _runs_table(frame: pd.DataFrame) -> str:
         "p99 ms",
         "CPU p99 ms",
         "wall/CPU",
+        "inserts/s",
+        "index s",
+        "ready s",
         "error",
     ):
         if view[column].isna().all():
@@ -573,8 +582,7 @@ def _with_load_columns(view: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
     from annbench.report.load_plot import over_ceiling
 
     def column(name: str) -> pd.Series:
-        values = frame[name] if name in frame else pd.Series(None, index=frame.index)
-        return pd.to_numeric(values, errors="coerce").astype(float)
+        return _column(frame, name)
 
     point = [
         mode_label(mode, clients, rate, share, cores)
@@ -687,3 +695,10 @@ def html_table(
     )
     table = styler.set_uuid(css_id).to_html(doctype_html=False)
     return f'<div class="wide">{table}</div>' if sortable else table
+
+
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    """``frame[name]`` as floats; NaN where absent (stores older than the field)."""
+    if name not in frame:
+        return pd.Series(float("nan"), index=frame.index)
+    return pd.to_numeric(frame[name], errors="coerce").astype(float)

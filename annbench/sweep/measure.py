@@ -258,7 +258,7 @@ def max_probes(size: int) -> int:
 
 def _build(index: Index, xb: np.ndarray) -> dict[str, float]:
     """Build ``index`` over ``xb``; a ``load_phases`` backend phase by phase, each timed
-    (``insert_s``, ``index_build_s``, ``ready_s``)."""
+    (``insert_s``, ``index_build_s``, ``ready_s``), with the insert throughput."""
     if not index.load_phases:
         index.build(xb)
         return {}
@@ -271,6 +271,8 @@ def _build(index: Index, xb: np.ndarray) -> dict[str, float]:
         start = time.perf_counter()
         phase()
         timed[name] = time.perf_counter() - start
+    if timed["insert_s"] > 0:
+        timed["inserts_per_s"] = len(xb) / timed["insert_s"]
     return timed
 
 
