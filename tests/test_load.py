@@ -477,7 +477,19 @@ def test_the_conformance_kit_refutes_a_false_gil_claim():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["faiss-hnsw", "hnswlib", "annoy", "usearch", "scann"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "faiss-flat",
+        "faiss-ivf",
+        "faiss-ivfpq",
+        "faiss-hnsw",
+        "hnswlib",
+        "annoy",
+        "usearch",
+        "scann",
+    ],
+)
 def test_each_backends_gil_claim_holds_when_measured(name):
     """The conformance kit measures what each built-in declares: a claim of releasing the GIL
     that the probe contradicts fails. PyNNDescent (numba holds the GIL in its search, probe
