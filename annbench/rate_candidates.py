@@ -8,6 +8,14 @@ configuration becomes one rate-mode build job with its ``SETTINGS_PER_BUILD`` li
 settings (so each index is built once), run through the same worker as ``annbench run``;
 a job starts only with as many settings as fit in what is left of the time budget
 (``annbench.time_budget.load_estimate``).
+
+A build none of whose settings fits at the rate, because those measured were too slow (in
+single-query mode or at the rate), is not given up while the budget lasts: its cheapest search
+setting reaching ``--min-recall`` is found by single-query probes (a recall bisection of the
+grid's ladder below the too-slow setting) and measured at the rate, then, for the recall
+objective, the settings between the fastest that fits and the slowest that does not, by
+bisection (``_Cheaper``). Only when the cheapest setting reaching the recall floor is too slow
+at the rate, or the budget ran out, does the build have nothing to offer.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -28,11 +36,14 @@ from annbench.results.store import ResultStore
 from annbench.sweep.load import LoadOptions, available_cores
 from annbench.sweep.measure import BuildJob
 from annbench.time_budget import (
+    DEFAULT_RATES,
     Budget,
     History,
+    LoadEstimate,
     Skip,
     Step,
     clock,
+    estimate,
     kept,
     load_estimate,
     structure,
@@ -140,15 +151,13 @@ def measure_at_rate(
     load: LoadOptions,
     frame: Callable[[], pd.DataFrame],
     say: Callable[[str], None],
+    overrides: dict[str, list[Any]] | None = None,
 ) -> tuple[list[Step], list[Skip]]:
     """Measure at ``at_qps`` the stored single-mode configurations (of ``backends``, when
-    named) that make it plausible, one build job each with its likeliest settings, while the
-    budget lasts; ``frame()`` gives the stored rate-mode records. Returns what was measured
-    and what was skipped, with the reason."""
-    from annbench.registry import load_backend
-    from annbench.sweep import runner
-    from annbench.sweep.load import executor_for
-
+    named) that make it plausible, one build job each with its likeliest settings, then the
+    cheaper settings of builds found too slow, while the budget lasts; ``frame()`` gives the
+    stored rate-mode records, ``overrides`` the grid overrides the search ladders come from.
+    Returns what was measured and what was skipped, with the reason."""
     cores = available_cores()
     clients = cores  # as 'annbench run --mode rate' paces arrivals by default
     service_ms = service_limit_ms(at_qps, clients, cores)
@@ -162,33 +171,38 @@ def measure_at_rate(
         threads=1,
         workload=workload,
     )
-    single = history.attempts
-    single = single[
-        (single["mode"] == "single")
-        & (single["k"] == k)
-        & (single["threads"] == 1)
-        & (single["workload"].fillna(PLAIN) == workload)
-    ]
-    if backends:
-        single = single[single["backend"].isin(backends)]
+    run = _Runs(
+        dataset,
+        store,
+        constraints,
+        optimize,
+        at_qps,
+        k,
+        workload,
+        dataset_hash,
+        budget,
+        build_threads,
+        load,
+        frame,
+        say,
+        history,
+        cores,
+        service_ms,
+    )
+    single = run.single(backends)
     candidates = plausible(single, constraints, at_qps, service_ms)
     builds = _builds(candidates, optimize)
-    rate_text = f"{at_qps:,.0f} q/s"
     if not builds:
         reason = (
-            f"no stored configuration's single-query figures make {rate_text} with p99 <= "
+            f"no stored configuration's single-query figures make {run.rate_text} with p99 <= "
             f"{constraints.max_p99_ms:g} ms plausible (single-query p99 within the limit and "
             f"mean latency within {service_ms:.3g} ms, for {plural(clients, 'client')} on "
             f"{plural(cores, 'core')})"
         )
-        say(f"At {rate_text}: {reason}")
-        return [], [Skip(f"at {rate_text}", reason)]
-    steps: list[Step] = []
-    skips: list[Skip] = []
-    n, nq = len(dataset.train), len(dataset.test)
-    threads_building = build_threads or available_cores()
+        say(f"At {run.rate_text}: {reason}")
+        run.skips.append(Skip(f"at {run.rate_text}", reason))
     for number, build in enumerate(builds, 1):
-        label = f"{build.label} at {rate_text}"
+        label = f"{build.label} at {run.rate_text}"
         prefix = f"[{number}/{len(builds)}] {label}"
         found = at_rate(frame(), at_qps, cores)
         todo = _unsettled(build.settings, found, constraints)[:SETTINGS_PER_BUILD]
@@ -198,61 +212,425 @@ def measure_at_rate(
         else:
             reason = _cannot_contend(todo, found, constraints, optimize)
         if reason is not None:
-            skips.append(Skip(label, reason))
+            run.skips.append(Skip(label, reason))
             say(f"{prefix}: skipped, {reason}")
             continue
-        cls = load_backend(build.backend)
-        job = BuildJob(
-            dataset_path=str(dataset.path),
-            dataset=dataset.name,
-            dataset_hash=dataset_hash,
+        configs = tuple(dict(p) for p in todo["search_params"])
+        run.at_rate(label, prefix, build, configs, lambda fit, c=configs: c[:fit])
+    _Cheaper(run, overrides).measure(_builds(successful(single.assign(probe=False)), optimize))
+    return run.steps, run.skips
+
+
+@dataclass
+class _Runs:
+    """What measuring at the rate shares: the question, the budget, the store's history, and
+    the steps taken and skipped so far."""
+
+    dataset: Dataset
+    store: ResultStore
+    constraints: Constraints
+    optimize: str
+    at_qps: float
+    k: int
+    workload: str
+    dataset_hash: str
+    budget: Budget
+    build_threads: int | None
+    load: LoadOptions
+    frame: Callable[[], pd.DataFrame]
+    say: Callable[[str], None]
+    history: History
+    cores: int
+    service_ms: float
+    steps: list[Step] = field(default_factory=list)
+    skips: list[Skip] = field(default_factory=list)
+
+    @property
+    def rate_text(self) -> str:
+        return f"{self.at_qps:,.0f} q/s"
+
+    def single(self, backends: list[str] | None = None) -> pd.DataFrame:
+        """Stored single-mode attempts (probes too, failures too) for this question."""
+        self.history.refresh()
+        single = self.history.attempts
+        single = single[
+            (single["mode"] == "single")
+            & (single["k"] == self.k)
+            & (single["threads"] == 1)
+            & (single["workload"].fillna(PLAIN) == self.workload)
+        ]
+        if backends:
+            single = single[single["backend"].isin(backends)]
+        return single
+
+    def job(self, build: _Build, mode: str, configs: tuple[dict[str, Any], ...]) -> BuildJob:
+        """A job measuring ``configs`` of ``build``: at the rate (``mode`` rate), or a
+        single-query recall bisection (``mode`` single, probes)."""
+        from annbench.registry import load_backend
+
+        fields: dict[str, Any] = dict(clients=(self.cores,), rates=(self.at_qps,), load=self.load)
+        if mode == "single":
+            fields = dict(target_recall=self.constraints.min_recall)
+        return BuildJob(
+            dataset_path=str(self.dataset.path),
+            dataset=self.dataset.name,
+            dataset_hash=self.dataset_hash,
             backend=build.backend,
             build_params=build.build_params,
-            search_configs=tuple(dict(p) for p in todo["search_params"]),
-            k=k,
-            mode="rate",
+            search_configs=configs,
+            k=self.k,
+            mode=mode,
             runs=1,
             threads=(1,),
-            build_threads=build_threads,
-            library_version=cls.library_version(),
-            workload=workload,
-            clients=(clients,),
-            rates=(at_qps,),
-            load=load,
-            cores=cores,
+            build_threads=self.build_threads,
+            library_version=load_backend(build.backend).library_version(),
+            workload=self.workload,
+            cores=self.cores if mode == "rate" else None,
+            **fields,
         )
-        s = structure(job.backend, job.build_params, dataset.train.shape[1])
-        process = executor_for(cls) == "process"
-        cost = load_estimate(job, s, n, nq, history, threads_building, process_clients=process)
-        left = budget.left()
-        fit = min(cost.settings_within(left), len(job.search_configs))
+
+    def load_cost(self, job: BuildJob) -> LoadEstimate:
+        """What the rate-mode ``job`` is expected to take."""
+        from annbench.registry import load_backend
+        from annbench.sweep.load import executor_for
+
+        s = structure(job.backend, job.build_params, self.dataset.train.shape[1])
+        process = executor_for(load_backend(job.backend)) == "process"
+        n, nq = len(self.dataset.train), len(self.dataset.test)
+        threads = self.build_threads or available_cores()
+        return load_estimate(job, s, n, nq, self.history, threads, process_clients=process)
+
+    def at_rate(
+        self,
+        label: str,
+        prefix: str,
+        build: _Build,
+        configs: tuple[dict[str, Any], ...],
+        pick: Callable[[int], tuple[dict[str, Any], ...]],
+    ) -> list[RunRecord] | None:
+        """Measure at the rate the settings ``pick(fit)`` chooses of ``configs`` when ``fit``
+        of them fit in what is left of the budget (at least one, else skipped, None)."""
+        from annbench.sweep import runner
+
+        job = self.job(build, "rate", configs)
+        cost = self.load_cost(job)
+        left = self.budget.left()
+        fit = min(cost.settings_within(left), len(configs), SETTINGS_PER_BUILD)
         if fit < 1:
             one = cost.for_settings(1)
             reason = (
                 f"needs about {one.seconds:.0f} s for one setting (build {one.build_s:.0f} s: "
                 f"{one.basis}), {max(left, 0):.0f} s left"
             )
-            skips.append(Skip(label, reason))
-            say(f"{prefix}: skipped, {reason}")
-            continue
-        job = replace(job, search_configs=job.search_configs[:fit])
-        expected = cost.for_settings(fit)
+            self.skips.append(Skip(label, reason))
+            self.say(f"{prefix}: skipped, {reason}")
+            return None
+        job = replace(job, search_configs=pick(fit))
+        expected = cost.for_settings(len(job.search_configs))
         timeout = timeout_for(expected, left)
         settings = ", ".join(params_label(p) for p in job.search_configs)
-        say(f"{prefix}: {settings} (expected {expected.seconds:.0f} s, given {timeout:.0f} s) ...")
+        self.say(
+            f"{prefix}: {settings} (expected {expected.seconds:.0f} s, given {timeout:.0f} s) ..."
+        )
         start = clock()
-        records = list(kept(runner.run_in_worker(job, timeout), store))
+        records = list(kept(runner.run_in_worker(job, timeout), self.store))
         step = Step(
             label,
             clock() - start,
-            _outcome(records, constraints),
+            _outcome(records, self.constraints),
             records,
             expected.seconds,
             timed_out(records),
         )
-        steps.append(step)
-        say(f"      {step.outcome} ({step.seconds:.1f} s)")
-    return steps, skips
+        self.steps.append(step)
+        self.say(f"      {step.outcome} ({step.seconds:.1f} s)")
+        return records
+
+
+@dataclass
+class _Ladder:
+    """What the store says of one build's search ladder (one integer parameter, ``name``,
+    cost and recall growing with it) at the rate: the lowest value too slow (single-query
+    figures or at the rate), the highest that fits at the rate, the highest known to miss
+    the recall floor and the lowest known to reach it (None: none known)."""
+
+    name: str
+    values: list[int]  # the grid's ladder, increasing
+    slow: int | None = None
+    slow_recall: float | None = None
+    fit: int | None = None
+    short: int | None = None
+    reach: int | None = None
+    over_limits: bool = False  # a figure of the build breaks the memory or build-time limit
+
+    def rungs(self) -> list[int]:
+        """The ladder's values still worth measuring: above those known to fit or to miss
+        the recall floor, below the lowest known too slow."""
+        assert self.slow is not None
+        low = max((v for v in (self.short, self.fit) if v is not None), default=-math.inf)
+        return [v for v in self.values if low < v < self.slow]
+
+
+#: ``--measure``: rounds (a probe job or a load job each) spent on one build's cheaper settings.
+CHEAPER_ROUNDS = 6
+
+
+@dataclass
+class _Cheaper:
+    """Cheaper settings of builds whose measured settings were too slow at the rate."""
+
+    run: _Runs
+    overrides: dict[str, list[Any]] | None
+
+    def measure(self, builds: list[_Build]) -> None:
+        """Each of ``builds`` (most promising first) with a setting known too slow and none
+        known to fit, while the budget lasts; for the recall objective, then the settings
+        between the fastest that fits and the slowest that does not."""
+        for build in builds:
+            ladder = self._ladder(build)
+            if ladder is None:
+                continue
+            label = f"{build.label} at {self.run.rate_text}"
+            known = self._known(build, ladder.name, ladder.values)
+            if known.slow is None or known.fit is not None or known.over_limits:
+                continue  # nothing measured too slow, or a setting fits: the stored answer
+            for _ in range(CHEAPER_ROUNDS):
+                if not self._round(build, known, label):
+                    break
+                known = self._known(build, ladder.name, ladder.values)
+
+    def _round(self, build: _Build, known: _Ladder, label: str) -> bool:
+        """One probe or load job towards the build's best setting that fits, from what is
+        ``known``; False when there is none to run (found, none can fit, no time left, or a
+        job failed)."""
+        run, constraints, name = self.run, self.run.constraints, known.name
+        if known.slow is None or known.over_limits:
+            return False
+        rungs = known.rungs()
+        slow = f"{name}={known.slow}"
+        if known.fit is not None and (run.optimize != "recall" or not rungs):
+            return False
+        if not rungs:
+            reason = (
+                f"{slow} is too slow at {run.rate_text} and no cheaper {name} reaches recall "
+                f"{constraints.min_recall:g}"
+                if known.short is not None
+                else f"{slow} is too slow at {run.rate_text}, the cheapest {name} of its grid"
+            )
+            run.skips.append(Skip(label, reason))
+            run.say(f"{label}: nothing fits, {reason}")
+            return False
+        reason = self._cannot_contend(known)
+        if reason is not None:
+            run.skips.append(Skip(label, reason))
+            run.say(f"{label}: cheaper than {slow} skipped, {reason}")
+            return False
+        floor = constraints.min_recall
+        if known.fit is None and floor is not None:
+            unknown = [v for v in rungs if known.reach is None or v < known.reach]
+            if unknown:
+                return self._probe(build, name, unknown, known, label)
+        configs = tuple({name: v} for v in rungs)
+        if known.fit is None:  # the cheapest reaching the floor, then points above it
+
+            def pick(fit: int) -> tuple[dict[str, Any], ...]:
+                more = _spread(configs[1:], fit - 1) if run.optimize == "recall" else ()
+                return (configs[0], *more)
+
+        else:  # bisect between the fastest that fits and the slowest that does not
+
+            def pick(fit: int) -> tuple[dict[str, Any], ...]:
+                return _spread(configs, fit)
+
+        prefix = f"{label}, cheaper than {slow}"
+        records = run.at_rate(label, prefix, build, configs, pick)
+        return bool(records) and any(r.status == "ok" for r in records)
+
+    def _probe(
+        self, build: _Build, name: str, unknown: list[int], known: _Ladder, label: str
+    ) -> bool:
+        """Find by single-query probes (a recall bisection, stored as probes) the cheapest
+        of ``unknown`` reaching the recall floor."""
+        from annbench.sweep import runner
+
+        run = self.run
+        floor = run.constraints.min_recall
+        job = run.job(build, "single", tuple({name: v} for v in unknown))
+        s = structure(job.backend, job.build_params, run.dataset.train.shape[1])
+        n, nq = len(run.dataset.train), len(run.dataset.test)
+        threads = run.build_threads or available_cores()
+        expected = estimate(job, s, n, nq, DEFAULT_RATES, run.history, threads)
+        at_rate_job = run.job(build, "rate", ({name: unknown[-1]},))
+        one = run.load_cost(at_rate_job).for_settings(1)
+        left = run.budget.left()
+        slow = f"{name}={known.slow}"
+        if expected.seconds + one.seconds > left:
+            reason = (
+                f"{slow} is too slow at {run.rate_text}; finding the cheapest {name} reaching "
+                f"recall {floor:g} and measuring it at the rate needs about "
+                f"{expected.seconds + one.seconds:.0f} s (build {expected.build_s:.0f} s: "
+                f"{expected.basis}), {max(left, 0):.0f} s left"
+            )
+            run.skips.append(Skip(label, reason))
+            run.say(f"{label}: skipped, {reason}")
+            return False
+        timeout = timeout_for(expected, left - one.seconds)
+        run.say(
+            f"{label}: {slow} is too slow; the cheapest {name} from {unknown[0]} to "
+            f"{unknown[-1]} reaching recall {floor:g}, by single-query probes (expected "
+            f"{expected.seconds:.0f} s, given {timeout:.0f} s) ..."
+        )
+        start = clock()
+        records = list(kept(map(_as_probe, runner.run_in_worker(job, timeout)), run.store))
+        ok = [r for r in records if r.status == "ok" and r.recall is not None]
+        reached = [r for r in ok if r.recall >= floor]
+        if not ok:
+            outcome = _outcome(records, run.constraints) if records else "nothing measured"
+        elif reached:
+            best = min(reached, key=lambda r: r.search_params[name])
+            outcome = f"{params_label(best.search_params)}: recall {best.recall:.4f}"
+        else:
+            outcome = f"no {name} up to {unknown[-1]} reaches recall {floor:g}"
+        step = Step(
+            f"{label}: cheapest {name} reaching recall {floor:g}",
+            clock() - start,
+            f"{outcome} ({len(records)} probes)" if ok else outcome,
+            records,
+            expected.seconds,
+            timed_out(records),
+        )
+        run.steps.append(step)
+        run.say(f"      {step.outcome} ({step.seconds:.1f} s)")
+        return bool(ok)
+
+    def _ladder(self, build: _Build) -> _Ladder | None:
+        """The build's search ladder from its grid (with the overrides), as the single-query
+        bisection has it, when its settings vary one integer parameter; else None."""
+        from annbench.registry import default_grid, load_backend
+        from annbench.sweep.grids import with_overrides
+        from annbench.sweep.runner import search_ladder
+
+        names = {tuple(sorted(p)) for p in build.settings["search_params"]}
+        if len(names) != 1 or len(next(iter(names))) != 1:
+            return None  # a filter strategy besides, or several parameters
+        cls = load_backend(build.backend)
+        over = {key: [value] for key, value in build.build_params.items()}
+        grid = default_grid(build.backend).for_metric(self.run.dataset.metric)
+        grid = with_overrides(grid, cls, dict(self.overrides or {}) | over)
+        ladder = search_ladder(tuple(grid.search_configs(build.build_params)))
+        if ladder is None or {tuple(p) for p in ladder} != names:
+            return None
+        (name,) = next(iter(names))
+        return _Ladder(name, [p[name] for p in ladder])
+
+    def _known(self, build: _Build, name: str, values: list[int]) -> _Ladder:
+        """What the store says now of ``build``'s ladder at the rate."""
+        run, constraints = self.run, self.run.constraints
+        known = _Ladder(name, values)
+        single = run.single()
+        single = successful(single.assign(probe=False))
+        found = at_rate(run.frame(), run.at_qps, run.cores)
+        rows = [
+            (row, "single")
+            for _, row in single.iterrows()
+            if row["backend"] == build.backend and row["build_params"] == build.build_params
+        ]
+        rows += [
+            (row, "rate")
+            for _, row in found.rows.iterrows()
+            if row["backend"] == build.backend and row["build_params"] == build.build_params
+        ]
+        latest = {}  # single mode: the latest attempt of each setting says whether it is slow
+        for row, mode in rows:
+            value = _value(row, name)
+            if value is None:
+                continue
+            if _breaks_build_limits(row, constraints):
+                known.over_limits = True
+            recall = float(row["recall"])
+            if constraints.min_recall is not None and recall < constraints.min_recall:
+                known.short = max(value, known.short if known.short is not None else value)
+            elif constraints.min_recall is not None:
+                known.reach = min(value, known.reach if known.reach is not None else value)
+            if mode == "single":
+                if value not in latest or row["created_at"] >= latest[value]["created_at"]:
+                    latest[value] = row
+                continue
+            if whole(row.get("cores")) != run.cores:
+                continue
+            fits = bool(row["sustained"]) and not constraints.violations(row)
+            at_it = float(row["rate"]) <= run.at_qps * (1 + SAME_RATE)
+            slow = at_it and (
+                not bool(row["sustained"]) or float(row["latency_p99_ms"]) > constraints.max_p99_ms
+            )
+            if fits:
+                known.fit = max(value, known.fit if known.fit is not None else value)
+            elif slow:
+                known = _slower(known, value, recall)
+        for value, row in latest.items():
+            p99, qps = float(row["latency_p99_ms"]), float(row["qps"])
+            if p99 > constraints.max_p99_ms or 1e3 / qps > run.service_ms:
+                known = _slower(known, value, float(row["recall"]))
+        return known
+
+    def _cannot_contend(self, known: _Ladder) -> str | None:
+        """Why no setting below the lowest too slow can beat the stored answer at the rate
+        (objective recall: their recall is at most that setting's)."""
+        run = self.run
+        if run.optimize != "recall" or known.slow_recall is None:
+            return None
+        rows = at_rate(run.frame(), run.at_qps, run.cores).rows
+        best = recommend(rows[rows["sustained"].astype(bool)], run.constraints, "recall").choice
+        if best is None or known.slow_recall > best["recall"]:
+            return None
+        return (
+            f"cannot beat: recall below {known.slow_recall:.4f} against {best['recall']:.4f} "
+            f"stored at {run.rate_text} ({best['config']})"
+        )
+
+
+def _slower(known: _Ladder, value: int, recall: float) -> _Ladder:
+    """``known`` with ``value`` (of ``recall``) known too slow."""
+    if known.slow is None or value < known.slow:
+        return replace(known, slow=value, slow_recall=recall)
+    return known
+
+
+def _value(row: pd.Series, name: str) -> int | None:
+    """The ladder value of ``row``'s search setting (None: not a setting of the ladder)."""
+    params = row["search_params"]
+    value = params.get(name) if isinstance(params, dict) and len(params) == 1 else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _breaks_build_limits(row: pd.Series, constraints: Constraints) -> bool:
+    """Whether ``row`` measured a memory or build time over its limit (the same for every
+    search setting of its build)."""
+    memory = "memory_footprint" if constraints.memory_figure == "serving" else "serving_rss_bytes"
+    for limit, column in (
+        (constraints.max_memory_bytes, memory),
+        (constraints.max_build_s, "build_s"),
+    ):
+        value = pd.to_numeric(row.get(column), errors="coerce")
+        if limit is not None and not pd.isna(value) and value > limit:
+            return True
+    return False
+
+
+def _spread(configs: tuple[dict[str, Any], ...], count: int) -> tuple[dict[str, Any], ...]:
+    """``count`` of ``configs`` evenly spaced inside them (bisection points; all of them
+    when there are no more)."""
+    if count >= len(configs):
+        return configs
+    step = len(configs) / (count + 1)
+    picks = sorted({min(len(configs) - 1, int(step * (i + 1))) for i in range(count)})
+    return tuple(configs[i] for i in picks)
+
+
+def _as_probe(record: RunRecord) -> RunRecord:
+    """``record`` flagged as a probe: a short measurement taken while searching."""
+    record.probe = True
+    return record
 
 
 def _unsettled(settings: pd.DataFrame, found: AtRate, constraints: Constraints) -> pd.DataFrame:

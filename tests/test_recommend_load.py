@@ -409,3 +409,113 @@ def test_rows_that_vouch_keep_their_load_mean(tiny, tmp_path):
         )
     assert result.choice["load_mean_ms"] == pytest.approx(0.3)
     assert isinstance(found.rows, pd.DataFrame) and len(found.rows) == 1
+
+
+# --- --measure: cheaper settings of a build found too slow at the rate ----------------------
+
+
+def _ef_recall(ef: int) -> float:
+    """The fake index's recall at ``ef``: 0.9 is first reached at ef=75 on the default ladder
+    (..., 48, 60, 75, 94, 118, ..., 451, 512)."""
+    return 1 - 6.4 / ef
+
+
+@pytest.fixture
+def ladder_jobs(monkeypatch):
+    """Fake workers for an index whose recall grows with ef (``_ef_recall``) and whose p99 at
+    the rate is ``p99_per_ef[0] * ef`` ms: single-mode jobs bisect the ladder for the recall
+    target as the real worker does, load jobs keep up at the offered rate."""
+    from annbench.sweep.measure import bisect_ladder
+
+    jobs, p99_per_ef = [], [0.01]
+
+    def run_in_worker(job, timeout=None, memory_limit=None, status=None):
+        jobs.append(job)
+        if job.mode == "single":
+            probes = []
+
+            def meets(i):
+                ef = job.search_configs[i]["ef"]
+                probes.append(job.record({"ef": ef}, recall=_ef_recall(ef), qps=20_000.0))
+                return _ef_recall(ef) >= job.target_recall
+
+            chosen = bisect_ladder(len(job.search_configs), meets)
+            yield from probes
+            if chosen is not None:
+                ef = job.search_configs[chosen]["ef"]
+                yield job.record({"ef": ef}, recall=_ef_recall(ef), qps=20_000.0, runs=1)
+            return
+        for params in job.search_configs:
+            yield from job.records(
+                params,
+                recall=_ef_recall(params["ef"]),
+                qps=job.rates[0],
+                latency_p99_ms=p99_per_ef[0] * params["ef"],
+                load_seconds=5.0,
+            )
+
+    monkeypatch.setattr(runner, "run_in_worker", run_in_worker)
+    return jobs, p99_per_ef
+
+
+def _measure_pick(tiny, store, budget_s):
+    """``_measure`` for recall >= 0.9 and p99 <= 1 ms at 1,000 q/s, then the pick."""
+    steps, skips = _measure(tiny, store, budget_s, min_recall=0.9)
+    constraints = Constraints(max_p99_ms=1.0, min_recall=0.9)
+    result, _ = recommend_at(store.dataframe(), constraints, "recall", 1000.0, CORES)
+    return steps, skips, None if result.choice is None else result.choice["search_params"]["ef"]
+
+
+@pytest.mark.parametrize("single_p99", [0.1, 2.0], ids=["plausible", "single-p99-over"])
+def test_measure_tries_cheaper_settings_when_the_candidate_is_too_slow(
+    tiny, tmp_path, ladder_jobs, single_p99
+):
+    """The single-query bisection left one candidate, ef=512 (too slow at the rate: 5.12 ms,
+    or already over the p99 limit in single mode); ef=75 reaches recall 0.9 and ef=94 is the
+    best recall whose p99 fits. Until the budget is spent, recommend does not give up."""
+    jobs, _ = ladder_jobs
+    singles = [_single(tiny, 512, _ef_recall(512), latency_p99_ms=single_p99)]
+    with _store(tmp_path, singles) as store:
+        steps, skips, ef = _measure_pick(tiny, store, 600.0)
+        assert ef == 94, [s.outcome for s in steps]
+        stored = store.dataframe(history=True)
+    modes = [job.mode for job in jobs]
+    probe = next(job for job in jobs if job.mode == "single")
+    # the cheapest ef reaching the floor, by single-query probes below the too-slow one
+    assert probe.target_recall == 0.9 and max(p["ef"] for p in probe.search_configs) < 512
+    first_cheaper = jobs[modes.index("single") + 1]
+    assert first_cheaper.mode == "rate" and first_cheaper.search_configs[0] == {"ef": 75}
+    assert not any("nothing fits" in skip.reason for skip in skips)
+    # probes stay probes: never an ordinary single-mode result
+    cheaper = stored["search_params"].map(lambda p: p["ef"] < 512)
+    single = stored[(stored["mode"] == "single") & cheaper]
+    assert len(single) and single["probe"].astype(bool).all()
+    # measured at the rate, nothing is measured again
+    before = len(jobs)
+    with ResultStore(tmp_path) as store:
+        assert _measure_pick(tiny, store, 600.0)[2] == 94
+    assert len(jobs) == before
+
+
+def test_measure_says_nothing_fits_only_when_the_cheapest_setting_is_too_slow(
+    tiny, tmp_path, ladder_jobs
+):
+    jobs, p99_per_ef = ladder_jobs
+    p99_per_ef[0] = 0.02  # ef=75, the cheapest reaching recall 0.9, has p99 1.5 ms
+    with _store(tmp_path, [_single(tiny, 512, _ef_recall(512))]) as store:
+        steps, skips, ef = _measure_pick(tiny, store, 600.0)
+    assert ef is None
+    assert [job.mode for job in jobs] == ["rate", "single", "rate"]
+    assert jobs[-1].search_configs[0] == {"ef": 75}
+    (skip,) = skips
+    assert skip.reason == "ef=75 is too slow at 1,000 q/s and no cheaper ef reaches recall 0.9"
+
+
+def test_measure_says_when_the_budget_cannot_hold_a_cheaper_setting(tiny, tmp_path, ladder_jobs):
+    jobs, _ = ladder_jobs
+    with _store(tmp_path, [_single(tiny, 512, _ef_recall(512))]) as store:
+        steps, skips, ef = _measure_pick(tiny, store, 30.0)  # one load job of one setting
+    assert ef is None and [job.mode for job in jobs] == ["rate"]
+    (skip,) = skips
+    assert "ef=512 is too slow at 1,000 q/s" in skip.reason
+    assert "needs about" in skip.reason and "s left" in skip.reason
