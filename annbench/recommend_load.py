@@ -431,6 +431,7 @@ def recommend_at_rate(
             load=load,
             frame=lambda: measured_frame(store, dataset, dataset_hash, workload, k, "rate", 1),
             say=say,
+            overrides=overrides,
         )
         steps += more
         skipped += fewer

@@ -519,3 +519,28 @@ def test_measure_says_when_the_budget_cannot_hold_a_cheaper_setting(tiny, tmp_pa
     (skip,) = skips
     assert "ef=512 is too slow at 1,000 q/s" in skip.reason
     assert "needs about" in skip.reason and "s left" in skip.reason
+
+
+def test_measure_keeps_cheaper_settings_within_the_grid_given(tiny, tmp_path, ladder_jobs):
+    """-g ef=80,512: the ladder below the too-slow ef=512 starts at 80, as the bisection's."""
+    jobs, _ = ladder_jobs
+    with _store(tmp_path, [_single(tiny, 512, _ef_recall(512))]) as store:
+        measure_at_rate(
+            tiny,
+            store,
+            Constraints(max_p99_ms=1.0, min_recall=0.9),
+            "recall",
+            at_qps=1000.0,
+            k=10,
+            workload="plain",
+            dataset_hash=tiny.content_hash,
+            backends=None,
+            budget=Budget(600.0),
+            build_threads=None,
+            load=LoadOptions(seconds=5.0, warmup=0.5),
+            frame=lambda: store.dataframe(),
+            say=lambda text: None,
+            overrides={"ef": [80, 512]},
+        )
+    measured = [p["ef"] for job in jobs for p in job.search_configs]
+    assert len(jobs) > 1 and min(measured) == 80
