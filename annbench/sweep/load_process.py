@@ -9,6 +9,13 @@ pass a ``SavedIndex`` where they would pass a search function.
 Every timestamp is ``time.monotonic_ns`` (CLOCK_MONOTONIC on Linux: one clock for every
 process of the machine), so the parent's start time and the schedule mean the same instant in
 each client.
+
+The parent and its clients share only pipes and one flag in shared memory, never a
+``multiprocessing`` lock, queue or event: those are named semaphores, which a parent killed by
+Ctrl-C (the sweep kills its worker at once) leaves for the resource tracker to report. What a
+client runs (index, queries, plan) goes through its pipe once it has started, not in the spawn
+payload, so a parent killed while a client starts cannot leave it unpickling a truncated
+payload, with a traceback.
 """
 
 from __future__ import annotations
@@ -17,12 +24,13 @@ import ctypes
 import logging
 import multiprocessing
 import os
-import queue
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from multiprocessing import connection, resource_tracker
 from pathlib import Path
 from typing import Any
 
@@ -208,35 +216,31 @@ def run_arrivals(
     return rows
 
 
-def _client(
-    spec: SavedIndex,
-    slot: int,
-    plan: tuple[Any, ...],
-    keep_ids: bool,
-    ready: Any,
-    results: Any,
-    go: Any,
-    start: Any,
-    stop: Any,
-    parent: int,
-) -> None:
-    """A client process: load, report ready, wait for the start instant, run ``plan``."""
+def _client(slot: int, control: Any, report: Any, stop: Any, parent: int) -> None:
+    """A client process: receive ``(spec, plan, keep_ids)`` on ``control``, load, report ready
+    on ``report``, wait for the start instant, run ``plan`` until done or ``stop`` is set."""
     from annbench.sweep.runner import exit_with_parent
 
     exit_with_parent(parent)  # a killed load run leaves no client behind
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us, after Ctrl-C too
+    if hasattr(signal, "pthread_sigmask"):  # started with SIGINT blocked (_start): undo it
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     precise_sleep()
+    try:
+        spec, plan, keep_ids = control.recv()
+    except (EOFError, OSError):  # the parent stopped the run before it sent the work
+        return
     close: Callable[[], None] = lambda: None  # noqa: E731 - replaced once the index loads
     try:
         search, nq, close = open_saved(spec)
         for i in range(min(nq, WARMUP_QUERIES)):
             search(i)
     except BaseException as exc:  # anything a backend raises is reported, not a traceback
-        ready.put((slot, one_line_error(exc)))
+        _send(report, one_line_error(exc))
         close()
         return
     try:
-        _run_plan(search, nq, slot, plan, keep_ids, ready, results, go, start, stop)
+        _run_plan(search, nq, slot, plan, keep_ids, control, report, stop)
     finally:
         close()  # a database's private copy of the index goes with the client
 
@@ -247,21 +251,25 @@ def _run_plan(
     slot: int,
     plan: tuple[Any, ...],
     keep_ids: bool,
-    ready: Any,
-    results: Any,
-    go: Any,
-    start: Any,
+    control: Any,
+    report: Any,
     stop: Any,
 ) -> None:
     """A loaded client: report ready, wait for the start instant, run ``plan``."""
-    ready.put((slot, None))
-    while not go.wait(_NAP_S * 4):
-        pass
-    if stop.is_set():
+    if not _send(report, None):
         return
-    t0 = start.value
+    try:
+        t0 = control.recv()  # the start instant, sent to every client at once
+    except (EOFError, OSError):  # stopped before the start
+        return
+    if stop.value:
+        return
     while (wait := t0 - time.monotonic_ns()) > 0:
         time.sleep(wait / 1e9)
+
+    def stopped() -> bool:
+        return bool(stop.value)
+
     try:
         if plan[0] == "closed":
             _, warmup_ns, seconds_ns, clients = plan
@@ -271,7 +279,7 @@ def _run_plan(
                 lambda: next(sequence) % nq,
                 t0 + warmup_ns,
                 t0 + warmup_ns + seconds_ns,
-                stop.is_set,
+                stopped,
                 keep_ids,
                 time.monotonic_ns,
             )
@@ -279,12 +287,22 @@ def _run_plan(
             _, warmup_ns, give_up_ns, queries, offsets = plan
             arrivals = [(int(i), t0 + int(o)) for i, o in zip(queries, offsets, strict=True)]
             rows = run_arrivals(
-                search, arrivals, t0 + warmup_ns, t0 + give_up_ns, stop.is_set, keep_ids
+                search, arrivals, t0 + warmup_ns, t0 + give_up_ns, stopped, keep_ids
             )
     except BaseException as exc:
-        results.put((slot, one_line_error(exc)))
+        _send(report, one_line_error(exc))
         return
-    results.put((slot, rows))
+    _send(report, rows)
+
+
+def _send(pipe: Any, message: Any) -> bool:
+    """Send ``message`` on ``pipe``; False if the other end is gone (the run was stopped, or
+    a client died, which the parent reports when it reads that client's pipe)."""
+    try:
+        pipe.send(message)
+    except OSError:
+        return False
+    return True
 
 
 def run_processes(
@@ -298,67 +316,98 @@ def run_processes(
     start them together and collect their rows: ``(start_ns, rows)``. Every exit path (an
     error, a timeout, KeyboardInterrupt) stops and reaps them all."""
     context = multiprocessing.get_context("spawn")
-    ready, results = context.Queue(), context.Queue()
-    go, stop = context.Event(), context.Event()
-    start = context.Value("q", 0)
+    stop = context.RawValue("b", 0)  # shared memory: no semaphore to leak
+    controls = [context.Pipe(duplex=False) for _ in plans]  # (client reads, parent writes)
+    reports = [context.Pipe(duplex=False) for _ in plans]  # (parent reads, client writes)
+    writers = [writer for _, writer in controls]
+    readers = [reader for reader, _ in reports]
+    theirs = [control for control, _ in controls] + [report for _, report in reports]
     processes = [
         context.Process(
             target=_client,
-            args=(spec, slot, plan, keep_ids, ready, results, go, start, stop, os.getpid()),
+            args=(slot, controls[slot][0], reports[slot][1], stop, os.getpid()),
             daemon=True,
             name=f"annbench-load-client-{slot}",
         )
-        for slot, plan in enumerate(plans)
+        for slot in range(len(plans))
     ]
+    try:
+        _start(processes)
+        for pipe in theirs:  # a client's death now closes its report pipe: the parent sees it
+            pipe.close()
+        log.info("load: %d client processes loading %s", len(processes), spec.path)
+        for writer, plan in zip(writers, plans, strict=True):
+            _send(writer, (spec, plan, keep_ids))
+        _gather(readers, processes, load_timeout, "load the index", spec.backend)
+        start_ns = time.monotonic_ns() + START_AHEAD_NS
+        for writer in writers:
+            _send(writer, start_ns)
+        log.info("load: %d client processes running", len(processes))
+        return start_ns, _gather(readers, processes, run_timeout, "run", spec.backend)
+    finally:
+        stop.value = 1
+        for pipe in (*writers, *readers, *theirs):  # wakes a client waiting on or writing one
+            pipe.close()
+        _reap(processes)
+
+
+def _start(processes: list[Any]) -> None:
+    """Start ``processes`` with Ctrl-C ignored, so each starts ignoring it: a Ctrl-C reaching
+    the process group while a client starts up cannot end it with a traceback (the parent
+    stops its clients). In the main thread SIGINT is also blocked meanwhile, so a Ctrl-C during
+    the start is held, and raised here once the parent's handler is back."""
+    if threading.current_thread() is not threading.main_thread():
+        for process in processes:
+            process.start()
+        return
+    blocking = hasattr(signal, "pthread_sigmask")
+    if blocking:
+        resource_tracker.ensure_running()  # starting the tracker would unblock SIGINT
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         for process in processes:
             process.start()
-        log.info("load: %d client processes loading %s", len(processes), spec.path)
-        _gather(ready, processes, load_timeout, "load the index", spec.backend)
-        start.value = time.monotonic_ns() + START_AHEAD_NS
-        go.set()
-        log.info("load: %d client processes running", len(processes))
-        rows = _gather(results, processes, run_timeout, "run", spec.backend)
-        return start.value, [rows[slot] for slot in range(len(plans))]
     finally:
-        stop.set()
-        go.set()
-        _reap(processes)
-        for channel in (ready, results):
-            channel.cancel_join_thread()
-            channel.close()
+        if previous is not None:  # None: a handler not set from Python, left as it is now
+            signal.signal(signal.SIGINT, previous)
+        if blocking:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _gather(
-    channel: Any, processes: list[Any], timeout: float, doing: str, backend: str
-) -> dict[int, Any]:
-    """One message from every process on ``channel``; an AnnbenchError if one reports an
-    error, dies first or ``timeout`` seconds pass."""
+    readers: list[Any], processes: list[Any], timeout: float, doing: str, backend: str
+) -> list[Any]:
+    """One message from every client, each on its own pipe in ``readers``; an AnnbenchError
+    if one reports an error, dies first or ``timeout`` seconds pass."""
     got: dict[int, Any] = {}
     deadline = time.monotonic() + timeout
-    while len(got) < len(processes):
-        try:
-            slot, message = channel.get(timeout=0.2)
-        except queue.Empty:
-            for slot, process in enumerate(processes):
-                if slot not in got and not process.is_alive():
-                    raise AnnbenchError(
-                        f"Load client process {slot} died (exit code {process.exitcode}) "
-                        f"before it could {doing} with {backend}; run the backend's "
-                        "conformance check (annbench.testing.check_backend)"
-                    ) from None
-            if time.monotonic() > deadline:
-                raise AnnbenchError(
-                    f"Load client processes did not {doing} with {backend} within "
-                    f"{timeout:g} s; raise the timeout or use a smaller index"
-                ) from None
-            continue
-        if isinstance(message, str):
+    while len(got) < len(readers):
+        waiting = {reader: slot for slot, reader in enumerate(readers) if slot not in got}
+        left = deadline - time.monotonic()
+        if left <= 0:
             raise AnnbenchError(
-                f"A load client process could not {doing} with {backend}: {message}"
+                f"Load client processes did not {doing} with {backend} within "
+                f"{timeout:g} s; raise the timeout or use a smaller index"
             )
-        got[slot] = message
-    return got
+        # a short wait, so an interrupt of the main thread is seen at once
+        for reader in connection.wait(list(waiting), min(left, _NAP_S * 4)):
+            slot = waiting[reader]
+            try:
+                message = reader.recv()
+            except (EOFError, OSError):  # its end closed: the client is gone
+                processes[slot].join(1.0)
+                raise AnnbenchError(
+                    f"Load client process {slot} died (exit code {processes[slot].exitcode}) "
+                    f"before it could {doing} with {backend}; run the backend's "
+                    "conformance check (annbench.testing.check_backend)"
+                ) from None
+            if isinstance(message, str):
+                raise AnnbenchError(
+                    f"A load client process could not {doing} with {backend}: {message}"
+                )
+            got[slot] = message
+    return [got[slot] for slot in range(len(readers))]
 
 
 def _reap(processes: list[Any], grace: float = 2.0) -> None:
