@@ -207,25 +207,24 @@ def test_the_core_count_of_the_figure_is_stated(tiny, tmp_path):
     assert f"on {other} cores" in payload["choice"]["figure"]
 
 
-def test_a_figure_near_the_generator_ceiling_says_so(tiny, tmp_path):
-    records = [_rate(tiny, 32, 2000, p99=0.8, recall=0.95, generator_max_qps=3000.0)]
+@pytest.mark.parametrize(
+    ("generator", "said"),
+    [
+        ({"generator_max_qps": 3000.0}, "near the load generator's own ceiling (3,000 q/s)"),
+        (
+            {"generator_max_qps": 1e6, "generator_p99_ms": 0.5},
+            "p99 (0.8 ms) is under 2x the load generator's own p99 at this load (0.5 ms)",
+        ),
+    ],
+    ids=["offered near its ceiling", "p99 near its own"],
+)
+def test_a_figure_near_the_generators_own_limits_says_so(tiny, tmp_path, generator, said):
+    records = [_rate(tiny, 32, 2000, p99=0.8, recall=0.95, **generator)]
     with _store(tmp_path, records) as store:
         outcome, ef = _pick(tiny, store, 2000)
     assert ef == 32
     (warning,) = outcome.to_dict()["choice"]["warnings"]
-    assert "near the load generator's own ceiling (3,000 q/s)" in warning
-    assert outcome.to_dict()["choice"]["near_generator_ceiling"] is True
-
-
-def test_a_p99_close_to_the_generators_own_says_so(tiny, tmp_path):
-    records = [
-        _rate(tiny, 32, 2000, p99=0.8, recall=0.95, generator_max_qps=1e6, generator_p99_ms=0.5)
-    ]
-    with _store(tmp_path, records) as store:
-        outcome, ef = _pick(tiny, store, 2000)
-    assert ef == 32
-    (warning,) = outcome.to_dict()["choice"]["warnings"]
-    assert "p99 (0.8 ms) is under 2x the load generator's own p99 at this load (0.5 ms)" in warning
+    assert said in warning
     assert outcome.to_dict()["choice"]["near_generator_ceiling"] is True
 
 
