@@ -5,6 +5,7 @@ the rest runs on several processes (pytest-xdist) when the whole suite is asked 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from fnmatch import fnmatch
 from pathlib import Path
@@ -46,6 +47,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Run the complete suite, slow tests included (what .ci/run runs); without it, "
         "tests marked slow are left out unless their file is named on the command line.",
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C works in the tests even when pytest was started with it ignored (a shell without
+    job control ignores SIGINT in a command it starts in the background with ``&``; every
+    process a test starts would inherit that, and the Ctrl-C tests would fail)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.hookimpl(tryfirst=True)
