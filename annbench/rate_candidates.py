@@ -38,10 +38,12 @@ from annbench.sweep.measure import BuildJob
 from annbench.time_budget import (
     DEFAULT_RATES,
     Budget,
+    Estimate,
     History,
     LoadEstimate,
     Skip,
     Step,
+    Structure,
     clock,
     estimate,
     kept,
@@ -172,22 +174,22 @@ def measure_at_rate(
         workload=workload,
     )
     run = _Runs(
-        dataset,
-        store,
-        constraints,
-        optimize,
-        at_qps,
-        k,
-        workload,
-        dataset_hash,
-        budget,
-        build_threads,
-        load,
-        frame,
-        say,
-        history,
-        cores,
-        service_ms,
+        dataset=dataset,
+        store=store,
+        constraints=constraints,
+        optimize=optimize,
+        at_qps=at_qps,
+        k=k,
+        workload=workload,
+        dataset_hash=dataset_hash,
+        budget=budget,
+        build_threads=build_threads,
+        load=load,
+        frame=frame,
+        say=say,
+        history=history,
+        cores=cores,
+        service_ms=service_ms,
     )
     single = run.single(backends)
     candidates = plausible(single, constraints, at_qps, service_ms)
@@ -294,11 +296,21 @@ class _Runs:
         from annbench.registry import load_backend
         from annbench.sweep.load import executor_for
 
-        s = structure(job.backend, job.build_params, self.dataset.train.shape[1])
         process = executor_for(load_backend(job.backend)) == "process"
-        n, nq = len(self.dataset.train), len(self.dataset.test)
-        threads = self.build_threads or available_cores()
+        s, n, nq, threads = self._sizes(job)
         return load_estimate(job, s, n, nq, self.history, threads, process_clients=process)
+
+    def single_cost(self, job: BuildJob) -> Estimate:
+        """What the single-mode ``job`` (a probe bisection) is expected to take."""
+        s, n, nq, threads = self._sizes(job)
+        return estimate(job, s, n, nq, DEFAULT_RATES, self.history, threads)
+
+    def _sizes(self, job: BuildJob) -> tuple[Structure, int, int, int]:
+        """What an estimate of ``job`` is computed from: the index structure, base and query
+        counts, and the threads building it."""
+        s = structure(job.backend, job.build_params, self.dataset.train.shape[1])
+        n, nq = len(self.dataset.train), len(self.dataset.test)
+        return s, n, nq, self.build_threads or available_cores()
 
     def at_rate(
         self,
@@ -456,10 +468,7 @@ class _Cheaper:
         run = self.run
         floor = run.constraints.min_recall
         job = run.job(build, "single", tuple({name: v} for v in unknown))
-        s = structure(job.backend, job.build_params, run.dataset.train.shape[1])
-        n, nq = len(run.dataset.train), len(run.dataset.test)
-        threads = run.build_threads or available_cores()
-        expected = estimate(job, s, n, nq, DEFAULT_RATES, run.history, threads)
+        expected = run.single_cost(job)
         at_rate_job = run.job(build, "rate", ({name: unknown[-1]},))
         one = run.load_cost(at_rate_job).for_settings(1)
         left = run.budget.left()
@@ -605,14 +614,10 @@ def _value(row: pd.Series, name: str) -> int | None:
 
 def _breaks_build_limits(row: pd.Series, constraints: Constraints) -> bool:
     """Whether ``row`` measured a memory or build time over its limit (the same for every
-    search setting of its build)."""
-    memory = "memory_footprint" if constraints.memory_figure == "serving" else "serving_rss_bytes"
-    for limit, column in (
-        (constraints.max_memory_bytes, memory),
-        (constraints.max_build_s, "build_s"),
-    ):
+    search setting of its build; a figure not measured breaks nothing here)."""
+    for name, column, limit, _ in constraints.limits():
         value = pd.to_numeric(row.get(column), errors="coerce")
-        if limit is not None and not pd.isna(value) and value > limit:
+        if name in ("memory", "build") and not pd.isna(value) and value > limit:
             return True
     return False
 
