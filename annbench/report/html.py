@@ -27,6 +27,7 @@ from annbench.results.analysis import (
     successful,
     summary,
 )
+from annbench.results.columns import numbers
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1240px;
@@ -522,9 +523,9 @@ def _runs_table(frame: pd.DataFrame) -> str:
             "CPU p99 ms": frame["cpu_p99_ms"],
             "wall/CPU": frame["wall_cpu_ratio"],
             "build s": frame["build_s"],
-            "inserts/s": _column(frame, "inserts_per_s"),
-            "index s": _column(frame, "index_build_s"),
-            "ready s": _column(frame, "ready_s"),
+            "inserts/s": numbers(frame, "inserts_per_s"),
+            "index s": numbers(frame, "index_build_s"),
+            "ready s": numbers(frame, "ready_s"),
             "serving MB": serving / 1e6,
             "build peak MB": frame["peak_rss_bytes"] / 1e6,
             "file MB": frame["index_bytes"] / 1e6,
@@ -581,32 +582,29 @@ def _with_load_columns(view: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
     2 clients, 2 cores``) and the figures of load runs after p99, those measured at all."""
     from annbench.report.load_plot import over_ceiling
 
-    def column(name: str) -> pd.Series:
-        return _column(frame, name)
-
     point = [
         mode_label(mode, clients, rate, share, cores)
         for mode, clients, rate, share, cores in zip(
             frame["mode"],
-            column("clients"),
-            column("rate"),
-            column("rate_share"),
-            column("cores"),
+            numbers(frame, "clients"),
+            numbers(frame, "rate"),
+            numbers(frame, "rate_share"),
+            numbers(frame, "cores"),
             strict=True,
         )
     ]
     at = list(view.columns).index("search") + 1
     view.insert(at, "load point", point)
     extra = {
-        "offered /s": column("rate"),
-        "saturation QPS": column("saturation_qps"),
-        "p99.9 ms": column("latency_p999_ms"),
-        "max ms": column("latency_max_ms"),
-        "deadline ms": column("deadline_ms"),
-        "deadline miss %": column("deadline_miss") * 100,
-        "unfinished": column("unfinished"),
-        "lag p99 ms": column("lag_p99_ms"),
-        "generator max QPS": column("generator_max_qps"),
+        "offered /s": numbers(frame, "rate"),
+        "saturation QPS": numbers(frame, "saturation_qps"),
+        "p99.9 ms": numbers(frame, "latency_p999_ms"),
+        "max ms": numbers(frame, "latency_max_ms"),
+        "deadline ms": numbers(frame, "deadline_ms"),
+        "deadline miss %": numbers(frame, "deadline_miss") * 100,
+        "unfinished": numbers(frame, "unfinished"),
+        "lag p99 ms": numbers(frame, "lag_p99_ms"),
+        "generator max QPS": numbers(frame, "generator_max_qps"),
     }
     at = list(view.columns).index("p99 ms") + 1 if "p99 ms" in view else len(view.columns)
     for offset, (name, values) in enumerate(
@@ -695,10 +693,3 @@ def html_table(
     )
     table = styler.set_uuid(css_id).to_html(doctype_html=False)
     return f'<div class="wide">{table}</div>' if sortable else table
-
-
-def _column(frame: pd.DataFrame, name: str) -> pd.Series:
-    """``frame[name]`` as floats; NaN where absent (stores older than the field)."""
-    if name not in frame:
-        return pd.Series(float("nan"), index=frame.index)
-    return pd.to_numeric(frame[name], errors="coerce").astype(float)

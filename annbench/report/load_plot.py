@@ -10,6 +10,7 @@ import pandas as pd
 from annbench.record import CEILING_SHARE, GENERATOR_P99_MULTIPLE, PLAIN, params_label
 from annbench.report.colors import backend_color
 from annbench.results.analysis import near_ceilings, successful
+from annbench.results.columns import numbers
 
 #: Marker of an ordinary load point and of one near the load generator's own limits.
 SYMBOL, OVER_CEILING_SYMBOL = "circle", "x"
@@ -36,7 +37,7 @@ def latency_load_figure(frame: pd.DataFrame, title: str, most: int = 12) -> Any:
             figure.add_trace(
                 go.Scatter(
                     x=_values(points["rate"]),
-                    y=_values(_numbers(points, column)),
+                    y=_values(numbers(points, column)),
                     mode="lines+markers",
                     name=name,
                     legendgroup=name,
@@ -130,8 +131,8 @@ def over_ceiling(points: pd.DataFrame, mode: str) -> list[bool]:
 def _line_names(ok: pd.DataFrame, mode: str) -> list[str]:
     """``hnswlib [M=16] [ef=32]``, then the workload, k, cores and pacing clients where the
     runs differ in them."""
-    varying = [c for c in ("k", "cores") if _numbers(ok, c).nunique() > 1]
-    if mode == "rate" and _numbers(ok, "clients").nunique() > 1:
+    varying = [c for c in ("k", "cores") if numbers(ok, c).nunique() > 1]
+    if mode == "rate" and numbers(ok, "clients").nunique() > 1:
         varying.append("clients")
     names = []
     for _, row in ok.iterrows():
@@ -193,7 +194,7 @@ def _layout(title: str, lines: list[tuple[str, str, pd.DataFrame]], legend: str)
 
 
 def _cores(lines: list[tuple[str, str, pd.DataFrame]]) -> list[int]:
-    values = pd.concat([_numbers(points, "cores") for _, _, points in lines]).dropna()
+    values = pd.concat([numbers(points, "cores") for _, _, points in lines]).dropna()
     return sorted({int(v) for v in values})
 
 
@@ -245,13 +246,6 @@ def _get(row: pd.Series, column: str) -> float:
     """A number of ``row``; NaN where absent or not a number."""
     value = pd.to_numeric(pd.Series([row.get(column)]), errors="coerce").iloc[0]
     return float(value)
-
-
-def _numbers(points: pd.DataFrame, column: str) -> pd.Series:
-    """``points[column]`` as floats (NaN where absent: stores older than the column)."""
-    if column not in points:
-        return pd.Series(float("nan"), index=points.index)
-    return pd.to_numeric(points[column], errors="coerce").astype(float)
 
 
 def _ms(value: float) -> str:

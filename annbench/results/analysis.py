@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 import pandas as pd
 
 from annbench.errors import AnnbenchError, BadUsage
 from annbench.record import LOAD_MODES, mode_label, near_generator_ceiling, params_label
+from annbench.results.columns import numbers
 
 RECALL_LEVELS = (0.8, 0.9, 0.95, 0.99)
 #: A run whose repeats spread more than this fraction of the median QPS is flagged noisy.
@@ -551,19 +551,9 @@ def _show(column: str, value: float) -> str:
 def near_ceilings(frame: pd.DataFrame) -> list[bool]:
     """Per row, whether its load figure may describe the load generator as much as the index
     (``record.near_generator_ceiling``); False for single and batch rows."""
-
-    def value(row: dict[str, Any], name: str) -> Any:
-        number = pd.to_numeric(row.get(name), errors="coerce")
-        return None if pd.isna(number) else float(number)
-
+    figures = ("rate", "qps", "generator_max_qps", "latency_p99_ms", "generator_p99_ms")
+    columns = [numbers(frame, name) for name in figures]  # NaN: unknown, which flags nothing
     return [
-        near_generator_ceiling(
-            str(row.get("mode")),
-            value(row, "rate"),
-            value(row, "qps"),
-            value(row, "generator_max_qps"),
-            value(row, "latency_p99_ms"),
-            value(row, "generator_p99_ms"),
-        )
-        for row in frame.to_dict("records")
+        near_generator_ceiling(str(mode), *values)
+        for mode, *values in zip(frame["mode"], *columns, strict=True)
     ]

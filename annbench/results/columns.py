@@ -64,3 +64,11 @@ def _column(values: list[Any], index: pd.Index) -> pd.Series:
     if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
         return pd.Series(values, index=index, dtype="Int64")
     return pd.Series(values, index=index, dtype=object).infer_objects()
+
+
+def numbers(frame: pd.DataFrame, name: str) -> pd.Series:
+    """``frame[name]`` as floats; NaN where not a number, or where the column is absent
+    (stores older than the field)."""
+    if name not in frame:
+        return pd.Series(float("nan"), index=frame.index)
+    return pd.to_numeric(frame[name], errors="coerce").astype(float)
